@@ -1,0 +1,118 @@
+/* The byte layout of a ringshm segment, version 1 (docs/FORMAT.md).
+ *
+ * The header occupies the first page.  Fields written by producers and
+ * fields written by consumers sit on separate 128-byte blocks so that the two
+ * sides never write the same cache line (128, not 64: adjacent-line
+ * prefetchers pull lines in pairs).  Offsets are fixed by the static
+ * asserts below; another language can interoperate from FORMAT.md alone. */
+#ifndef RINGSHM_LAYOUT_H
+#define RINGSHM_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <semaphore.h>
+
+#define RS_MAGIC "RINGSHM\0"
+#define RS_VERSION 1u
+#define RS_HEADER_SIZE 4096u
+#define RS_RECORD_HEADER 8u
+#define RS_ALIGN 8u
+#define RS_MIN_CAPACITY 4096ull
+#define RS_MAX_CAPACITY (1ull << 40)
+/* The length field of a record is 32 bits. */
+#define RS_MAX_PAYLOAD 0xFFFFFFF0ull
+
+/* Record kinds: distinctive values, so that garbage is recognised. */
+#define RS_KIND_DATA 0x41544144u    /* "DATA" little-endian */
+#define RS_KIND_PADDING 0x44444150u /* "PADD" little-endian */
+
+#define RS_FLAG_SHUTDOWN 1ull
+
+/* One side's intent to publish: written before head/tail is published, so a
+ * process that takes over the lock of a dead owner can finish the counters
+ * the dead owner had published but not yet counted. */
+typedef struct {
+    uint64_t position;   /* the head (or tail) about to be published */
+    uint64_t messages;   /* messages_put (or messages_got) once published */
+    uint64_t bytes;      /* bytes_put (or bytes_got) once published */
+} rs_intent;
+
+/* A place to sleep: a flag that says somebody may sleep, and the semaphore.
+ * The waker clears the flag when it posts, so a sleeper that died can cost at
+ * most one post, never a system call per message for ever. */
+typedef struct {
+    uint64_t wanted;
+    uint64_t _pad;
+    union { sem_t sem; char _sem_space[48]; };
+} rs_waitq;
+
+typedef struct {
+    uint64_t owner;        /* holder's token (pid << 32 | start time), 0 = free */
+    uint64_t recoveries;   /* times a dead holder's lock was taken over */
+    rs_waitq waitq;        /* those waiting for the lock */
+} rs_lock;
+
+typedef struct {
+    /* 0: identity, written once by the creator; magic last. */
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t capacity;
+    uint64_t max_messages;         /* 0 = unlimited */
+    int64_t creator_pid;
+    uint64_t creator_start_time;   /* clock ticks since boot, /proc/PID/stat */
+    uint64_t created_ns;           /* CLOCK_REALTIME at creation */
+    uint32_t recovery_interval_us;
+    uint32_t spin_ns;
+    uint64_t flags;                /* RS_FLAG_SHUTDOWN */
+    char _pad0[128 - 72];
+
+    /* 128: the producer side, written under the put lock. */
+    uint64_t head;
+    uint64_t messages_put;
+    uint64_t bytes_put;
+    uint64_t put_waits;
+    uint64_t put_timeouts;
+    rs_intent put_intent;
+    char _pad1[128 - 64];
+
+    /* 256: the consumer side, written under the get lock. */
+    uint64_t tail;
+    uint64_t messages_got;
+    uint64_t bytes_got;
+    uint64_t get_waits;
+    uint64_t get_timeouts;
+    rs_intent get_intent;
+    char _pad2[128 - 64];
+
+    /* 384, 512: the locks. */
+    rs_lock put_lock;
+    char _pad3[128 - sizeof(rs_lock)];
+    rs_lock get_lock;
+    char _pad4[128 - sizeof(rs_lock)];
+
+    /* 640: consumers waiting for data; 768: producers waiting for space. */
+    rs_waitq data_waitq;
+    char _pad5[128 - sizeof(rs_waitq)];
+    rs_waitq space_waitq;
+    char _pad6[128 - sizeof(rs_waitq)];
+} rs_header;
+
+_Static_assert(sizeof(sem_t) <= 48, "sem_t does not fit its slot");
+_Static_assert(sizeof(rs_waitq) == 64, "rs_waitq");
+_Static_assert(offsetof(rs_header, flags) == 64, "flags");
+_Static_assert(offsetof(rs_header, head) == 128, "head");
+_Static_assert(offsetof(rs_header, tail) == 256, "tail");
+_Static_assert(offsetof(rs_header, put_lock) == 384, "put_lock");
+_Static_assert(offsetof(rs_header, get_lock) == 512, "get_lock");
+_Static_assert(offsetof(rs_header, data_waitq) == 640, "data_waitq");
+_Static_assert(offsetof(rs_header, space_waitq) == 768, "space_waitq");
+_Static_assert(sizeof(rs_header) == 896, "rs_header");
+_Static_assert(sizeof(rs_header) <= RS_HEADER_SIZE, "header page");
+
+typedef struct {
+    uint32_t length;   /* payload bytes (DATA) or bytes to the end after this header (PADDING) */
+    uint32_t kind;     /* RS_KIND_DATA or RS_KIND_PADDING */
+} rs_record;
+
+#endif

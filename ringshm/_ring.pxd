@@ -1,0 +1,121 @@
+# C declarations for the core (logic lives in _ring.pyx).
+
+from libc.stdint cimport uint32_t, uint64_t, int64_t
+
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    ctypedef int clockid_t
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+    int clock_gettime(clockid_t clk, timespec *ts)
+    int nanosleep(const timespec *req, timespec *rem)
+
+
+cdef extern from "<semaphore.h>" nogil:
+    ctypedef struct sem_t:
+        pass
+    int sem_init(sem_t *sem, int pshared, unsigned int value)
+    int sem_post(sem_t *sem)
+    int sem_clockwait(sem_t *sem, clockid_t clk, const timespec *abstime)
+
+
+cdef extern from "<signal.h>" nogil:
+    int kill(int pid, int sig)
+
+
+cdef extern from "<unistd.h>" nogil:
+    int getpid()
+
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil,
+                       void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+
+cdef extern from "<sys/mman.h>" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void *addr, size_t length)
+    int PROT_READ
+    int PROT_WRITE
+    int MAP_SHARED
+    int MAP_ANONYMOUS
+    void *MAP_FAILED
+
+
+cdef extern from "_atomic.h" nogil:
+    uint64_t rs_load_relaxed(const uint64_t *p)
+    uint64_t rs_load_acquire(const uint64_t *p)
+    uint64_t rs_load_seq(const uint64_t *p)
+    void rs_store_relaxed(uint64_t *p, uint64_t v)
+    void rs_store_release(uint64_t *p, uint64_t v)
+    void rs_store_seq(uint64_t *p, uint64_t v)
+    uint64_t rs_exchange(uint64_t *p, uint64_t v)
+    uint64_t rs_fetch_or(uint64_t *p, uint64_t v)
+    void rs_add_relaxed(uint64_t *p, uint64_t v)
+    bint rs_cas(uint64_t *p, uint64_t expected, uint64_t desired)
+    void rs_cpu_relax()
+
+
+cdef extern from "_layout.h" nogil:
+    const char *RS_MAGIC
+    uint32_t RS_VERSION
+    uint32_t RS_HEADER_SIZE
+    uint32_t RS_RECORD_HEADER
+    unsigned long long RS_MIN_CAPACITY
+    unsigned long long RS_MAX_CAPACITY
+    unsigned long long RS_MAX_PAYLOAD
+    uint32_t RS_KIND_DATA
+    uint32_t RS_KIND_PADDING
+    unsigned long long RS_FLAG_SHUTDOWN
+
+    ctypedef struct rs_intent:
+        uint64_t position
+        uint64_t messages
+        uint64_t bytes
+
+    ctypedef struct rs_waitq:
+        uint64_t wanted
+        sem_t sem
+
+    ctypedef struct rs_lock:
+        uint64_t owner
+        uint64_t recoveries
+        rs_waitq waitq
+
+    ctypedef struct rs_header:
+        char magic[8]
+        uint32_t version
+        uint32_t header_size
+        uint64_t capacity
+        uint64_t max_messages
+        int64_t creator_pid
+        uint64_t creator_start_time
+        uint64_t created_ns
+        uint32_t recovery_interval_us
+        uint32_t spin_ns
+        uint64_t flags
+        uint64_t head
+        uint64_t messages_put
+        uint64_t bytes_put
+        uint64_t put_waits
+        uint64_t put_timeouts
+        rs_intent put_intent
+        uint64_t tail
+        uint64_t messages_got
+        uint64_t bytes_got
+        uint64_t get_waits
+        uint64_t get_timeouts
+        rs_intent get_intent
+        rs_lock put_lock
+        rs_lock get_lock
+        rs_waitq data_waitq
+        rs_waitq space_waitq
+
+    ctypedef struct rs_record:
+        uint32_t length
+        uint32_t kind

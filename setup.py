@@ -1,0 +1,30 @@
+"""Builds the compiled core, ringshm._ring.
+
+RINGSHM_DEBUG=1 builds with -O0 -g, assertions and Cython line tracing,
+for gdb/valgrind and coverage of the .pyx.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("RINGSHM_DEBUG") == "1"
+
+extension = Extension(
+    "ringshm._ring",
+    sources=["ringshm/_ring.pyx"],
+    include_dirs=["ringshm"],
+    extra_compile_args=(["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O2"])
+    + ["-Wno-unused-function"],
+    define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],
+    libraries=["pthread"],
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        compiler_directives={"linetrace": DEBUG},
+        language_level=3,
+    ),
+)
