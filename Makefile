@@ -1,0 +1,36 @@
+# Developer commands; .ci/run and the README use the same steps.
+PY ?= .venv/bin/python
+
+.PHONY: venv build debug test test-debug bench lint clean
+
+venv:
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -e '.[test]'
+
+build:
+	$(PY) setup.py build_ext --inplace
+
+# -O0 -g with Cython line tracing, for gdb, valgrind and coverage.
+debug:
+	RINGSHM_DEBUG=1 $(PY) setup.py build_ext --inplace --force
+
+test: build
+	$(PY) -m pytest -q
+
+# The whole suite once more against the debug build.
+test-debug: debug
+	$(PY) -m pytest -q
+	$(MAKE) build
+
+bench: build
+	$(PY) bench/run.py
+
+lint:
+	$(PY) -m pip install -q -e '.[lint]'
+	$(PY) -m ruff check ringshm tests bench
+	$(PY) -m cython_lint ringshm/_ring.pyx ringshm/_ring.pxd
+	$(PY) -m mypy ringshm
+
+clean:
+	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

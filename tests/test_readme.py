@@ -1,0 +1,23 @@
+"""The README's Python examples run as written."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_has_examples():
+    assert len(EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_readme_example_runs(index):
+    # A fresh interpreter per example: they fork, and must stand alone.
+    result = subprocess.run([sys.executable, "-c", EXAMPLES[index]],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
