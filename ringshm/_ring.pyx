@@ -645,11 +645,14 @@ cdef class RingCore:
             rc = RS_SHUTDOWN
         if rc != RS_OK:
             return self._raise(rc, True)
-        # The fast path: room by the cached tail, no wrap.
+        # The fast path: room by the cached tail (refreshed once), no wrap.
         cdef uint64_t head = rs_load_relaxed(&h.head)
-        if (head & self.mask) + span <= self._capacity and self._has_room(head, span, messages):
-            self.span_start = head
-            return 0
+        if (head & self.mask) + span <= self._capacity:
+            if not self._has_room(head, span, messages):
+                self.cached_tail = rs_load_acquire(&h.tail)
+            if self._has_room(head, span, messages) and head - self.cached_tail <= self._capacity:
+                self.span_start = head
+                return 0
         with nogil:
             rc = self._room(span, messages, deadline)
         if rc != RS_OK:
@@ -772,6 +775,11 @@ cdef class RingCore:
             return self._raise(rc, False)
         self.read_tail = rs_load_relaxed(&h.tail)
         rc = self._next_record_fast()
+        if rc != RS_OK:
+            # A near-empty ring: the cached head is behind.  Look again
+            # before paying for releasing the GIL.
+            self.cached_head = rs_load_acquire(&h.head)
+            rc = self._next_record_fast()
         if rc != RS_OK:
             with nogil:
                 rc = self._next_record(deadline)
