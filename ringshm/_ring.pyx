@@ -291,7 +291,10 @@ cdef class RingCore:
     cdef uint64_t cached_tail
     cdef uint64_t cached_head
     # Scratch of the operation in progress (valid while a lock is held).
-    cdef uint64_t span_start     # where the next span of records goes
+    cdef uint64_t span_start     # where the batch being put starts
+    cdef uint64_t span_end       # and ends (reserve)
+    cdef Py_ssize_t wrap_index   # record of the batch preceded by padding, -1: none
+    cdef uint64_t wrap_pad
     cdef uint64_t read_tail      # the consumer's position, published or not
     cdef uint64_t rec_offset     # payload of the record found by _next_record
     cdef uint32_t rec_length
@@ -374,7 +377,9 @@ cdef class RingCore:
         self._capacity = h.capacity
         self.mask = h.capacity - 1
         self.data = <char *>h + RS_HEADER_SIZE
-        self.max_payload = min(self._capacity - RS_RECORD_HEADER, RS_MAX_PAYLOAD)
+        # Half the ring: an empty ring then takes any single message without
+        # a consumer's help, wherever the head stands (padding + record fit).
+        self.max_payload = min(self._capacity // 2 - RS_RECORD_HEADER, RS_MAX_PAYLOAD)
         self.max_messages = h.max_messages
         self.slice_ns = min(max(<int64_t>h.recovery_interval_us, 1000), 60000000) * 1000
         self.spin_ns = min(<int64_t>h.spin_ns, 1000000000)
@@ -566,28 +571,51 @@ cdef class RingCore:
                     - rs_load_acquire(&self.hdr.messages_got)) <= self.max_messages
         return True
 
-    cdef int _room(self, uint64_t span, uint64_t messages, int64_t deadline) noexcept nogil:
-        """With the put lock held: wait until `span` contiguous bytes (and
-        `messages` more messages) fit, then set span_start.  A span never
-        straddles the end of the data area: a PADDING record fills the rest
-        of the lap and the span starts at 0.  When span and padding cannot
-        be free at once, the padding is published alone first."""
+    cdef uint64_t _layout(self, uint64_t head, Py_buffer *bufs, Py_ssize_t count) noexcept nogil:
+        """Bytes from `head` to the end of the batch laid out there: records
+        one after another, each contiguous; the first record that would cross
+        the end of the data area is preceded by a PADDING record filling the
+        lap (wrap_index, wrap_pad).  Only one wrap is possible: a batch is at
+        most `capacity` bytes."""
+        cdef uint64_t pos = head & self.mask
+        cdef uint64_t total = 0, span
+        cdef Py_ssize_t i
+        self.wrap_index = -1
+        for i in range(count):
+            span = record_span(bufs[i].len)
+            if self.wrap_index < 0 and pos + span > self._capacity:
+                self.wrap_index = i
+                self.wrap_pad = self._capacity - pos
+                total += self.wrap_pad
+                pos = 0
+            pos += span
+            total += span
+        return total
+
+    cdef int _room(self, Py_buffer *bufs, Py_ssize_t count, int64_t deadline) noexcept nogil:
+        """With the put lock held: wait until the batch fits (bytes and, with
+        max_messages, messages), then set span_start and the wrap.  When the
+        padding and the batch cannot be free at once (a batch longer than the
+        space left after the wrap), the padding is published alone first."""
         cdef rs_header *h = self.hdr
         cdef uint64_t head = rs_load_relaxed(&h.head)
-        cdef uint64_t pos, pad, need
+        cdef uint64_t need, messages
+        cdef bint lone_padding
         cdef rs_record *rec
         cdef Wait w
         cdef bint waited = False
         cdef int rc
         while True:
-            pos = head & self.mask
-            pad = 0 if pos + span <= self._capacity else self._capacity - pos
-            need = pad if pad + span > self._capacity else pad + span
-            if not self._has_room(head, need, messages if need != pad else 0):
+            need = self._layout(head, bufs, count)
+            lone_padding = need > self._capacity
+            if lone_padding:
+                need = self._capacity - (head & self.mask)
+            messages = 0 if lone_padding else <uint64_t>count
+            if not self._has_room(head, need, messages):
                 self.cached_tail = rs_load_acquire(&h.tail)
                 if head - self.cached_tail > self._capacity:
                     return self._corrupt("tail is ahead of head")
-                if not self._has_room(head, need, messages if need != pad else 0):
+                if not self._has_room(head, need, messages):
                     if self._shut_down():
                         return RS_SHUTDOWN
                     if not waited:
@@ -599,15 +627,14 @@ cdef class RingCore:
                     if rc != RS_OK:
                         return rc
                     continue
-            if pad:
-                rec = <rs_record *>(self.data + pos)
-                rec.length = <uint32_t>(pad - RS_RECORD_HEADER)
+            if lone_padding:
+                rec = <rs_record *>(self.data + (head & self.mask))
+                rec.length = <uint32_t>(need - RS_RECORD_HEADER)
                 rec.kind = RS_KIND_PADDING
-                if need == pad:
-                    head += pad
-                    self._publish_head(head, 0, 0)
-                    continue
-            self.span_start = head + pad
+                head += need
+                self._publish_head(head, 0, 0)
+                continue
+            self.span_start = head
             return RS_OK
 
     cdef inline void _publish_head(self, uint64_t head, uint64_t messages, uint64_t nbytes) noexcept nogil:
@@ -622,17 +649,29 @@ cdef class RingCore:
         rs_store_relaxed(&h.bytes_put, total_bytes)
         self._wake(&h.data_waitq)
 
-    cdef inline char *_write_header(self, uint64_t at, uint64_t length) noexcept nogil:
-        cdef rs_record *rec = <rs_record *>(self.data + (at & self.mask))
+    cdef inline char *_place(self, uint64_t *at, Py_ssize_t index, uint64_t length) noexcept nogil:
+        """Write the header of record `index` of the batch at *at (after the
+        wrap's padding if it goes first) and advance *at past the record;
+        return where its payload goes."""
+        cdef rs_record *rec
+        if index == self.wrap_index:
+            rec = <rs_record *>(self.data + (at[0] & self.mask))
+            rec.length = <uint32_t>(self.wrap_pad - RS_RECORD_HEADER)
+            rec.kind = RS_KIND_PADDING
+            at[0] += self.wrap_pad
+        rec = <rs_record *>(self.data + (at[0] & self.mask))
         rec.length = <uint32_t>length
         rec.kind = RS_KIND_DATA
+        at[0] += record_span(length)
         return <char *>rec + RS_RECORD_HEADER
 
-    cdef int _begin_put(self, uint64_t span, uint64_t messages, int64_t deadline) except -1:
-        """Take the put lock and room for `span` bytes; raises on failure
-        (and then holds no lock)."""
+    cdef int _begin_put(self, Py_buffer *bufs, Py_ssize_t count, uint64_t total_span,
+                        int64_t deadline) except -1:
+        """Take the put lock and room for the batch (total_span: its records
+        without padding); raises on failure, and then holds no lock."""
         cdef int rc
         cdef rs_header *h = self.hdr
+        cdef uint64_t head
         if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
         if rs_cas(&h.put_lock.owner, 0, my_token()):
@@ -645,16 +684,17 @@ cdef class RingCore:
             rc = RS_SHUTDOWN
         if rc != RS_OK:
             return self._raise(rc, True)
-        # The fast path: room by the cached tail (refreshed once), no wrap.
-        cdef uint64_t head = rs_load_relaxed(&h.head)
-        if (head & self.mask) + span <= self._capacity:
-            if not self._has_room(head, span, messages):
+        # The fast path: no wrap, room by the cached tail (refreshed once).
+        head = rs_load_relaxed(&h.head)
+        if (head & self.mask) + total_span <= self._capacity:
+            if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.tail)
-            if self._has_room(head, span, messages) and head - self.cached_tail <= self._capacity:
+            if self._has_room(head, total_span, count) and head - self.cached_tail <= self._capacity:
                 self.span_start = head
+                self.wrap_index = -1
                 return 0
         with nogil:
-            rc = self._room(span, messages, deadline)
+            rc = self._room(bufs, count, deadline)
         if rc != RS_OK:
             self._unlock(&h.put_lock)
             return self._raise(rc, True)
@@ -679,7 +719,7 @@ cdef class RingCore:
         """
         cdef Py_buffer buf
         cdef int64_t deadline = deadline_from(block, timeout)
-        cdef uint64_t n, span
+        cdef uint64_t n, at
         cdef char *dst
         self._check_open()
         get_buffer(data, &buf, "data", False)
@@ -688,15 +728,15 @@ cdef class RingCore:
             if n > self.max_payload:
                 raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
                                       f"({self.max_payload})")
-            span = record_span(n)
-            self._begin_put(span, 1, deadline)
-            dst = self._write_header(self.span_start, n)
+            self._begin_put(&buf, 1, record_span(n), deadline)
+            at = self.span_start
+            dst = self._place(&at, 0, n)
             if n >= NOGIL_COPY_BYTES:
                 with nogil:
                     memcpy(dst, buf.buf, n)
             else:
                 memcpy(dst, buf.buf, n)
-            self._end_put(self.span_start + span, 1, n)
+            self._end_put(at, 1, n)
         finally:
             PyBuffer_Release(&buf)
 
@@ -705,8 +745,9 @@ cdef class RingCore:
         return self.put(data, False)
 
     def put_many(self, messages, block=True, timeout=None):
-        """Append a batch of messages, all or nothing, as one contiguous
-        run that no other producer's message can split.
+        """Append a batch of messages, all or nothing: they become visible
+        together, one after another, and no other producer's message lands
+        among them.
 
         Raises:
             Full: the whole batch did not fit in time (nothing was put).
@@ -722,7 +763,14 @@ cdef class RingCore:
         if isinstance(messages, (bytes, bytearray, memoryview, str)):
             raise TypeError("messages must be an iterable of bytes-like objects, "
                             f"not a single {type(messages).__name__}")
-        batch = messages if isinstance(messages, (list, tuple)) else list(messages)
+        if isinstance(messages, (list, tuple)):
+            batch = messages
+        else:
+            try:
+                batch = list(messages)
+            except TypeError:
+                raise TypeError("messages must be an iterable of bytes-like objects, "
+                                f"not {type(messages).__name__}") from None
         count = len(batch)
         if count == 0:
             return
@@ -744,13 +792,12 @@ cdef class RingCore:
             if self.max_messages and <uint64_t>count > self.max_messages:
                 raise MessageTooLarge(f"batch of {count} messages exceeds max_messages "
                                       f"({self.max_messages})")
-            self._begin_put(span, count, deadline)
+            self._begin_put(bufs, count, span, deadline)
             at = self.span_start
             with nogil:
                 for i in range(count):
-                    dst = self._write_header(at, bufs[i].len)
+                    dst = self._place(&at, i, bufs[i].len)
                     memcpy(dst, bufs[i].buf, bufs[i].len)
-                    at += record_span(bufs[i].len)
                 self._end_put(at, count, nbytes)
         finally:
             for i in range(got):
@@ -1006,12 +1053,18 @@ cdef class RingCore:
         if n > self.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
-        self._begin_put(record_span(n), 1, deadline)
+        cdef Py_buffer size_only
+        cdef uint64_t at
+        cdef char *payload
+        size_only.len = <Py_ssize_t>n
+        self._begin_put(&size_only, 1, record_span(n), deadline)
         self._in_reserve = True
         self._reserve_thread = PyThread_get_thread_ident()
         self.rec_length = <uint32_t>n
-        self._open_span = make_span(self._mapping, self._write_header(self.span_start, n),
-                                    n, False)
+        at = self.span_start
+        payload = self._place(&at, 0, n)
+        self.span_end = at
+        self._open_span = make_span(self._mapping, payload, n, False)
         return memoryview(self._open_span)
 
     def _reserve_end(self, view, bint commit):
@@ -1034,7 +1087,7 @@ cdef class RingCore:
             raise BufferError("a view of the reserved space outlived its with-block; "
                               "the message was discarded")
         if commit:
-            self._end_put(self.span_start + record_span(n), 1, n)
+            self._end_put(self.span_end, 1, n)
         else:
             self._unlock(&self.hdr.put_lock)
 

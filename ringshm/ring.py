@@ -59,7 +59,10 @@ def _check_name(name: object) -> str:
 def _check_path(path: object) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
-    return os.fspath(path)  # type: ignore[return-value]
+    path = os.fspath(path)
+    if "\0" in path:  # type: ignore[operator]
+        raise ValueError("path must not contain NUL")
+    return path  # type: ignore[return-value]
 
 
 def _round_capacity(capacity: object) -> int:
