@@ -1,0 +1,7 @@
+"""``python -m ringshm.bench``: the same as ``ringshm bench``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The C reference ring (cring.c): the machine's limit.
+
+Compiled once per run with the system C compiler into a temporary directory;
+without a compiler its rows are skipped with a note. It runs as its own
+program (a producer and a forked consumer), so it is measured in fresh
+processes like everything else, without Python in the loop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+
+from .transport import Transport, Unsupported
+
+
+@functools.cache
+def compile_cring():
+    """Returns (path of the executable, None) or (None, why not)."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return None, "no C compiler (cc) on PATH"
+    directory = tempfile.mkdtemp(prefix="ringshm-bench-c-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    source = os.path.join(directory, "cring.c")
+    executable = os.path.join(directory, "cring")
+    with open(source, "w") as out:
+        out.write(resources.files(__package__).joinpath("cring.c").read_text())
+    try:
+        done = subprocess.run([compiler, "-O2", "-o", executable, source],
+                              check=False, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{compiler} failed: {exc}"
+    if done.returncode != 0:
+        return None, f"{compiler} failed: {done.stderr.strip()[:200]}"
+    return executable, None
+
+
+def _run(args, timeout):
+    executable, why = compile_cring()
+    if executable is None:
+        raise Unsupported(why)
+    done = subprocess.run([executable, *map(str, args)], check=False, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"cring {' '.join(map(str, args))}: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+class CRing(Transport):
+    key = "c-ring"
+    label = "C reference ring (SPSC spin)"
+    max_producers = 1
+    max_consumers = 1
+    external = True
+
+    def missing(self):
+        return compile_cring()[1]
+
+    def throughput(self, size, capacity, seconds, timeout):
+        """One run: {"sent", "received", "received_bytes", "seconds"}."""
+        return _run(["throughput", size, capacity, seconds], timeout)
+
+    def round_trips(self, size, count, warmup, timeout):
+        """One ping-pong run: {"count", "received", "p50_us", "p99_us", ...}."""
+        return _run(["pingpong", size, count, warmup], timeout)
+
+
+TRANSPORTS = (CRing(),)

@@ -1,0 +1,115 @@
+"""The timed loops that run inside the benchmark's child processes.
+
+Every transport is driven by the same few loops, so a difference between two
+rows of the table is a difference between the transports, not between the
+loops. They are written for the interpreter: methods bound to locals before
+the loop, ``itertools.repeat`` instead of ``range`` (no int objects), the
+clock read once per block of messages, not once per message.
+
+End of stream: an empty message is the sentinel. Each producer sends one per
+consumer after its data; each consumer stops after one per producer. On a
+transport with a single FIFO order this gives every consumer exactly its
+share and every data message is taken before the last sentinel (transports
+with one pipe per consumer send one sentinel down each pipe, see
+transports.py).
+"""
+
+from itertools import repeat
+from time import perf_counter, perf_counter_ns
+
+SENTINEL = b""
+
+
+def pump(put, item, per_call, stop_at, check_every, limit):
+    """put(item) until the clock passes stop_at or limit messages went out
+    (the futex count wants a fixed amount of work); returns how many went
+    out. item is one message (per_call 1) or a put_many batch."""
+    sent = 0
+    per_check = per_call * check_every
+    while True:
+        for _ in repeat(None, check_every):
+            put(item)
+        sent += per_check
+        if sent >= limit or perf_counter() >= stop_at:
+            return sent
+
+
+def drain_items(get, sentinels):
+    """get() returning a sized message (bytes, a zmq Frame) or, through
+    functools.partial, get_into(buffer) returning a length."""
+    received = 0
+    seen = 0
+    while True:
+        if get():
+            received += 1
+        else:
+            seen += 1
+            if seen == sentinels:
+                return received
+
+
+def drain_views(view, sentinels):
+    """``with view() as mv``: zero-copy read; the payload is not touched, so
+    this row measures what the ring itself costs a reader."""
+    received = 0
+    seen = 0
+    while True:
+        with view() as message:
+            if len(message):
+                received += 1
+                continue
+        seen += 1
+        if seen == sentinels:
+            return received
+
+
+def drain_batches(get_many, put_back, sentinels):
+    """get_many() returning a list. A batch can hold sentinels meant for
+    another consumer; those are put back."""
+    received = 0
+    seen = 0
+    while True:
+        batch = get_many()
+        if all(batch):
+            received += len(batch)
+            continue
+        ends = batch.count(SENTINEL)
+        received += len(batch) - ends
+        seen += ends
+        if seen >= sentinels:
+            for _ in repeat(None, seen - sentinels):
+                put_back(SENTINEL)
+            return received
+
+
+def ping(send, recv, message, count, warmup, stop_at):
+    """Round trips: send, wait for the echo. Returns (round-trip times in ns
+    after the warm-up, echoes of the wrong length)."""
+    size = len(message)
+    times = []
+    record = times.append
+    wrong = 0
+    clock = perf_counter_ns
+    stop_ns = int(stop_at * 1e9)
+    for i in range(warmup + count):
+        start = clock()
+        send(message)
+        reply = recv()
+        end = clock()
+        if len(reply) != size:
+            wrong += 1
+        if i >= warmup:
+            record(end - start)
+            if end >= stop_ns:
+                break
+    send(SENTINEL)
+    return times, wrong
+
+
+def pong(send, recv):
+    """Echo every message until the sentinel."""
+    while True:
+        message = recv()
+        if not message:
+            return
+        send(message)

@@ -1,0 +1,124 @@
+"""The text report: one table per (topology, size), the ping-pong table and
+the issue #4 targets, with every peer's ratio to ringshm and to the C ring.
+"""
+
+from __future__ import annotations
+
+from . import targets
+from .suite import BY_KEY
+
+NAME_WIDTH = 32
+
+
+def human_size(size):
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def _rate(value):
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f} k"
+    return f"{value:.0f}"
+
+
+def _times(value):
+    return "" if value is None else f"{value:,.1f}×" if value < 100 else f"{value:,.0f}×"
+
+
+def _is_reference(record):
+    """ringshm's own rows and the C ring are not compared with ringshm."""
+    return record["transport"].startswith("ringshm") or record["transport"] == "c-ring"
+
+
+def _status(record):
+    if record["error"]:
+        return f"ERROR {record['error'][:60]}"
+    return "" if record["ok"] else f"LOST {record['sent'] - record['received']} messages"
+
+
+def _skips(group):
+    return [f"  skipped {r['label']}: {r['skipped']}" for r in group if r["skipped"]]
+
+
+def _throughput_table(title, group):
+    by_key = {r["transport"]: r for r in group if not r["skipped"] and "msgs_per_s" in r}
+    c_ring = by_key.get("c-ring")
+    lines = [f"{title:<{NAME_WIDTH}} {'msg/s':>10} {'MB/s':>10} {'% of C':>7} {'ringshm ×':>10}"]
+    for record in group:
+        if record["skipped"]:
+            continue
+        if "msgs_per_s" not in record:
+            lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_status(record)}")
+            continue
+        rate = record["msgs_per_s"]
+        of_c = f"{100 * rate / c_ring['msgs_per_s']:.0f}%" if c_ring else ""
+        counterpart = by_key.get(BY_KEY[record["transport"]].counterpart)
+        gain = None if _is_reference(record) or not counterpart else counterpart["msgs_per_s"] / rate
+        lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_rate(rate):>10} "
+                     f"{record['mb_per_s']:>10,.1f} {of_c:>7} {_times(gain):>10} "
+                     f"{_status(record)}".rstrip())
+    return lines + _skips(group)
+
+
+def _pingpong_table(group):
+    by_key = {r["transport"]: r for r in group if not r["skipped"] and "p50_us" in r}
+    c_ring, ours = by_key.get("c-ring"), by_key.get("ringshm")
+    lines = [(f"{'Ping-pong round trip, 64 B':<{NAME_WIDTH}} {'p50 µs':>10} {'p99 µs':>10} "
+              f"{'× C p50':>8} {'ringshm ×':>10}")]
+    for record in group:
+        if record["skipped"]:
+            continue
+        if "p50_us" not in record:
+            lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_status(record)}")
+            continue
+        p50 = record["p50_us"]
+        of_c = _times(p50 / c_ring["p50_us"]) if c_ring else ""
+        gain = None if _is_reference(record) or not ours else p50 / ours["p50_us"]
+        lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {p50:>10.2f} {record['p99_us']:>10.2f} "
+                     f"{of_c:>8} {_times(gain):>10} {_status(record)}".rstrip())
+    return lines + _skips(group)
+
+
+def _targets_table(results):
+    lines = [f"{'Targets (issue #4)':<40} {'measured':>10} {'goal':>10}  verdict"]
+    for name, value, goal, verdict, unit in targets.evaluate(results):
+        shown = "—" if value is None else f"{value:,.2f}{unit}"
+        word = {True: "met", False: "MISSED", None: "n/a (not measured)"}[verdict]
+        if goal == "reported":
+            word = "" if value is not None else word
+        lines.append(f"  {name:<38} {shown:>10} {goal:>10}  {word}")
+    return lines
+
+
+def format_report(suite):
+    """The whole report as text."""
+    results = suite["results"]
+    meta = suite["meta"]
+    header = (f"ringshm {meta['ringshm']} bench ({meta['plan']['name']}), "
+              f"Python {meta['python']}, {meta['cpus']} CPUs ({meta['cpu']}), "
+              f"load {meta['load_average'][0]:.2f}")
+    method = ("Best of {repeats} runs of {seconds:g} s each, fresh processes per run; "
+              "MB = 10^6 bytes. 'ringshm ×': how many times the matching ringshm row is faster."
+              .format(**meta["plan"]))
+    lines = [header, method, ""]
+    groups = {}
+    for record in results:
+        if record["kind"] == "throughput":
+            key = (record["producers"], record["consumers"], record["size"])
+            groups.setdefault(key, []).append(record)
+    for (producers, consumers, size), group in groups.items():
+        lines += _throughput_table(f"{producers}→{consumers}, {human_size(size)}", group) + [""]
+    pingpong = [r for r in results if r["kind"] == "pingpong"]
+    if pingpong:
+        lines += _pingpong_table(pingpong) + [""]
+    lines += _targets_table(results)
+    return "\n".join(lines)
+
+
+def failures(suite):
+    """Records that lost messages or failed: a bug, not a slow transport."""
+    return [r for r in suite["results"] if r["error"] or not r["ok"]]

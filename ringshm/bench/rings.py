@@ -1,0 +1,80 @@
+"""ringshm itself, in the four ways a reader or writer can use it.
+
+The parent creates a named ring (default options: what a user gets); each
+child attaches with Ring.open(name), as an unrelated process would. A variant
+whose methods the ring does not have (yet) is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from . import loops
+from .transport import BatchMixin, Endpoint, Transport
+
+
+class RingPutGet(Transport):
+    key = "ringshm"
+    label = "ringshm put/get"
+    needs = ("put", "get")
+
+    def missing(self):
+        try:
+            from ringshm import Ring
+        except ImportError as exc:
+            return f"ringshm.Ring is not importable ({exc})"
+        absent = [name for name in self.needs if not hasattr(Ring, name)]
+        return f"Ring has no {', '.join(absent)}" if absent else None
+
+    def open(self, size, capacity, producers, consumers):
+        from ringshm import Ring
+        return Ring.create(capacity=capacity)
+
+    def close(self, channel):
+        channel.close()
+
+    def _attach(self, channel):
+        from ringshm import Ring
+        return Ring.open(channel.name)
+
+    def producer(self, channel, index):
+        ring = self._attach(channel)
+        return Endpoint(ring.close, put=ring.put, put_many=getattr(ring, "put_many", None))
+
+    def consumer(self, channel, index, size):
+        ring = self._attach(channel)
+        return Endpoint(ring.close, put=ring.put, get=ring.get,
+                        get_many=getattr(ring, "get_many", None),
+                        get_into=getattr(ring, "get_into", None),
+                        view=getattr(ring, "view", None))
+
+
+class RingBatch(BatchMixin, RingPutGet):
+    key = "ringshm-batch"
+    label = "ringshm put_many/get_many"
+    needs = ("put_many", "get_many")
+
+
+class RingGetInto(RingPutGet):
+    key = "ringshm-get_into"
+    label = "ringshm put/get_into"
+    needs = ("put", "get_into")
+    pingpong = False
+
+    def drain(self, endpoint, producers, size):
+        # One buffer for the whole run, as a reader that reuses one would.
+        get = functools.partial(endpoint.get_into, bytearray(max(size, 1)))
+        return loops.drain_items(get, producers)
+
+
+class RingView(RingPutGet):
+    key = "ringshm-view"
+    label = "ringshm put/view"
+    needs = ("put", "view")
+    pingpong = False
+
+    def drain(self, endpoint, producers, size):
+        return loops.drain_views(endpoint.view, producers)
+
+
+TRANSPORTS = (RingPutGet(), RingBatch(), RingGetInto(), RingView())

@@ -1,0 +1,88 @@
+"""The performance targets of issue #4, checked against a suite's results.
+
+Each target names the rows it needs; when one of them was not measured (a
+short run has no such case, a peer is not installed) the verdict is "n/a",
+never a pass.
+"""
+
+from __future__ import annotations
+
+MIB = 1 << 20
+
+
+def find(results, transport, size, producers=1, consumers=1, kind="throughput"):
+    """The measured record for this case, or None."""
+    for record in results:
+        if (record["kind"], record["transport"], record["size"],
+                record["producers"], record["consumers"]) == (kind, transport, size,
+                                                               producers, consumers):
+            return record if not record["skipped"] and not record["error"] else None
+    return None
+
+
+def _rate(results, transport, size, producers=1, consumers=1):
+    record = find(results, transport, size, producers, consumers)
+    return record and record.get("msgs_per_s")
+
+
+def _mbps(results, transport, size):
+    record = find(results, transport, size)
+    return record and record.get("mb_per_s")
+
+
+def _p50(results, transport):
+    record = find(results, transport, 64, kind="pingpong")
+    return record and record.get("p50_us")
+
+
+def _ratio(top, bottom):
+    return top / bottom if top and bottom else None
+
+
+def _at_least(value, goal, unit):
+    return value, f"≥ {goal:g}{unit}", None if value is None else value >= goal
+
+
+def _at_most(value, goal, unit):
+    return value, f"≤ {goal:g}{unit}", None if value is None else value <= goal
+
+
+def evaluate(results):
+    """[(target, measured value or None, goal text, True/False/None, unit)]."""
+    r = results
+    put_get = _rate(r, "ringshm", 64)
+    batch = _rate(r, "ringshm-batch", 64)
+    c_mbps = _mbps(r, "c-ring", MIB)
+    pp = _p50(r, "ringshm")
+    rows = [
+        ("64 B 1→1 put/get, M msg/s", put_get and put_get / 1e6, _at_least, 4, ""),
+        ("  … × pyzmq PUSH/PULL", _ratio(put_get, _rate(r, "zmq", 64)), _at_least, 5, "×"),
+        ("  … × faster-fifo put/get", _ratio(put_get, _rate(r, "faster-fifo", 64)),
+         _at_least, 15, "×"),
+        ("64 B put_many/get_many, M msg/s", batch and batch / 1e6, _at_least, 15, ""),
+        ("  … × faster-fifo put_many/get_many",
+         _ratio(batch, _rate(r, "faster-fifo-batch", 64)), _at_least, 20, "×"),
+        ("1 MiB get(), % of C ring MB/s", _percent(_mbps(r, "ringshm", MIB), c_mbps),
+         _at_least, 80, "%"),
+        ("1 MiB get_into(), % of C ring MB/s",
+         _percent(_mbps(r, "ringshm-get_into", MIB), c_mbps), _at_least, 95, "%"),
+        ("1 MiB view(), % of C ring MB/s", _percent(_mbps(r, "ringshm-view", MIB), c_mbps),
+         _at_least, 95, "%"),
+        ("64 B 4→1 aggregate, % of 1→1",
+         _percent(_rate(r, "ringshm", 64, 4, 1), put_get), _at_least, 70, "%"),
+        ("ping-pong p50, × C spin ping-pong", _ratio(pp, _p50(r, "c-ring")), _at_most, 3, "×"),
+        ("ping-pong p50, × better than pyzmq", _ratio(_p50(r, "zmq"), pp), _at_least, 10, "×"),
+    ]
+    out = []
+    for name, value, compare, goal, unit in rows:
+        value, goal_text, verdict = compare(value, goal, unit)
+        out.append((name, value, goal_text, verdict, unit))
+    record = find(r, "ringshm", 64, kind="pingpong")
+    p99 = record and record.get("p99_us")
+    out.append(("ping-pong p99, µs (reported)", p99, "reported", None if p99 is None else True, ""))
+    return out
+
+
+def _percent(part, whole):
+    ratio = _ratio(part, whole)
+    return None if ratio is None else 100 * ratio

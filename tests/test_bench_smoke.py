@@ -1,0 +1,72 @@
+"""The benchmark suite runs end to end and counts right.
+
+A smoke run (``ringshm bench --smoke``: tiny time budgets, one repeat) in a
+subprocess, so its forks start from a clean interpreter. Only correctness is
+checked: every measured run delivered exactly what was sent, and the report
+has its tables. Timings are never asserted: they belong to bench/, not tests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.multiprocess
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "ringshm.bench", "--smoke", "--quiet", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return done, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_smoke_run_succeeds(smoke):
+    done, results = smoke
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert results is not None
+
+
+def test_report_has_every_table(smoke):
+    done, _ = smoke
+    for heading in ("1→1, 64 B", "1→1, 1 MiB", "4→1, 64 B", "4→1, 1 MiB",
+                    "Ping-pong round trip, 64 B", "Targets (issue #4)"):
+        assert heading in done.stdout
+    assert "ringshm put/get" in done.stdout
+
+
+def test_every_measured_run_delivered_every_message(smoke):
+    _, results = smoke
+    measured = [r for r in results["results"] if not r["skipped"]]
+    assert measured
+    for record in measured:
+        assert record["error"] is None, record
+        assert record["ok"], record
+        if record["kind"] == "throughput":
+            assert record["sent"] == record["received"] > 0, record
+        else:
+            assert record["received"] == record["count"] > 0, record
+
+
+def test_ringshm_rows_are_measured(smoke):
+    _, results = smoke
+    rows = {(r["transport"], r["kind"], r["size"], r["producers"]): r
+            for r in results["results"]}
+    for case in (("ringshm", "throughput", 64, 1), ("ringshm", "throughput", 1 << 20, 1),
+                 ("ringshm", "throughput", 64, 4), ("ringshm", "pingpong", 64, 1)):
+        assert case in rows and not rows[case]["skipped"], case
+
+
+def test_skips_say_why(smoke):
+    _, results = smoke
+    pipe_4x1 = [r for r in results["results"]
+                if r["transport"] == "mp-pipe" and r["producers"] == 4]
+    assert pipe_4x1 and all(r["skipped"] for r in pipe_4x1)
