@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from ringshm.cli import parse_size
+from ringshm.cli import parse_count, parse_size
 
 from . import futex, report, suite
 
@@ -40,18 +40,6 @@ def _topologies(text):
     return pairs
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
-        return value
-    return parse
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ringshm bench",
@@ -69,10 +57,10 @@ def build_parser():
                         help=f"only these ({', '.join(suite.BY_KEY)})")
     parser.add_argument("--sizes", type=_sizes, metavar="SIZE,...", help="e.g. 64,4K,1M")
     parser.add_argument("--topologies", type=_topologies, metavar="PxC,...", help="e.g. 1x1,4x1")
-    parser.add_argument("--seconds", type=_positive(float), help="time budget of one run")
-    parser.add_argument("--repeats", type=_positive(int), help="runs per case; the best counts")
+    parser.add_argument("--seconds", type=float, help="time budget of one run")
+    parser.add_argument("--repeats", type=parse_count, help="runs per case; the best counts")
     parser.add_argument("--no-pingpong", action="store_true", help="skip the ping-pong")
-    parser.add_argument("--futex", nargs="?", const=1_000_000, type=_positive(int),
+    parser.add_argument("--futex", nargs="?", const=1_000_000, type=parse_count,
                         metavar="MESSAGES",
                         help="also count futex calls over MESSAGES (default 1M) 64 B messages "
                              "1→1 under strace")
@@ -96,7 +84,10 @@ def main(argv=None):
     Raises:
         SystemExit: from argparse on bad usage (status 2) or --help (status 0).
     """
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.seconds is not None and not args.seconds > 0:
+        parser.error(f"--seconds must be positive, not {args.seconds}")
     transports = tuple(suite.BY_KEY[k] for k in args.transports) if args.transports \
         else suite.TRANSPORTS
 

@@ -40,47 +40,44 @@ def _status(record):
     return "" if record["ok"] else f"LOST {record['sent'] - record['received']} messages"
 
 
-def _skips(group):
-    return [f"  skipped {r['label']}: {r['skipped']}" for r in group if r["skipped"]]
-
-
-def _throughput_table(title, group):
-    by_key = {r["transport"]: r for r in group if not r["skipped"] and "msgs_per_s" in r}
-    c_ring = by_key.get("c-ring")
-    lines = [f"{title:<{NAME_WIDTH}} {'msg/s':>10} {'MB/s':>10} {'% of C':>7} {'ringshm ×':>10}"]
+def _table(header, group, field, columns):
+    """header, then one row per measured record: its label, columns(record)
+    (the figures) and its status; then the skipped ones."""
+    lines = [header]
     for record in group:
         if record["skipped"]:
             continue
-        if "msgs_per_s" not in record:
-            lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_status(record)}")
-            continue
+        figures = columns(record) if field in record else ""
+        lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {figures} {_status(record)}".rstrip())
+    return lines + [f"  skipped {r['label']}: {r['skipped']}" for r in group if r["skipped"]]
+
+
+def _throughput_table(title, group):
+    by_key = {r["transport"]: r for r in group if "msgs_per_s" in r}
+    c_ring = by_key.get("c-ring")
+
+    def columns(record):
         rate = record["msgs_per_s"]
         of_c = f"{100 * rate / c_ring['msgs_per_s']:.0f}%" if c_ring else ""
         counterpart = by_key.get(BY_KEY[record["transport"]].counterpart)
         gain = None if _is_reference(record) or not counterpart else counterpart["msgs_per_s"] / rate
-        lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_rate(rate):>10} "
-                     f"{record['mb_per_s']:>10,.1f} {of_c:>7} {_times(gain):>10} "
-                     f"{_status(record)}".rstrip())
-    return lines + _skips(group)
+        return f"{_rate(rate):>10} {record['mb_per_s']:>10,.1f} {of_c:>7} {_times(gain):>10}"
+    header = f"{title:<{NAME_WIDTH}} {'msg/s':>10} {'MB/s':>10} {'% of C':>7} {'ringshm ×':>10}"
+    return _table(header, group, "msgs_per_s", columns)
 
 
 def _pingpong_table(group):
-    by_key = {r["transport"]: r for r in group if not r["skipped"] and "p50_us" in r}
+    by_key = {r["transport"]: r for r in group if "p50_us" in r}
     c_ring, ours = by_key.get("c-ring"), by_key.get("ringshm")
-    lines = [(f"{'Ping-pong round trip, 64 B':<{NAME_WIDTH}} {'p50 µs':>10} {'p99 µs':>10} "
-              f"{'× C p50':>8} {'ringshm ×':>10}")]
-    for record in group:
-        if record["skipped"]:
-            continue
-        if "p50_us" not in record:
-            lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {_status(record)}")
-            continue
+
+    def columns(record):
         p50 = record["p50_us"]
         of_c = _times(p50 / c_ring["p50_us"]) if c_ring else ""
         gain = None if _is_reference(record) or not ours else p50 / ours["p50_us"]
-        lines.append(f"  {record['label']:<{NAME_WIDTH - 2}} {p50:>10.2f} {record['p99_us']:>10.2f} "
-                     f"{of_c:>8} {_times(gain):>10} {_status(record)}".rstrip())
-    return lines + _skips(group)
+        return f"{p50:>10.2f} {record['p99_us']:>10.2f} {of_c:>8} {_times(gain):>10}"
+    header = (f"{'Ping-pong round trip, 64 B':<{NAME_WIDTH}} {'p50 µs':>10} {'p99 µs':>10} "
+              f"{'× C p50':>8} {'ringshm ×':>10}")
+    return _table(header, group, "p50_us", columns)
 
 
 def _targets_table(results):

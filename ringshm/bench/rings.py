@@ -55,26 +55,31 @@ class RingBatch(BatchMixin, RingPutGet):
     needs = ("put_many", "get_many")
 
 
-class RingGetInto(RingPutGet):
-    key = "ringshm-get_into"
-    label = "ringshm put/get_into"
-    needs = ("put", "get_into")
+def _drain_into(endpoint, producers, size):
+    # One buffer for the whole run, as a reader that reuses one would.
+    get = functools.partial(endpoint.get_into, bytearray(max(size, 1)))
+    return loops.drain_items(get, producers)
+
+
+def _drain_views(endpoint, producers, size):
+    return loops.drain_views(endpoint.view, producers)
+
+
+class RingReader(RingPutGet):
+    """put(), then a reader that does not make a bytes object: get_into()
+    into one reused buffer, or view() (zero-copy)."""
+
     pingpong = False
 
-    def drain(self, endpoint, producers, size):
-        # One buffer for the whole run, as a reader that reuses one would.
-        get = functools.partial(endpoint.get_into, bytearray(max(size, 1)))
-        return loops.drain_items(get, producers)
-
-
-class RingView(RingPutGet):
-    key = "ringshm-view"
-    label = "ringshm put/view"
-    needs = ("put", "view")
-    pingpong = False
+    def __init__(self, method, drain):
+        self.key = f"ringshm-{method}"
+        self.label = f"ringshm put/{method}"
+        self.needs = ("put", method)
+        self._drain = drain
 
     def drain(self, endpoint, producers, size):
-        return loops.drain_views(endpoint.view, producers)
+        return self._drain(endpoint, producers, size)
 
 
-TRANSPORTS = (RingPutGet(), RingBatch(), RingGetInto(), RingView())
+TRANSPORTS = (RingPutGet(), RingBatch(), RingReader("get_into", _drain_into),
+              RingReader("view", _drain_views))

@@ -2,13 +2,14 @@
 
 The parent opens the channel, forks the producers and consumers, and only
 collects what they report: it takes no part in the traffic. Every child
-builds its endpoint, waits on a common barrier, then reads the clock; the
-run lasts from the earliest start to the last consumer's end, so process
-start-up and the drain after the producers stop are both accounted for.
+builds its endpoints, waits on a common barrier, then reads the clock; a
+throughput run lasts from the earliest start to the last consumer's end, so
+the drain after the producers stop is accounted for.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import queue
@@ -27,57 +28,72 @@ GRACE = 30.0
 ABORT_GRACE = 2.0
 
 
-def _child(role, transport, channel, index, args, barrier, results):
-    endpoint = None
+def _child(name, open_ends, work, barrier, results):
+    """Body of every child: open_ends() -> endpoints, the barrier, then
+    work(*endpoints) -> the report sent to the parent as (name, report, error)."""
+    ends = []
     try:
-        if role == "producer":
-            endpoint = transport.producer(channel, index)
-        else:
-            endpoint = transport.consumer(channel, index, args["size"])
+        ends = open_ends()
         barrier.wait(BARRIER_TIMEOUT)
-        start = time.perf_counter()
-        if role == "producer":
-            count = transport.produce(endpoint, b"x" * args["size"],
-                                      start + args["seconds"], args["limit"])
-            transport.end(endpoint, args["consumers"])
-        else:
-            count = transport.drain(endpoint, args["producers"], args["size"])
-        results.put((role, index, count, start, time.perf_counter(), None))
+        results.put((name, work(*ends), None))
     except BaseException as exc:  # noqa: BLE001 -- reported, never a silent hang
         barrier.abort()
-        results.put((role, index, 0, 0.0, 0.0, f"{role} {index}: {type(exc).__name__}: {exc}"))
+        results.put((name, None, f"{name}: {type(exc).__name__}: {exc}"))
     finally:
-        if endpoint is not None:
-            endpoint.close()
+        for end in ends:
+            end.close()
 
 
-def _run_children(targets, results, barrier, deadline):
-    """Start the children, collect one report from each, reap them."""
-    processes = [_fork.Process(target=target, args=args, daemon=True) for target, args in targets]
+def _run_children(children, deadline):
+    """children: [(name, open_ends, work)]. Forks one process per child,
+    collects {name: report}, reaps them all (killing any left behind).
+
+    Raises:
+        RuntimeError: a child failed, or the reports did not come in time.
+    """
+    barrier = _fork.Barrier(len(children))
+    results = _fork.Queue()
+    processes = [_fork.Process(target=_child, args=(*child, barrier, results), daemon=True)
+                 for child in children]
     for process in processes:
         process.start()
-    reports, errors = [], []
+    reports, errors = {}, []
     try:
         while len(reports) < len(processes):
             try:
-                report = results.get(timeout=max(0.01, deadline - time.monotonic()))
+                name, report, error = results.get(
+                    timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 errors.append("timed out waiting for the children")
                 break
-            reports.append(report)
-            if report[-1] is not None:
-                errors.append(report[-1])
+            reports[name] = report
+            if error is not None:
+                errors.append(error)
                 barrier.abort()
                 deadline = min(deadline, time.monotonic() + ABORT_GRACE)
     finally:
         for process in processes:
-            process.join(timeout=max(0.1, deadline - time.monotonic()) if not errors else 0.5)
+            process.join(timeout=0.5 if errors else max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()
     if errors:
         raise RuntimeError("; ".join(errors))
     return reports
+
+
+def _produce(transport, args, endpoint):
+    start = time.perf_counter()
+    count = transport.produce(endpoint, b"x" * args["size"], start + args["seconds"],
+                              args["limit"])
+    transport.end(endpoint, args["consumers"])
+    return count, start, time.perf_counter()
+
+
+def _drain(transport, args, endpoint):
+    start = time.perf_counter()
+    count = transport.drain(endpoint, args["producers"], args["size"])
+    return count, start, time.perf_counter()
 
 
 def throughput(transport, size, producers, consumers, seconds, limit=math.inf, capacity=None):
@@ -92,56 +108,27 @@ def throughput(transport, size, producers, consumers, seconds, limit=math.inf, c
     if transport.external:
         run = transport.throughput(size, capacity, seconds, timeout=seconds + GRACE)
         return {"sent": run["sent"], "received": run["received"], "seconds": run["seconds"]}
+    args = {"size": size, "seconds": seconds, "limit": limit,
+            "producers": producers, "consumers": consumers}
     channel = transport.open(size, capacity, producers, consumers)
     try:
-        barrier = _fork.Barrier(producers + consumers)
-        results = _fork.Queue()
-        args = {"size": size, "seconds": seconds, "limit": limit,
-                "producers": producers, "consumers": consumers}
-        targets = [(_child, ("producer", transport, channel, i, args, barrier, results))
-                   for i in range(producers)]
-        targets += [(_child, ("consumer", transport, channel, i, args, barrier, results))
-                    for i in range(consumers)]
-        reports = _run_children(targets, results, barrier,
-                                time.monotonic() + BARRIER_TIMEOUT + seconds + GRACE)
+        def producer_ends(index):
+            return [transport.producer(channel, index)]
+
+        def consumer_ends(index):
+            return [transport.consumer(channel, index, size)]
+        children = [(f"producer {i}", functools.partial(producer_ends, i),
+                     functools.partial(_produce, transport, args)) for i in range(producers)]
+        children += [(f"consumer {i}", functools.partial(consumer_ends, i),
+                      functools.partial(_drain, transport, args)) for i in range(consumers)]
+        reports = _run_children(children, time.monotonic() + BARRIER_TIMEOUT + seconds + GRACE)
     finally:
         transport.close(channel)
-    sent = sum(r[2] for r in reports if r[0] == "producer")
-    received = sum(r[2] for r in reports if r[0] == "consumer")
-    start = min(r[3] for r in reports)
-    end = max(r[4] for r in reports if r[0] == "consumer")
-    return {"sent": sent, "received": received, "seconds": end - start}
-
-
-def _pinger(transport, there, back, args, barrier, results):
-    ends = []
-    try:
-        ends = [transport.producer(there, 0), transport.consumer(back, 0, args["size"])]
-        barrier.wait(BARRIER_TIMEOUT)
-        times, wrong = loops.ping(ends[0].put, ends[1].get, b"x" * args["size"], args["count"],
-                                  args["warmup"], time.perf_counter() + args["seconds"])
-        results.put(("pinger", summarize(times, wrong), None))
-    except BaseException as exc:  # noqa: BLE001 -- reported, never a silent hang
-        barrier.abort()
-        results.put(("pinger", None, f"pinger: {type(exc).__name__}: {exc}"))
-    finally:
-        for end in ends:
-            end.close()
-
-
-def _ponger(transport, there, back, args, barrier, results):
-    ends = []
-    try:
-        ends = [transport.consumer(there, 0, args["size"]), transport.producer(back, 0)]
-        barrier.wait(BARRIER_TIMEOUT)
-        loops.pong(ends[1].put, ends[0].get)
-        results.put(("ponger", None, None))
-    except BaseException as exc:  # noqa: BLE001 -- reported, never a silent hang
-        barrier.abort()
-        results.put(("ponger", None, f"ponger: {type(exc).__name__}: {exc}"))
-    finally:
-        for end in ends:
-            end.close()
+    sent = sum(reports[f"producer {i}"][0] for i in range(producers))
+    drained = [reports[f"consumer {i}"] for i in range(consumers)]
+    start = min(report[1] for report in reports.values())
+    return {"sent": sent, "received": sum(r[0] for r in drained),
+            "seconds": max(r[2] for r in drained) - start}
 
 
 def summarize(times_ns, wrong):
@@ -155,6 +142,16 @@ def summarize(times_ns, wrong):
             "min_us": times[0] / 1e3, "mean_us": sum(times) / count / 1e3}
 
 
+def _ping(args, there, back):
+    times, wrong = loops.ping(there.put, back.get, b"x" * args["size"], args["count"],
+                              args["warmup"], time.perf_counter() + args["seconds"])
+    return summarize(times, wrong)
+
+
+def _pong(there, back):
+    loops.pong(back.put, there.get)
+
+
 def round_trips(transport, size, count, warmup, seconds):
     """One ping-pong run over two channels. Returns summarize()'s dict.
 
@@ -166,20 +163,23 @@ def round_trips(transport, size, count, warmup, seconds):
         raise Unsupported("cannot echo: its get does not return the message")
     if transport.external:
         return transport.round_trips(size, count, warmup, timeout=seconds + GRACE)
+    args = {"size": size, "count": count, "warmup": warmup, "seconds": seconds}
     capacity = capacity_for(size)
     there = transport.open(size, capacity, 1, 1)
     try:
         back = transport.open(size, capacity, 1, 1)
         try:
-            barrier = _fork.Barrier(2)
-            results = _fork.Queue()
-            args = {"size": size, "count": count, "warmup": warmup, "seconds": seconds}
+            def pinger_ends():
+                return [transport.producer(there, 0), transport.consumer(back, 0, size)]
+
+            def ponger_ends():
+                return [transport.consumer(there, 0, size), transport.producer(back, 0)]
             reports = _run_children(
-                [(_pinger, (transport, there, back, args, barrier, results)),
-                 (_ponger, (transport, there, back, args, barrier, results))],
-                results, barrier, time.monotonic() + BARRIER_TIMEOUT + seconds + GRACE)
+                [("pinger", pinger_ends, functools.partial(_ping, args)),
+                 ("ponger", ponger_ends, _pong)],
+                time.monotonic() + BARRIER_TIMEOUT + seconds + GRACE)
         finally:
             transport.close(back)
     finally:
         transport.close(there)
-    return next(r[1] for r in reports if r[0] == "pinger")
+    return reports["pinger"]
