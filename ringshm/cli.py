@@ -1,0 +1,509 @@
+"""The ``ringshm`` command: create, list, inspect and remove rings, move
+lines between the shell and a ring, and run the demo, benchmarks and stress
+test.
+
+Exit status: 0 on success, 1 on a ring or OS error (one line on stderr, never
+a traceback), 2 on bad usage, 130 on Ctrl-C.
+"""
+
+import argparse
+import contextlib
+import datetime
+import functools
+import json
+import os
+import signal
+import sys
+import threading
+
+from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, RingNotFound, ShutDown
+
+PROG = "ringshm"
+SHM_DIR = "/dev/shm"
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# Bytes one stdin read may return; a put_many batch stays below a quarter of
+# the ring as well, so a batch always fits once the consumer catches up.
+_READ_SIZE = 1 << 16
+_MAX_BATCH_BYTES = 1 << 20
+_RECORD_HEADER = 8
+
+
+# -- argument types ----------------------------------------------------------
+
+def parse_size(text):
+    """``"64M"`` -> 67108864. Suffixes K, M, G (powers of 1024), optionally
+    followed by ``B`` or ``iB``; no suffix means bytes.
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive size.
+    """
+    spec = text.strip().upper()
+    for tail in ("IB", "B"):
+        if spec.endswith(tail) and spec[:-len(tail)][-1:] in ("K", "M", "G"):
+            spec = spec[:-len(tail)]
+            break
+    suffix = spec[-1:] if spec[-1:] in _SIZE_SUFFIXES else ""
+    number = spec[:-1] if suffix else spec
+    try:
+        value = int(float(number) * _SIZE_SUFFIXES[suffix])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (try 4096, 64K, 64M, 1G)")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
+    return value
+
+
+def parse_mode(text):
+    """``"600"`` or ``"0o600"`` -> 0o600.
+
+    Raises:
+        argparse.ArgumentTypeError: not an octal permission mode.
+    """
+    try:
+        mode = int(text[2:] if text.lower().startswith("0o") else text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (octal, e.g. 600)")
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"mode {text!r} is out of range 000..777")
+    return mode
+
+
+def parse_count(text):
+    """A positive integer.
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive integer.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def parse_seconds(text):
+    """A non-negative number of seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: not a non-negative number.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
+    return value
+
+
+def human_size(n):
+    """``1536`` -> ``"1.5K"``; bytes below 1 KiB stay exact."""
+    if n < 1024:
+        return str(n)
+    for unit in ("K", "M", "G", "T"):
+        n /= 1024
+        if n < 1024 or unit == "T":
+            break
+    text = f"{n:.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + unit
+
+
+# -- commands ----------------------------------------------------------------
+
+def _ring_cls():
+    # Imported on use so that `ringshm --help` and the argument errors work
+    # even where the compiled core is missing or broken.
+    from .ring import Ring
+    return Ring
+
+
+def _shm_prefix():
+    from .ring import SHM_PREFIX
+    return SHM_PREFIX
+
+
+def cmd_create(args):
+    """Create a persistent ring; it stays until ``ringshm rm``."""
+    ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
+                              persist=True, max_messages=args.max_messages)
+    ring.close()
+    return 0
+
+
+def _ring_summary(name):
+    """One row of ``ls``: the ring's stats, or why they could not be read."""
+    row = {"name": name, "state": "ok"}
+    try:
+        ring = _ring_cls().open(name)
+    except RingNotFound:
+        return None  # removed while we were listing
+    except RingCorrupted as exc:
+        row.update(state="corrupt", error=str(exc))
+        return row
+    except PermissionError:
+        row.update(state="no access")
+        return row
+    except (RingError, OSError, ValueError) as exc:
+        row.update(state="error", error=str(exc))
+        return row
+    try:
+        stats = ring.stats()
+    except RingCorrupted as exc:
+        row.update(state="corrupt", error=str(exc))
+        return row
+    finally:
+        ring.close()
+    row.update(stats)
+    if stats.get("shutdown"):
+        row["state"] = "shutdown"
+    return row
+
+
+def list_rings():
+    """Every ``ringshm.*`` segment in /dev/shm, summarised, sorted by name."""
+    prefix = _shm_prefix()
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        entries = []
+    rows = []
+    for entry in entries:
+        if entry.startswith(prefix) and len(entry) > len(prefix):
+            row = _ring_summary(entry[len(prefix):])
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def cmd_ls(args):
+    """List every ring on the machine."""
+    rows = list_rings()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = [("NAME", "CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")]
+    for row in rows:
+        if "capacity" in row:
+            table.append((row["name"], human_size(row["capacity"]),
+                          human_size(row["used_bytes"]), str(row["messages"]),
+                          str(row["creator_pid"]), "yes" if row["creator_alive"] else "no",
+                          row["state"]))
+        else:
+            table.append((row["name"], "-", "-", "-", "-", "-", row["state"]))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
+def cmd_info(args):
+    """Print a ring's header and counters."""
+    Ring = _ring_cls()
+    with Ring.open(args.name) as ring:
+        info = {"name": ring.name, "path": os.path.join(SHM_DIR, _shm_prefix() + ring.name),
+                "max_message_size": ring.max_message_size}
+        info.update(ring.stats())
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    width = max(len(key) for key in info)
+    for key, value in info.items():
+        if key == "created" and isinstance(value, (int, float)):
+            value = f"{value} ({datetime.datetime.fromtimestamp(value).isoformat(' ', 'seconds')})"
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_rm(args):
+    """Remove rings by name; a corrupt segment is removed too."""
+    Ring = _ring_cls()
+    status = 0
+    for name in args.names:
+        try:
+            try:
+                ring = Ring.open(name)
+            except RingCorrupted:
+                # Not a valid ring, but the name passed Ring's checks (no "/"),
+                # so it is a plain entry of /dev/shm with our prefix.
+                os.unlink(os.path.join(SHM_DIR, _shm_prefix() + name))
+                continue
+            try:
+                ring.unlink()
+            finally:
+                ring.close()
+        except RingNotFound:
+            _error(f"no ring named {name!r}")
+            status = 1
+        except (RingError, OSError) as exc:
+            _error(f"{name}: {_describe(exc)}")
+            status = 1
+    return status
+
+
+def cmd_shutdown(args):
+    """Shut a ring down: blocked senders and receivers wake, recv drains and ends."""
+    with _ring_cls().open(args.name) as ring:
+        ring.shutdown()
+    return 0
+
+
+def _batches(ring, messages):
+    """Split ``messages`` into put_many batches that always fit in ``ring``."""
+    limit = min(ring.capacity // 4, _MAX_BATCH_BYTES)
+    batch, size = [], 0
+    for message in messages:
+        record = _RECORD_HEADER + ((len(message) + 7) & ~7)
+        if batch and size + record > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += record
+    if batch:
+        yield batch
+
+
+def _put_all(ring, messages):
+    for batch in _batches(ring, messages):
+        if len(batch) == 1:
+            ring.put(batch[0])
+        else:
+            ring.put_many(batch)
+    return len(messages)
+
+
+def send_stream(ring, stream, separator):
+    """Send each ``separator``-terminated record of ``stream`` as one message.
+
+    Reads whatever is available (never waits for a full buffer), so a slow
+    writer's lines reach the ring at once. A last record without a separator
+    is sent too. Returns the number of messages sent.
+
+    Raises:
+        ringshm.MessageTooLarge: a record longer than the ring's max_message_size.
+    """
+    fd = stream.fileno()
+    pending = []  # pieces of the record not yet terminated
+    pending_size = 0
+    sent = 0
+    while True:
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            break
+        cut = chunk.rfind(separator)
+        if cut < 0:
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size > ring.max_message_size:
+                raise MessageTooLarge(
+                    f"a record of more than {ring.max_message_size} bytes does not fit "
+                    f"in ring {ring.name!r}")
+            continue
+        head = b"".join(pending) + chunk[:cut] if pending else chunk[:cut]
+        sent += _put_all(ring, head.split(separator))
+        pending = [chunk[cut + 1:]] if cut + 1 < len(chunk) else []
+        pending_size = len(chunk) - cut - 1
+    if pending:
+        sent += _put_all(ring, [b"".join(pending)])
+    return sent
+
+
+def cmd_send(args):
+    """stdin (or files) into a ring; blocks while the ring is full."""
+    with _ring_cls().open(args.name) as ring:
+        if args.file:
+            for path in args.file:
+                with open(path, "rb") as f:
+                    ring.put(f.read())
+        else:
+            send_stream(ring, sys.stdin.buffer, b"\0" if args.null else b"\n")
+        if args.shutdown:
+            ring.shutdown()
+    return 0
+
+
+def cmd_recv(args):
+    """Messages to stdout, one per line, until shutdown, --count or --timeout."""
+    separator = b"\0" if args.null else b"\n"
+    out = sys.stdout.buffer
+    received = 0
+    with _ring_cls().open(args.name) as ring:
+        while args.count is None or received < args.count:
+            wanted = 4096 if args.count is None else min(4096, args.count - received)
+            try:
+                batch = ring.get_many(wanted, timeout=args.timeout)
+            except ShutDown:
+                break
+            except Empty:
+                if args.count is not None:
+                    _error(f"timed out after {received} of {args.count} messages")
+                    return 1
+                break
+            batch.append(b"")
+            out.write(separator.join(batch))
+            out.flush()
+            received += len(batch) - 1
+    return 0
+
+
+def cmd_demo(args):
+    """Run the pipeline demo (ringshm.demo)."""
+    from .demo import run
+    return run(messages=args.messages, workers=args.workers,
+               compare_messages=0 if args.no_compare else args.compare_messages)
+
+
+def _delegate(module_name, argv):
+    """Run ``ringshm.<module_name>.main(argv)``, if that part is installed."""
+    import importlib
+    try:
+        module = importlib.import_module(f"ringshm.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"ringshm.{module_name}", "ringshm"):
+            raise
+        _error(f"'{module_name}' is not available in this installation "
+               f"(module ringshm.{module_name} is missing)")
+        return 1
+    status = module.main(argv)
+    return 0 if status is None else status
+
+
+# -- parser and main -----------------------------------------------------------
+
+def build_parser():
+    """The argparse parser of the ``ringshm`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Shared-memory ring buffers between processes: the ipcs/ipcrm of ringshm, "
+                    "shell pipes through a ring, a demo, benchmarks and a stress test.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("create", help="create a persistent ring (stays until `ringshm rm`)")
+    p.add_argument("name")
+    p.add_argument("--capacity", type=parse_size, default=64 << 20,
+                   help="bytes of data area, K/M/G suffixes (default 64M)")
+    p.add_argument("--mode", type=parse_mode, default=0o600, help="octal permissions (default 600)")
+    p.add_argument("--max-messages", type=parse_count, default=0, metavar="N",
+                   help="also bound the number of messages (default: bytes only)")
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("ls", help="list every ring on this machine")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("info", help="a ring's header and counters")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("rm", help="remove rings (also corrupt ones)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("shutdown", help="shut a ring down: recv drains it and exits")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_shutdown)
+
+    p = sub.add_parser("send", help="stdin to a ring, one message per line",
+                       description="Send stdin to a ring, one message per line (without the "
+                                   "newline). Blocks while the ring is full. At end of input the "
+                                   "ring stays open for other senders unless --shutdown is given.")
+    p.add_argument("name")
+    p.add_argument("--null", "-0", action="store_true", help="messages are NUL-separated")
+    p.add_argument("--file", nargs="+", metavar="FILE", help="send each file as one message")
+    p.add_argument("--shutdown", action="store_true",
+                   help="shut the ring down at end of input, so receivers drain it and exit")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("recv", help="messages to stdout, one per line",
+                       description="Print messages, one per line, until the ring is shut down "
+                                   "and drained, --count messages arrived, or --timeout seconds "
+                                   "passed without a message.")
+    p.add_argument("name")
+    p.add_argument("--count", "-n", type=parse_count, metavar="N", help="stop after N messages")
+    p.add_argument("--timeout", type=parse_seconds, metavar="S",
+                   help="stop after S seconds without a message (exit 1 if --count is unmet)")
+    p.add_argument("--null", "-0", action="store_true", help="end each message with NUL")
+    p.set_defaults(func=cmd_recv)
+
+    p = sub.add_parser("demo", help="a producer/workers/collector pipeline with a progress bar")
+    p.add_argument("--messages", type=parse_count, default=2_000_000, metavar="N",
+                   help="jobs through the ringshm pipeline (default 2000000)")
+    p.add_argument("--workers", type=parse_count, default=2, metavar="N",
+                   help="worker processes (default 2)")
+    p.add_argument("--compare-messages", type=parse_count, default=200_000, metavar="N",
+                   help="jobs through the queue pipelines compared (default 200000)")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the multiprocessing.Queue comparison")
+    p.set_defaults(func=cmd_demo)
+
+    # bench and stress parse their own arguments; listed here for --help.
+    sub.add_parser("bench", help="the benchmark suite: a table and a plot", add_help=False)
+    sub.add_parser("stress", help="the stress and fault-injection run", add_help=False)
+    return parser
+
+
+def _describe(exc):
+    """An error as one line: the message, or the class name when there is none."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename!r}" if exc.filename is not None else "")
+    else:
+        text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _error(message):
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _filter_signals():
+    """Like other filters: end quietly when the reader goes away (``| head``),
+    and end at once with status 130 on Ctrl-C, even in the middle of a wait
+    inside the core. Nothing needs cleaning up: these commands own no ring,
+    and the others recover from a process that dies holding a ring's lock."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signal.SIGPIPE: signal.signal(signal.SIGPIPE, signal.SIG_DFL),
+                signal.SIGINT: signal.signal(signal.SIGINT,
+                                             lambda signum, frame: os._exit(128 + signum))}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv=None):
+    """Run the ``ringshm`` command; returns the exit status.
+
+    Raises:
+        SystemExit: from argparse on bad usage (status 2) or --help (status 0).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    signals = contextlib.nullcontext()
+    if argv and argv[0] in ("bench", "stress"):
+        command = functools.partial(_delegate, argv[0], argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command = functools.partial(args.func, args)
+        if args.func is not cmd_demo:   # the demo removes its rings on Ctrl-C
+            signals = _filter_signals()
+    try:
+        with signals:
+            return command()
+    except KeyboardInterrupt:
+        return 130
+    except RingError as exc:
+        _error(_describe(exc))
+        return 1
+    except OSError as exc:
+        _error(_describe(exc))
+        return 1
+    except ValueError as exc:
+        # The core names the bad argument (a name with "/", a size too big).
+        _error(_describe(exc))
+        return 2

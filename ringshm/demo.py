@@ -1,0 +1,323 @@
+"""``ringshm demo``: a pipeline across processes, timed against multiprocessing.Queue.
+
+A producer sends small jobs (an 8-byte id) into a ring, N workers take them,
+compute an answer and send 16-byte results (id, answer) into a second ring,
+and a collector checks every result: each id exactly once, with the right
+answer. The same pipeline then runs over ringshm.Queue and over
+multiprocessing.Queue (one put per job, the way a Queue is used), with fewer
+jobs so the whole demo stays within a minute on two cores.
+"""
+
+import functools
+import multiprocessing
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
+from rich.progress import TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from .errors import Empty, ShutDown
+from .queue import Queue
+from .ring import Ring
+
+__all__ = ["run", "work"]
+
+JOB = struct.Struct("<Q")       # a job: its id
+RESULT = struct.Struct("<QQ")   # a result: the id and the worker's answer
+BATCH = 1024                    # messages per put_many / get_many
+RING_CAPACITY = 4 << 20
+POLL = 1.0                      # seconds a child waits before checking that the parent lives
+START_TIMEOUT = 60.0            # seconds for every child to start
+
+
+class DemoError(Exception):
+    """A process of the pipeline failed, or a result did not check out."""
+
+
+def work(job_id):
+    """The job: a multiplicative hash of its id (cheap: the demo measures transport)."""
+    return (job_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+
+
+def _parent_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _receive(get, parent, *args):
+    """``get(*args)`` that gives up, ending the process, once the parent is gone."""
+    while True:
+        try:
+            return get(*args, timeout=POLL)
+        except Empty:
+            if not _parent_alive(parent):
+                raise SystemExit(1)
+
+
+def _count_bad(seen, pairs):
+    """Mark each (job id, answer) in ``seen``; return how many were wrong or repeated."""
+    bad = 0
+    total = len(seen)
+    for job_id, answer in pairs:
+        if job_id < total and not seen[job_id] and answer == work(job_id):
+            seen[job_id] = 1
+        else:
+            bad += 1
+    return bad
+
+
+def _child(target, parent, barrier, *args):
+    """Entry point of every demo process: leave Ctrl-C to the parent, start
+    together, and take a shut-down channel as the end of the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    barrier.wait(START_TIMEOUT)
+    try:
+        target(parent, *args)
+    except ShutDown:
+        pass  # normal end of a worker's input, or the parent stopping the run
+
+
+# -- the ring pipeline: raw bytes messages, batched ----------------------------
+
+def ring_producer(parent, jobs, n):
+    pack = JOB.pack
+    for start in range(0, n, BATCH):
+        jobs.put_many([pack(i) for i in range(start, min(n, start + BATCH))])
+    jobs.shutdown()  # workers drain what is left, then see ShutDown
+
+
+def ring_worker(parent, jobs, results):
+    pack = RESULT.pack
+    while True:
+        batch = _receive(jobs.get_many, parent, BATCH)
+        results.put_many([pack(i, work(i)) for (i,) in JOB.iter_unpack(b"".join(batch))])
+
+
+def ring_collector(parent, results, n, progress, report):
+    seen = bytearray(n)
+    received = bad = 0
+    while received < n:
+        batch = _receive(results.get_many, parent, BATCH)
+        bad += _count_bad(seen, RESULT.iter_unpack(b"".join(batch)))
+        received += len(batch)
+        progress.value = received
+    report.send((received, bad, time.monotonic()))
+
+
+# -- the queue pipeline: one object per put, for ringshm.Queue and mp.Queue -----
+
+def queue_producer(parent, jobs, n, workers):
+    pack = JOB.pack
+    for i in range(n):
+        jobs.put(pack(i))
+    for _ in range(workers):
+        jobs.put(None)
+
+
+def queue_worker(parent, jobs, results):
+    while (job := _receive(jobs.get, parent)) is not None:
+        (i,) = JOB.unpack(job)
+        results.put(RESULT.pack(i, work(i)))
+    results.put(None)
+
+
+def queue_collector(parent, results, n, workers, progress, report):
+    seen = bytearray(n)
+    received = bad = finished = 0
+    while finished < workers:
+        item = _receive(results.get, parent)
+        if item is None:
+            finished += 1
+            continue
+        bad += _count_bad(seen, (RESULT.unpack(item),))
+        received += 1
+        if not received % BATCH:
+            progress.value = received
+    progress.value = received
+    report.send((received, bad, time.monotonic()))
+
+
+# -- running one pipeline ------------------------------------------------------
+
+class RateColumn(ProgressColumn):
+    """Messages per second of a task: the measured rate once it is done."""
+
+    def render(self, task):
+        speed = task.fields.get("rate") or task.speed
+        return Text("" if speed is None else f"{speed:>10,.0f} msg/s", style="progress.data.speed")
+
+
+def _run_pipeline(ctx, ui, label, n, make_targets, stop_channels):
+    """Run one pipeline of processes and return (received, bad, seconds).
+
+    ``make_targets(progress, report)`` lists (function, args) for each process,
+    the collector last; ``stop_channels()`` wakes every blocked process when
+    the run ends early.
+    """
+    parent = os.getpid()
+    progress = ctx.Value("q", 0, lock=False)  # one writer: the collector
+    results_end, report = ctx.Pipe(duplex=False)
+    targets = make_targets(progress, report)
+    barrier = ctx.Barrier(len(targets) + 1)
+    processes = [ctx.Process(target=_child, args=(fn, parent, barrier) + args, daemon=True)
+                 for fn, args in targets]
+    task = ui.add_task(label, total=n)
+    finished = False
+    try:
+        for process in processes:
+            process.start()
+        barrier.wait(START_TIMEOUT)
+        started = time.monotonic()
+        ui.reset(task, total=n)
+        while not results_end.poll(0.1):
+            ui.update(task, completed=progress.value)
+            failed = any(p.exitcode not in (None, 0) for p in processes)
+            collector_gone = processes[-1].exitcode is not None and not results_end.poll()
+            if failed or collector_gone:
+                raise DemoError(f"{label}: a process exited early (exit codes "
+                                f"{[p.exitcode for p in processes]})")
+        received, bad, ended = results_end.recv()
+        ui.update(task, completed=received, rate=received / max(ended - started, 1e-9))
+        finished = True
+        return received, bad, ended - started
+    finally:
+        if not finished:
+            stop_channels()
+        for process in processes:
+            process.join(None if finished else 2.0)
+            if process.exitcode is None:
+                process.terminate()
+                process.join()
+        results_end.close()
+        report.close()
+
+
+def _ring_run(ctx, ui, label, n, workers):
+    jobs = Ring.create(capacity=RING_CAPACITY)
+    try:
+        results = Ring.create(capacity=RING_CAPACITY)
+        try:
+            def targets(progress, report):
+                return ([(ring_producer, (jobs, n))]
+                        + [(ring_worker, (jobs, results))] * workers
+                        + [(ring_collector, (results, n, progress, report))])
+
+            def stop():
+                jobs.shutdown()
+                results.shutdown()
+
+            return _run_pipeline(ctx, ui, label, n, targets, stop)
+        finally:
+            results.close()
+    finally:
+        jobs.close()
+
+
+def _queue_run(ctx, ui, label, n, workers, make_queue):
+    jobs, results = make_queue(), make_queue()
+    try:
+        def targets(progress, report):
+            return ([(queue_producer, (jobs, n, workers))]
+                    + [(queue_worker, (jobs, results))] * workers
+                    + [(queue_collector, (results, n, workers, progress, report))])
+
+        def stop():
+            pass  # the processes are terminated; nothing of theirs outlives them
+
+        return _run_pipeline(ctx, ui, label, n, targets, stop)
+    finally:
+        jobs.close()
+        results.close()
+
+
+def _ringshm_queue():
+    return Queue(capacity=RING_CAPACITY)
+
+
+def run(messages=2_000_000, workers=2, compare_messages=200_000, console=None):
+    """Run the demo and print its summary; returns the exit status (0: all checked).
+
+    ``messages`` jobs go through the ring pipeline, ``compare_messages`` through
+    each queue pipeline (none when 0).
+
+    Raises:
+        ringshm.RingError, OSError: a ring could not be created.
+    """
+    console = console or Console()
+    ctx = multiprocessing.get_context()
+    runs = [("ringshm.Ring, batched", messages, _ring_run)]
+    if compare_messages:
+        runs.append(("ringshm.Queue", compare_messages,
+                     functools.partial(_queue_run, make_queue=_ringshm_queue)))
+        runs.append(("multiprocessing.Queue", compare_messages,
+                     functools.partial(_queue_run, make_queue=ctx.Queue)))
+    console.print(f"[bold]ringshm demo[/]: producer -> {workers} workers -> collector, "
+                  f"{JOB.size}-byte jobs, {RESULT.size}-byte results, every result checked")
+    rows = []
+    previous_sigterm = _exit_on_sigterm()
+    try:
+        with Progress(TextColumn("{task.description:<22}"), BarColumn(bar_width=24),
+                      TaskProgressColumn(),
+                      RateColumn(), TimeElapsedColumn(), console=console,
+                      speed_estimate_period=2.0) as ui:
+            for label, n, pipeline in runs:
+                received, bad, seconds = pipeline(ctx, ui, label, n, workers)
+                rows.append((label, n, received, bad, seconds))
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: rings removed")
+        return 130
+    except DemoError as exc:
+        console.print(f"[red]demo failed[/]: {exc}")
+        return 1
+    finally:
+        _restore_sigterm(previous_sigterm)
+    return _summary(console, rows)
+
+
+def _summary(console, rows):
+    table = Table(title="ringshm demo: summary")
+    for column in ("pipeline", "messages", "MB", "seconds", "msg/s", "checked"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    rates = {}
+    status = 0
+    for label, n, received, bad, seconds in rows:
+        ok = received == n and bad == 0
+        status = status or (0 if ok else 1)
+        rates[label] = received / seconds if seconds > 0 else float("inf")
+        megabytes = received * (JOB.size + RESULT.size) / 1e6
+        table.add_row(label, f"{received:,}", f"{megabytes:,.1f}", f"{seconds:.2f}",
+                      f"{rates[label]:,.0f}", "ok" if ok else f"[red]{bad:,} bad, "
+                      f"{n - received + bad:,} missing[/]")
+    console.print(table)
+    console.print(f"Ring: put_many/get_many of {BATCH} raw messages at a time. Queues: one "
+                  f"pickled job per put() and get(). MB: payload of both hops.")
+    queue_rates = [rate for label, rate in rates.items() if "Queue" in label]
+    if len(queue_rates) == 2 and queue_rates[1] > 0:
+        console.print(f"ringshm.Queue moved {queue_rates[0] / queue_rates[1]:.1f}x as many "
+                      f"messages per second as multiprocessing.Queue; batching with a Ring, "
+                      f"{list(rates.values())[0] / queue_rates[1]:.0f}x.")
+    return status
+
+
+def _exit_on_sigterm():
+    """Turn SIGTERM into SystemExit so that the finally blocks remove the rings."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _restore_sigterm(previous):
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

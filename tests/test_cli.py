@@ -1,0 +1,345 @@
+"""The ``ringshm`` command, run as a user would: ``python -m ringshm ...`` in a
+subprocess. Exit status 0 / 1 (ring or OS error, one line on stderr) / 2 (bad
+usage), never a traceback; shell pipelines with backpressure.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import remove_segment, shm_path, unique_ring_name
+from ringshm import Ring, cli
+
+PYTHON = shlex.quote(sys.executable)
+RUN_TIMEOUT = 120   # seconds any one command may take before the test fails
+LINES = 100_000
+
+
+def ringshm(*args, stdin=None, timeout=RUN_TIMEOUT):
+    """Run ``python -m ringshm ARGS``; return the CompletedProcess (bytes)."""
+    return subprocess.run([sys.executable, "-m", "ringshm", *map(str, args)], input=stdin,
+                          capture_output=True, timeout=timeout)
+
+
+def assert_error(result, status, *words):
+    """Exit ``status`` with one line on stderr, no traceback, mentioning ``words``."""
+    stderr = result.stderr.decode()
+    assert result.returncode == status, (result.returncode, stderr)
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 or status == 2, stderr
+    for word in words:
+        assert word in stderr, stderr
+
+
+@pytest.fixture
+def name():
+    """A unique ring name whose segment is removed after the test, whatever it did."""
+    ring_name = unique_ring_name()
+    yield ring_name
+    remove_segment(ring_name)
+
+
+@pytest.fixture
+def ring4k(name):
+    """A persistent 4 KiB ring made by ``ringshm create``."""
+    result = ringshm("create", name, "--capacity", "4K")
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+def stop(process):
+    """Make sure a child process is gone, and reaped."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(RUN_TIMEOUT)
+
+
+# -- usage -------------------------------------------------------------------------
+
+def test_help_lists_every_command():
+    result = ringshm("--help")
+    assert result.returncode == 0
+    for command in ("create", "ls", "info", "rm", "send", "recv", "demo", "bench", "stress"):
+        assert command in result.stdout.decode()
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["frobnicate"],
+    ["create"],
+    ["create", "x", "--capacity", "12Q"],
+    ["create", "x", "--capacity", "-4K"],
+    ["create", "x", "--mode", "999"],
+    ["recv", "x", "--count", "0"],
+    ["recv", "x", "--timeout", "soon"],
+    ["create", "a/b"],            # the core rejects the name: still bad usage
+])
+def test_bad_usage_exits_2(args):
+    assert_error(ringshm(*args), 2)
+
+
+@pytest.mark.parametrize("text, size", [
+    ("4096", 4096), ("4K", 4096), ("64M", 64 << 20), ("1G", 1 << 30), ("1.5k", 1536),
+    ("2MB", 2 << 20), ("2MiB", 2 << 20),
+])
+def test_sizes_accept_suffixes(text, size):
+    assert cli.parse_size(text) == size
+
+
+# -- create, info, ls, rm ------------------------------------------------------------
+
+def test_create_info_ls_rm(name):
+    result = ringshm("create", name, "--capacity", "64K", "--mode", "640")
+    assert result.returncode == 0, result.stderr
+    assert os.stat(shm_path(name)).st_mode & 0o777 == 0o640
+
+    assert_error(ringshm("create", name), 1, "exists")
+
+    result = ringshm("info", name, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["name"] == name
+    assert info["capacity"] == 64 << 10
+    assert info["messages"] == 0
+    assert info["creator_alive"] is False       # `ringshm create` has exited
+
+    text = ringshm("info", name).stdout.decode()
+    assert "capacity" in text and "messages_put" in text
+
+    listing = ringshm("ls").stdout.decode().splitlines()
+    assert listing[0].split()[:6] == ["NAME", "CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE"]
+    row = next(line.split() for line in listing if line.split()[0] == name)
+    assert row[1:4] == ["64K", "0", "0"]
+    assert row[5] == "no"
+
+    assert ringshm("rm", name).returncode == 0
+    assert not os.path.exists(shm_path(name))
+    assert_error(ringshm("info", name), 1, name)
+    assert_error(ringshm("rm", name), 1, name)
+
+
+def test_ls_shows_use_and_a_live_creator(make_ring):
+    ring = make_ring(capacity=8192)
+    ring.put_many([b"a" * 10, b"b" * 10, b"c"])
+    result = ringshm("ls", "--json")
+    assert result.returncode == 0
+    row = next(r for r in json.loads(result.stdout) if r["name"] == ring.name)
+    assert row["messages"] == 3
+    assert row["used_bytes"] > 0
+    assert row["creator_alive"] is True
+    assert row["creator_pid"] == os.getpid()
+
+
+def test_ls_lists_a_corrupt_segment_and_rm_removes_it(name):
+    with open(shm_path(name), "wb") as f:
+        f.write(b"not a ring at all" * 1000)
+    result = ringshm("ls")
+    assert result.returncode == 0, result.stderr
+    row = next(line.split() for line in result.stdout.decode().splitlines()
+               if line.split()[0] == name)
+    assert row[-1] == "corrupt"
+    assert_error(ringshm("info", name), 1)
+    assert ringshm("rm", name).returncode == 0
+    assert not os.path.exists(shm_path(name))
+
+
+def test_rm_several_and_a_missing_one(name):
+    other = unique_ring_name()
+    try:
+        assert ringshm("create", name, "--capacity", "4K").returncode == 0
+        assert ringshm("create", other, "--capacity", "4K").returncode == 0
+        missing = unique_ring_name()
+        result = ringshm("rm", name, missing, other)
+        assert_error(result, 1, missing)
+        assert not os.path.exists(shm_path(name))
+        assert not os.path.exists(shm_path(other))
+    finally:
+        remove_segment(other)
+
+
+# -- send and recv -------------------------------------------------------------------
+
+def test_send_then_recv_lines(ring4k):
+    assert ringshm("send", ring4k, stdin=b"one\n\nthree\nno newline at the end").returncode == 0
+    result = ringshm("recv", ring4k, "--timeout", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"one\n\nthree\nno newline at the end\n"
+
+
+def test_send_null_and_files(ring4k, tmp_path):
+    assert ringshm("send", ring4k, "--null", stdin=b"a\nb\0c\0").returncode == 0
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"line 1\nline 2\n")
+    second.write_bytes(b"")
+    assert ringshm("send", ring4k, "--file", first, second).returncode == 0
+    with Ring.open(ring4k) as ring:
+        assert ring.get_many(10, block=False) == [b"a\nb", b"c", b"line 1\nline 2\n", b""]
+
+
+def test_recv_count_and_timeout(ring4k):
+    assert ringshm("send", ring4k, stdin=b"1\n2\n3\n").returncode == 0
+    result = ringshm("recv", ring4k, "--count", "2")
+    assert (result.returncode, result.stdout) == (0, b"1\n2\n")
+    start = time.monotonic()
+    result = ringshm("recv", ring4k, "--count", "2", "--timeout", "0.3")
+    assert result.stdout == b"3\n"
+    assert_error(result, 1, "1 of 2")
+    assert time.monotonic() - start >= 0.3
+    result = ringshm("recv", ring4k, "--timeout", "0.3", "--null")
+    assert (result.returncode, result.stdout) == (0, b"")
+
+
+def test_recv_ends_at_shutdown(ring4k):
+    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert ringshm("send", ring4k, "--shutdown", stdin=b"last words\n").returncode == 0
+        out, err = receiver.communicate(timeout=RUN_TIMEOUT)
+        assert (receiver.returncode, out, err) == (0, b"last words\n", b"")
+        assert_error(ringshm("send", ring4k, stdin=b"too late\n"), 1, "shut")
+    finally:
+        stop(receiver)
+
+
+def test_shutdown_command_ends_a_waiting_recv(ring4k):
+    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert ringshm("shutdown", ring4k).returncode == 0
+        assert receiver.wait(RUN_TIMEOUT) == 0
+    finally:
+        stop(receiver)
+
+
+def test_ctrl_c_exits_130_without_traceback(ring4k):
+    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with Ring.open(ring4k) as ring:     # wait until recv is attached and waiting
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while ring.stats()["get_waits"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        receiver.send_signal(signal.SIGINT)
+        out, err = receiver.communicate(timeout=RUN_TIMEOUT)
+        assert receiver.returncode == 130
+        assert b"Traceback" not in err
+    finally:
+        stop(receiver)
+
+
+def test_a_line_too_large_for_the_ring_is_an_error(ring4k):
+    assert_error(ringshm("send", ring4k, stdin=b"x" * 5000 + b"\n"), 1)
+    assert_error(ringshm("send", ring4k, stdin=b"y" * 100_000), 1)
+
+
+def test_send_and_recv_of_a_missing_ring(name):
+    assert_error(ringshm("send", name, stdin=b"x\n"), 1, name)
+    assert_error(ringshm("recv", name, "--timeout", "0"), 1, name)
+
+
+# -- the shell pipeline, with backpressure -------------------------------------------
+
+def start_sender(name):
+    """``seq LINES | ringshm send NAME --shutdown`` in a shell."""
+    return subprocess.Popen(f"seq {LINES} | {PYTHON} -m ringshm send {name} --shutdown",
+                            shell=True, stderr=subprocess.PIPE)
+
+
+def wait_until_full(name, sender):
+    """Wait until the ring is full and the sender is stuck in put; return its stats."""
+    with Ring.open(name) as ring:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            stats = ring.stats()
+            if stats["put_waits"] > 0 and stats["used_bytes"] > ring.capacity // 2:
+                return stats
+            assert sender.poll() is None, sender.stderr.read()
+            time.sleep(0.02)
+    pytest.fail("the sender never filled the ring")
+
+
+@pytest.mark.multiprocess
+def test_pipeline_backpressure_every_line_in_order(ring4k):
+    sender = start_sender(ring4k)
+    receiver = None
+    try:
+        stats = wait_until_full(ring4k, sender)
+        # Nobody reads: the sender must stay blocked, with nearly all of its input unsent.
+        time.sleep(0.5)
+        assert sender.poll() is None
+        with Ring.open(ring4k) as ring:
+            assert ring.stats()["messages_put"] == stats["messages_put"] < LINES
+
+        receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = receiver.communicate(timeout=RUN_TIMEOUT)
+        assert receiver.returncode == 0, err
+        assert sender.wait(RUN_TIMEOUT) == 0
+        assert out.decode().splitlines() == [str(i) for i in range(1, LINES + 1)]
+    finally:
+        stop(sender)
+        if receiver is not None:
+            stop(receiver)
+
+
+@pytest.mark.multiprocess
+def test_pipeline_into_wc_with_a_slow_reader(ring4k):
+    """``ringshm recv jobs | wc -l`` while ``seq | ringshm send jobs`` runs: the
+    reader takes the lines in slow slices, so the sender waits again and again."""
+    sender = start_sender(ring4k)
+    try:
+        wait_until_full(ring4k, sender)
+        slices = [ringshm("recv", ring4k, "--count", 500).stdout for _ in range(3)]
+        assert b"".join(slices).decode().splitlines() == [str(i) for i in range(1, 1501)]
+        counted = subprocess.run(f"{PYTHON} -m ringshm recv {ring4k} | wc -l", shell=True,
+                                 capture_output=True, timeout=RUN_TIMEOUT)
+        assert counted.returncode == 0, counted.stderr
+        assert int(counted.stdout) == LINES - 1500
+        assert sender.wait(RUN_TIMEOUT) == 0
+        with Ring.open(ring4k) as ring:
+            stats = ring.stats()
+        assert stats["messages_got"] == stats["messages_put"] == LINES
+        assert stats["put_waits"] > 1
+    finally:
+        stop(sender)
+
+
+# -- demo, bench, stress -------------------------------------------------------------
+
+@pytest.mark.multiprocess
+def test_demo_runs_and_prints_a_summary():
+    result = ringshm("demo", "--messages", 20000, "--compare-messages", 2000, "--workers", 2)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert "summary" in out
+    assert "msg/s" in out
+    assert "multiprocessing.Queue" in out
+    assert "20,000" in out
+
+
+def test_bench_and_stress_delegate_their_arguments(monkeypatch):
+    seen = []
+
+    class Fake:
+        @staticmethod
+        def main(argv):
+            seen.append(argv)
+            return 3
+
+    monkeypatch.setitem(sys.modules, "ringshm.bench", Fake)
+    monkeypatch.setitem(sys.modules, "ringshm.stress", Fake)
+    assert cli.main(["bench", "--quick", "-x"]) == 3
+    assert cli.main(["stress", "--help"]) == 3
+    assert seen == [["--quick", "-x"], ["--help"]]
+
+
+def test_a_missing_bench_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ringshm.stress", None)   # import fails
+    assert cli.main(["stress"]) == 1
+    assert "ringshm.stress" in capsys.readouterr().err
