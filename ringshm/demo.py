@@ -11,6 +11,7 @@ jobs so the whole demo stays within a minute on two cores.
 import functools
 import multiprocessing
 import os
+import queue as pyqueue
 import signal
 import struct
 import sys
@@ -23,7 +24,7 @@ from rich.progress import TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from .errors import Empty, ShutDown
+from .errors import ShutDown
 from .queue import Queue
 from .ring import Ring
 
@@ -61,7 +62,7 @@ def _receive(get, parent, *args):
     while True:
         try:
             return get(*args, timeout=POLL)
-        except Empty:
+        except pyqueue.Empty:   # ringshm.Empty or multiprocessing.Queue's
             if not _parent_alive(parent):
                 raise SystemExit(1)
 
@@ -92,6 +93,7 @@ def _child(target, parent, barrier, *args):
 # -- the ring pipeline: raw bytes messages, batched ----------------------------
 
 def ring_producer(parent, jobs, n):
+    """Send jobs 0..n-1 in batches, then shut ``jobs`` down."""
     pack = JOB.pack
     for start in range(0, n, BATCH):
         jobs.put_many([pack(i) for i in range(start, min(n, start + BATCH))])
@@ -99,6 +101,7 @@ def ring_producer(parent, jobs, n):
 
 
 def ring_worker(parent, jobs, results):
+    """Answer batches of jobs until ``jobs`` is shut down and drained."""
     pack = RESULT.pack
     while True:
         batch = _receive(jobs.get_many, parent, BATCH)
@@ -106,6 +109,7 @@ def ring_worker(parent, jobs, results):
 
 
 def ring_collector(parent, results, n, progress, report):
+    """Check n results; report (received, bad, end time) through ``report``."""
     seen = bytearray(n)
     received = bad = 0
     while received < n:
@@ -119,6 +123,7 @@ def ring_collector(parent, results, n, progress, report):
 # -- the queue pipeline: one object per put, for ringshm.Queue and mp.Queue -----
 
 def queue_producer(parent, jobs, n, workers):
+    """Put jobs 0..n-1 one by one, then one None per worker."""
     pack = JOB.pack
     for i in range(n):
         jobs.put(pack(i))
@@ -127,6 +132,7 @@ def queue_producer(parent, jobs, n, workers):
 
 
 def queue_worker(parent, jobs, results):
+    """Answer jobs one by one until None; then pass a None on."""
     while (job := _receive(jobs.get, parent)) is not None:
         (i,) = JOB.unpack(job)
         results.put(RESULT.pack(i, work(i)))
@@ -134,6 +140,7 @@ def queue_worker(parent, jobs, results):
 
 
 def queue_collector(parent, results, n, workers, progress, report):
+    """Check results until every worker's None; report as ring_collector."""
     seen = bytearray(n)
     received = bad = finished = 0
     while finished < workers:
@@ -182,21 +189,22 @@ def _run_pipeline(ctx, ui, label, n, make_targets, stop_channels):
         started = time.monotonic()
         ui.reset(task, total=n)
         while not results_end.poll(0.1):
-            ui.update(task, completed=progress.value)
+            ui.update(task, completed=progress.value, refresh=True)
             failed = any(p.exitcode not in (None, 0) for p in processes)
             collector_gone = processes[-1].exitcode is not None and not results_end.poll()
             if failed or collector_gone:
                 raise DemoError(f"{label}: a process exited early (exit codes "
                                 f"{[p.exitcode for p in processes]})")
         received, bad, ended = results_end.recv()
-        ui.update(task, completed=received, rate=received / max(ended - started, 1e-9))
+        ui.update(task, completed=received, rate=received / max(ended - started, 1e-9),
+                  refresh=True)
         finished = True
         return received, bad, ended - started
     finally:
         if not finished:
             stop_channels()
         for process in processes:
-            process.join(None if finished else 2.0)
+            process.join(None if finished else 0.5)
             if process.exitcode is None:
                 process.terminate()
                 process.join()
@@ -234,7 +242,9 @@ def _queue_run(ctx, ui, label, n, workers, make_queue):
                     + [(queue_collector, (results, n, workers, progress, report))])
 
         def stop():
-            pass  # the processes are terminated; nothing of theirs outlives them
+            for q in (jobs, results):
+                if isinstance(q, Queue):
+                    q.shutdown()   # multiprocessing.Queue's processes are terminated
 
         return _run_pipeline(ctx, ui, label, n, targets, stop)
     finally:
@@ -271,7 +281,9 @@ def run(messages=2_000_000, workers=2, compare_messages=200_000, console=None):
         with Progress(TextColumn("{task.description:<22}"), BarColumn(bar_width=24),
                       TaskProgressColumn(),
                       RateColumn(), TimeElapsedColumn(), console=console,
-                      speed_estimate_period=2.0) as ui:
+                      speed_estimate_period=2.0, auto_refresh=False) as ui:
+            # auto_refresh=False: no display thread, so forking the pipeline is safe;
+            # the polling loop of _run_pipeline refreshes instead.
             for label, n, pipeline in runs:
                 received, bad, seconds = pipeline(ctx, ui, label, n, workers)
                 rows.append((label, n, received, bad, seconds))

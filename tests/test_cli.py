@@ -53,6 +53,12 @@ def ring4k(name):
     return name
 
 
+def start_receiver(name):
+    """``ringshm recv NAME`` in the background, its output in pipes."""
+    return subprocess.Popen([sys.executable, "-m", "ringshm", "recv", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def stop(process):
     """Make sure a child process is gone, and reaped."""
     if process.poll() is None:
@@ -196,8 +202,7 @@ def test_recv_count_and_timeout(ring4k):
 
 
 def test_recv_ends_at_shutdown(ring4k):
-    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = start_receiver(ring4k)
     try:
         assert ringshm("send", ring4k, "--shutdown", stdin=b"last words\n").returncode == 0
         out, err = receiver.communicate(timeout=RUN_TIMEOUT)
@@ -208,8 +213,7 @@ def test_recv_ends_at_shutdown(ring4k):
 
 
 def test_shutdown_command_ends_a_waiting_recv(ring4k):
-    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = start_receiver(ring4k)
     try:
         assert ringshm("shutdown", ring4k).returncode == 0
         assert receiver.wait(RUN_TIMEOUT) == 0
@@ -218,8 +222,7 @@ def test_shutdown_command_ends_a_waiting_recv(ring4k):
 
 
 def test_ctrl_c_exits_130_without_traceback(ring4k):
-    receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    receiver = start_receiver(ring4k)
     try:
         with Ring.open(ring4k) as ring:     # wait until recv is attached and waiting
             deadline = time.monotonic() + RUN_TIMEOUT
@@ -276,8 +279,7 @@ def test_pipeline_backpressure_every_line_in_order(ring4k):
         with Ring.open(ring4k) as ring:
             assert ring.stats()["messages_put"] == stats["messages_put"] < LINES
 
-        receiver = subprocess.Popen([sys.executable, "-m", "ringshm", "recv", ring4k],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        receiver = start_receiver(ring4k)
         out, err = receiver.communicate(timeout=RUN_TIMEOUT)
         assert receiver.returncode == 0, err
         assert sender.wait(RUN_TIMEOUT) == 0

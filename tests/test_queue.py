@@ -80,6 +80,15 @@ def join(*processes):
         assert p.exitcode == 0, f"child {p.pid} exit code {p.exitcode}"
 
 
+def start_with_events(target, q):
+    """Start ``target(q, child_can_start, parent_can_continue)`` in a child."""
+    child_can_start = multiprocessing.Event()
+    parent_can_continue = multiprocessing.Event()
+    proc = multiprocessing.Process(target=target, args=(q, child_can_start, parent_can_continue))
+    proc.start()
+    return proc, child_can_start, parent_can_continue
+
+
 # -- children (module level, so spawn and forkserver can import them) ----------
 
 def child_get_six(q, child_can_start, parent_can_continue):
@@ -143,11 +152,7 @@ class NotSerializable:
 def test_put(make_queue):
     maxsize = 6
     q = make_queue(maxsize=maxsize)
-    child_can_start = multiprocessing.Event()
-    parent_can_continue = multiprocessing.Event()
-    proc = multiprocessing.Process(target=child_get_six,
-                                   args=(q, child_can_start, parent_can_continue))
-    proc.start()
+    proc, child_can_start, parent_can_continue = start_with_events(child_get_six, q)
     try:
         assert q.empty() is True
         assert q.full() is False
@@ -183,11 +188,7 @@ def test_put(make_queue):
 @pytest.mark.multiprocess
 def test_get(make_queue):
     q = make_queue()
-    child_can_start = multiprocessing.Event()
-    parent_can_continue = multiprocessing.Event()
-    proc = multiprocessing.Process(target=child_put_two_to_five,
-                                   args=(q, child_can_start, parent_can_continue))
-    proc.start()
+    proc, child_can_start, parent_can_continue = start_with_events(child_put_two_to_five, q)
     try:
         assert q.empty() is True
         child_can_start.set()
