@@ -13,7 +13,7 @@ multiprocessing.Queue runs unchanged.
 
 import pickle
 
-from .errors import Empty, Full, ShutDown
+from .errors import Empty, ShutDown
 from .ring import Ring
 
 __all__ = ["Queue", "DEFAULT_CAPACITY"]
@@ -232,9 +232,7 @@ class Queue:
             ValueError: the queue is closed.
         """
         self._check_closed()
-        if self._maxsize and self._ring.qsize() >= self._maxsize:
-            return True
-        return self._ring.full()
+        return self._ring.full()   # the ring counts max_messages too
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -398,6 +398,8 @@ def test_object_that_can_never_fit(make_queue):
 
 def test_put_many_is_all_or_nothing(make_queue):
     q = make_queue(maxsize=4)
+    with pytest.raises(MessageTooLarge):
+        q.put_many(range(5), timeout=TIMEOUT)     # more items than maxsize: never fits
     q.put_many(["a", "b", "c"])
     with pytest.raises(Full):
         q.put_many(["d", "e"], block=False)
@@ -465,6 +467,8 @@ def test_pool_argument(make_queue, method):
     q = make_queue()
     with multiprocessing.get_context(method).Pool(2) as pool:
         assert pool.starmap(pool_put, [(q, i) for i in range(10)]) == list(range(10))
+        pool.close()
+        pool.join()
     assert sorted(q.get(timeout=JOIN) for _ in range(10)) == [i * 10 for i in range(10)]
 
 
