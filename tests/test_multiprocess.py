@@ -1,0 +1,193 @@
+"""Many producer and consumer processes on one ring: nothing lost, nothing
+duplicated, each producer's order kept, for every start method; and a ring
+passed to children as an argument (Process, Pool, inside a queue)."""
+
+import multiprocessing
+import random
+import struct
+import zlib
+
+import pytest
+
+from ringshm import ShutDown
+
+pytestmark = pytest.mark.multiprocess
+
+PRODUCERS = 4
+CONSUMERS = 4
+TOTAL_MESSAGES = 200_000
+PER_PRODUCER = TOTAL_MESSAGES // PRODUCERS
+# producer id, sequence number, crc32 of the payload; then the payload.
+HEAD = struct.Struct("<HII")
+MIN_SIZE, MAX_SIZE = 8, 200
+DEADLINE = 50  # seconds for a whole run; only to turn a hang into a failure
+
+
+def make_message(rng, producer, seq):
+    size = rng.randint(max(MIN_SIZE, HEAD.size), MAX_SIZE) - HEAD.size
+    payload = rng.randbytes(size)
+    return HEAD.pack(producer, seq, zlib.crc32(payload)) + payload
+
+
+def produce(ring, producer, batched):
+    """Put this producer's messages in sequence; half the producers use
+    put_many so that batches race with single puts."""
+    rng = random.Random(producer)
+    seq = 0
+    while seq < PER_PRODUCER:
+        count = min(rng.randint(1, 16), PER_PRODUCER - seq) if batched else 1
+        batch = [make_message(rng, producer, seq + i) for i in range(count)]
+        if batched:
+            ring.put_many(batch)
+        else:
+            ring.put(batch[0])
+        seq += count
+    ring.close()
+
+
+def consume(ring, batched, results):
+    """Take messages until the ring is shut down and drained; send back one
+    summary: a bitmap of the sequence numbers seen per producer, plus the
+    count of duplicates, order violations and bad checksums seen here."""
+    seen = [bytearray(PER_PRODUCER) for _ in range(PRODUCERS)]
+    last = [-1] * PRODUCERS
+    duplicates = out_of_order = corrupt = count = 0
+    try:
+        while True:
+            messages = ring.get_many(max_messages=64) if batched else [ring.get()]
+            for message in messages:
+                producer, seq, crc = HEAD.unpack_from(message)
+                if (zlib.crc32(message[HEAD.size:]) != crc or producer >= PRODUCERS
+                        or seq >= PER_PRODUCER):
+                    corrupt += 1
+                    continue
+                count += 1
+                duplicates += seen[producer][seq]
+                seen[producer][seq] = 1
+                out_of_order += seq <= last[producer]
+                last[producer] = seq
+    except ShutDown:
+        pass
+    ring.close()
+    results.put((count, duplicates, out_of_order, corrupt, [bytes(s) for s in seen]))
+
+
+def stop(processes):
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+# Small rings: they wrap and make both sides wait often; 4096 holds about
+# 25 messages, so nearly every put and get there meets a full or empty ring.
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("capacity", [4096, 64 << 10])
+def test_many_producers_and_consumers(make_ring, method, capacity):
+    ctx = multiprocessing.get_context(method)
+    ring = make_ring(capacity=capacity)
+    results = ctx.Queue()
+    producers = [ctx.Process(target=produce, args=(ring, p, p % 2 == 1))
+                 for p in range(PRODUCERS)]
+    consumers = [ctx.Process(target=consume, args=(ring, c % 2 == 1, results))
+                 for c in range(CONSUMERS)]
+    try:
+        for process in consumers + producers:
+            process.start()
+        for process in producers:
+            process.join(DEADLINE)
+            assert process.exitcode == 0, f"producer exit code {process.exitcode}"
+        ring.shutdown()   # consumers drain what is left, then see ShutDown
+        summaries = [results.get(timeout=DEADLINE) for _ in consumers]
+        for process in consumers:
+            process.join(DEADLINE)
+            assert process.exitcode == 0
+    finally:
+        stop(producers + consumers)
+
+    assert sum(s[3] for s in summaries) == 0, "messages with a bad checksum"
+    assert sum(s[1] for s in summaries) == 0, "a consumer got a message twice"
+    assert sum(s[2] for s in summaries) == 0, "a producer's order was not kept"
+    assert sum(s[0] for s in summaries) == TOTAL_MESSAGES
+    for producer in range(PRODUCERS):
+        # Each sequence number seen by exactly one consumer: the bitmaps (one
+        # byte per number, 0 or 1) as big integers must not overlap and must
+        # cover everything.
+        union = 0
+        for summary in summaries:
+            bitmap = int.from_bytes(summary[4][producer], "little")
+            assert union & bitmap == 0, f"producer {producer}: delivered twice"
+            union |= bitmap
+        seen = union.to_bytes(PER_PRODUCER, "little").count(1)
+        assert seen == PER_PRODUCER, f"producer {producer}: {PER_PRODUCER - seen} lost"
+    stats = ring.stats()
+    assert stats["messages_put"] == stats["messages_got"] == TOTAL_MESSAGES
+    assert stats["messages"] == 0 and len(ring) == 0
+
+
+# ---------------------------------------------------- rings as arguments
+# Requests and replies go through two rings: on one ring the asker could
+# take back its own request.
+
+def echo(requests, replies, count):
+    for _ in range(count):
+        replies.put(b"reply to " + requests.get(timeout=20))
+
+
+def echo_from_queue(rings):
+    requests, replies = rings.get(timeout=20)
+    echo(requests, replies, 1)
+
+
+def put_squares(ring, n):
+    ring.put(b"%d" % (n * n))
+    return n
+
+
+def ask(requests, replies, questions):
+    for question in questions:
+        requests.put(question)
+    return sorted(replies.get(timeout=20) for _ in questions)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_ring_as_process_argument(make_ring, method):
+    requests, replies = make_ring(), make_ring()
+    ctx = multiprocessing.get_context(method)
+    child = ctx.Process(target=echo, args=(requests, replies, 2))
+    child.start()
+    try:
+        assert ask(requests, replies, [b"1", b"2"]) == [b"reply to 1", b"reply to 2"]
+    finally:
+        child.join(20)
+        stop([child])
+    assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_ring_inside_another_queue(make_ring, method):
+    ctx = multiprocessing.get_context(method)
+    requests, replies = make_ring(), make_ring()
+    rings = ctx.Queue()
+    child = ctx.Process(target=echo_from_queue, args=(rings,))
+    child.start()
+    try:
+        rings.put((requests, replies))
+        assert ask(requests, replies, [b"q"]) == [b"reply to q"]
+    finally:
+        child.join(20)
+        stop([child])
+    assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_ring_as_pool_argument(make_ring, method):
+    ring = make_ring()
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        done = pool.starmap(put_squares, [(ring, n) for n in range(10)], chunksize=1)
+        pool.close()
+        pool.join()
+    assert done == list(range(10))
+    got = sorted(int(ring.get(timeout=5)) for _ in range(10))
+    assert got == [n * n for n in range(10)]
+    assert len(ring) == 0
