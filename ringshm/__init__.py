@@ -12,9 +12,10 @@ from ringshm.errors import (
     RingNotFound,
     ShutDown,
 )
+from ringshm.queue import Queue
 from ringshm.ring import Ring
 
 __all__ = [
-    "Ring", "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
+    "Ring", "Queue", "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "__version__",
 ]

@@ -119,3 +119,10 @@ cdef extern from "_layout.h" nogil:
     ctypedef struct rs_record:
         uint32_t length
         uint32_t kind
+
+
+cdef extern from "Python.h":
+    # Declared here without Cython's `except -1`: in a noexcept nogil wait
+    # the status must come back to us, with the exception left set, instead
+    # of being reported as unraisable.
+    int PyErr_CheckSignals() noexcept

@@ -16,7 +16,6 @@ from cpython.buffer cimport (
     PyBUF_ANY_CONTIGUOUS,
 )
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport errno, EINTR, ETIMEDOUT, ESRCH
 from libc.stdint cimport uint32_t, uint64_t, int64_t
