@@ -3,6 +3,7 @@ point): lifecycle, attributes, counters, shutdown, errors, pickling, batches
 and the kinds of input a put accepts."""
 
 import array
+import gc
 import multiprocessing
 import os
 import pickle
@@ -182,6 +183,25 @@ def test_persist_keeps_the_name_after_close(ring_name):
         assert not os.path.exists(shm_path(ring_name))
     finally:
         remove_segment(ring_name)
+
+
+def test_collected_creator_unlinks(ring_name):
+    ring = Ring.create(ring_name, capacity=4096)
+    del ring
+    gc.collect()
+    assert not os.path.exists(shm_path(ring_name))
+
+
+def _close_and_exit(ring):
+    ring.close()
+
+
+def test_a_forked_copy_of_the_creator_never_unlinks(make_ring):
+    ring = make_ring()
+    assert run_forked(_close_and_exit, ring) == 0
+    assert os.path.exists(shm_path(ring.name))
+    ring.put(b"still mine")
+    assert ring.get_nowait() == b"still mine"
 
 
 def _attached_child(name, attached, unlinked, answered):

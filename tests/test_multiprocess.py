@@ -3,12 +3,14 @@ duplicated, each producer's order kept, for every start method; and a ring
 passed to children as an argument (Process, Pool, inside a queue)."""
 
 import multiprocessing
+import os
 import random
 import struct
 import zlib
 
 import pytest
 
+from conftest import shm_path
 from ringshm import ShutDown
 
 pytestmark = pytest.mark.multiprocess
@@ -162,6 +164,8 @@ def test_ring_as_process_argument(make_ring, method):
         child.join(20)
         stop([child])
     assert child.exitcode == 0
+    # The child's copies only attached: the names outlive it.
+    assert os.path.exists(shm_path(requests.name)) and os.path.exists(shm_path(replies.name))
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from conftest import remove_segment, shm_path
+from ringshm import Ring
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # argv: "name" or "path", then where the requests ring and the replies ring
@@ -61,3 +64,31 @@ def test_unrelated_process_by_path(make_ring, tmp_path):
     requests = make_ring(path=str(tmp_path / "requests.ring"))
     replies = make_ring(path=str(tmp_path / "replies.ring"))
     talk(requests, replies, run_peer("path", requests.path, replies.path))
+
+
+# A program that creates a ring and exits without closing it: the name goes
+# with it, unless persist=True kept it on purpose.
+CREATE_AND_EXIT = r"""
+import sys
+from ringshm import Ring
+ring = Ring.create(sys.argv[1], capacity=4096, persist=sys.argv[2] == "persist")
+ring.put(b"left behind")
+print(ring.name)
+"""
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_interpreter_exit_unlinks_unless_persist(ring_name, persist):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CREATE_AND_EXIT, ring_name, "persist" if persist else "-"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        assert (done.returncode, done.stdout) == (0, ring_name + "\n"), done.stderr
+        assert os.path.exists(shm_path(ring_name)) == persist
+        if persist:
+            with Ring.open(ring_name) as ring:
+                assert ring.get_nowait() == b"left behind"
+                assert ring.stats()["creator_alive"] is False
+    finally:
+        remove_segment(ring_name)
