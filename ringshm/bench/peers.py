@@ -9,6 +9,7 @@ import functools
 import itertools
 import multiprocessing
 import os
+import queue
 import shutil
 import tempfile
 
@@ -67,6 +68,19 @@ class MPPipe(Transport):
         return Endpoint(get=channel[0].recv_bytes)
 
 
+def _retry_empty(get):
+    """faster-fifo's blocking get raises Empty when several consumers race
+    for one message (and after its default 10 s timeout): wait on, as its
+    users have to."""
+    def patient_get():
+        while True:
+            try:
+                return get()
+            except queue.Empty:
+                pass
+    return patient_get
+
+
 class FasterFifo(Transport):
     """faster-fifo with bytes in and out (loads=bytes copies the message out
     of its buffer, as ringshm's get() does; dumps=bytes is a no-op on bytes)."""
@@ -83,15 +97,19 @@ class FasterFifo(Transport):
 
     def open(self, size, capacity, producers, consumers):
         import faster_fifo
-        return faster_fifo.Queue(max_size_bytes=capacity, loads=bytes, dumps=bytes)
+        return faster_fifo.Queue(max_size_bytes=capacity, loads=bytes, dumps=bytes), consumers
 
     def producer(self, channel, index):
-        return Endpoint(put=channel.put, put_many=channel.put_many)
+        fifo, _ = channel
+        return Endpoint(put=fifo.put, put_many=fifo.put_many)
 
     def consumer(self, channel, index, size):
-        return Endpoint(put=channel.put, get=channel.get,
-                        get_many=functools.partial(channel.get_many,
-                                                   max_messages_to_get=GET_MANY_LIMIT))
+        fifo, consumers = channel
+        get_many = functools.partial(fifo.get_many, max_messages_to_get=GET_MANY_LIMIT)
+        if consumers == 1:  # no race: faster-fifo as it is, no wrapper to pay for
+            return Endpoint(put=fifo.put, get=fifo.get, get_many=get_many)
+        return Endpoint(put=fifo.put, get=_retry_empty(fifo.get),
+                        get_many=_retry_empty(get_many))
 
 
 class FasterFifoBatch(BatchMixin, FasterFifo):

@@ -28,9 +28,14 @@ GRACE = 30.0
 ABORT_GRACE = 2.0
 
 
-def _child(name, open_ends, work, barrier, results):
+def _child(name, open_ends, work, barrier, finished, results):
     """Body of every child: open_ends() -> endpoints, the barrier, then
-    work(*endpoints) -> the report sent to the parent as (name, report, error)."""
+    work(*endpoints) -> the report sent to the parent as (name, report, error).
+
+    Endpoints stay open until every child has reported (finished): a zmq
+    PUSH socket that closes while its PULL peer's queue is full loses what
+    was still in flight, even with LINGER -1.
+    """
     ends = []
     try:
         ends = open_ends()
@@ -40,6 +45,7 @@ def _child(name, open_ends, work, barrier, results):
         barrier.abort()
         results.put((name, None, f"{name}: {type(exc).__name__}: {exc}"))
     finally:
+        finished.wait(GRACE)
         for end in ends:
             end.close()
 
@@ -52,9 +58,10 @@ def _run_children(children, deadline):
         RuntimeError: a child failed, or the reports did not come in time.
     """
     barrier = _fork.Barrier(len(children))
+    finished = _fork.Event()
     results = _fork.Queue()
-    processes = [_fork.Process(target=_child, args=(*child, barrier, results), daemon=True)
-                 for child in children]
+    processes = [_fork.Process(target=_child, args=(*child, barrier, finished, results),
+                               daemon=True) for child in children]
     for process in processes:
         process.start()
     reports, errors = {}, []
@@ -64,7 +71,8 @@ def _run_children(children, deadline):
                 name, report, error = results.get(
                     timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                errors.append("timed out waiting for the children")
+                silent = [child[0] for child in children if child[0] not in reports]
+                errors.append(f"timed out waiting for {', '.join(silent)}")
                 break
             reports[name] = report
             if error is not None:
@@ -72,6 +80,7 @@ def _run_children(children, deadline):
                 barrier.abort()
                 deadline = min(deadline, time.monotonic() + ABORT_GRACE)
     finally:
+        finished.set()
         for process in processes:
             process.join(timeout=0.5 if errors else max(0.1, deadline - time.monotonic()))
             if process.is_alive():

@@ -35,7 +35,7 @@ class Plan:
     pingpong_seconds: float = 1.0  # a slow transport stops early
 
 
-SHORT = Plan("short", sizes=(64, 1 << 20), topologies=((1, 1), (4, 1)), seconds=0.25, repeats=2)
+SHORT = Plan("short", sizes=(64, 1 << 20), topologies=((1, 1), (4, 1)), seconds=0.2, repeats=3)
 FULL = Plan("full", sizes=(8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20),
             topologies=((1, 1), (4, 1), (1, 4), (4, 4)), seconds=0.5, repeats=3,
             round_trips=100000, warmup=2000, pingpong_seconds=3.0)
