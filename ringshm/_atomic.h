@@ -16,6 +16,9 @@ static inline uint64_t rs_exchange(uint64_t *p, uint64_t v) { return __atomic_ex
 static inline uint64_t rs_fetch_or(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 static inline void rs_add_relaxed(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
+static inline uint32_t rs_load32_seq(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void rs_add32(uint32_t *p, uint32_t v) { __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+
 /* Strong CAS; acquire on success so the new owner sees the old owner's writes. */
 static inline int rs_cas(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0,

@@ -10,7 +10,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <semaphore.h>
 
 #define RS_MAGIC "RINGSHM\0"
 #define RS_VERSION 1u
@@ -37,13 +36,16 @@ typedef struct {
     uint64_t bytes;      /* bytes_put (or bytes_got) once published */
 } rs_intent;
 
-/* A place to sleep: a flag that says somebody may sleep, and the semaphore.
- * The waker clears the flag when it posts, so a sleeper that died can cost at
- * most one post, never a system call per message for ever. */
+/* A place to sleep: a flag that says somebody may sleep here, and a futex
+ * word that a waker bumps.  The waker clears the flag when it wakes, so a
+ * sleeper that died costs at most one wake, never a system call per message
+ * for ever.  (Not a POSIX sem_t: glibc aborts the process when a sem_t holds
+ * bytes it does not expect, and a peer may write any bytes; see DESIGN.md.) */
 typedef struct {
     uint64_t wanted;
-    uint64_t _pad;
-    union { sem_t sem; char _sem_space[48]; };
+    uint32_t futex;
+    uint32_t _pad;
+    char _reserved[48];
 } rs_waitq;
 
 typedef struct {
@@ -98,7 +100,6 @@ typedef struct {
     char _pad6[128 - sizeof(rs_waitq)];
 } rs_header;
 
-_Static_assert(sizeof(sem_t) <= 48, "sem_t does not fit its slot");
 _Static_assert(sizeof(rs_waitq) == 64, "rs_waitq");
 _Static_assert(offsetof(rs_header, flags) == 64, "flags");
 _Static_assert(offsetof(rs_header, head) == 128, "head");

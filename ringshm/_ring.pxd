@@ -15,14 +15,6 @@ cdef extern from "<time.h>" nogil:
     int nanosleep(const timespec *req, timespec *rem)
 
 
-cdef extern from "<semaphore.h>" nogil:
-    ctypedef struct sem_t:
-        pass
-    int sem_init(sem_t *sem, int pshared, unsigned int value)
-    int sem_post(sem_t *sem)
-    int sem_clockwait(sem_t *sem, clockid_t clk, const timespec *abstime)
-
-
 cdef extern from "<signal.h>" nogil:
     int kill(int pid, int sig)
 
@@ -57,8 +49,16 @@ cdef extern from "_atomic.h" nogil:
     uint64_t rs_exchange(uint64_t *p, uint64_t v)
     uint64_t rs_fetch_or(uint64_t *p, uint64_t v)
     void rs_add_relaxed(uint64_t *p, uint64_t v)
+    uint32_t rs_load32_seq(const uint32_t *p)
+    void rs_add32(uint32_t *p, uint32_t v)
     bint rs_cas(uint64_t *p, uint64_t expected, uint64_t desired)
     void rs_cpu_relax()
+
+
+cdef extern from "_futex.h" nogil:
+    int rs_futex_wait(uint32_t *word, uint32_t expected, const timespec *until)
+    void rs_futex_wake(uint32_t *word, int count)
+    int RS_WAKE_ALL
 
 
 cdef extern from "_layout.h" nogil:
@@ -80,7 +80,7 @@ cdef extern from "_layout.h" nogil:
 
     ctypedef struct rs_waitq:
         uint64_t wanted
-        sem_t sem
+        uint32_t futex
 
     ctypedef struct rs_lock:
         uint64_t owner

@@ -17,7 +17,7 @@ from cpython.buffer cimport (
 )
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR, ETIMEDOUT, ESRCH
+from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdio cimport FILE, fopen, fclose, fread
 from libc.stdlib cimport malloc, free, strtoull
@@ -37,6 +37,7 @@ cdef enum:
     RS_SHUTDOWN = 2
     RS_CORRUPT = 3      # self._corruption says what
     RS_PYERR = 4        # a Python exception is set (a signal handler raised)
+    RS_CLOSED = 5       # another thread closed this object while we waited
 
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
@@ -255,6 +256,17 @@ cdef class Span:
         self.exports -= 1
 
 
+cdef bint end_span(Span span, object view):
+    """Release the block's memoryview and end the span; False if a slice or
+    an export of the view is still alive (it could reach the ring later)."""
+    try:
+        view.release()
+    except BufferError:
+        pass   # exported further: the exports count below says so
+    span.start = NULL
+    return span.exports == 0
+
+
 cdef Span make_span(Mapping mapping, char *start, Py_ssize_t length, bint readonly):
     cdef Span s = Span.__new__(Span)
     s.mapping = mapping
@@ -270,6 +282,7 @@ cdef struct Wait:
     int64_t deadline
     int64_t spin_until
     bint armed
+    uint32_t futex_seen   # the queue's futex word when armed
 
 
 cdef class RingCore:
@@ -299,17 +312,25 @@ cdef class RingCore:
     cdef uint32_t rec_length
     cdef const char *corruption
     # A reserve() or view() block of this object is open: it holds a lock.
-    cdef Span _open_span
+    cdef Span _reserve_span
+    cdef Span _view_span
+    cdef uint64_t reserve_length
     cdef bint _in_reserve
     cdef bint _in_view
     cdef unsigned long _reserve_thread
     cdef unsigned long _view_thread
+    # Operations of this object in progress (they may wait without the GIL
+    # or hold a zero-copy block open); close() while any runs only marks the
+    # object closing, and the last one to leave unmaps.
+    cdef int _busy
+    cdef bint _closing
 
     def __cinit__(self, *args, **kwargs):
         self.hdr = NULL
         self.data = NULL
         self._mapping = None
-        self._open_span = None
+        self._reserve_span = None
+        self._view_span = None
         self.corruption = NULL
 
     # -- attaching ---------------------------------------------------------
@@ -335,10 +356,6 @@ cdef class RingCore:
         h.created_ns = <uint64_t>ts.tv_sec * NS + ts.tv_nsec
         h.recovery_interval_us = <uint32_t>(recovery_interval * 1e6)
         h.spin_ns = <uint32_t>(spin * 1e3)
-        init_waitq(&h.put_lock.waitq)
-        init_waitq(&h.get_lock.waitq)
-        init_waitq(&h.data_waitq)
-        init_waitq(&h.space_waitq)
         # The magic goes last: an opener that sees it sees a whole header.
         rs_store_release(<uint64_t *>h.magic, (<uint64_t *>RS_MAGIC)[0])
         self._adopt_header(h)
@@ -386,16 +403,45 @@ cdef class RingCore:
         self.cached_head = rs_load_acquire(&h.head)
 
     def _detach(self):
-        """Forget the mapping; it is unmapped once no view refers to it."""
+        """Forget the mapping (it is unmapped once no view refers to it).
+        With operations of this object in progress (another thread waiting,
+        an open reserve()/view() block), only mark it closing: they end at
+        once (waits return RS_CLOSED) and the last one forgets the mapping."""
+        cdef rs_header *h = self.hdr
+        if h == NULL or self._closing:
+            return
+        self._closing = True
+        if self._busy == 0:
+            self._forget_mapping()
+            return
+        # Wake our own waiting threads now.  Sleepers of other processes
+        # wake too, re-check and sleep again: harmless.
+        wake_all(&h.put_lock.waitq)
+        wake_all(&h.get_lock.waitq)
+        wake_all(&h.data_waitq)
+        wake_all(&h.space_waitq)
+
+    cdef void _forget_mapping(self):
         self.hdr = NULL
         self.data = NULL
         self._mapping = None
+
+    cdef inline int _enter(self) except -1:
+        if self.hdr == NULL or self._closing:
+            raise ValueError("operation on a closed ring")
+        self._busy += 1
+        return 0
+
+    cdef inline void _leave(self):
+        self._busy -= 1
+        if self._busy == 0 and self._closing:
+            self._forget_mapping()
 
     def _magic_present(self):
         return rs_load_acquire(<uint64_t *>self.hdr.magic) != 0
 
     cdef inline int _check_open(self) except -1:
-        if self.hdr == NULL:
+        if self.hdr == NULL or self._closing:
             raise ValueError("operation on a closed ring")
         return 0
 
@@ -414,7 +460,7 @@ cdef class RingCore:
     @property
     def closed(self):
         """True once close() was called."""
-        return self.hdr == NULL
+        return self.hdr == NULL or self._closing
 
     @property
     def is_shutdown(self):
@@ -438,6 +484,8 @@ cdef class RingCore:
             raise RingCorrupted(f"ring segment is corrupted: {reason}")
         if rc == RS_PYERR:
             return -1   # the exception raised by a signal handler is set
+        if rc == RS_CLOSED:
+            raise ValueError("the ring was closed while waiting")
         raise SystemError(f"ringshm: unknown status {rc}")
 
     cdef inline int _corrupt(self, const char *why) noexcept nogil:
@@ -454,18 +502,24 @@ cdef class RingCore:
     cdef int _wait_turn(self, rs_waitq *q, Wait *w, bint baton) noexcept nogil:
         """One step of a wait whose condition the caller just found false.
 
-        Spins first; then arms the queue's `wanted` flag and returns so the
-        caller re-checks its condition (the flag is set before that re-check,
-        and the waker publishes before it reads the flag, both sequentially
-        consistent: no wake-up is lost); then sleeps one slice.  Returns
-        RS_OK to re-check, RS_TIMEOUT, or RS_PYERR when a signal handler
-        raised.  `baton`: several may sleep here (a lock queue), so a woken
-        sleeper re-arms at once, and its own release wakes the next.
+        Spins first; then arms the queue (sets `wanted`, notes the futex
+        word) and returns so the caller re-checks its condition; then sleeps
+        one slice on the futex word.  The flag is set before the re-check and
+        the waker publishes before it reads the flag, both sequentially
+        consistent; a wake between the re-check and the sleep has changed the
+        futex word, so the sleep returns at once: no wake-up is lost.
+
+        Returns RS_OK to re-check, RS_TIMEOUT, RS_CLOSED when this object is
+        being closed, or RS_PYERR when a signal handler raised.  `baton`:
+        several may sleep here (a lock queue), so a woken sleeper re-arms at
+        once, and its own release wakes the next.
         """
         cdef int64_t now = now_ns()
         cdef int64_t until
         cdef timespec ts
-        cdef int rc, i, err
+        cdef int rc, i
+        if self._closing:
+            return RS_CLOSED
         if now >= w.deadline:
             return RS_TIMEOUT
         if now < w.spin_until:
@@ -474,21 +528,22 @@ cdef class RingCore:
             return RS_OK
         if not w.armed:
             rs_store_seq(&q.wanted, 1)
+            w.futex_seen = rs_load32_seq(&q.futex)
             w.armed = True
             return RS_OK
         until = min(w.deadline, now + self.slice_ns)
         ts.tv_sec = until // NS
         ts.tv_nsec = until % NS
-        rc = sem_clockwait(&q.sem, CLOCK_MONOTONIC, &ts)
-        err = errno
-        if rc == 0:
+        rc = rs_futex_wait(&q.futex, w.futex_seen, &ts)
+        if rc == 0 or rc == EAGAIN:
             if baton:
                 rs_store_seq(&q.wanted, 1)
+                w.futex_seen = rs_load32_seq(&q.futex)
             else:
                 w.armed = False
             return RS_OK
-        if err != EINTR and err != ETIMEDOUT:
-            # A semaphore a peer damaged: degrade to polling, never spin hot.
+        if rc != EINTR and rc != ETIMEDOUT:
+            # The kernel refused the wait: never spin hot, poll instead.
             ts.tv_sec = 0
             ts.tv_nsec = 1000000
             nanosleep(&ts, NULL)
@@ -500,9 +555,10 @@ cdef class RingCore:
 
     cdef inline void _wake(self, rs_waitq *q) noexcept nogil:
         # Only a sleeper sets `wanted`; the waker clears it, so a sleeper that
-        # died costs one post at most, and a busy ring makes no system call.
+        # died costs one wake at most, and a busy ring makes no system call.
         if rs_load_seq(&q.wanted) != 0 and rs_exchange(&q.wanted, 0) != 0:
-            sem_post(&q.sem)
+            rs_add32(&q.futex, 1)
+            rs_futex_wake(&q.futex, 1)
 
     # -- the locks ---------------------------------------------------------
 
@@ -522,7 +578,6 @@ cdef class RingCore:
                     return RS_OK
                 continue
             if producer and self._shut_down():
-                sem_post(&lk.waitq.sem)   # pass the news to the next sleeper
                 return RS_SHUTDOWN
             now = now_ns()
             if now >= next_check or now >= deadline:
@@ -575,7 +630,7 @@ cdef class RingCore:
         one after another, each contiguous; the first record that would cross
         the end of the data area is preceded by a PADDING record filling the
         lap (wrap_index, wrap_pad).  Only one wrap is possible: a batch is at
-        most `capacity` bytes."""
+        most half the ring."""
         cdef uint64_t pos = head & self.mask
         cdef uint64_t total = 0, span
         cdef Py_ssize_t i
@@ -593,48 +648,38 @@ cdef class RingCore:
 
     cdef int _room(self, Py_buffer *bufs, Py_ssize_t count, int64_t deadline) noexcept nogil:
         """With the put lock held: wait until the batch fits (bytes and, with
-        max_messages, messages), then set span_start and the wrap.  When the
-        padding and the batch cannot be free at once (a batch longer than the
-        space left after the wrap), the padding is published alone first."""
+        max_messages, messages), then set span_start and the wrap.  A batch
+        is at most half the ring, so with its padding it fits an empty ring
+        wherever the head stands: no wait depends on anything but consumers
+        taking messages."""
         cdef rs_header *h = self.hdr
         cdef uint64_t head = rs_load_relaxed(&h.head)
-        cdef uint64_t need, messages
-        cdef bint lone_padding
-        cdef rs_record *rec
+        cdef uint64_t need
         cdef Wait w
         cdef bint waited = False
         cdef int rc
-        while True:
-            need = self._layout(head, bufs, count)
-            lone_padding = need > self._capacity
-            if lone_padding:
-                need = self._capacity - (head & self.mask)
-            messages = 0 if lone_padding else <uint64_t>count
-            if not self._has_room(head, need, messages):
-                self.cached_tail = rs_load_acquire(&h.tail)
-                if head - self.cached_tail > self._capacity:
-                    return self._corrupt("tail is ahead of head")
-                if not self._has_room(head, need, messages):
-                    if self._shut_down():
-                        return RS_SHUTDOWN
-                    if not waited:
-                        waited = True
-                        if deadline != 0:
-                            rs_add_relaxed(&h.put_waits, 1)
-                        self._wait_init(&w, deadline)
-                    rc = self._wait_turn(&h.space_waitq, &w, False)
-                    if rc != RS_OK:
-                        return rc
-                    continue
-            if lone_padding:
-                rec = <rs_record *>(self.data + (head & self.mask))
-                rec.length = <uint32_t>(need - RS_RECORD_HEADER)
-                rec.kind = RS_KIND_PADDING
-                head += need
-                self._publish_head(head, 0, 0)
-                continue
-            self.span_start = head
-            return RS_OK
+        if (head & 7) != 0:
+            # An unaligned head would put a record header across the end.
+            return self._corrupt("head is not 8-byte aligned")
+        need = self._layout(head, bufs, count)
+        while not self._has_room(head, need, count):
+            self.cached_tail = rs_load_acquire(&h.tail)
+            if head - self.cached_tail > self._capacity:
+                return self._corrupt("tail is ahead of head")
+            if self._has_room(head, need, count):
+                break
+            if self._shut_down():
+                return RS_SHUTDOWN
+            if not waited:
+                waited = True
+                if deadline != 0:
+                    rs_add_relaxed(&h.put_waits, 1)
+                self._wait_init(&w, deadline)
+            rc = self._wait_turn(&h.space_waitq, &w, False)
+            if rc != RS_OK:
+                return rc
+        self.span_start = head
+        return RS_OK
 
     cdef inline void _publish_head(self, uint64_t head, uint64_t messages, uint64_t nbytes) noexcept nogil:
         cdef rs_header *h = self.hdr
@@ -666,8 +711,19 @@ cdef class RingCore:
 
     cdef int _begin_put(self, Py_buffer *bufs, Py_ssize_t count, uint64_t total_span,
                         int64_t deadline) except -1:
-        """Take the put lock and room for the batch (total_span: its records
-        without padding); raises on failure, and then holds no lock."""
+        """Enter (see _enter), take the put lock and room for the batch
+        (total_span: its records without padding).  On failure: raises,
+        holding no lock, having left.  On success the caller must _end_put
+        (or unlock) and then _leave."""
+        self._enter()
+        try:
+            return self._lock_and_room(bufs, count, total_span, deadline)
+        except BaseException:
+            self._leave()
+            raise
+
+    cdef int _lock_and_room(self, Py_buffer *bufs, Py_ssize_t count, uint64_t total_span,
+                            int64_t deadline) except -1:
         cdef int rc
         cdef rs_header *h = self.hdr
         cdef uint64_t head
@@ -685,7 +741,7 @@ cdef class RingCore:
             return self._raise(rc, True)
         # The fast path: no wrap, room by the cached tail (refreshed once).
         head = rs_load_relaxed(&h.head)
-        if (head & self.mask) + total_span <= self._capacity:
+        if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.tail)
             if self._has_room(head, total_span, count) and head - self.cached_tail <= self._capacity:
@@ -736,6 +792,7 @@ cdef class RingCore:
             else:
                 memcpy(dst, buf.buf, n)
             self._end_put(at, 1, n)
+            self._leave()
         finally:
             PyBuffer_Release(&buf)
 
@@ -785,9 +842,11 @@ cdef class RingCore:
                     raise MessageTooLarge(f"message {i} of {bufs[i].len} bytes exceeds "
                                           f"max_message_size ({self.max_payload})")
                 span += record_span(bufs[i].len)
-            if span > self._capacity:
+            if span > self._capacity // 2:
+                # As for one message: at most half the ring, so that an empty
+                # ring takes it wherever the head stands (see docs/DESIGN.md).
                 raise MessageTooLarge(f"batch of {count} messages needs {span} bytes, more "
-                                      f"than the ring's capacity ({self._capacity})")
+                                      f"than half the ring's capacity ({self._capacity})")
             if self.max_messages and <uint64_t>count > self.max_messages:
                 raise MessageTooLarge(f"batch of {count} messages exceeds max_messages "
                                       f"({self.max_messages})")
@@ -798,6 +857,7 @@ cdef class RingCore:
                     dst = self._place(&at, i, bufs[i].len)
                     memcpy(dst, bufs[i].buf, bufs[i].len)
                 self._end_put(at, count, nbytes)
+            self._leave()
         finally:
             for i in range(got):
                 PyBuffer_Release(&bufs[i])
@@ -806,8 +866,17 @@ cdef class RingCore:
     # -- consuming ---------------------------------------------------------
 
     cdef int _begin_get(self, int64_t deadline) except -1:
-        """Take the get lock and find the next message (rec_offset,
-        rec_length); raises on failure (and then holds no lock)."""
+        """Enter (see _enter), take the get lock and find the next message
+        (rec_offset, rec_length).  On failure: raises, holding no lock,
+        having left.  On success the caller must _end_get and _leave."""
+        self._enter()
+        try:
+            return self._lock_and_find(deadline)
+        except BaseException:
+            self._leave()
+            raise
+
+    cdef int _lock_and_find(self, int64_t deadline) except -1:
         cdef int rc
         cdef rs_header *h = self.hdr
         if self._in_view and self._view_thread == PyThread_get_thread_ident():
@@ -840,11 +909,11 @@ cdef class RingCore:
         cdef uint64_t avail = self.cached_head - tail
         cdef rs_record *rec
         cdef uint64_t pos
-        if <int64_t>avail <= 0 or avail > self._capacity:
+        if <int64_t>avail <= 0 or avail > self._capacity or (tail & 7) != 0:
             return RS_TIMEOUT
         pos = tail & self.mask
         rec = <rs_record *>(self.data + pos)
-        if rec.kind != RS_KIND_DATA or (tail & 7) != 0:
+        if rec.kind != RS_KIND_DATA:
             return RS_TIMEOUT
         if record_span(rec.length) > avail or pos + record_span(rec.length) > self._capacity:
             return RS_TIMEOUT
@@ -955,9 +1024,11 @@ cdef class RingCore:
                 out = PyBytes_FromStringAndSize(self.data + self.rec_offset, n)
         except BaseException:
             self._end_get(0, 0)   # MemoryError: the message stays
+            self._leave()
             raise
         self._consume_record()
         self._end_get(1, n)
+        self._leave()
         return out
 
     def get_nowait(self):
@@ -981,6 +1052,7 @@ cdef class RingCore:
             n = self.rec_length
             if <uint64_t>buf.len < n:
                 self._end_get(0, 0)
+                self._leave()
                 raise ValueError(f"buffer of {buf.len} bytes is too small for the "
                                  f"next message ({n} bytes)")
             if n >= NOGIL_COPY_BYTES:
@@ -990,6 +1062,7 @@ cdef class RingCore:
                 memcpy(buf.buf, self.data + self.rec_offset, n)
             self._consume_record()
             self._end_get(1, n)
+            self._leave()
             return n
         finally:
             PyBuffer_Release(&buf)
@@ -1035,8 +1108,10 @@ cdef class RingCore:
         except BaseException:
             self.read_tail = first   # nothing is consumed unless returned
             self._end_get(0, 0)
+            self._leave()
             raise
         self._end_get(taken, nbytes)
+        self._leave()
         return out
 
     # -- zero copy ---------------------------------------------------------
@@ -1046,49 +1121,54 @@ cdef class RingCore:
         writable memoryview over its payload."""
         cdef int64_t deadline = deadline_from(True, timeout)
         cdef uint64_t n = check_nonnegative_int(size, "size")
+        cdef Py_buffer size_only
+        cdef uint64_t at
+        cdef char *payload
         self._check_open()
         if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
             raise RuntimeError("reserve() blocks of one ring cannot nest")
         if n > self.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
-        cdef Py_buffer size_only
-        cdef uint64_t at
-        cdef char *payload
         size_only.len = <Py_ssize_t>n
         self._begin_put(&size_only, 1, record_span(n), deadline)
-        self._in_reserve = True
-        self._reserve_thread = PyThread_get_thread_ident()
-        self.rec_length = <uint32_t>n
         at = self.span_start
         payload = self._place(&at, 0, n)
         self.span_end = at
-        self._open_span = make_span(self._mapping, payload, n, False)
-        return memoryview(self._open_span)
+        self.reserve_length = n
+        try:
+            self._reserve_span = make_span(self._mapping, payload, n, False)
+            view = memoryview(self._reserve_span)
+        except BaseException:
+            self._reserve_span = None
+            self._unlock(&self.hdr.put_lock)
+            self._leave()
+            raise
+        self._in_reserve = True
+        self._reserve_thread = PyThread_get_thread_ident()
+        return view
 
     def _reserve_end(self, view, bint commit):
-        """Publish (commit) or drop the reservation; release the put lock."""
-        cdef Span span = self._open_span
-        cdef uint64_t n = self.rec_length
+        """Publish (commit) or drop the reservation; release the put lock.
+        A ring closed inside the block drops it."""
+        cdef Span span = self._reserve_span
         if not self._in_reserve:
             return
-        try:
-            view.release()
-        except BufferError:
-            pass   # exported further: caught by the exports check below
-        span.start = NULL
-        self._open_span = None
         self._in_reserve = False
-        if span.exports > 0:
-            # Somebody kept a slice of the view: it could still write into
-            # the ring after the message is published.  Do not publish.
-            self._unlock(&self.hdr.put_lock)
-            raise BufferError("a view of the reserved space outlived its with-block; "
-                              "the message was discarded")
-        if commit:
-            self._end_put(self.span_end, 1, n)
-        else:
-            self._unlock(&self.hdr.put_lock)
+        self._reserve_span = None
+        try:
+            if not end_span(span, view):
+                # Somebody kept a slice of the view: it could still write
+                # into the ring after the message is published.
+                self._unlock(&self.hdr.put_lock)
+                raise BufferError("a view of the reserved space outlived its with-block; "
+                                  "the message was discarded")
+            if commit and not self._closing:
+                self._end_put(self.span_end, 1, self.reserve_length)
+            else:
+                self._unlock(&self.hdr.put_lock)
+        finally:
+            self._leave()
 
     def _view_begin(self, timeout):
         """Take the get lock and return a read-only view of the oldest message."""
@@ -1097,36 +1177,42 @@ cdef class RingCore:
         if self._in_view and self._view_thread == PyThread_get_thread_ident():
             raise RuntimeError("view() blocks of one ring cannot nest")
         self._begin_get(deadline)
+        try:
+            self._view_span = make_span(self._mapping, self.data + self.rec_offset,
+                                        self.rec_length, True)
+            view = memoryview(self._view_span)
+        except BaseException:
+            self._view_span = None
+            self._end_get(0, 0)
+            self._leave()
+            raise
         self._in_view = True
         self._view_thread = PyThread_get_thread_ident()
-        self._open_span = make_span(self._mapping, self.data + self.rec_offset,
-                                    self.rec_length, True)
-        return memoryview(self._open_span)
+        return view
 
     def _view_end(self, view, bint consume):
-        """Consume (or leave) the viewed message; release the get lock."""
-        cdef Span span = self._open_span
+        """Consume (or leave) the viewed message; release the get lock.
+        A ring closed inside the block leaves the message."""
+        cdef Span span = self._view_span
         cdef uint32_t n = self.rec_length
         if not self._in_view:
             return
-        try:
-            view.release()
-        except BufferError:
-            pass   # exported further: caught by the exports check below
-        span.start = NULL
-        self._open_span = None
         self._in_view = False
-        if span.exports > 0:
-            # A slice of the view is still alive: handing the space back now
-            # would let it read the next lap's bytes.  Leave the message.
-            self._end_get(0, 0)
-            raise BufferError("a view of the message outlived its with-block; "
-                              "the message was left in the ring")
-        if consume:
-            self._consume_record()
-            self._end_get(1, n)
-        else:
-            self._end_get(0, 0)
+        self._view_span = None
+        try:
+            if not end_span(span, view):
+                # A slice of the view is still alive: handing the space back
+                # would let it read the next lap's bytes.
+                self._end_get(0, 0)
+                raise BufferError("a view of the message outlived its with-block; "
+                                  "the message was left in the ring")
+            if consume and not self._closing:
+                self._consume_record()
+                self._end_get(1, n)
+            else:
+                self._end_get(0, 0)
+        finally:
+            self._leave()
 
     # -- the whole ring ----------------------------------------------------
 
@@ -1145,7 +1231,11 @@ cdef class RingCore:
     cdef inline uint64_t _message_count(self):
         cdef uint64_t got = rs_load_acquire(&self.hdr.messages_got)
         cdef uint64_t put = rs_load_acquire(&self.hdr.messages_put)
-        return put - got if put > got else 0
+        if put <= got:
+            return 0
+        # A record takes 8 bytes at least: more messages than that is a
+        # damaged counter; never report an absurd (or negative) length.
+        return min(put - got, self._capacity // RS_RECORD_HEADER)
 
     def qsize(self):
         """Messages in the ring now (a snapshot)."""
@@ -1219,19 +1309,10 @@ cdef class RingCore:
 
 # ---------------------------------------------------------------- argument helpers
 
-cdef int init_waitq(rs_waitq *q) except -1:
-    q.wanted = 0
-    if sem_init(&q.sem, 1, 0) != 0:
-        raise OSError(errno, os.strerror(errno))
-    return 0
-
-
 cdef void wake_all(rs_waitq *q) noexcept nogil:
-    # One post wakes one sleeper; each sleeper that leaves because of the
-    # shutdown posts again for the next (see _lock_slow), and the others see
-    # the flag at the end of their slice at the latest.
     rs_store_seq(&q.wanted, 0)
-    sem_post(&q.sem)
+    rs_add32(&q.futex, 1)
+    rs_futex_wake(&q.futex, RS_WAKE_ALL)
 
 
 cdef int get_buffer(object obj, Py_buffer *buf, str what, bint writable) except -1:

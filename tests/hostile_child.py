@@ -10,8 +10,7 @@ line on stdout:
   {"cmd": "setup", "name": N, "capacity": C}
       Create ring N (persist=True: the test unlinks it) and build the base
       images: the bytes of the whole segment in a few live states.
-  {"cmd": "case", "base": I, "mutations": [...], "ops": [...], "timeout": T,
-   "avoid_known_bugs": B}
+  {"cmd": "case", "base": I, "mutations": [...], "ops": [...], "timeout": T}
       Write base image I into ring N, open it with a guard page after the
       mapping, run the operations, close.  Each mutation [where, offset,
       how, value, phase] (see _mutate) changes the segment before open()
@@ -366,8 +365,6 @@ class Server:
         def mutate(segment, phase):
             for mutation in phases[phase]:
                 _mutate(segment, capacity, *mutation)
-            if request.get("avoid_known_bugs"):
-                _avoid_known_bugs(segment, base, capacity)
 
         image = Image(bytearray(base))
         mutate(image, 0)
@@ -468,41 +465,5 @@ def _mutate(segment, capacity, where, offset, how, value):
 
 # The `private` int of each glibc sem_t (at +8 of the semaphore, +24 of its
 # wait queue): put_lock, get_lock, data_waitq, space_waitq.
-SEM_PRIVATE = (424, 552, 664, 792)
-
-
-def _avoid_known_bugs(segment, base, capacity):
-    """Undo the mutations that hit a known core bug, each covered by an
-    xfail test in test_hostile.py, so that the general fuzz keeps looking
-    for others.  Remove a step here once its bug is fixed.
-
-    1. test_unaligned_*_at_end_of_data: a head or tail whose position is in
-       the last 7 bytes of the data area makes put() write, and get() read,
-       past the end of the mapping.  The producer takes any head as it is,
-       and its own puts carry an unaligned head there sooner or later: the
-       head is rounded down to a multiple of 8.  The consumer never moves an
-       unaligned tail (it reports corruption), so only a tail in the last 7
-       bytes is moved 8 bytes back; other unaligned tails stay in the fuzz.
-    2. test_damaged_semaphore: glibc aborts the process (futex_fatal_error)
-       when a sem_t's `private` field holds garbage and a sleeper waits on it
-       or a waker posts it.  Those 4 bytes are restored from the base image.
-    3. test_len_of_an_absurd_message_count: len() raises SystemError when
-       messages_put - messages_got is 2**63 or more.  messages_put is set
-       back to messages_got when the difference is 2**62 or more (a margin:
-       the operations of a case add to it).
-    """
-    head, tail = _u64(segment, HEAD), _u64(segment, TAIL)
-    if head % 8:
-        segment.write(HEAD, struct.pack("<Q", head - head % 8))
-    if (tail & (capacity - 1)) > capacity - 8:
-        segment.write(TAIL, struct.pack("<Q", (tail - 8) % (1 << 64)))
-    for at in SEM_PRIVATE:
-        if segment.read(at, 4) != base[at:at + 4]:
-            segment.write(at, base[at:at + 4])
-    put, got = _u64(segment, MESSAGES_PUT), _u64(segment, MESSAGES_GOT)
-    if put > got and put - got >= 1 << 62:
-        segment.write(MESSAGES_PUT, struct.pack("<Q", got))
-
-
 if __name__ == "__main__":
     Server().serve()

@@ -454,43 +454,66 @@ def test_put_many_of_nothing_is_a_no_op(make_ring):
 def test_put_many_is_all_or_nothing(make_ring):
     ring = make_ring()
     ring.put(b"first" * 400)
-    # Would fit an empty ring, not next to the 2000-byte message.
-    batch = [bytes(1000), bytes(1000), bytes(100)]
+    ring.put(b"second" * 100)
+    # Would fit an empty ring (2032 bytes, half the ring at most), not next
+    # to the 2616 bytes of those two.
+    batch = [bytes(1000), bytes(900), bytes(100)]
     with pytest.raises(Full):
         ring.put_many(batch, block=False)
     with pytest.raises(Full):
         ring.put_many(batch, timeout=0.05)
-    assert len(ring) == 1 and ring.stats()["messages_put"] == 1
-    assert ring.get_many(block=False) == [b"first" * 400]
+    assert len(ring) == 2 and ring.stats()["messages_put"] == 2
+    assert ring.get_many(block=False) == [b"first" * 400, b"second" * 100]
     with pytest.raises(Empty):   # no part of either batch is in the ring
         ring.get_nowait()
 
 
 def test_put_many_of_half_the_ring_fits_an_empty_ring_after_traffic(make_ring):
     ring = make_ring()
-    ring.put(bytes(2000))   # moves head to the middle of the data area
-    ring.get()
-    batch = [bytes(1000), bytes(1000), bytes(100)]   # 2124 of 4096 bytes
-    ring.put_many(batch, block=False)
+    ring.put(bytes(2000))   # moves head to 3016 of 4096
+    ring.put(bytes(1000))
+    ring.get_many(block=False)
+    batch = [bytes(1000), bytes(900), bytes(100)]   # 2032 bytes: half the ring at most
+    ring.put_many(batch, block=False)   # wraps after its first record
     assert ring.get_many(block=False) == batch
 
 
 def test_a_put_many_that_raised_full_leaves_the_room_as_it_was(make_ring):
     ring = make_ring()
-    ring.put(b"a" * 8)
-    used = ring.stats()["used_bytes"]
-    with pytest.raises(Full):   # the whole ring: it cannot fit next to b"a" * 8
-        ring.put_many([bytes(ring.max_message_size)] * 2, block=False)
+    ring.put(b"a" * 2040)
+    ring.put(b"b" * 1000)
+    used = ring.stats()["used_bytes"]   # 3056 of 4096: 1040 free
+    with pytest.raises(Full):   # 2016 bytes: allowed, but not next to these
+        ring.put_many([bytes(1000), bytes(1000)], block=False)
     assert ring.stats()["used_bytes"] == used
     assert not ring.full()
-    ring.put_nowait(b"y" * 100)    # 16 of 4096 bytes are in use
-    assert ring.get_many(block=False) == [b"a" * 8, b"y" * 100]
+    ring.put_nowait(b"y" * 100)
+    assert ring.get_many(block=False) == [b"a" * 2040, b"b" * 1000, b"y" * 100]
+
+
+def test_a_batch_of_more_than_half_the_ring_is_too_large(make_ring):
+    ring = make_ring()
+    with pytest.raises(MessageTooLarge):
+        ring.put_many([bytes(1000), bytes(1000), bytes(100)], block=False)  # 2128 > 2048
+    assert ring.empty()
 
 
 def test_put_many_accepts_any_iterable(make_ring):
     ring = make_ring()
     ring.put_many(bytes([n]) for n in range(5))
     assert ring.get_many(block=False) == [bytes([n]) for n in range(5)]
+
+
+def test_put_many_from_a_generator_that_fails_puts_nothing(make_ring):
+    ring = make_ring()
+
+    def batch():
+        yield b"one"
+        raise LookupError("the producer's source failed")
+
+    with pytest.raises(LookupError):
+        ring.put_many(batch())
+    assert len(ring) == 0 and ring.stats()["messages_put"] == 0
 
 
 def test_get_many_limits(make_ring):
@@ -592,6 +615,25 @@ def test_message_of_max_size_reaches_a_waiting_consumer_after_traffic(make_ring)
     finally:
         consumer.join(10)
     assert received == [b"m" * ring.max_message_size]
+
+
+@pytest.mark.parametrize("size", [32767, 32768, 50000])
+def test_large_messages_round_trip_every_way(make_ring, size):
+    # From 32 KiB on the copies run without the GIL: another code path.
+    ring = make_ring(capacity=1 << 17)
+    message = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    ring.put(message)
+    ring.put_many([message, message[::-1]])
+    with ring.reserve(size) as buffer:
+        buffer[:] = message
+    assert ring.get() == message
+    assert ring.get_many(max_messages=2) == [message, message[::-1]]
+    buffer = bytearray(size + 1)
+    assert ring.get_into(buffer) == size and buffer[:size] == message
+    ring.put(message)
+    with ring.view() as view:
+        assert view == message
+    assert len(ring) == 0
 
 
 @pytest.mark.parametrize("data, expected", [

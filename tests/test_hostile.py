@@ -68,11 +68,10 @@ class Runner:
             self.close()
             raise
 
-    def case(self, base, mutations, ops, avoid_known_bugs=True):
+    def case(self, base, mutations, ops):
         self.cases += 1
         reply = self.request({"cmd": "case", "base": base, "mutations": mutations,
-                              "ops": ops, "timeout": TIMEOUT,
-                              "avoid_known_bugs": avoid_known_bugs})
+                              "ops": ops, "timeout": TIMEOUT})
         if reply["open"] != "ok":
             self.outcomes["open: " + reply["open"]] += 1
         self.outcomes.update(outcome for _, outcome, _ in reply["ops"])
@@ -370,7 +369,8 @@ def test_lock_held_by_a_dead_process_is_taken_over(runner, lock):
     assert [outcome for _, outcome, _ in reply["ops"]] == ["ok"] * 5 + ["Empty", "ok"]
 
 
-# ------------------------------------------------------------- known core bugs
+# ------------------------------------------------- regressions of fixed core bugs
+# Each test below once crashed the process; the reason strings say how.
 
 UNALIGNED_END = [CAPACITY - 7, CAPACITY - 4, CAPACITY - 1]
 BUG_READ = ("core bug: _next_record_fast reads rec.kind before checking that tail is "
@@ -382,45 +382,44 @@ BUG_WRITE = ("core bug: the producer never checks that head is 8-byte aligned; a
              "the end of the mapping (SIGSEGV)")
 
 
-@pytest.mark.xfail(strict=True, raises=ChildDied, reason=BUG_READ)
+# Regression, once: BUG_READ
 @pytest.mark.parametrize("position", UNALIGNED_END)
 def test_unaligned_tail_at_end_of_data(runner, position):
     """head = next lap's 8, tail = `position` (unaligned, 1 to 7 bytes
     before the end): get_nowait() must say RingCorrupted."""
     mutations = [["header", 128, "set", CAPACITY + 8], ["header", 256, "set", position]]
-    reply = runner.case(0, mutations, ["get_nowait"], avoid_known_bugs=False)
+    reply = runner.case(0, mutations, ["get_nowait"])
     assert reply["ops"][0][1] == "RingCorrupted", reply
 
 
-@pytest.mark.xfail(strict=True, raises=ChildDied, reason=BUG_WRITE)
+# Regression, once: BUG_WRITE
 @pytest.mark.parametrize("position", UNALIGNED_END)
 def test_unaligned_head_at_end_of_data(runner, position):
     """head = `position` (unaligned, 1 to 7 bytes before the end), tail 8
     bytes behind it: put_nowait() must not write past the data area."""
     mutations = [["header", 128, "set", position], ["header", 256, "set", position - 8]]
-    reply = runner.case(0, mutations, ["put_nowait"], avoid_known_bugs=False)
+    reply = runner.case(0, mutations, ["put_nowait"])
     check_reply(reply, mutations)
 
 
-@pytest.mark.xfail(strict=True, raises=ChildDied, reason=BUG_WRITE)
+# Regression, once: BUG_WRITE
 def test_unaligned_head_carried_to_the_end_by_puts(runner):
     """The case the fuzz found: head 1801 bytes back (unaligned, mid-ring);
     the producer's own put_nowait(200) and reserve(24) then leave it at
     capacity - 1, and the wrap of the next put_many writes past the end."""
     mutations = [["header", 128, "add", -1801]]
     ops = ["get", "get_into", "put_nowait", "reserve", "put_many"]
-    reply = runner.case(1, mutations, ops, avoid_known_bugs=False)
+    reply = runner.case(1, mutations, ops)
     check_reply(reply, mutations)
 
 
-BUG_SEMAPHORE = ("core bug: the wait queues are glibc sem_t in the shared segment; glibc "
-                 "aborts the process ('The futex facility returned an unexpected error "
-                 "code', SIGABRT) when a peer wrote garbage into a sem_t's `private` field "
-                 "and a process sleeps on it or posts it")
+BUG_SEMAPHORE = ("core bug (fixed by sleeping on raw futex words): the wait queues were "
+                 "glibc sem_t in the shared segment, and glibc aborts the process when a "
+                 "peer wrote garbage into a sem_t's `private` field")
 GARBAGE_PRIVATE = 0x12345678
 
 
-@pytest.mark.xfail(strict=True, raises=ChildDied, reason=BUG_SEMAPHORE)
+# Regression, once: BUG_SEMAPHORE
 @pytest.mark.parametrize("case", [
     # get() on an empty ring sleeps on data_waitq.
     (3, [["header", 664, "set", GARBAGE_PRIVATE]], ["get"]),
@@ -432,12 +431,16 @@ GARBAGE_PRIVATE = 0x12345678
     # space_waitq (wanted = 1, one waiter counted in the sem_t): sem_post.
     (0, [["header", 768, "set", 1], ["header", 784, "set", 1 << 32],
          ["header", 792, "set", GARBAGE_PRIVATE]], ["get_nowait"]),
-], ids=["data-sleeper", "space-sleeper", "lock-sleeper", "space-waker"])
+    # Garbage in the futex words themselves (offset 8 of each wait queue).
+    (3, [["header", 648, "set", GARBAGE_PRIVATE]], ["get"]),
+    (2, [["header", 776, "set", GARBAGE_PRIVATE]], ["put"]),
+    (0, [["header", 512, "live_owner", 0], ["header", 536, "set", GARBAGE_PRIVATE]], ["get"]),
+], ids=["data-sleeper", "space-sleeper", "lock-sleeper", "space-waker",
+        "data-futex", "space-futex", "lock-futex"])
 def test_damaged_semaphore(runner, case):
-    """A damaged semaphore must cost at most a timeout (docs/DESIGN.md says
-    waits degrade to 1 ms polling), never the process."""
+    """A damaged wait queue must cost at most a timeout, never the process."""
     base, mutations, ops = case
-    reply = runner.case(base, mutations, ops, avoid_known_bugs=False)
+    reply = runner.case(base, mutations, ops)
     check_reply(reply, case)
 
 
@@ -446,11 +449,11 @@ BUG_LEN = ("core bug: __len__ returns the uint64 messages_put - messages_got as 
            "SystemError('error return without exception set')")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_LEN)
+# Regression, once: BUG_LEN
 @pytest.mark.parametrize("messages_put", [(1 << 64) - 1, 1 << 63])
 def test_len_of_an_absurd_message_count(runner, messages_put):
     """messages_put far beyond messages_got (a peer's garbage): len() must
     return a number or raise RingCorrupted, like the other calls."""
     mutations = [["header", HEADER_FIELDS["messages_put"], "set", messages_put]]
-    reply = runner.case(0, mutations, ["len"], avoid_known_bugs=False)
+    reply = runner.case(0, mutations, ["len"])
     check_reply(reply, mutations)

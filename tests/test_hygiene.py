@@ -6,6 +6,7 @@ is closed or collected, unless persist=True, and never from a forked child.
 
 import gc
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,13 +173,8 @@ def run_script(script, name, timeout=30):
         remove_segment(name)
 
 
-BUG_CLOSE_IN_BLOCK = (
-    "core bug: close() inside a view()/reserve() block detaches (hdr = NULL) while the "
-    "block holds the get/put lock; leaving the block then dereferences NULL in "
-    "_view_end/_reserve_end (_end_get/_unlock): SIGSEGV")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_CLOSE_IN_BLOCK)
+# Regression: close() inside a view()/reserve() block once detached while the
+# block held the lock, and leaving the block dereferenced NULL (SIGSEGV).
 @pytest.mark.parametrize("block", ["view", "reserve"])
 def test_close_inside_a_zero_copy_block(block):
     """close() inside the block must not crash the process (an exception
@@ -208,13 +204,8 @@ def test_close_inside_a_zero_copy_block(block):
     assert "other: ok" in result.stdout, result.stdout
 
 
-BUG_CLOSE_WHILE_WAITING = (
-    "core bug: close() from one thread while another thread waits in get()/put() "
-    "(GIL released) unmaps the segment under the waiter, which then touches the "
-    "header or sem_t in unmapped memory: SIGSEGV")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_CLOSE_WHILE_WAITING)
+# Regression: close() from one thread while another waited in get()/put()
+# once unmapped the segment under the waiter (SIGSEGV).
 @pytest.mark.parametrize("call", ["get", "put"])
 def test_close_while_another_thread_waits(call):
     """The waiting call must end (an exception is fine) by its timeout."""
@@ -246,6 +237,10 @@ def test_close_while_another_thread_waits(call):
     result = run_script(f"CALL = {call!r}\n" + textwrap.dedent(script), unique_ring_name())
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert "joined True" in result.stdout, result.stdout
+    # The waiter is told at once that its ring was closed, not at its timeout.
+    assert "waiter raised ValueError" in result.stdout, result.stdout
+    waited = float(re.search(r"waited ([0-9.]+)", result.stdout).group(1))
+    assert waited < 2.5, result.stdout
 
 
 # ---------------------------------------------------------------- unlinking
