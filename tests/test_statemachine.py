@@ -118,7 +118,8 @@ class RingMachine(RuleBasedStateMachine):
     @rule(batch=st.lists(sizes, max_size=6), how=timeouts)
     def put_many(self, batch, how):
         messages = [self.message(n) for n in batch]
-        never_fits = sum(record_size(n) for n in batch) > CAPACITY or (
+        # Contract: a batch, like a message, takes at most half the ring.
+        never_fits = sum(record_size(n) for n in batch) > CAPACITY // 2 or (
             self.max_messages and len(batch) > self.max_messages) or (
             max(batch, default=0) > MAX_SIZE)
         if never_fits:
