@@ -620,11 +620,11 @@ def test_message_of_max_size_reaches_a_waiting_consumer_after_traffic(make_ring)
 @pytest.mark.parametrize("size", [32767, 32768, 50000])
 def test_large_messages_round_trip_every_way(make_ring, size):
     # From 32 KiB on the copies run without the GIL: another code path.
-    ring = make_ring(capacity=1 << 17)
+    ring = make_ring(capacity=1 << 18)   # the batch of two: half the ring at most
     message = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    ring.put(message)
-    ring.put_many([message, message[::-1]])
-    with ring.reserve(size) as buffer:
+    ring.put(message, timeout=5)   # timeouts: a bug fails the test, not hangs it
+    ring.put_many([message, message[::-1]], timeout=5)
+    with ring.reserve(size, timeout=5) as buffer:
         buffer[:] = message
     assert ring.get() == message
     assert ring.get_many(max_messages=2) == [message, message[::-1]]

@@ -68,6 +68,43 @@ def test_full_ring_times_out(make_ring, wait):
     assert len(ring) == count
 
 
+def in_thread(call):
+    """call() in another thread (a lock held by this thread is then held by
+    somebody else); return what it raised."""
+    raised = []
+
+    def run():
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the call ignored its timeout"
+    return raised
+
+
+def test_waits_for_a_held_lock_time_out(make_ring):
+    ring = make_ring()
+    ring.put(b"waiting")
+    with ring.reserve(8) as buffer:   # holds the put lock
+        buffer[:] = b"reserved"
+        start = time.monotonic()
+        raised = in_thread(lambda: ring.put(b"x", timeout=0.2))
+        assert 0.2 - EARLY <= time.monotonic() - start <= 0.5
+        assert [type(e) for e in raised] == [Full]
+        assert [type(e) for e in in_thread(lambda: ring.put_nowait(b"x"))] == [Full]
+    with ring.view():       # holds the get lock (and then consumes b"waiting")
+        start = time.monotonic()
+        raised = in_thread(lambda: ring.get(timeout=0.2))
+        assert 0.2 - EARLY <= time.monotonic() - start <= 0.5
+        assert [type(e) for e in raised] == [Empty]
+        assert [type(e) for e in in_thread(ring.get_nowait)] == [Empty]
+    assert ring.get_many(block=False) == [b"reserved"]
+
+
 def test_block_false_ignores_timeout(make_ring):
     ring = make_ring()
     assert elapsed(lambda: ring.get(block=False, timeout=5), Empty) < 0.1

@@ -37,7 +37,8 @@ def produce(ring, producer, batched):
     rng = random.Random(producer)
     seq = 0
     while seq < PER_PRODUCER:
-        count = min(rng.randint(1, 16), PER_PRODUCER - seq) if batched else 1
+        # At most 8 x 208 record bytes: a batch may take half of a 4096 ring.
+        count = min(rng.randint(1, 8), PER_PRODUCER - seq) if batched else 1
         batch = [make_message(rng, producer, seq + i) for i in range(count)]
         if batched:
             ring.put_many(batch)

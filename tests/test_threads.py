@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from ringshm import ShutDown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,3 +143,42 @@ def test_view_in_another_thread_during_reserve(make_ring):
     done = subprocess.run([sys.executable, "-c", VIEW_DURING_RESERVE, ring.name], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+# close() from another thread while a call waits inside the ring: the waiter
+# must not touch the unmapped segment (a crash takes the whole interpreter,
+# hence a separate one). It ends, with an error, instead of waiting for ever.
+CLOSE_WHILE_BLOCKED = r"""
+import sys, threading, time
+from ringshm import Full, Ring
+ring = Ring.open(sys.argv[1])
+if sys.argv[2] == "put":
+    try:
+        while True:
+            ring.put_nowait(b"x" * 100)
+    except Full:
+        pass
+outcome = []
+def blocked():
+    try:
+        ring.get() if sys.argv[2] == "get" else ring.put(b"x" * 100)
+        outcome.append("returned")
+    except Exception as exc:
+        outcome.append(type(exc).__name__)
+waiter = threading.Thread(target=blocked, daemon=True)
+waiter.start()
+time.sleep(0.3)
+ring.close()
+waiter.join(5)
+print("still waiting" if waiter.is_alive() else outcome[0])
+"""
+
+
+@pytest.mark.parametrize("kind", ["get", "put"])
+def test_close_while_another_thread_waits(make_ring, kind):
+    ring = make_ring()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", CLOSE_WHILE_BLOCKED, ring.name, kind],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr}"
+    assert done.stdout.strip() not in ("still waiting", "returned"), done.stdout
