@@ -4,6 +4,7 @@ and the kinds of input a put accepts."""
 
 import array
 import gc
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -11,10 +12,12 @@ import queue
 import re
 import stat
 import threading
+import time
 
+import posix_ipc
 import pytest
 
-from conftest import remove_segment, shm_path
+from conftest import SHM_PREFIX, remove_segment, shm_path
 from ringshm import (
     Empty, Full, MessageTooLarge, Ring, RingCorrupted, RingError, RingExists,
     RingNotFound, ShutDown,
@@ -114,6 +117,37 @@ def test_exist_ok_creates_when_missing(ring_name):
     finally:
         ring.close()
     assert not os.path.exists(shm_path(ring_name))
+
+
+def test_open_waits_for_a_creator_still_writing_the_header(ring_name):
+    """open() (and create(exist_ok=True)) may find a segment that its
+    creator has sized but not yet initialised: it must wait for the header,
+    then work. Played here by copying a real ring's header into a zeroed
+    segment 0.1 s late, the magic at offset 0 last."""
+    template_name = ring_name + "-template"
+    with Ring.create(template_name, capacity=4096) as template:
+        size = os.stat(shm_path(template_name)).st_size
+        with open(shm_path(template_name), "rb") as f:
+            header = f.read(4096)
+    segment = posix_ipc.SharedMemory("/" + SHM_PREFIX + ring_name, posix_ipc.O_CREX,
+                                     mode=0o600, size=size)
+    mapping = mmap.mmap(segment.fd, size)
+    segment.close_fd()
+
+    def finish_header():
+        mapping[8:4096] = header[8:]
+        mapping[0:8] = header[:8]
+
+    writer = threading.Timer(0.1, finish_header)
+    writer.start()
+    try:
+        with Ring.open(ring_name) as ring:
+            ring.put(b"after the wait")
+            assert ring.get_nowait() == b"after the wait"
+    finally:
+        writer.join()
+        mapping.close()
+        remove_segment(ring_name)
 
 
 def test_open_of_missing_ring_raises_ring_not_found(ring_name, tmp_path):
@@ -332,6 +366,21 @@ def test_stats_live_in_the_segment(make_ring):
     assert stats["get_timeouts"] >= 1 and stats["put_timeouts"] >= 1
     assert stats["creator_pid"] == os.getpid()
     assert stats["shutdown"] is True
+
+
+def test_create_options_live_in_the_segment(make_ring):
+    ring = make_ring(recovery_interval=0.25, spin=0, max_messages=7)
+    before = time.time()
+    for stats in (ring.stats(), make_ring.track(Ring.open(ring.name)).stats()):
+        assert stats["recovery_interval"] == 0.25
+        assert stats["spin"] == 0
+        assert stats["max_messages"] == 7
+        assert stats["version"] >= 1
+        assert before - 60 < stats["created"] <= time.time()
+
+
+def test_default_recovery_interval_is_at_most_a_second(make_ring):
+    assert 0 < make_ring().stats()["recovery_interval"] <= 1
 
 
 # ----------------------------------------------------------------- shutdown

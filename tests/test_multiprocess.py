@@ -10,8 +10,8 @@ import zlib
 
 import pytest
 
-from conftest import shm_path
-from ringshm import ShutDown
+from conftest import remove_segment, shm_path
+from ringshm import Ring, ShutDown
 
 pytestmark = pytest.mark.multiprocess
 
@@ -126,6 +126,40 @@ def test_many_producers_and_consumers(make_ring, method, capacity):
     stats = ring.stats()
     assert stats["messages_put"] == stats["messages_got"] == TOTAL_MESSAGES
     assert stats["messages"] == 0 and len(ring) == 0
+
+
+# ------------------------------------------------ create(exist_ok) race
+
+def create_or_open_and_put(name, start, index):
+    start.wait(20)
+    # persist: the first creator must not remove the name while the others
+    # are still attaching to it.
+    ring = Ring.create(name, capacity=4096, exist_ok=True, persist=True)
+    ring.put(b"%d" % index)
+    ring.close()
+
+
+def test_racing_create_exist_ok_all_share_one_ring(ring_name):
+    """Processes that create(exist_ok=True) the same name at the same moment
+    end up on one ring: an opener waits for the winner's header instead of
+    failing on a half-made segment."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    children = [ctx.Process(target=create_or_open_and_put, args=(ring_name, start, i))
+                for i in range(8)]
+    try:
+        for child in children:
+            child.start()
+        start.set()
+        for child in children:
+            child.join(30)
+        assert [child.exitcode for child in children] == [0] * 8
+        with Ring.open(ring_name) as ring:
+            assert sorted(ring.get_many(max_messages=100, block=False)) == sorted(
+                b"%d" % i for i in range(8))
+    finally:
+        stop(children)
+        remove_segment(ring_name)
 
 
 # ---------------------------------------------------- rings as arguments
