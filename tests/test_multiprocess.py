@@ -31,34 +31,54 @@ def make_message(rng, producer, seq):
     return HEAD.pack(producer, seq, zlib.crc32(payload)) + payload
 
 
-def produce(ring, producer, batched):
-    """Put this producer's messages in sequence; half the producers use
-    put_many so that batches race with single puts."""
+def produce(ring, producer):
+    """Put this producer's messages in sequence, by put, put_many and
+    reserve in turn, so that every way of writing races with the others."""
     rng = random.Random(producer)
-    seq = 0
+    seq = turn = 0
     while seq < PER_PRODUCER:
-        # At most 8 x 208 record bytes: a batch may take half of a 4096 ring.
-        count = min(rng.randint(1, 8), PER_PRODUCER - seq) if batched else 1
-        batch = [make_message(rng, producer, seq + i) for i in range(count)]
-        if batched:
-            ring.put_many(batch)
+        turn += 1
+        if turn % 3 == 0:
+            # At most 8 x 208 record bytes: a batch may take half of a 4096 ring.
+            count = min(rng.randint(1, 8), PER_PRODUCER - seq)
+            ring.put_many([make_message(rng, producer, seq + i) for i in range(count)])
+            seq += count
+            continue
+        message = make_message(rng, producer, seq)
+        if turn % 3 == 1:
+            ring.put(message)
         else:
-            ring.put(batch[0])
-        seq += count
+            with ring.reserve(len(message)) as buffer:
+                buffer[:] = message
+        seq += 1
     ring.close()
 
 
-def consume(ring, batched, results):
+def take(ring, turn, buffer):
+    """Messages by get, get_many, view and get_into in turn."""
+    if turn % 4 == 0:
+        return [ring.get()]
+    if turn % 4 == 1:
+        return ring.get_many(max_messages=64)
+    if turn % 4 == 2:
+        with ring.view() as view:
+            return [bytes(view)]
+    return [bytes(buffer[:ring.get_into(buffer)])]
+
+
+def consume(ring, consumer, results):
     """Take messages until the ring is shut down and drained; send back one
     summary: a bitmap of the sequence numbers seen per producer, plus the
     count of duplicates, order violations and bad checksums seen here."""
     seen = [bytearray(PER_PRODUCER) for _ in range(PRODUCERS)]
     last = [-1] * PRODUCERS
     duplicates = out_of_order = corrupt = count = 0
+    buffer = bytearray(MAX_SIZE)
+    turn = consumer
     try:
         while True:
-            messages = ring.get_many(max_messages=64) if batched else [ring.get()]
-            for message in messages:
+            turn += 1
+            for message in take(ring, turn, buffer):
                 producer, seq, crc = HEAD.unpack_from(message)
                 if (zlib.crc32(message[HEAD.size:]) != crc or producer >= PRODUCERS
                         or seq >= PER_PRODUCER):
@@ -90,9 +110,9 @@ def test_many_producers_and_consumers(make_ring, method, capacity):
     ctx = multiprocessing.get_context(method)
     ring = make_ring(capacity=capacity)
     results = ctx.Queue()
-    producers = [ctx.Process(target=produce, args=(ring, p, p % 2 == 1))
+    producers = [ctx.Process(target=produce, args=(ring, p))
                  for p in range(PRODUCERS)]
-    consumers = [ctx.Process(target=consume, args=(ring, c % 2 == 1, results))
+    consumers = [ctx.Process(target=consume, args=(ring, c, results))
                  for c in range(CONSUMERS)]
     try:
         for process in consumers + producers:

@@ -4,6 +4,11 @@ Every message is unique, so a get that returns anything but the model's
 oldest message (lost, duplicated, reordered, torn by the wrap) fails. Exact
 fullness depends on where the wrap falls, so a non-blocking put may raise
 Full only when the model says it might not fit; see certainly_fits().
+
+Each step goes through one of two objects on the same segment, the creator
+and an opener: each keeps its own cache of the other side's counter, and a
+stale cache must never lose or invent a message. Late in a run the ring may
+be shut down: puts then raise ShutDown, gets drain, then raise ShutDown.
 """
 
 from collections import deque
@@ -13,7 +18,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from conftest import unique_ring_name
-from ringshm import Empty, Full, MessageTooLarge, Ring
+from ringshm import Empty, Full, MessageTooLarge, Ring, ShutDown
 
 CAPACITY = 4096
 HEADER = 8
@@ -33,6 +38,7 @@ sizes = st.one_of(
     st.integers(MAX_SIZE - 24, MAX_SIZE + 8),
 )
 timeouts = st.sampled_from([{"block": False}, {"timeout": 0}, {"timeout": 0.001}])
+handles = st.sampled_from([0, 1])   # the creator or the opener
 
 
 class RingMachine(RuleBasedStateMachine):
@@ -40,14 +46,17 @@ class RingMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.ring = Ring.create(unique_ring_name(), capacity=CAPACITY,
-                                max_messages=self.max_messages)
+        creator = Ring.create(unique_ring_name(), capacity=CAPACITY,
+                              max_messages=self.max_messages)
+        self.rings = (creator, Ring.open(creator.name))
         self.model = deque()
         self.counter = 0
-        assert self.ring.max_message_size == MAX_SIZE
+        self.shut = False
+        assert creator.max_message_size == MAX_SIZE
 
     def teardown(self):
-        self.ring.close()
+        for ring in reversed(self.rings):
+            ring.close()
 
     # ------------------------------------------------------------ the model
 
@@ -75,6 +84,12 @@ class RingMachine(RuleBasedStateMachine):
         largest = max(records + [record_size(len(m)) for m in self.model], default=0)
         return self.model_bytes() + sum(records) + largest - HEADER <= CAPACITY
 
+    def expect_nothing(self, error):
+        """A get raised ``error``: right only when the model is empty, and
+        it must say ShutDown rather than Empty once the ring is shut down."""
+        assert not self.model, f"{error!r} while the model holds messages"
+        assert isinstance(error, ShutDown if self.shut else Empty), repr(error)
+
     def expect_get(self, got):
         assert self.model, f"got {got[:16]!r}... from a ring the model says is empty"
         expected = self.model.popleft()
@@ -93,9 +108,18 @@ class RingMachine(RuleBasedStateMachine):
         if max(sizes, default=0) > MAX_SIZE:
             try:
                 put()
-            except MessageTooLarge:
+            except (MessageTooLarge, ShutDown) as error:
+                assert self.shut or isinstance(error, MessageTooLarge)
                 return
             raise AssertionError(f"a message of {max(sizes)} bytes was accepted")
+        if self.shut:
+            try:
+                put()
+            except ShutDown:
+                return
+            # An empty batch puts nothing: no need to refuse it.
+            assert not sizes, "a put after shutdown() went in"
+            return
         must_fit = self.certainly_fits(sizes)
         try:
             put()
@@ -105,18 +129,19 @@ class RingMachine(RuleBasedStateMachine):
             return
         self.model.extend(messages)
 
-    @rule(size=sizes, how=timeouts)
-    def put(self, size, how):
+    @rule(handle=handles, size=sizes, how=timeouts)
+    def put(self, handle, size, how):
         message = self.message(size)
-        self.try_put(lambda: self.ring.put(message, **how), [message])
+        self.try_put(lambda: self.rings[handle].put(message, **how), [message])
 
-    @rule(size=sizes)
-    def put_nowait(self, size):
+    @rule(handle=handles, size=sizes)
+    def put_nowait(self, handle, size):
         message = self.message(size)
-        self.try_put(lambda: self.ring.put_nowait(message), [message])
+        self.try_put(lambda: self.rings[handle].put_nowait(message), [message])
 
-    @rule(batch=st.lists(sizes, max_size=6), how=timeouts)
-    def put_many(self, batch, how):
+    @rule(handle=handles, batch=st.lists(sizes, max_size=6), how=timeouts)
+    def put_many(self, handle, batch, how):
+        ring = self.rings[handle]
         messages = [self.message(n) for n in batch]
         # Contract: a batch, like a message, takes at most half the ring.
         never_fits = sum(record_size(n) for n in batch) > CAPACITY // 2 or (
@@ -124,19 +149,20 @@ class RingMachine(RuleBasedStateMachine):
             max(batch, default=0) > MAX_SIZE)
         if never_fits:
             try:
-                self.ring.put_many(messages, **how)
-            except MessageTooLarge:
+                ring.put_many(messages, **how)
+            except (MessageTooLarge, ShutDown) as error:
+                assert self.shut or isinstance(error, MessageTooLarge)
                 return
             raise AssertionError("a batch that can never fit was accepted")
-        self.try_put(lambda: self.ring.put_many(messages, **how), messages)
+        self.try_put(lambda: ring.put_many(messages, **how), messages)
 
-    @rule(size=sizes, keep=st.booleans())
-    def reserve(self, size, keep):
+    @rule(handle=handles, size=sizes, keep=st.booleans())
+    def reserve(self, handle, size, keep):
         message = self.message(size)
 
         def write():
             try:
-                with self.ring.reserve(size, timeout=0) as buffer:
+                with self.rings[handle].reserve(size, timeout=0) as buffer:
                     assert len(buffer) == size
                     buffer[:] = message
                     if not keep:
@@ -146,13 +172,15 @@ class RingMachine(RuleBasedStateMachine):
 
         self.try_put(write, [message] if keep else [], [size])
 
-    @rule()
-    def full_agrees_with_a_one_byte_put(self):
+    @precondition(lambda self: not self.shut)
+    @rule(handle=handles)
+    def full_agrees_with_a_one_byte_put(self, handle):
         # Single-threaded, full() is exact: "a 1-byte put would not fit now".
-        full = self.ring.full()
+        ring = self.rings[handle]
+        full = ring.full()
         message = self.message(1)
         try:
-            self.ring.put_nowait(message)
+            ring.put_nowait(message)
         except Full:
             assert full, "full() was False but a 1-byte put raised Full"
             return
@@ -161,22 +189,28 @@ class RingMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- gets
 
-    @rule(how=timeouts)
-    def get(self, how):
+    @precondition(lambda self: self.counter > 20 and not self.shut)
+    @rule(handle=handles)
+    def shutdown(self, handle):
+        self.rings[handle].shutdown()
+        self.shut = True
+
+    @rule(handle=handles, how=timeouts)
+    def get(self, handle, how):
         try:
-            got = self.ring.get(**how)
-        except Empty:
-            assert not self.model, "Empty while the model holds messages"
+            got = self.rings[handle].get(**how)
+        except (Empty, ShutDown) as error:
+            self.expect_nothing(error)
             return
         self.expect_get(got)
 
-    @rule(slack=st.integers(-3, 40))
-    def get_into(self, slack):
+    @rule(handle=handles, slack=st.integers(-3, 40))
+    def get_into(self, handle, slack):
         buffer = bytearray(max(0, len(self.model[0]) + slack) if self.model else 8)
         try:
-            length = self.ring.get_into(buffer, block=False)
-        except Empty:
-            assert not self.model
+            length = self.rings[handle].get_into(buffer, block=False)
+        except (Empty, ShutDown) as error:
+            self.expect_nothing(error)
             return
         except ValueError:
             # Only a too-small buffer, and the message stays.
@@ -185,24 +219,24 @@ class RingMachine(RuleBasedStateMachine):
         assert len(buffer) >= length
         self.expect_get(bytes(buffer[:length]))
 
-    @rule(keep=st.booleans())
-    def view(self, keep):
+    @rule(handle=handles, keep=st.booleans())
+    def view(self, handle, keep):
         try:
-            with self.ring.view(timeout=0) as view:
+            with self.rings[handle].view(timeout=0) as view:
                 got = bytes(view)
                 if not keep:
                     raise LookupError   # leaves the message in the ring
-        except Empty:
-            assert not self.model
+        except (Empty, ShutDown) as error:
+            self.expect_nothing(error)
             return
         except LookupError:
             assert self.model and got == self.model[0]
             return
         self.expect_get(got)
 
-    @rule(max_messages=st.integers(1, 8), max_bytes=st.none() | st.integers(1, 5000),
-          how=timeouts)
-    def get_many(self, max_messages, max_bytes, how):
+    @rule(handle=handles, max_messages=st.integers(1, 8),
+          max_bytes=st.none() | st.integers(1, 5000), how=timeouts)
+    def get_many(self, handle, max_messages, max_bytes, how):
         # Single-threaded every message is ready: get_many takes as many as
         # the limits allow, and always at least one.
         expected, total = [], 0
@@ -214,9 +248,10 @@ class RingMachine(RuleBasedStateMachine):
             expected.append(message)
             total += len(message)
         try:
-            got = self.ring.get_many(max_messages=max_messages, max_bytes=max_bytes, **how)
-        except Empty:
-            assert not self.model
+            got = self.rings[handle].get_many(max_messages=max_messages, max_bytes=max_bytes,
+                                              **how)
+        except (Empty, ShutDown) as error:
+            self.expect_nothing(error)
             return
         assert [len(m) for m in got] == [len(m) for m in expected]
         for message in got:
@@ -226,12 +261,14 @@ class RingMachine(RuleBasedStateMachine):
 
     @invariant()
     def counts_match(self):
-        assert len(self.ring) == self.ring.qsize() == len(self.model)
-        assert self.ring.empty() == (not self.model)
+        for ring in self.rings:
+            assert len(ring) == ring.qsize() == len(self.model)
+            assert ring.empty() == (not self.model)
+            assert ring.is_shutdown == self.shut
 
     @invariant()
     def used_bytes_match(self):
-        stats = self.ring.stats()
+        stats = self.rings[0].stats()
         assert stats["messages"] == len(self.model)
         # What the model holds, plus at most one PADDING record shorter than
         # the largest record in the ring.
@@ -245,11 +282,11 @@ class BoundedRingMachine(RingMachine):
 
     max_messages = 3
 
-    @precondition(lambda self: len(self.model) == self.max_messages)
-    @rule()
-    def put_beyond_max_messages_is_full(self):
+    @precondition(lambda self: len(self.model) == self.max_messages and not self.shut)
+    @rule(handle=handles)
+    def put_beyond_max_messages_is_full(self, handle):
         try:
-            self.ring.put_nowait(b"")
+            self.rings[handle].put_nowait(b"")
         except Full:
             return
         raise AssertionError("put beyond max_messages went in")
