@@ -148,6 +148,27 @@ def test_put_waits_for_room_from_a_thread(make_ring, timeout):
     assert 0.3 - EARLY <= time.monotonic() - start <= 0.3 + WAKE
 
 
+def test_put_waits_for_max_messages_room(make_ring):
+    ring = make_ring(max_messages=2)
+    ring.put(b"1")
+    ring.put(b"2")
+    assert ring.full()
+    assert 0.1 - EARLY <= elapsed(lambda: ring.put(b"3", timeout=0.1), Full) <= 0.5
+    timer = later(0.3, ring.get)
+    start = time.monotonic()
+    try:
+        ring.put(b"3")
+    finally:
+        timer.join()
+    assert 0.3 - EARLY <= time.monotonic() - start <= 0.3 + WAKE
+    assert ring.get_many(block=False) == [b"2", b"3"]
+
+
+def test_spinning_does_not_outlast_the_timeout(make_ring):
+    ring = make_ring(spin=1_000_000)   # 1 s of busy-waiting before sleeping
+    assert 0.05 - EARLY <= elapsed(lambda: ring.get(timeout=0.05), Empty) <= 0.5
+
+
 def _put_later(name):
     time.sleep(0.3)
     with Ring.open(name) as ring:
@@ -170,9 +191,12 @@ def test_get_waits_for_a_message_from_a_process(make_ring):
 
 # ----------------------------------------------------------------- shutdown
 
-def test_shutdown_wakes_blocked_threads(make_ring):
-    getters_ring = make_ring()
-    putters_ring = make_ring()
+# A long recovery_interval makes long sleep slices: the wake-up must not
+# wait for the end of one.
+@pytest.mark.parametrize("recovery_interval", [0.1, 30])
+def test_shutdown_wakes_blocked_threads(make_ring, recovery_interval):
+    getters_ring = make_ring(recovery_interval=recovery_interval)
+    putters_ring = make_ring(recovery_interval=recovery_interval)
     fill(putters_ring)
     outcomes = []
 
@@ -212,10 +236,11 @@ def _blocked_in_child(name, kind, asleep):
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_shutdown_wakes_blocked_processes(make_ring, method):
+@pytest.mark.parametrize("recovery_interval", [0.1, 30])
+def test_shutdown_wakes_blocked_processes(make_ring, method, recovery_interval):
     ctx = multiprocessing.get_context(method)
-    getters_ring = make_ring()
-    putters_ring = make_ring()
+    getters_ring = make_ring(recovery_interval=recovery_interval)
+    putters_ring = make_ring(recovery_interval=recovery_interval)
     fill(putters_ring)
     children = []
     for kind, ring in [("get", getters_ring)] * 2 + [("put", putters_ring)] * 2:
@@ -257,11 +282,12 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.parametrize("recovery_interval", [0.1, 30])
 @pytest.mark.parametrize("kind", ["get", "put", "put_lock"])
-def test_ctrl_c_interrupts_a_blocked_call(make_ring, kind):
+def test_ctrl_c_interrupts_a_blocked_call(make_ring, kind, recovery_interval):
     """kind: the child waits for a message, for room, or for the put lock
     (which this process holds inside reserve())."""
-    ring = make_ring()
+    ring = make_ring(recovery_interval=recovery_interval)
     holding = contextlib.ExitStack()
     if kind == "put":
         fill(ring)
