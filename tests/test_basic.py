@@ -271,7 +271,26 @@ def test_unlink_removes_name_but_attached_processes_keep_working(make_ring):
             child.kill()
             child.join()
     assert child.exitcode == 0
+    with pytest.raises(RingNotFound):   # the name is gone already
+        ring.unlink()
     ring.close()   # after unlink(): must not raise
+
+
+def test_an_anonymous_ring_has_no_name_to_unlink():
+    ring = Ring.anonymous(capacity=4096)
+    try:
+        with pytest.raises(TypeError):
+            ring.unlink()
+    finally:
+        ring.close()
+
+
+def test_exist_ok_opens_an_existing_file_backed_ring(make_ring, tmp_path):
+    ring = make_ring(path=str(tmp_path / "shared.ring"))
+    ring.put(b"kept")
+    with Ring.create(path=ring.path, capacity=4096, exist_ok=True) as again:
+        assert again.get_nowait() == b"kept"
+    assert os.path.isfile(ring.path)   # it did not create the file
 
 
 # --------------------------------------------------------------- attributes
