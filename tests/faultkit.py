@@ -1,0 +1,313 @@
+"""Tools for the fault tests (test_faults.py): forked children that can be
+SIGKILLed at a known point, raw access to a ring's header (the offsets of
+docs/FORMAT.md), and a 1 -> 1 exchange to run under strace.
+
+Run as a script, ``python tests/faultkit.py exchange NAME COUNT`` exchanges
+COUNT messages between a forked producer and this process through the
+existing ring NAME; test_faults.py runs that under ``strace -c``.
+"""
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = "ringshm."
+HEADER_SIZE = 4096
+
+# docs/FORMAT.md, "Header"; _layout.h pins the same offsets.
+HEAD, MESSAGES_PUT, BYTES_PUT = 128, 136, 144
+PUT_INTENT = 168            # position, messages, bytes
+TAIL, MESSAGES_GOT, BYTES_GOT = 256, 264, 272
+GET_INTENT = 296
+PUT_LOCK, GET_LOCK = 384, 512
+DATA_WAITQ, SPACE_WAITQ = 640, 768
+LOCK_RECOVERIES = 8         # in a lock
+LOCK_WAITQ = 16             # a lock's wait queue
+WAITQ_SEM = 16              # the sem_t inside a wait queue
+KIND_DATA = 0x41544144
+
+# Every wait queue of a ring, by the name the tests use.
+WAIT_QUEUES = {
+    "put lock": PUT_LOCK + LOCK_WAITQ,
+    "get lock": GET_LOCK + LOCK_WAITQ,
+    "data": DATA_WAITQ,
+    "space": SPACE_WAITQ,
+}
+
+_U64 = struct.Struct("<Q")
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def token(pid, start_time):
+    """A lock word's value for process `pid` started at `start_time`."""
+    return (pid << 32) | (start_time & 0xFFFFFFFF)
+
+
+class RawHeader:
+    """The header page of the named ring, mapped a second time so that a
+    test can read and write fields the API does not show (FORMAT.md)."""
+
+    def __init__(self, name):
+        self.path = os.path.join(SHM_DIR, SHM_PREFIX + name)
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            self.capacity = os.fstat(fd).st_size - HEADER_SIZE
+            self._map = mmap.mmap(fd, HEADER_SIZE + self.capacity)
+        finally:
+            os.close(fd)
+
+    def close(self):
+        self._map.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def u64(self, offset):
+        return _U64.unpack_from(self._map, offset)[0]
+
+    def set_u64(self, offset, value):
+        _U64.pack_into(self._map, offset, value)
+
+    def owner(self, lock):
+        """The token in a lock word (PUT_LOCK or GET_LOCK)."""
+        return self.u64(lock)
+
+    def recoveries(self, lock):
+        return self.u64(lock + LOCK_RECOVERIES)
+
+    def wanted(self, queue):
+        """The `wanted` flag of a wait queue (a WAIT_QUEUES name)."""
+        return self.u64(WAIT_QUEUES[queue])
+
+    def sem_value(self, queue):
+        """sem_getvalue() of a wait queue's semaphore: posts nobody took."""
+        sem = ctypes.c_char.from_buffer(self._map, WAIT_QUEUES[queue] + WAITQ_SEM)
+        value = ctypes.c_int()
+        try:
+            if _libc.sem_getvalue(ctypes.byref(sem), ctypes.byref(value)) != 0:
+                raise OSError(ctypes.get_errno(), "sem_getvalue")
+        finally:
+            del sem   # a live export would keep the mapping from closing
+        return value.value
+
+    def sem_waiters(self, queue):
+        """glibc's count of sleepers inside the semaphore (the upper half of
+        its 64-bit word on x86-64 and aarch64); a sleeper killed inside
+        sem_clockwait stays counted.  Informational: glibc internals."""
+        return self.u64(WAIT_QUEUES[queue] + WAITQ_SEM) >> 32
+
+    def sem_address_in(self, pid, queue):
+        """Where process `pid` sees the semaphore of `queue`, from its
+        /proc/PID/maps; None if the ring is not mapped there."""
+        with open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if (len(fields) >= 6 and fields[5] == self.path
+                        and int(fields[2], 16) == 0):
+                    base = int(fields[0].split("-")[0], 16)
+                    return base + WAIT_QUEUES[queue] + WAITQ_SEM
+        return None
+
+    def write_record(self, at, payload):
+        """Write a DATA record at byte counter `at` of the data area (nothing
+        is published); returns the counter after it."""
+        pos = HEADER_SIZE + (at & (self.capacity - 1))
+        struct.pack_into("<II", self._map, pos, len(payload), KIND_DATA)
+        self._map[pos + 8:pos + 8 + len(payload)] = payload
+        return at + ((8 + len(payload) + 7) & ~7)
+
+
+def sleeping_on(pid, raw, queue):
+    """True when `pid` sleeps in futex() on the semaphore of `queue`
+    (/proc/PID/syscall names the call and its first argument, the futex
+    word); None when the kernel will not tell (another architecture, no
+    permission), so callers fall back to waiting a moment."""
+    futex_nr = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if fields[:1] == ["running"]:
+        return False
+    if futex_nr is None or not fields or not fields[0].isdigit():
+        return None
+    if int(fields[0]) != futex_nr or len(fields) < 2:
+        return False
+    address = raw.sem_address_in(pid, queue)
+    return address is not None and address <= int(fields[1], 16) < address + 32
+
+
+def process_state(pid):
+    """The state letter of /proc/PID/stat (R, S, Z, ...), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Poll `predicate` until it is true; AssertionError after `timeout`."""
+    give_up = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.002)
+
+
+class Link:
+    """The child's end of its two pipes to the parent."""
+
+    def __init__(self, to_parent, from_parent):
+        self._to_parent = to_parent
+        self._from_parent = from_parent
+
+    def ready(self, note=""):
+        """Tell the parent we reached a point (with a one-line note)."""
+        os.write(self._to_parent, note.encode() + b"\n")
+
+    def wait_go(self):
+        """Block until the parent calls go()."""
+        os.read(self._from_parent, 1)
+
+
+class Child:
+    """A forked child running ``target(link, *args)``: it calls
+    ``link.ready(note)`` to tell the parent it reached a point (to be killed
+    at, say) and ``link.wait_go()`` to wait for the parent's go().  The
+    parent reaps it whatever happens: use it as a context manager.
+
+    A target that raises exits with status 70 and prints its traceback."""
+
+    def __init__(self, target, *args):
+        to_parent = os.pipe()
+        from_parent = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the child: never returns into the test runner
+            status = 0
+            try:
+                os.close(to_parent[0])
+                os.close(from_parent[1])
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                target(Link(to_parent[1], from_parent[0]), *args)
+            except BaseException:  # noqa: BLE001 - reported by the exit status
+                traceback.print_exc()
+                status = 70
+            finally:
+                os._exit(status)
+        os.close(to_parent[1])
+        os.close(from_parent[0])
+        self.pid = pid
+        self._from_child = os.fdopen(to_parent[0], "rb", buffering=0)
+        self._to_child = from_parent[1]
+        self._pending = b""
+        self.status = None     # the wait status once reaped
+
+    def wait_ready(self, timeout=30.0):
+        """Block until the child calls ready(); returns its note.  Fails
+        if the child dies or stays silent for `timeout` seconds."""
+        give_up = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = give_up - time.monotonic()
+            readable, _, _ = select.select([self._from_child], [], [], max(left, 0))
+            chunk = os.read(self._from_child.fileno(), 4096) if readable else b""
+            if not chunk:
+                self.kill()
+                raise AssertionError(f"child {self.pid} never got ready "
+                                     f"(wait status {self.status})")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode()
+
+    def go(self):
+        os.write(self._to_child, b"!")
+
+    def kill(self):
+        """SIGKILL and reap (a no-op once reaped)."""
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.reap()
+
+    def kill_unreaped(self):
+        """SIGKILL and wait until it is a zombie, without reaping it."""
+        os.kill(self.pid, signal.SIGKILL)
+        wait_until(lambda: process_state(self.pid) in ("Z", "X", None),
+                   what=f"child {self.pid} to die")
+
+    def reap(self):
+        if self.status is None:
+            _, self.status = os.waitpid(self.pid, 0)
+        return self.status
+
+    def join(self, timeout=30.0):
+        """Wait for a normal exit; kill and fail after `timeout`.  Returns
+        the exit code."""
+        give_up = time.monotonic() + timeout
+        while self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+            elif time.monotonic() > give_up:
+                self.kill()
+                raise AssertionError(f"child {self.pid} did not finish in {timeout} s")
+            else:
+                time.sleep(0.002)
+        return os.waitstatus_to_exitcode(self.status)
+
+    def close(self):
+        self.kill()
+        self._from_child.close()
+        os.close(self._to_child)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+# ---------------------------------------------------------------- exchange
+
+def exchange(name, count, size=64):
+    """Send `count` messages of `size` bytes from a forked producer to this
+    process through the ring `name` (1 -> 1, blocking calls)."""
+    from ringshm import Ring
+
+    message = bytes(size)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            ring = Ring.open(name)
+            put = ring.put
+            for _ in range(count):
+                put(message)
+            ring.close()
+            status = 0
+        finally:
+            os._exit(status)
+    ring = Ring.open(name)
+    get = ring.get
+    for _ in range(count):
+        get()
+    ring.close()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "exchange":
+        sys.exit("usage: faultkit.py exchange NAME COUNT")
+    sys.exit(exchange(sys.argv[2], int(sys.argv[3])))
