@@ -640,6 +640,27 @@ def test_view_consumes_on_exit_and_leaves_on_error(make_ring):
     assert len(ring) == 0
 
 
+def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(make_ring):
+    # The lock owner is the process: without a check these would wait for
+    # themselves for ever.
+    ring = make_ring()
+    ring.put(b"m")
+    with ring.view():
+        for get in (ring.get, ring.get_nowait, ring.get_many,
+                    lambda: ring.get_into(bytearray(8)), lambda: ring.view().__enter__()):
+            with pytest.raises(RuntimeError):
+                get()
+        ring.put(b"a put is fine inside a view")
+    with ring.reserve(1) as buffer:
+        buffer[:] = b"r"
+        for put in (lambda: ring.put(b"x"), lambda: ring.put_many([b"x"]),
+                    lambda: ring.reserve(1).__enter__()):
+            with pytest.raises(RuntimeError):
+                put()
+        assert ring.get() == b"a put is fine inside a view"
+    assert ring.get_many(block=False) == [b"r"]
+
+
 # ------------------------------------------------------------------- inputs
 
 def test_every_size_round_trips_across_many_wraps(make_ring):
