@@ -276,6 +276,20 @@ def test_unlink_removes_name_but_attached_processes_keep_working(make_ring):
     ring.close()   # after unlink(): must not raise
 
 
+def test_a_name_unlinked_can_be_created_again_apart_from_the_old_ring(make_ring):
+    old = make_ring()
+    attached = make_ring.track(Ring.open(old.name))
+    old.unlink()
+    new = make_ring(name=old.name)
+    attached.put(b"on the old segment")
+    with pytest.raises(Empty):
+        new.get_nowait()
+    assert old.get_nowait() == b"on the old segment"
+    new.put(b"on the new segment")
+    with Ring.open(old.name) as opened:   # the name now means the new ring
+        assert opened.get_nowait() == b"on the new segment"
+
+
 def test_an_anonymous_ring_has_no_name_to_unlink():
     ring = Ring.anonymous(capacity=4096)
     try:

@@ -107,8 +107,25 @@ def stop(processes):
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 @pytest.mark.parametrize("capacity", [4096, 64 << 10])
 def test_many_producers_and_consumers(make_ring, method, capacity):
-    ctx = multiprocessing.get_context(method)
-    ring = make_ring(capacity=capacity)
+    exchange(multiprocessing.get_context(method), make_ring(capacity=capacity))
+
+
+def test_many_processes_on_a_file_backed_ring(make_ring, tmp_path):
+    exchange(multiprocessing.get_context("fork"),
+             make_ring(path=str(tmp_path / "busy.ring"), capacity=4096))
+
+
+def test_many_processes_on_an_anonymous_ring():
+    ring = Ring.anonymous(capacity=4096)
+    try:
+        exchange(multiprocessing.get_context("fork"), ring)
+    finally:
+        ring.close()
+
+
+def exchange(ctx, ring):
+    """Run the producers and consumers on ``ring`` and check every message
+    arrived once, in each producer's order."""
     results = ctx.Queue()
     producers = [ctx.Process(target=produce, args=(ring, p))
                  for p in range(PRODUCERS)]
