@@ -128,7 +128,8 @@ def _produce(ring: Ring, ledger: Ledger, slot: int, sizes: tuple[int, int],
     rng = random.Random(seed)
     low, high = sizes
     pool = rng.randbytes(2 * high + 4096)
-    max_batch = min(MAX_BATCH, ring.capacity // _record_span(HEADER.size + high))
+    # A batch may take at most half the ring (DESIGN.md, "batches").
+    max_batch = min(MAX_BATCH, ring.capacity // 2 // _record_span(HEADER.size + high))
     words = ledger.producers
     base = slot * PRODUCER_WORDS
     control = ledger.control

@@ -7,8 +7,6 @@ COUNT messages between a forked producer and this process through the
 existing ring NAME; test_faults.py runs that under ``strace -c``.
 """
 
-import ctypes
-import ctypes.util
 import mmap
 import os
 import select
@@ -31,7 +29,7 @@ PUT_LOCK, GET_LOCK = 384, 512
 DATA_WAITQ, SPACE_WAITQ = 640, 768
 LOCK_RECOVERIES = 8         # in a lock
 LOCK_WAITQ = 16             # a lock's wait queue
-WAITQ_SEM = 16              # the sem_t inside a wait queue
+WAITQ_FUTEX = 8             # the u32 futex word inside a wait queue
 KIND_DATA = 0x41544144
 
 # Every wait queue of a ring, by the name the tests use.
@@ -43,7 +41,6 @@ WAIT_QUEUES = {
 }
 
 _U64 = struct.Struct("<Q")
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def token(pid, start_time):
@@ -90,25 +87,13 @@ class RawHeader:
         """The `wanted` flag of a wait queue (a WAIT_QUEUES name)."""
         return self.u64(WAIT_QUEUES[queue])
 
-    def sem_value(self, queue):
-        """sem_getvalue() of a wait queue's semaphore: posts nobody took."""
-        sem = ctypes.c_char.from_buffer(self._map, WAIT_QUEUES[queue] + WAITQ_SEM)
-        value = ctypes.c_int()
-        try:
-            if _libc.sem_getvalue(ctypes.byref(sem), ctypes.byref(value)) != 0:
-                raise OSError(ctypes.get_errno(), "sem_getvalue")
-        finally:
-            del sem   # a live export would keep the mapping from closing
-        return value.value
+    def futex_word(self, queue):
+        """The futex word of a wait queue.  Every wake adds one to it before
+        FUTEX_WAKE, so it counts the wakes of the queue (mod 2**32)."""
+        return struct.unpack_from("<I", self._map, WAIT_QUEUES[queue] + WAITQ_FUTEX)[0]
 
-    def sem_waiters(self, queue):
-        """glibc's count of sleepers inside the semaphore (the upper half of
-        its 64-bit word on x86-64 and aarch64); a sleeper killed inside
-        sem_clockwait stays counted.  Informational: glibc internals."""
-        return self.u64(WAIT_QUEUES[queue] + WAITQ_SEM) >> 32
-
-    def sem_address_in(self, pid, queue):
-        """Where process `pid` sees the semaphore of `queue`, from its
+    def futex_address_in(self, pid, queue):
+        """Where process `pid` sees the futex word of `queue`, from its
         /proc/PID/maps; None if the ring is not mapped there."""
         with open(f"/proc/{pid}/maps") as maps:
             for line in maps:
@@ -116,7 +101,7 @@ class RawHeader:
                 if (len(fields) >= 6 and fields[5] == self.path
                         and int(fields[2], 16) == 0):
                     base = int(fields[0].split("-")[0], 16)
-                    return base + WAIT_QUEUES[queue] + WAITQ_SEM
+                    return base + WAIT_QUEUES[queue] + WAITQ_FUTEX
         return None
 
     def write_record(self, at, payload):
@@ -129,9 +114,9 @@ class RawHeader:
 
 
 def sleeping_on(pid, raw, queue):
-    """True when `pid` sleeps in futex() on the semaphore of `queue`
-    (/proc/PID/syscall names the call and its first argument, the futex
-    word); None when the kernel will not tell (another architecture, no
+    """True when `pid` sleeps in futex() on the futex word of `queue`
+    (/proc/PID/syscall names the call and its first argument, the word's
+    address); None when the kernel will not tell (another architecture, no
     permission), so callers fall back to waiting a moment."""
     futex_nr = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
     try:
@@ -145,8 +130,7 @@ def sleeping_on(pid, raw, queue):
         return None
     if int(fields[0]) != futex_nr or len(fields) < 2:
         return False
-    address = raw.sem_address_in(pid, queue)
-    return address is not None and address <= int(fields[1], 16) < address + 32
+    return int(fields[1], 16) == raw.futex_address_in(pid, queue)
 
 
 def process_state(pid):
