@@ -46,6 +46,7 @@ cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
 cdef int SPIN_BURST = 32
 cdef int64_t NS = 1000000000
 cdef int64_t LOCK_PATIENCE_NS = 1000000
+cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
 cdef uint64_t LOW32 = 0xFFFFFFFF
 
 HEADER_SIZE = RS_HEADER_SIZE
@@ -61,10 +62,11 @@ LAYOUT_VERSION = RS_VERSION
 cdef uint64_t g_token = 0   # this process's lock token; 0 = compute on next use
 
 
-cdef uint64_t proc_start_time(int pid) noexcept nogil:
+cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
     """Start time of `pid` in clock ticks since boot (field 22 of
-    /proc/PID/stat), or 0 when it cannot be read.  With the pid it names a
-    process uniquely: a pid that was reused has a later start time."""
+    /proc/PID/stat), or 0 when it cannot be read; its state letter (field 3)
+    goes to *state when `state` is not NULL.  With the pid the start time
+    names a process uniquely: a pid that was reused has a later one."""
     cdef char path[64]
     cdef char buf[1024]
     cdef FILE *f
@@ -98,6 +100,8 @@ cdef uint64_t proc_start_time(int pid) noexcept nogil:
     p = strrchr(buf, 41)  # ')'
     if p == NULL:
         return 0
+    if state != NULL and p[1] == 32:
+        state[0] = p[2]
     field = 2
     while p[0] != 0:
         if p[0] == 32:  # ' '
@@ -117,7 +121,7 @@ cdef inline uint64_t my_token() noexcept nogil:
     cdef int pid
     if g_token == 0:
         pid = getpid()
-        g_token = make_token(pid, proc_start_time(pid))
+        g_token = make_token(pid, proc_start_time(pid, NULL))
     return g_token
 
 
@@ -132,14 +136,19 @@ pthread_atfork(NULL, NULL, forget_token_in_child)
 
 cdef bint owner_alive(uint64_t token) noexcept nogil:
     """False only when the process named by `token` is certainly gone:
-    no such pid, or a pid that now belongs to a process started later."""
+    no such pid, a zombie (killed, not yet reaped: it will never release a
+    lock, and its parent may be the very process waiting for it), or a pid
+    that now belongs to a process started later."""
     cdef int pid = <int>(token >> 32)
     cdef uint64_t start
+    cdef char state = 0
     if pid <= 0:
         return False
     if kill(pid, 0) != 0 and errno == ESRCH:
         return False
-    start = proc_start_time(pid)
+    start = proc_start_time(pid, &state)
+    if state == 90 or state == 88:  # 'Z', 'X'
+        return False
     if start != 0 and (start & LOW32) != (token & LOW32):
         return False
     return True
@@ -148,12 +157,12 @@ cdef bint owner_alive(uint64_t token) noexcept nogil:
 def process_alive(int pid, uint64_t start_time=0):
     """True unless process `pid` (started at `start_time` clock ticks after
     boot, when given) is certainly gone."""
-    return owner_alive(make_token(pid, start_time if start_time else proc_start_time(pid)))
+    return owner_alive(make_token(pid, start_time if start_time else proc_start_time(pid, NULL)))
 
 
 def process_start_time(int pid):
     """Start time of `pid` in clock ticks since boot, 0 if unknown."""
-    return proc_start_time(pid)
+    return proc_start_time(pid, NULL)
 
 
 # ---------------------------------------------------------------- time
@@ -351,7 +360,7 @@ cdef class RingCore:
         h.capacity = capacity
         h.max_messages = max_messages
         h.creator_pid = getpid()
-        h.creator_start_time = proc_start_time(getpid())
+        h.creator_start_time = proc_start_time(getpid(), NULL)
         clock_gettime(CLOCK_REALTIME, &ts)
         h.created_ns = <uint64_t>ts.tv_sec * NS + ts.tv_nsec
         h.recovery_interval_us = <uint32_t>(recovery_interval * 1e6)
@@ -568,7 +577,10 @@ cdef class RingCore:
         cdef uint64_t token = my_token()
         cdef uint64_t owner
         cdef int64_t now
-        cdef int64_t next_check = now_ns() + self.slice_ns
+        # The first look at the owner comes soon (a waiter that arrives after
+        # the death need not wait a whole slice), but not at once: a lock is
+        # mostly busy for the length of a copy, and a look costs syscalls.
+        cdef int64_t next_check = now_ns() + min(self.slice_ns, FIRST_OWNER_CHECK_NS)
         cdef int rc
         self._wait_init(&w, deadline)
         while True:

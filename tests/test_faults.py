@@ -218,11 +218,9 @@ def test_recovery_time(ring, raw):
     assert len(ring) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: owner_alive() takes a zombie for alive (kill(pid, 0) succeeds and "
-    "/proc/PID/stat still shows the same start time until the parent reaps it), "
-    "so a dead holder blocks everyone until its parent calls wait(); a parent "
-    "that is itself waiting for the lock never does"))
+# Regression: owner_alive() once took a zombie for alive (kill(pid, 0)
+# succeeds and the start time is unchanged until the parent reaps it), so a
+# parent waiting for its own killed child's lock waited for ever.
 @pytest.mark.parametrize("side", ["put", "get"])
 def test_dead_holder_not_yet_reaped(ring, side):
     ring.put(b"m0")
