@@ -348,6 +348,7 @@ cdef class RingCore:
         """Map `length` bytes of `fd` (-1: anonymous shared memory)."""
         self._mapping = Mapping(fd, length)
         self.hdr = <rs_header *>self._mapping.base
+        self._closing = False   # open() maps again after a creator was slow
 
     def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
                     uint64_t max_messages):
