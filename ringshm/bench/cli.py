@@ -48,7 +48,7 @@ def build_parser():
                     "a short run (64 B and 1 MiB, 1→1 and 4→1, ping-pong; under a minute).")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true",
-                      help="the whole matrix: 8 B..4 MiB, 1→1, 4→1, 1→4, 4→4 (~10 min)")
+                      help="the whole matrix: 8 B..4 MiB, 1→1, 4→1, 1→4, 4→4 (~15 min)")
     mode.add_argument("--smoke", action="store_true",
                       help="every code path in seconds; the numbers mean nothing")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")

@@ -13,8 +13,11 @@ import os
 from .report import human_size
 from .suite import TRANSPORTS
 
-# One fixed colour per transport, the same in every figure.
-_COLOURS = {t.key: index for index, t in enumerate(TRANSPORTS)}
+# One fixed colour per transport, the same in every figure: matplotlib's ten
+# distinct colours for the Python transports, black for the C limit.
+_PYTHON_ROWS = [t.key for t in TRANSPORTS if t.key != "c-ring"]
+_COLOURS = {key: f"C{index % 10}" for index, key in enumerate(_PYTHON_ROWS)}
+_COLOURS["c-ring"] = "black"
 
 
 def _pyplot():
@@ -29,8 +32,7 @@ def _measured(results, kind, field):
 
 
 def _throughput(pyplot, records, producers, consumers, path):
-    figure, (by_count, by_bytes) = pyplot.subplots(1, 2, figsize=(13, 5))
-    colours = pyplot.get_cmap("tab20")
+    figure, (by_count, by_bytes) = pyplot.subplots(1, 2, figsize=(15, 5.5))
     lines = {}
     for record in records:
         lines.setdefault(record["label"], []).append(record)
@@ -41,7 +43,7 @@ def _throughput(pyplot, records, producers, consumers, path):
         # ringshm solid and thick, the C limit dotted, the peers dashed.
         style = {"linestyle": "-" if key.startswith("ringshm") else ":" if key == "c-ring"
                  else "--", "linewidth": 2.2 if key.startswith("ringshm") else 1.4,
-                 "color": colours(_COLOURS.get(key, 0)), "marker": "o", "label": label}
+                 "color": _COLOURS.get(key, "grey"), "marker": "o", "label": label}
         by_count.plot(sizes, [r["msgs_per_s"] for r in points], **style)
         by_bytes.plot(sizes, [r["mb_per_s"] for r in points], **style)
     ticks = sorted({r["size"] for r in records})
@@ -52,7 +54,7 @@ def _throughput(pyplot, records, producers, consumers, path):
         axes.set_xlabel("message size")
         axes.set_ylabel(unit)
         axes.grid(True, which="both", alpha=0.3)
-    by_count.legend(fontsize="small")
+    by_bytes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.suptitle(f"throughput, {producers} producer(s) → {consumers} consumer(s), best of runs")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
