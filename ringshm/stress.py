@@ -307,18 +307,26 @@ class Supervisor:
         seed = self.rng.getrandbits(64)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(self._worker(kind, slot, seed))
-        run.workers[pid] = Worker(kind, slot)
+        # A Ctrl-C between fork() and the bookkeeping below would leave a
+        # worker that kill_all() does not know: hold the signals until the
+        # worker is on the books (and, in the worker, until it ignores SIGINT).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(self._worker(kind, slot, seed, mask))
+            run.workers[pid] = Worker(kind, slot)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def _worker(self, kind: str, slot: int, seed: int) -> int:
+    def _worker(self, kind: str, slot: int, seed: int, mask: set) -> int:
         """The body of a forked worker; never returns into the supervisor."""
         try:
             # Ctrl-C goes to the whole process group: the supervisor ends the
             # workers itself, in order.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             ring = Ring.open(self.ring.name)
             if kind == "producer":
                 return _produce(ring, self.ledger, slot, self.s.sizes, seed, self.pid)
