@@ -42,8 +42,8 @@ cdef enum:
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
-# How many PAUSE instructions between two looks at the clock while spinning.
-cdef int SPIN_BURST = 32
+# While spinning, the clock is read once every SPIN_CLOCK_MASK + 1 looks.
+cdef uint32_t SPIN_CLOCK_MASK = 15
 cdef int64_t NS = 1000000000
 cdef int64_t LOCK_PATIENCE_NS = 1000000
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
@@ -292,6 +292,7 @@ cdef struct Wait:
     int64_t spin_until
     bint armed
     uint32_t futex_seen   # the queue's futex word when armed
+    uint32_t spins
 
 
 cdef class RingCore:
@@ -505,8 +506,10 @@ cdef class RingCore:
     # -- waiting -----------------------------------------------------------
 
     cdef inline void _wait_init(self, Wait *w, int64_t deadline) noexcept nogil:
+        cdef int64_t now = now_ns()
         w.deadline = deadline
-        w.spin_until = now_ns() + self.spin_ns if self.spin_ns > 0 else 0
+        w.spin_until = min(now + self.spin_ns, deadline) if self.spin_ns > 0 and deadline > now else 0
+        w.spins = 0
         w.armed = False
 
     cdef int _wait_turn(self, rs_waitq *q, Wait *w, bint baton) noexcept nogil:
@@ -524,18 +527,22 @@ cdef class RingCore:
         several may sleep here (a lock queue), so a woken sleeper re-arms at
         once, and its own release wakes the next.
         """
-        cdef int64_t now = now_ns()
-        cdef int64_t until
+        cdef int64_t now, until
         cdef timespec ts
-        cdef int rc, i
+        cdef int rc
+        if w.spin_until != 0:
+            # Spinning: one PAUSE between two looks at the condition (the
+            # peer answers within a microsecond), the clock now and then.
+            rs_cpu_relax()
+            w.spins += 1
+            if (w.spins & SPIN_CLOCK_MASK) != 0 or now_ns() < w.spin_until:
+                return RS_OK
+            w.spin_until = 0
         if self._closing:
             return RS_CLOSED
+        now = now_ns()
         if now >= w.deadline:
             return RS_TIMEOUT
-        if now < w.spin_until:
-            for i in range(SPIN_BURST):
-                rs_cpu_relax()
-            return RS_OK
         if not w.armed:
             rs_store_seq(&q.wanted, 1)
             w.futex_seen = rs_load32_seq(&q.futex)
@@ -592,8 +599,11 @@ cdef class RingCore:
                 continue
             if producer and self._shut_down():
                 return RS_SHUTDOWN
-            now = now_ns()
-            if now >= next_check or now >= deadline:
+            if w.spin_until != 0:
+                now = 0   # spinning: the wait's own clock bounds it
+            else:
+                now = now_ns()
+            if now >= next_check or (now != 0 and now >= deadline):
                 if owner != token and not owner_alive(owner):
                     if rs_cas(&lk.owner, owner, token):
                         rs_add_relaxed(&lk.recoveries, 1)
@@ -1083,7 +1093,10 @@ cdef class RingCore:
     def get_many(self, max_messages=1024, max_bytes=None, block=True, timeout=None):
         """Wait for at least one message, then take as many as are ready,
         up to `max_messages` messages and `max_bytes` payload bytes (the
-        first message is taken even if it alone exceeds max_bytes).
+        first message is taken even if it alone exceeds max_bytes).  The
+        space of a batch goes back to producers when the whole batch is
+        copied: with large messages, a max_bytes of a fraction of the
+        capacity keeps producers working meanwhile.
 
         Raises:
             Empty, ShutDown, RingCorrupted: as get().
@@ -1128,6 +1141,35 @@ cdef class RingCore:
         return out
 
     # -- zero copy ---------------------------------------------------------
+
+    def reserve(self, size, timeout=None):
+        """Zero-copy write, as a context manager: ``with ring.reserve(n) as
+        buf:`` gives a writable memoryview of exactly `size` bytes inside the
+        ring, published as one message when the block ends normally and
+        discarded if it raises.  The put lock is held for the whole block.
+
+        Raises:
+            Full: no room within `timeout`.  MessageTooLarge, ShutDown.
+            RuntimeError: a put() of this ring inside the block (deadlock).
+            BufferError: a slice of the view outlived the block (the message
+                is discarded).
+        """
+        return ReserveBlock(self, size, timeout)
+
+    def view(self, timeout=None):
+        """Zero-copy read, as a context manager: ``with ring.view() as mv:``
+        gives a read-only memoryview of the oldest message, consumed when the
+        block ends normally and left in the ring if it raises.  The view is
+        released at the end of the block; the get lock is held for the whole
+        block.
+
+        Raises:
+            Empty: nothing within `timeout`.  ShutDown, RingCorrupted.
+            RuntimeError: a get() of this ring inside the block (deadlock).
+            BufferError: a slice of the view outlived the block (the message
+                stays in the ring).
+        """
+        return ViewBlock(self, timeout)
 
     def _reserve_begin(self, size, timeout):
         """Take the put lock and room for a record of `size` bytes; return a
@@ -1318,6 +1360,52 @@ cdef class RingCore:
         self._check_open()
         return (<int>(rs_load_relaxed(&self.hdr.put_lock.owner) >> 32),
                 <int>(rs_load_relaxed(&self.hdr.get_lock.owner) >> 32))
+
+
+# ---------------------------------------------------------------- zero-copy blocks
+
+cdef class ReserveBlock:
+    """The context manager of RingCore.reserve() (compiled: a generator-based
+    one costs a microsecond per message)."""
+    cdef RingCore ring
+    cdef object size, timeout, view
+
+    def __cinit__(self, RingCore ring, size, timeout):
+        self.ring = ring
+        self.size = size
+        self.timeout = timeout
+
+    def __enter__(self):
+        if self.view is not None:
+            raise RuntimeError("this reserve() block is already open")
+        self.view = self.ring._reserve_begin(self.size, self.timeout)
+        return self.view
+
+    def __exit__(self, exc_type, exc, traceback):
+        view, self.view = self.view, None
+        self.ring._reserve_end(view, exc_type is None)
+        return False
+
+
+cdef class ViewBlock:
+    """The context manager of RingCore.view()."""
+    cdef RingCore ring
+    cdef object timeout, view
+
+    def __cinit__(self, RingCore ring, timeout):
+        self.ring = ring
+        self.timeout = timeout
+
+    def __enter__(self):
+        if self.view is not None:
+            raise RuntimeError("this view() block is already open")
+        self.view = self.ring._view_begin(self.timeout)
+        return self.view
+
+    def __exit__(self, exc_type, exc, traceback):
+        view, self.view = self.view, None
+        self.ring._view_end(view, exc_type is None)
+        return False
 
 
 # ---------------------------------------------------------------- argument helpers

@@ -308,43 +308,6 @@ class Ring(RingCore):
             return f"<Ring {where} closed>"
         return f"<Ring {where} capacity={self.capacity} messages={len(self)}>"
 
-    # -- zero copy -----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def reserve(self, size: int, timeout: Optional[float] = None) -> Iterator[memoryview]:
-        """Zero-copy write: a writable memoryview of exactly `size` bytes in
-        the ring, published as one message when the block ends normally and
-        discarded if it raises.  The put lock is held for the whole block.
-
-        Raises:
-            Full: no room within `timeout`.  MessageTooLarge, ShutDown.
-        """
-        view = self._reserve_begin(size, timeout)
-        try:
-            yield view
-        except BaseException:
-            self._reserve_end(view, False)
-            raise
-        self._reserve_end(view, True)
-
-    @contextlib.contextmanager
-    def view(self, timeout: Optional[float] = None) -> Iterator[memoryview]:
-        """Zero-copy read: a read-only memoryview of the oldest message,
-        consumed when the block ends normally and left in the ring if it
-        raises.  The view is released at the end of the block; the get lock
-        is held for the whole block.
-
-        Raises:
-            Empty: nothing within `timeout`.  ShutDown, RingCorrupted.
-        """
-        mv = self._view_begin(timeout)
-        try:
-            yield mv
-        except BaseException:
-            self._view_end(mv, False)
-            raise
-        self._view_end(mv, True)
-
     # -- iteration -----------------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
