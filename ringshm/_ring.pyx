@@ -15,7 +15,9 @@ from cpython.buffer cimport (
     PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
     PyBUF_ANY_CONTIGUOUS,
 )
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport (
+    PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
+)
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH
 from libc.stdint cimport uint32_t, uint64_t, int64_t
@@ -44,6 +46,11 @@ cdef enum:
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
 # While spinning, the clock is read once every SPIN_CLOCK_MASK + 1 looks.
 cdef uint32_t SPIN_CLOCK_MASK = 15
+# Back-off while spinning: one more PAUSE per look every 2**SHIFT looks, up
+# to MAX (the first looks come fast: a peer that answers at once is seen at
+# once; a long wait polls the shared line less).
+cdef uint32_t SPIN_BACKOFF_SHIFT = 3
+cdef uint32_t SPIN_MAX_PAUSES = 32
 cdef int64_t NS = 1000000000
 cdef int64_t LOCK_PATIENCE_NS = 1000000
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
@@ -190,6 +197,13 @@ cdef int64_t deadline_from(object block, object timeout) except? -2:
     if t > 1e9:
         return 0x7FFFFFFFFFFFFFFF
     return now_ns() + <int64_t>(t * 1e9)
+
+
+cdef inline int64_t fast_deadline(object block, object timeout) except? -2:
+    # put()/get() with the defaults, without deadline_from's checks.
+    if timeout is None and block is True:
+        return 0x7FFFFFFFFFFFFFFF
+    return deadline_from(block, timeout)
 
 
 cdef inline int64_t lock_deadline(int64_t deadline) noexcept nogil:
@@ -530,10 +544,13 @@ cdef class RingCore:
         cdef int64_t now, until
         cdef timespec ts
         cdef int rc
+        cdef uint32_t i
         if w.spin_until != 0:
-            # Spinning: one PAUSE between two looks at the condition (the
-            # peer answers within a microsecond), the clock now and then.
-            rs_cpu_relax()
+            # Spinning: a few PAUSEs between two looks at the condition, more
+            # as the wait goes on (a look pulls the peer's cache line away
+            # from it), the clock now and then.
+            for i in range(1 + min(w.spins >> SPIN_BACKOFF_SHIFT, SPIN_MAX_PAUSES - 1)):
+                rs_cpu_relax()
             w.spins += 1
             if (w.spins & SPIN_CLOCK_MASK) != 0 or now_ns() < w.spin_until:
                 return RS_OK
@@ -796,28 +813,38 @@ cdef class RingCore:
             TypeError: data is not bytes-like.
         """
         cdef Py_buffer buf
-        cdef int64_t deadline = deadline_from(block, timeout)
-        cdef uint64_t n, at
-        cdef char *dst
+        cdef int64_t deadline = fast_deadline(block, timeout)
         self._check_open()
+        if PyBytes_CheckExact(data):
+            # The common case, without the buffer protocol's round trip.
+            buf.buf = PyBytes_AS_STRING(data)
+            buf.len = PyBytes_GET_SIZE(data)
+            self._put_one(&buf, deadline)
+            return
         get_buffer(data, &buf, "data", False)
         try:
-            n = <uint64_t>buf.len
-            if n > self.max_payload:
-                raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
-                                      f"({self.max_payload})")
-            self._begin_put(&buf, 1, record_span(n), deadline)
-            at = self.span_start
-            dst = self._place(&at, 0, n)
-            if n >= NOGIL_COPY_BYTES:
-                with nogil:
-                    memcpy(dst, buf.buf, n)
-            else:
-                memcpy(dst, buf.buf, n)
-            self._end_put(at, 1, n)
-            self._leave()
+            self._put_one(&buf, deadline)
         finally:
             PyBuffer_Release(&buf)
+
+    cdef int _put_one(self, Py_buffer *buf, int64_t deadline) except -1:
+        cdef uint64_t n = <uint64_t>buf.len
+        cdef uint64_t at
+        cdef char *dst
+        if n > self.max_payload:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
+                                  f"({self.max_payload})")
+        self._begin_put(buf, 1, record_span(n), deadline)
+        at = self.span_start
+        dst = self._place(&at, 0, n)
+        if n >= NOGIL_COPY_BYTES:
+            with nogil:
+                memcpy(dst, buf.buf, n)
+        else:
+            memcpy(dst, buf.buf, n)
+        self._end_put(at, 1, n)
+        self._leave()
+        return 0
 
     def put_nowait(self, data):
         """put(data, block=False)."""
@@ -1030,7 +1057,7 @@ cdef class RingCore:
             Empty: nothing in time.  ShutDown: shut down and drained.
             RingCorrupted: the next record fails validation.
         """
-        cdef int64_t deadline = deadline_from(block, timeout)
+        cdef int64_t deadline = fast_deadline(block, timeout)
         cdef bytes out
         cdef uint32_t n
         cdef char *dst
