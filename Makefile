@@ -28,7 +28,7 @@ bench: build
 lint:
 	$(PY) -m pip install -q -e '.[lint]'
 	$(PY) -m ruff check ringshm tests bench
-	$(PY) -m cython_lint ringshm/_ring.pyx ringshm/_ring.pxd
+	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/_ring.pyx ringshm/_ring.pxd
 	$(PY) -m mypy ringshm
 
 clean:

@@ -13,7 +13,6 @@ it is checked against the capacity and the published head before use.
 
 from cpython.buffer cimport (
     PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
-    PyBUF_ANY_CONTIGUOUS,
 )
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
@@ -26,7 +25,6 @@ from libc.stdlib cimport malloc, free, strtoull
 from libc.string cimport memcpy, memcmp, memset, strrchr
 
 import os
-import time
 
 from ringshm.errors import (
     Empty, Full, MessageTooLarge, RingCorrupted, ShutDown,
@@ -522,7 +520,9 @@ cdef class RingCore:
     cdef inline void _wait_init(self, Wait *w, int64_t deadline) noexcept nogil:
         cdef int64_t now = now_ns()
         w.deadline = deadline
-        w.spin_until = min(now + self.spin_ns, deadline) if self.spin_ns > 0 and deadline > now else 0
+        w.spin_until = 0
+        if self.spin_ns > 0 and deadline > now:
+            w.spin_until = min(now + self.spin_ns, deadline)
         w.spins = 0
         w.armed = False
 
@@ -544,12 +544,11 @@ cdef class RingCore:
         cdef int64_t now, until
         cdef timespec ts
         cdef int rc
-        cdef uint32_t i
         if w.spin_until != 0:
             # Spinning: a few PAUSEs between two looks at the condition, more
             # as the wait goes on (a look pulls the peer's cache line away
             # from it), the clock now and then.
-            for i in range(1 + min(w.spins >> SPIN_BACKOFF_SHIFT, SPIN_MAX_PAUSES - 1)):
+            for _ in range(1 + min(w.spins >> SPIN_BACKOFF_SHIFT, SPIN_MAX_PAUSES - 1)):
                 rs_cpu_relax()
             w.spins += 1
             if (w.spins & SPIN_CLOCK_MASK) != 0 or now_ns() < w.spin_until:
@@ -657,7 +656,8 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
-    cdef inline bint _has_room(self, uint64_t head, uint64_t need, uint64_t messages) noexcept nogil:
+    cdef inline bint _has_room(self, uint64_t head, uint64_t need,
+                               uint64_t messages) noexcept nogil:
         if head - self.cached_tail + need > self._capacity:
             return False
         if self.max_messages != 0:
@@ -721,7 +721,8 @@ cdef class RingCore:
         self.span_start = head
         return RS_OK
 
-    cdef inline void _publish_head(self, uint64_t head, uint64_t messages, uint64_t nbytes) noexcept nogil:
+    cdef inline void _publish_head(self, uint64_t head, uint64_t messages,
+                                   uint64_t nbytes) noexcept nogil:
         cdef rs_header *h = self.hdr
         cdef uint64_t total_messages = h.messages_put + messages
         cdef uint64_t total_bytes = h.bytes_put + nbytes
@@ -784,7 +785,8 @@ cdef class RingCore:
         if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.tail)
-            if self._has_room(head, total_span, count) and head - self.cached_tail <= self._capacity:
+            if (self._has_room(head, total_span, count)
+                    and head - self.cached_tail <= self._capacity):
                 self.span_start = head
                 self.wrap_index = -1
                 return 0
@@ -795,7 +797,8 @@ cdef class RingCore:
             return self._raise(rc, True)
         return 0
 
-    cdef inline void _end_put(self, uint64_t end, uint64_t messages, uint64_t nbytes) noexcept nogil:
+    cdef inline void _end_put(self, uint64_t end, uint64_t messages,
+                              uint64_t nbytes) noexcept nogil:
         self._publish_head(end, messages, nbytes)
         self._unlock(&self.hdr.put_lock)
 
@@ -1027,7 +1030,8 @@ cdef class RingCore:
             self.rec_length = length
             return RS_OK
 
-    cdef inline void _publish_tail(self, uint64_t tail, uint64_t messages, uint64_t nbytes) noexcept nogil:
+    cdef inline void _publish_tail(self, uint64_t tail, uint64_t messages,
+                                   uint64_t nbytes) noexcept nogil:
         cdef rs_header *h = self.hdr
         cdef uint64_t total_messages = h.messages_got + messages
         cdef uint64_t total_bytes = h.bytes_got + nbytes
@@ -1366,8 +1370,8 @@ cdef class RingCore:
             "get_waits": rs_load_relaxed(&h.get_waits),
             "put_timeouts": rs_load_relaxed(&h.put_timeouts),
             "get_timeouts": rs_load_relaxed(&h.get_timeouts),
-            "lock_recoveries": rs_load_relaxed(&h.put_lock.recoveries)
-                               + rs_load_relaxed(&h.get_lock.recoveries),
+            "lock_recoveries": (rs_load_relaxed(&h.put_lock.recoveries)
+                                + rs_load_relaxed(&h.get_lock.recoveries)),
             "creator_pid": h.creator_pid,
             "creator_alive": bool(owner_alive(make_token(<int>h.creator_pid,
                                                          h.creator_start_time))),

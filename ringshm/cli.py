@@ -47,7 +47,8 @@ def parse_size(text):
     try:
         value = int(float(number) * _SIZE_SUFFIXES[suffix])
     except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (try 4096, 64K, 64M, 1G)")
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r} (try 4096, 64K, 64M, 1G)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
     return value
@@ -62,7 +63,7 @@ def parse_mode(text):
     try:
         mode = int(text[2:] if text.lower().startswith("0o") else text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (octal, e.g. 600)")
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (octal, e.g. 600)") from None
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"mode {text!r} is out of range 000..777")
     return mode

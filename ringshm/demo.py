@@ -19,8 +19,14 @@ import threading
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
-from rich.progress import TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -64,7 +70,7 @@ def _receive(get, parent, *args):
             return get(*args, timeout=POLL)
         except pyqueue.Empty:   # ringshm.Empty or multiprocessing.Queue's
             if not _parent_alive(parent):
-                raise SystemExit(1)
+                raise SystemExit(1) from None
 
 
 def _count_bad(seen, pairs):

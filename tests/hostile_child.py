@@ -329,7 +329,7 @@ class Server:
                 n += 1
 
         def drained(ring):   # empty again, after two laps
-            for i in range(3 * capacity // 512):
+            for _ in range(3 * capacity // 512):
                 ring.put(b"d" * 400)
                 ring.get()
 
@@ -337,7 +337,7 @@ class Server:
             for i in range(capacity // 32):
                 ring.put(b"s" * (i % 17))
             ring.get_many(max_messages=capacity // 64)
-            for i in range(capacity // 64):
+            for _ in range(capacity // 64):
                 try:
                     ring.put_nowait(b"t" * 9)
                 except Full:

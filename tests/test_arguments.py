@@ -5,8 +5,8 @@ import math
 import os
 
 import pytest
-
 from conftest import SHM_PREFIX, shm_path, unique_ring_name
+
 from ringshm import MessageTooLarge, Ring
 
 # The file /dev/shm/ringshm.<name> may be NAME_MAX (255) bytes long.

@@ -16,11 +16,18 @@ import time
 
 import posix_ipc
 import pytest
-
 from conftest import SHM_PREFIX, remove_segment, shm_path
+
 from ringshm import (
-    Empty, Full, MessageTooLarge, Ring, RingCorrupted, RingError, RingExists,
-    RingNotFound, ShutDown,
+    Empty,
+    Full,
+    MessageTooLarge,
+    Ring,
+    RingCorrupted,
+    RingError,
+    RingExists,
+    RingNotFound,
+    ShutDown,
 )
 
 STATS_KEYS = {
@@ -127,7 +134,7 @@ def test_open_waits_for_a_creator_still_writing_the_header(ring_name):
     then work. Played here by copying a real ring's header into a zeroed
     segment 0.1 s late, the magic at offset 0 last."""
     template_name = ring_name + "-template"
-    with Ring.create(template_name, capacity=4096) as template:
+    with Ring.create(template_name, capacity=4096):
         size = os.stat(shm_path(template_name)).st_size
         with open(shm_path(template_name), "rb") as f:
             header = f.read(4096)
@@ -358,7 +365,7 @@ def test_context_manager_closes_and_unlinks(ring_name):
 def test_len_qsize_empty_full(make_ring):
     ring = make_ring()
     assert (len(ring), ring.qsize(), ring.empty(), ring.full()) == (0, 0, True, False)
-    for n in range(3):
+    for _ in range(3):
         ring.put(b"abc")
     assert (len(ring), ring.qsize(), ring.empty(), ring.full()) == (3, 3, False, False)
     count = 3 + fill(ring)

@@ -249,7 +249,7 @@ def test_shutdown_wakes_blocked_processes(make_ring, method, recovery_interval):
         child.start()
         children.append((child, asleep))
     try:
-        for child, asleep in children:
+        for _, asleep in children:
             assert asleep.wait(30)
         time.sleep(0.3)   # from the event to the sleep inside get/put
         assert all(child.exitcode is None for child, _ in children)

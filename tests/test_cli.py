@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import remove_segment, shm_path, unique_ring_name
+
 from ringshm import Ring, cli
 
 PYTHON = shlex.quote(sys.executable)

@@ -9,8 +9,8 @@ import struct
 import zlib
 
 import pytest
-
 from conftest import remove_segment, shm_path
+
 from ringshm import Ring, ShutDown
 
 pytestmark = pytest.mark.multiprocess

@@ -379,7 +379,7 @@ def test_maxsize_zero_is_bounded_by_capacity_only(make_queue):
     assert q.maxsize == 0
     put = 0
     with pytest.raises(Full):
-        for put in range(10_000):
+        for put in range(10_000):  # noqa: B007 -- read after the loop
             q.put_nowait(b"x" * 100)
     assert 10 < put < 100          # ~30 records of ~130 bytes fit in 4 KiB
     assert q.full()

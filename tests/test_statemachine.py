@@ -14,10 +14,10 @@ be shut down: puts then raise ShutDown, gets drain, then raise ShutDown.
 from collections import deque
 
 import hypothesis.strategies as st
+from conftest import unique_ring_name
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import unique_ring_name
 from ringshm import Empty, Full, MessageTooLarge, Ring, ShutDown
 
 CAPACITY = 4096

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import remove_segment, shm_path
+
 from ringshm import Ring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -60,7 +60,8 @@ def _throughput_table(title, group):
         rate = record["msgs_per_s"]
         of_c = f"{100 * rate / c_ring['msgs_per_s']:.0f}%" if c_ring else ""
         counterpart = by_key.get(BY_KEY[record["transport"]].counterpart)
-        gain = None if _is_reference(record) or not counterpart else counterpart["msgs_per_s"] / rate
+        gain = (None if _is_reference(record) or not counterpart
+                else counterpart["msgs_per_s"] / rate)
         return f"{_rate(rate):>10} {record['mb_per_s']:>10,.1f} {of_c:>7} {_times(gain):>10}"
     header = f"{title:<{NAME_WIDTH}} {'msg/s':>10} {'MB/s':>10} {'% of C':>7} {'ringshm ×':>10}"
     return _table(header, group, "msgs_per_s", columns)
