@@ -48,6 +48,18 @@ typedef struct {
     char _reserved[48];
 } rs_waitq;
 
+/* One side of the ring: its counter (head for producers, tail for
+ * consumers), its statistics and its intent, on a 128-byte block of its own. */
+typedef struct {
+    uint64_t position;   /* head or tail: a byte counter that only grows */
+    uint64_t messages;   /* messages put, or got */
+    uint64_t bytes;      /* payload bytes put, or got */
+    uint64_t waits;      /* calls that had to wait for room, or for a message */
+    uint64_t timeouts;   /* calls that raised Full, or Empty */
+    rs_intent intent;
+    char _pad[128 - 64];
+} rs_side;
+
 typedef struct {
     uint64_t owner;        /* holder's token (pid << 32 | start time), 0 = free */
     uint64_t recoveries;   /* times a dead holder's lock was taken over */
@@ -69,23 +81,10 @@ typedef struct {
     uint64_t flags;                /* RS_FLAG_SHUTDOWN */
     char _pad0[128 - 72];
 
-    /* 128: the producer side, written under the put lock. */
-    uint64_t head;
-    uint64_t messages_put;
-    uint64_t bytes_put;
-    uint64_t put_waits;
-    uint64_t put_timeouts;
-    rs_intent put_intent;
-    char _pad1[128 - 64];
-
-    /* 256: the consumer side, written under the get lock. */
-    uint64_t tail;
-    uint64_t messages_got;
-    uint64_t bytes_got;
-    uint64_t get_waits;
-    uint64_t get_timeouts;
-    rs_intent get_intent;
-    char _pad2[128 - 64];
+    /* 128: the producer side, written under the put lock;
+     * 256: the consumer side, written under the get lock. */
+    rs_side producer;
+    rs_side consumer;
 
     /* 384, 512: the locks. */
     rs_lock put_lock;
@@ -102,8 +101,9 @@ typedef struct {
 
 _Static_assert(sizeof(rs_waitq) == 64, "rs_waitq");
 _Static_assert(offsetof(rs_header, flags) == 64, "flags");
-_Static_assert(offsetof(rs_header, head) == 128, "head");
-_Static_assert(offsetof(rs_header, tail) == 256, "tail");
+_Static_assert(sizeof(rs_side) == 128, "rs_side");
+_Static_assert(offsetof(rs_header, producer) == 128, "head");
+_Static_assert(offsetof(rs_header, consumer) == 256, "tail");
 _Static_assert(offsetof(rs_header, put_lock) == 384, "put_lock");
 _Static_assert(offsetof(rs_header, get_lock) == 512, "get_lock");
 _Static_assert(offsetof(rs_header, data_waitq) == 640, "data_waitq");

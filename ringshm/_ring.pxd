@@ -78,6 +78,14 @@ cdef extern from "_layout.h" nogil:
         uint64_t messages
         uint64_t bytes
 
+    ctypedef struct rs_side:
+        uint64_t position
+        uint64_t messages
+        uint64_t bytes
+        uint64_t waits
+        uint64_t timeouts
+        rs_intent intent
+
     ctypedef struct rs_waitq:
         uint64_t wanted
         uint32_t futex
@@ -99,18 +107,8 @@ cdef extern from "_layout.h" nogil:
         uint32_t recovery_interval_us
         uint32_t spin_ns
         uint64_t flags
-        uint64_t head
-        uint64_t messages_put
-        uint64_t bytes_put
-        uint64_t put_waits
-        uint64_t put_timeouts
-        rs_intent put_intent
-        uint64_t tail
-        uint64_t messages_got
-        uint64_t bytes_got
-        uint64_t get_waits
-        uint64_t get_timeouts
-        rs_intent get_intent
+        rs_side producer
+        rs_side consumer
         rs_lock put_lock
         rs_lock get_lock
         rs_waitq data_waitq
