@@ -322,6 +322,7 @@ cdef struct Wait:
     bint armed
     uint32_t futex_seen   # the queue's futex word when armed
     uint32_t spins
+    int64_t check_at      # wake by then at the latest (0: a slice)
 
 
 cdef class RingCore:
@@ -542,6 +543,7 @@ cdef class RingCore:
             w.spin_until = min(now + self.spin_ns, deadline)
         w.spins = 0
         w.armed = False
+        w.check_at = 0
 
     cdef int _wait_turn(self, rs_waitq *q, Wait *w, bint baton) noexcept nogil:
         """One step of a wait whose condition the caller just found false.
@@ -582,6 +584,8 @@ cdef class RingCore:
             w.armed = True
             return RS_OK
         until = min(w.deadline, now + self.slice_ns)
+        if w.check_at != 0 and w.check_at < until:
+            until = max(w.check_at, now)
         ts.tv_sec = until // NS
         ts.tv_nsec = until % NS
         rc = rs_futex_wait(&q.futex, w.futex_seen, &ts)
@@ -644,6 +648,7 @@ cdef class RingCore:
                         return RS_OK
                     continue
                 next_check = now + self.slice_ns
+            w.check_at = next_check
             rc = self._wait_turn(&lk.waitq, &w, True)
             if rc != RS_OK:
                 return rc
