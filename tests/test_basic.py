@@ -622,6 +622,15 @@ def test_get_many_limits(make_ring):
         ring.get_many(timeout=0.01)
 
 
+def test_get_many_takes_256_kib_by_default_and_everything_with_none(make_ring):
+    ring = make_ring(capacity=1 << 21)
+    messages = [bytes([n]) * (64 << 10) for n in range(10)]
+    for message in messages:
+        ring.put(message)
+    assert ring.get_many(block=False) == messages[:4]          # 4 x 64 KiB = 256 KiB
+    assert ring.get_many(max_bytes=None, block=False) == messages[4:]
+
+
 # ------------------------------------------------------------ zero copy
 
 def test_get_into(make_ring):
