@@ -545,6 +545,13 @@ cdef class RingCore:
         w.armed = False
         w.check_at = 0
 
+    cdef inline void _start_wait(self, Wait *w, int64_t deadline,
+                                 uint64_t *waits) noexcept nogil:
+        # A non-blocking call that finds no room or no message did not wait.
+        if deadline != 0:
+            rs_add_relaxed(waits, 1)
+        self._wait_init(w, deadline)
+
     cdef int _wait_turn(self, rs_waitq *q, Wait *w, bint baton) noexcept nogil:
         """One step of a wait whose condition the caller just found false.
 
@@ -728,9 +735,7 @@ cdef class RingCore:
                 return RS_SHUTDOWN
             if not waited:
                 waited = True
-                if deadline != 0:
-                    rs_add_relaxed(&h.producer.waits, 1)
-                self._wait_init(&w, deadline)
+                self._start_wait(&w, deadline, &h.producer.waits)
             rc = self._wait_turn(&h.space_waitq, &w, False)
             if rc != RS_OK:
                 return rc
@@ -1007,9 +1012,7 @@ cdef class RingCore:
                         return RS_SHUTDOWN
                     if not waited:
                         waited = True
-                        if deadline != 0:
-                            rs_add_relaxed(&h.consumer.waits, 1)
-                        self._wait_init(&w, deadline)
+                        self._start_wait(&w, deadline, &h.consumer.waits)
                     rc = self._wait_turn(&h.data_waitq, &w, False)
                     if rc != RS_OK:
                         return rc
