@@ -1,7 +1,7 @@
 # Developer commands; .ci/run and the README use the same steps.
 PY ?= .venv/bin/python
 
-.PHONY: venv build debug test test-debug bench lint clean
+.PHONY: venv build debug release test test-debug bench lint clean
 
 venv:
 	test -x $(PY) || python3 -m venv .venv
@@ -12,7 +12,11 @@ build:
 
 # -O0 -g with Cython line tracing, for gdb, valgrind and coverage.
 debug:
-	RINGSHM_DEBUG=1 $(PY) setup.py build_ext --inplace --force
+	RINGSHM_DEBUG=1 RINGSHM_FORCE=1 $(PY) setup.py build_ext --inplace --force
+
+# Back to the release build after a debug one.
+release:
+	RINGSHM_FORCE=1 $(PY) setup.py build_ext --inplace --force
 
 test: build
 	$(PY) -m pytest -q
@@ -20,7 +24,7 @@ test: build
 # The whole suite once more against the debug build.
 test-debug: debug
 	$(PY) -m pytest -q
-	$(MAKE) build
+	$(MAKE) release
 
 bench: build
 	$(PY) bench/run.py

@@ -10,6 +10,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RINGSHM_DEBUG") == "1"
+# The C that Cython writes differs between the two builds (line tracing):
+# switching builds must regenerate it, not only recompile it.
+FORCE = os.environ.get("RINGSHM_FORCE") == "1"
 
 extension = Extension(
     "ringshm._ring",
@@ -26,5 +29,6 @@ setup(
         [extension],
         compiler_directives={"linetrace": DEBUG},
         language_level=3,
+        force=FORCE,
     ),
 )
