@@ -31,6 +31,7 @@ Run ``ringshm stress --help`` for the options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import mmap
 import os
 import random
@@ -310,14 +311,11 @@ class Supervisor:
         # A Ctrl-C between fork() and the bookkeeping below would leave a
         # worker that kill_all() does not know: hold the signals until the
         # worker is on the books (and, in the worker, until it ignores SIGINT).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
+        with _signals_held() as mask:
             pid = os.fork()
             if pid == 0:
                 os._exit(self._worker(kind, slot, seed, mask))
             run.workers[pid] = Worker(kind, slot)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _worker(self, kind: str, slot: int, seed: int, mask: set) -> int:
         """The body of a forked worker; never returns into the supervisor."""
@@ -337,9 +335,12 @@ class Supervisor:
 
     def kill_random(self) -> None:
         pid = self.rng.choice(sorted(self.run.workers))
-        worker = self.run.workers.pop(pid)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)   # at once: a dead process is a zombie until reaped
+        # Off the books, killed and reaped as one step: a Ctrl-C in between
+        # would leave a worker (or a zombie) that kill_all() does not know.
+        with _signals_held():
+            worker = self.run.workers.pop(pid)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)   # at once: a dead process is a zombie until reaped
         self.run.kills[worker.kind] += 1
         if worker.kind == "producer":
             self.run.killed_producers.append(worker.slot)
@@ -699,6 +700,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (they are delivered on leaving); yields the
+    mask to restore, for a child forked inside."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
