@@ -39,6 +39,18 @@ def remove_segment(name):
     return True
 
 
+def join_or_kill(process, timeout=10):
+    """Join a multiprocessing child; kill it if it has not ended within
+    `timeout` (a hung child must not outlive the test).  True if it ended
+    by itself."""
+    process.join(timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return False
+    return True
+
+
 def _ring_entries():
     try:
         return {e for e in os.listdir(SHM_DIR) if e.startswith(SHM_PREFIX)}

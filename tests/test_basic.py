@@ -16,7 +16,7 @@ import time
 
 import posix_ipc
 import pytest
-from conftest import SHM_PREFIX, remove_segment, shm_path
+from conftest import SHM_PREFIX, join_or_kill, remove_segment, shm_path
 
 from ringshm import (
     Empty,
@@ -60,10 +60,7 @@ def run_forked(target, *args):
     returned normally)."""
     child = multiprocessing.get_context("fork").Process(target=target, args=args)
     child.start()
-    child.join(20)
-    if child.is_alive():
-        child.kill()
-        child.join()
+    if not join_or_kill(child, 20):
         pytest.fail("forked child did not finish")
     return child.exitcode
 
@@ -275,10 +272,7 @@ def test_unlink_removes_name_but_attached_processes_keep_working(make_ring):
         ring.put(b"from the parent after unlink")
         answered.set()
     finally:
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        join_or_kill(child)
     assert child.exitcode == 0
     with pytest.raises(RingNotFound):   # the name is gone already
         ring.unlink()

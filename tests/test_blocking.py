@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import join_or_kill
 
 from ringshm import Empty, Full, Ring, ShutDown
 
@@ -182,10 +183,7 @@ def test_get_waits_for_a_message_from_a_process(make_ring):
     try:
         assert ring.get() == b"from another process"
     finally:
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        join_or_kill(child)
     assert child.exitcode == 0
 
 
@@ -261,9 +259,7 @@ def test_shutdown_wakes_blocked_processes(make_ring, method, recovery_interval):
         took = time.monotonic() - start
     finally:
         for child, _ in children:
-            if child.is_alive():
-                child.kill()
-            child.join()
+            join_or_kill(child, timeout=0)
     assert [child.exitcode for child, _ in children] == [0] * 4
     assert took <= WAKE + 0.2   # + the exit of four processes
 
