@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from ._ring import process_alive
 from .errors import ShutDown
 from .queue import Queue
 from .ring import Ring
@@ -53,23 +54,13 @@ def work(job_id):
     return (job_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
 
 
-def _parent_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _receive(get, parent, *args):
     """``get(*args)`` that gives up, ending the process, once the parent is gone."""
     while True:
         try:
             return get(*args, timeout=POLL)
         except pyqueue.Empty:   # ringshm.Empty or multiprocessing.Queue's
-            if not _parent_alive(parent):
+            if not process_alive(parent):
                 raise SystemExit(1) from None
 
 

@@ -12,6 +12,8 @@ import uuid
 import posix_ipc
 import pytest
 
+from ringshm._ring import process_alive
+
 SHM_DIR = "/dev/shm"
 # Our segments are /dev/shm/ringshm.<name> (ringshm.ring.SHM_PREFIX); it is
 # spelled out here so that the guard works even when ringshm cannot import.
@@ -58,16 +60,6 @@ def _ring_entries():
         return set()
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _belongs_to_another_run(entry):
     """True for segments that another live process made: a concurrent pytest
     run (names "t<pid>-...") or a program using the default name
@@ -84,7 +76,7 @@ def _belongs_to_another_run(entry):
     # A "t<pid>-" name always comes from a conftest like this one in another
     # session, which guards its own names; a "<pid>-" name only while its
     # process is alive (a dead one of ours leaked it).
-    return name.startswith("t") or _pid_alive(pid)
+    return name.startswith("t") or process_alive(pid)
 
 
 @pytest.fixture(scope="session", autouse=True)
