@@ -21,25 +21,35 @@ from .transport import Transport, Unsupported
 
 
 @functools.cache
-def compile_cring():
-    """Returns (path of the executable, None) or (None, why not)."""
+def compile_program(source_name, include_core_headers=False):
+    """Compile the packaged C file ``source_name`` into a temporary directory
+    (removed at exit). ``include_core_headers`` puts the ringshm package on the
+    include path, so a program can use the core's own _atomic.h and _futex.h.
+
+    Returns (path of the executable, None) or (None, why not)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return None, "no C compiler (cc) on PATH"
     directory = tempfile.mkdtemp(prefix="ringshm-bench-c-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    source = os.path.join(directory, "cring.c")
-    executable = os.path.join(directory, "cring")
+    source = os.path.join(directory, source_name)
+    executable = os.path.join(directory, source_name.rsplit(".", 1)[0])
     with open(source, "w") as out:
-        out.write(resources.files(__package__).joinpath("cring.c").read_text())
+        out.write(resources.files(__package__).joinpath(source_name).read_text())
+    flags = ["-I", str(resources.files("ringshm"))] if include_core_headers else []
     try:
-        done = subprocess.run([compiler, "-O2", "-o", executable, source],
+        done = subprocess.run([compiler, "-O2", *flags, "-o", executable, source, "-lpthread"],
                               check=False, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{compiler} failed: {exc}"
     if done.returncode != 0:
         return None, f"{compiler} failed: {done.stderr.strip()[:200]}"
     return executable, None
+
+
+def compile_cring():
+    """The reference ring: (path of the executable, None) or (None, why not)."""
+    return compile_program("cring.c")
 
 
 def _run(args, timeout):
