@@ -32,7 +32,7 @@ bench: build
 lint:
 	$(PY) -m pip install -q -e '.[lint]'
 	$(PY) -m ruff check ringshm tests bench
-	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/_ring.pyx ringshm/_ring.pxd
+	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/*.pyx ringshm/*.pxd ringshm/*.pxi
 	$(PY) -m mypy ringshm
 
 clean:

@@ -1,6 +1,16 @@
-# C declarations for the core (logic lives in _ring.pyx).
+# C declarations for the core (logic lives in _ring.pyx and its units).
 
 from libc.stdint cimport uint32_t, uint64_t, int64_t
+
+
+# Status codes of the C layer; RingCore._raise() maps them to exceptions.
+cdef enum:
+    RS_OK = 0
+    RS_TIMEOUT = 1      # Full for a producer, Empty for a consumer
+    RS_SHUTDOWN = 2
+    RS_CORRUPT = 3      # RingCore.corruption says what
+    RS_PYERR = 4        # a Python exception is set (a signal handler raised)
+    RS_CLOSED = 5       # another thread closed this object while we waited
 
 
 cdef extern from "<time.h>" nogil:

@@ -1,58 +1,54 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False
-"""The compiled core of ringshm: the segment, its two locks, waits, records.
+"""The compiled core of ringshm: RingCore, a ring buffer in a shared segment.
 
-Everything that touches the shared segment lives here.  Hot paths are cdef
-functions over raw pointers; the Python-facing methods convert arguments to
-C values first, run the C code (releasing the GIL to wait or to copy a large
+The parts live in units of their own, so each is found by its name:
+
+    _ring.pxd       C declarations (libc, the segment layout, atomics, futex)
+    _clock.pxd      the monotonic clock and deadlines
+    _waitq.pxd      wait queues: spinning, sleeping on a futex, waking
+    _locks.pxd      the put and get locks (a CAS on an owner word)
+    _liveness.pxi   lock-holder tokens and how a dead holder is recognised
+    _counters.pxd   publishing a head/tail with its intent; repair after a death
+    _records.pxd    the record layout
+    _mapping.pxi    the mmap and the spans that zero-copy views export
+    _blocks.pxi     the reserve()/view() context managers
+    _args.pxd       argument checks
+
+This file holds what ties them together: attaching, the put and get paths,
+the zero-copy blocks' begin and end, stats.  Hot paths are cdef functions
+over raw pointers; the Python-facing methods convert arguments to C values
+first, run the C code (releasing the GIL to wait or to copy a large
 message) and turn the status code into an exception in one place, _raise().
 
 The segment is written by processes we do not trust: every length read from
 it is checked against the capacity and the published head before use.
 """
 
-from cpython.buffer cimport (
-    PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
-)
+from cpython.buffer cimport PyBuffer_Release
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH
 from libc.stdint cimport uint32_t, uint64_t, int64_t
-from libc.stdio cimport FILE, fopen, fclose, fread
-from libc.stdlib cimport malloc, free, strtoull
-from libc.string cimport memcpy, memcmp, memset, strrchr
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memcmp, memset
 
-import os
+from ringshm._args cimport get_buffer, check_positive_int, check_nonnegative_int
+from ringshm._clock cimport NS, now_ns, deadline_from, fast_deadline, lock_deadline
+from ringshm._counters cimport publish, repair
+from ringshm._locks cimport try_lock, unlock
+from ringshm._records cimport record_span
+from ringshm._waitq cimport Wait, wait_init, start_wait, wait_turn, wake_one, wake_all
 
 from ringshm.errors import (
     Empty, Full, MessageTooLarge, RingCorrupted, ShutDown,
 )
 
-# Status codes of the C layer; _raise() maps them to exceptions.
-cdef enum:
-    RS_OK = 0
-    RS_TIMEOUT = 1      # Full for a producer, Empty for a consumer
-    RS_SHUTDOWN = 2
-    RS_CORRUPT = 3      # self._corruption says what
-    RS_PYERR = 4        # a Python exception is set (a signal handler raised)
-    RS_CLOSED = 5       # another thread closed this object while we waited
-
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
-# While spinning, the clock is read once every SPIN_CLOCK_MASK + 1 looks.
-cdef uint32_t SPIN_CLOCK_MASK = 15
-# Back-off while spinning: one more PAUSE per look every 2**SHIFT looks, up
-# to MAX (the first looks come fast: a peer that answers at once is seen at
-# once; a long wait polls the shared line less).
-cdef uint32_t SPIN_BACKOFF_SHIFT = 3
-cdef uint32_t SPIN_MAX_PAUSES = 32
-cdef int64_t NS = 1000000000
-cdef int64_t LOCK_PATIENCE_NS = 1000000
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
-cdef uint64_t LOW32 = 0xFFFFFFFF
 
 HEADER_SIZE = RS_HEADER_SIZE
 RECORD_HEADER = RS_RECORD_HEADER
@@ -62,268 +58,11 @@ MAX_PAYLOAD = RS_MAX_PAYLOAD
 LAYOUT_VERSION = RS_VERSION
 
 
-# ---------------------------------------------------------------- process identity
-
-cdef uint64_t g_token = 0   # this process's lock token; 0 = compute on next use
-
-
-cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
-    """Start time of `pid` in clock ticks since boot (field 22 of
-    /proc/PID/stat), or 0 when it cannot be read; its state letter (field 3)
-    goes to *state when `state` is not NULL.  With the pid the start time
-    names a process uniquely: a pid that was reused has a later one."""
-    cdef char path[64]
-    cdef char buf[1024]
-    cdef FILE *f
-    cdef size_t n
-    cdef char *p
-    cdef int field
-    # snprintf is not declared nogil by Cython; build the path by hand.
-    cdef char digits[16]
-    cdef int nd = 0, i = 0, k
-    cdef int v = pid
-    if pid <= 0:
-        return 0
-    while v > 0 and nd < 15:
-        digits[nd] = <char>(48 + v % 10)
-        v //= 10
-        nd += 1
-    memcpy(path, b"/proc/", 6)
-    i = 6
-    for k in range(nd - 1, -1, -1):
-        path[i] = digits[k]
-        i += 1
-    memcpy(path + i, b"/stat\0", 6)
-    f = fopen(path, "r")
-    if f == NULL:
-        return 0
-    n = fread(buf, 1, sizeof(buf) - 1, f)
-    fclose(f)
-    buf[n] = 0
-    # The command name (field 2) is in parentheses and may hold spaces or
-    # parentheses itself: fields are counted after the last ')'.
-    p = strrchr(buf, 41)  # ')'
-    if p == NULL:
-        return 0
-    if state != NULL and p[1] == 32:
-        state[0] = p[2]
-    field = 2
-    while p[0] != 0:
-        if p[0] == 32:  # ' '
-            field += 1
-            if field == 22:
-                return strtoull(p + 1, NULL, 10)
-        p += 1
-    return 0
-
-
-cdef inline uint64_t make_token(int pid, uint64_t start) noexcept nogil:
-    return (<uint64_t>pid << 32) | (start & LOW32)
-
-
-cdef inline uint64_t my_token() noexcept nogil:
-    global g_token
-    cdef int pid
-    if g_token == 0:
-        pid = getpid()
-        g_token = make_token(pid, proc_start_time(pid, NULL))
-    return g_token
-
-
-cdef void forget_token_in_child() noexcept nogil:
-    # A forked child has a new pid: recompute the token on its first lock.
-    global g_token
-    g_token = 0
-
-
-pthread_atfork(NULL, NULL, forget_token_in_child)
-
-
-cdef bint owner_alive(uint64_t token) noexcept nogil:
-    """False only when the process named by `token` is certainly gone:
-    no such pid, a zombie (killed, not yet reaped: it will never release a
-    lock, and its parent may be the very process waiting for it), or a pid
-    that now belongs to a process started later."""
-    cdef int pid = <int>(token >> 32)
-    cdef uint64_t start
-    cdef char state = 0
-    if pid <= 0:
-        return False
-    if kill(pid, 0) != 0 and errno == ESRCH:
-        return False
-    start = proc_start_time(pid, &state)
-    if state == 90 or state == 88:  # 'Z', 'X'
-        return False
-    if start != 0 and (start & LOW32) != (token & LOW32):
-        return False
-    return True
-
-
-def process_alive(int pid, uint64_t start_time=0):
-    """True unless process `pid` (started at `start_time` clock ticks after
-    boot, when given) is certainly gone."""
-    return owner_alive(make_token(pid, start_time if start_time else proc_start_time(pid, NULL)))
-
-
-def process_start_time(int pid):
-    """Start time of `pid` in clock ticks since boot, 0 if unknown."""
-    return proc_start_time(pid, NULL)
-
-
-# ---------------------------------------------------------------- time
-
-cdef inline int64_t now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * NS + ts.tv_nsec
-
-
-cdef int64_t deadline_from(object block, object timeout) except? -2:
-    """The monotonic deadline in ns: 0 for non-blocking (already passed),
-    INT64_MAX for no timeout."""
-    cdef double t
-    if not block:
-        return 0
-    if timeout is None:
-        return 0x7FFFFFFFFFFFFFFF
-    try:
-        t = timeout
-    except TypeError:
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}") from None
-    if not (t >= 0):   # also rejects NaN
-        raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
-    if t > 1e9:
-        return 0x7FFFFFFFFFFFFFFF
-    return now_ns() + <int64_t>(t * 1e9)
-
-
-cdef inline int64_t fast_deadline(object block, object timeout) except? -2:
-    # put()/get() with the defaults, without deadline_from's checks.
-    if timeout is None and block is True:
-        return 0x7FFFFFFFFFFFFFFF
-    return deadline_from(block, timeout)
-
-
-cdef inline int64_t lock_deadline(int64_t deadline) noexcept nogil:
-    # Even a non-blocking call waits a moment for a lock: it is held for the
-    # length of a copy, and failing then would report Full/Empty wrongly.
-    cdef int64_t soon = now_ns() + LOCK_PATIENCE_NS
-    return deadline if deadline > soon else soon
-
-
-cdef inline void publish(rs_side *side, uint64_t position, uint64_t messages,
-                         uint64_t nbytes) noexcept nogil:
-    """Publish a side's new head or tail.  The intent is written first, so
-    that whoever takes the lock from a holder that died here can finish the
-    counters: position == intent.position means it was published."""
-    cdef uint64_t total_messages = side.messages + messages
-    cdef uint64_t total_bytes = side.bytes + nbytes
-    side.intent.position = position
-    side.intent.messages = total_messages
-    side.intent.bytes = total_bytes
-    # Sequentially consistent: it also orders the read of the peer's
-    # `wanted` flag that follows (see _wait_turn).
-    rs_store_seq(&side.position, position)
-    rs_store_relaxed(&side.messages, total_messages)
-    rs_store_relaxed(&side.bytes, total_bytes)
-
-
-cdef inline uint64_t record_span(uint64_t payload) noexcept nogil:
-    """Bytes a record of `payload` bytes occupies: header + payload, 8-aligned."""
-    return (RS_RECORD_HEADER + payload + 7) & ~(<uint64_t>7)
-
-
-# ---------------------------------------------------------------- the mapping
-
-cdef class Mapping:
-    """Owns one mmap of a segment; unmapped when the last reference (a ring
-    or a memoryview handed out by reserve()/view()) goes away, so no view
-    can ever point at unmapped memory."""
-    cdef char *base
-    cdef size_t length
-
-    def __cinit__(self, int fd, size_t length):
-        cdef void *p
-        self.base = NULL
-        self.length = 0
-        if fd < 0:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        else:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if p == MAP_FAILED:
-            raise OSError(errno, os.strerror(errno))
-        self.base = <char *>p
-        self.length = length
-
-    def __dealloc__(self):
-        if self.base != NULL:
-            munmap(self.base, self.length)
-            self.base = NULL
-
-
-cdef class Span:
-    """A window of the mapping exported through the buffer protocol; counts
-    its exports so the ring can tell whether a view outlived its block."""
-    cdef Mapping mapping
-    cdef char *start
-    cdef Py_ssize_t length
-    cdef bint readonly
-    cdef Py_ssize_t shape[1]
-    cdef public int exports
-
-    def __getbuffer__(self, Py_buffer *view, int flags):
-        if self.start == NULL:
-            raise ValueError("this view of the ring has ended")
-        if (flags & PyBUF_WRITABLE) and self.readonly:
-            raise BufferError("the view of a message is read-only")
-        self.shape[0] = self.length
-        view.buf = self.start
-        view.obj = self
-        view.len = self.length
-        view.readonly = self.readonly
-        view.itemsize = 1
-        view.format = "B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = NULL
-        view.suboffsets = NULL
-        view.internal = NULL
-        self.exports += 1
-
-    def __releasebuffer__(self, Py_buffer *view):
-        self.exports -= 1
-
-
-cdef bint end_span(Span span, object view):
-    """Release the block's memoryview and end the span; False if a slice or
-    an export of the view is still alive (it could reach the ring later)."""
-    try:
-        view.release()
-    except BufferError:
-        pass   # exported further: the exports count below says so
-    span.start = NULL
-    return span.exports == 0
-
-
-cdef Span make_span(Mapping mapping, char *start, Py_ssize_t length, bint readonly):
-    cdef Span s = Span.__new__(Span)
-    s.mapping = mapping
-    s.start = start
-    s.length = length
-    s.readonly = readonly
-    return s
+include "_liveness.pxi"
+include "_mapping.pxi"
 
 
 # ---------------------------------------------------------------- the ring
-
-cdef struct Wait:
-    int64_t deadline
-    int64_t spin_until
-    bint armed
-    uint32_t futex_seen   # the queue's futex word when armed
-    uint32_t spins
-    int64_t check_at      # wake by then at the latest (0: a slice)
-
 
 cdef class RingCore:
     """A ring buffer in a shared mapping.  The public class is ringshm.Ring,
@@ -533,94 +272,6 @@ cdef class RingCore:
         self.corruption = why
         return RS_CORRUPT
 
-    # -- waiting -----------------------------------------------------------
-
-    cdef inline void _wait_init(self, Wait *w, int64_t deadline) noexcept nogil:
-        cdef int64_t now = now_ns()
-        w.deadline = deadline
-        w.spin_until = 0
-        if self.spin_ns > 0 and deadline > now:
-            w.spin_until = min(now + self.spin_ns, deadline)
-        w.spins = 0
-        w.armed = False
-        w.check_at = 0
-
-    cdef inline void _start_wait(self, Wait *w, int64_t deadline,
-                                 uint64_t *waits) noexcept nogil:
-        # A non-blocking call that finds no room or no message did not wait.
-        if deadline != 0:
-            rs_add_relaxed(waits, 1)
-        self._wait_init(w, deadline)
-
-    cdef int _wait_turn(self, rs_waitq *q, Wait *w, bint baton) noexcept nogil:
-        """One step of a wait whose condition the caller just found false.
-
-        Spins first; then arms the queue (sets `wanted`, notes the futex
-        word) and returns so the caller re-checks its condition; then sleeps
-        one slice on the futex word.  The flag is set before the re-check and
-        the waker publishes before it reads the flag, both sequentially
-        consistent; a wake between the re-check and the sleep has changed the
-        futex word, so the sleep returns at once: no wake-up is lost.
-
-        Returns RS_OK to re-check, RS_TIMEOUT, RS_CLOSED when this object is
-        being closed, or RS_PYERR when a signal handler raised.  `baton`:
-        several may sleep here (a lock queue), so a woken sleeper re-arms at
-        once, and its own release wakes the next.
-        """
-        cdef int64_t now, until
-        cdef timespec ts
-        cdef int rc
-        if w.spin_until != 0:
-            # Spinning: a few PAUSEs between two looks at the condition, more
-            # as the wait goes on (a look pulls the peer's cache line away
-            # from it), the clock now and then.
-            for _ in range(1 + min(w.spins >> SPIN_BACKOFF_SHIFT, SPIN_MAX_PAUSES - 1)):
-                rs_cpu_relax()
-            w.spins += 1
-            if (w.spins & SPIN_CLOCK_MASK) != 0 or now_ns() < w.spin_until:
-                return RS_OK
-            w.spin_until = 0
-        if self._closing:
-            return RS_CLOSED
-        now = now_ns()
-        if now >= w.deadline:
-            return RS_TIMEOUT
-        if not w.armed:
-            rs_store_seq(&q.wanted, 1)
-            w.futex_seen = rs_load32_seq(&q.futex)
-            w.armed = True
-            return RS_OK
-        until = min(w.deadline, now + self.slice_ns)
-        if w.check_at != 0 and w.check_at < until:
-            until = max(w.check_at, now)
-        ts.tv_sec = until // NS
-        ts.tv_nsec = until % NS
-        rc = rs_futex_wait(&q.futex, w.futex_seen, &ts)
-        if rc == 0 or rc == EAGAIN:
-            if baton:
-                rs_store_seq(&q.wanted, 1)
-                w.futex_seen = rs_load32_seq(&q.futex)
-            else:
-                w.armed = False
-            return RS_OK
-        if rc != EINTR and rc != ETIMEDOUT:
-            # The kernel refused the wait: never spin hot, poll instead.
-            ts.tv_sec = 0
-            ts.tv_nsec = 1000000
-            nanosleep(&ts, NULL)
-        w.armed = False
-        with gil:
-            if PyErr_CheckSignals() < 0:
-                return RS_PYERR
-        return RS_OK
-
-    cdef inline void _wake(self, rs_waitq *q) noexcept nogil:
-        # Only a sleeper sets `wanted`; the waker clears it, so a sleeper that
-        # died costs one wake at most, and a busy ring makes no system call.
-        if rs_load_seq(&q.wanted) != 0 and rs_exchange(&q.wanted, 0) != 0:
-            rs_add32(&q.futex, 1)
-            rs_futex_wake(&q.futex, 1)
-
     # -- the locks ---------------------------------------------------------
 
     cdef int _lock_slow(self, rs_lock *lk, int64_t deadline, bint producer) noexcept nogil:
@@ -634,11 +285,11 @@ cdef class RingCore:
         # mostly busy for the length of a copy, and a look costs syscalls.
         cdef int64_t next_check = now_ns() + min(self.slice_ns, FIRST_OWNER_CHECK_NS)
         cdef int rc
-        self._wait_init(&w, deadline)
+        wait_init(&w, deadline, self.spin_ns)
         while True:
             owner = rs_load_acquire(&lk.owner)
             if owner == 0:
-                if rs_cas(&lk.owner, 0, token):
+                if try_lock(lk, token):
                     return RS_OK
                 continue
             if producer and self._shut_down():
@@ -651,28 +302,14 @@ cdef class RingCore:
                 if owner != token and not owner_alive(owner):
                     if rs_cas(&lk.owner, owner, token):
                         rs_add_relaxed(&lk.recoveries, 1)
-                        self._repair(producer)
+                        repair(&self.hdr.producer if producer else &self.hdr.consumer)
                         return RS_OK
                     continue
                 next_check = now + self.slice_ns
             w.check_at = next_check
-            rc = self._wait_turn(&lk.waitq, &w, True)
+            rc = wait_turn(&lk.waitq, &w, True, self.slice_ns, &self._closing)
             if rc != RS_OK:
                 return rc
-
-    cdef void _repair(self, bint producer) noexcept nogil:
-        """After taking a lock from a dead owner: finish the counters of a
-        publish it made but did not count (see publish())."""
-        cdef rs_side *side = &self.hdr.producer if producer else &self.hdr.consumer
-        if rs_load_relaxed(&side.position) == side.intent.position:
-            rs_store_relaxed(&side.messages, side.intent.messages)
-            rs_store_relaxed(&side.bytes, side.intent.bytes)
-
-    cdef inline void _unlock(self, rs_lock *lk) noexcept nogil:
-        # An exchange, not a store: it orders the release before the read of
-        # `wanted` (a release store would let that read pass it).
-        rs_exchange(&lk.owner, 0)
-        self._wake(&lk.waitq)
 
     cdef inline bint _shut_down(self) noexcept nogil:
         return (rs_load_relaxed(&self.hdr.flags) & RS_FLAG_SHUTDOWN) != 0
@@ -735,8 +372,8 @@ cdef class RingCore:
                 return RS_SHUTDOWN
             if not waited:
                 waited = True
-                self._start_wait(&w, deadline, &h.producer.waits)
-            rc = self._wait_turn(&h.space_waitq, &w, False)
+                start_wait(&w, deadline, self.spin_ns, &h.producer.waits)
+            rc = wait_turn(&h.space_waitq, &w, False, self.slice_ns, &self._closing)
             if rc != RS_OK:
                 return rc
         self.span_start = head
@@ -745,7 +382,7 @@ cdef class RingCore:
     cdef inline void _publish_head(self, uint64_t head, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.producer, head, messages, nbytes)
-        self._wake(&self.hdr.data_waitq)
+        wake_one(&self.hdr.data_waitq)
 
     cdef inline char *_place(self, uint64_t *at, Py_ssize_t index, uint64_t length) noexcept nogil:
         """Write the header of record `index` of the batch at *at (after the
@@ -783,13 +420,13 @@ cdef class RingCore:
         cdef uint64_t head
         if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
-        if rs_cas(&h.put_lock.owner, 0, my_token()):
+        if try_lock(&h.put_lock, my_token()):
             rc = RS_OK
         else:
             with nogil:
                 rc = self._lock_slow(&h.put_lock, lock_deadline(deadline), True)
         if rc == RS_OK and self._shut_down():
-            self._unlock(&h.put_lock)
+            unlock(&h.put_lock)
             rc = RS_SHUTDOWN
         if rc != RS_OK:
             return self._raise(rc, True)
@@ -806,14 +443,14 @@ cdef class RingCore:
         with nogil:
             rc = self._room(bufs, count, deadline)
         if rc != RS_OK:
-            self._unlock(&h.put_lock)
+            unlock(&h.put_lock)
             return self._raise(rc, True)
         return 0
 
     cdef inline void _end_put(self, uint64_t end, uint64_t messages,
                               uint64_t nbytes) noexcept nogil:
         self._publish_head(end, messages, nbytes)
-        self._unlock(&self.hdr.put_lock)
+        unlock(&self.hdr.put_lock)
 
     def put(self, data, block=True, timeout=None):
         """Append one message.
@@ -947,7 +584,7 @@ cdef class RingCore:
         cdef rs_header *h = self.hdr
         if self._in_view and self._view_thread == PyThread_get_thread_ident():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
-        if rs_cas(&h.get_lock.owner, 0, my_token()):
+        if try_lock(&h.get_lock, my_token()):
             rc = RS_OK
         else:
             with nogil:
@@ -1012,8 +649,8 @@ cdef class RingCore:
                         return RS_SHUTDOWN
                     if not waited:
                         waited = True
-                        self._start_wait(&w, deadline, &h.consumer.waits)
-                    rc = self._wait_turn(&h.data_waitq, &w, False)
+                        start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
+                    rc = wait_turn(&h.data_waitq, &w, False, self.slice_ns, &self._closing)
                     if rc != RS_OK:
                         return rc
                     continue
@@ -1044,14 +681,14 @@ cdef class RingCore:
     cdef inline void _publish_tail(self, uint64_t tail, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.consumer, tail, messages, nbytes)
-        self._wake(&self.hdr.space_waitq)
+        wake_one(&self.hdr.space_waitq)
 
     cdef inline void _end_get(self, uint64_t messages, uint64_t nbytes) noexcept nogil:
         """Publish what was consumed (or only the padding skipped), unlock."""
         cdef uint64_t tail = self.read_tail
         if tail != rs_load_relaxed(&self.hdr.consumer.position) or messages:
             self._publish_tail(tail, messages, nbytes)
-        self._unlock(&self.hdr.get_lock)
+        unlock(&self.hdr.get_lock)
 
     cdef inline void _consume_record(self) noexcept nogil:
         # read_tail stays on the record _next_record found until consumed.
@@ -1233,7 +870,7 @@ cdef class RingCore:
             view = memoryview(self._reserve_span)
         except BaseException:
             self._reserve_span = None
-            self._unlock(&self.hdr.put_lock)
+            unlock(&self.hdr.put_lock)
             self._leave()
             raise
         self._in_reserve = True
@@ -1252,13 +889,13 @@ cdef class RingCore:
             if not end_span(span, view):
                 # Somebody kept a slice of the view: it could still write
                 # into the ring after the message is published.
-                self._unlock(&self.hdr.put_lock)
+                unlock(&self.hdr.put_lock)
                 raise BufferError("a view of the reserved space outlived its with-block; "
                                   "the message was discarded")
             if commit and not self._closing:
                 self._end_put(self.span_end, 1, self.reserve_length)
             else:
-                self._unlock(&self.hdr.put_lock)
+                unlock(&self.hdr.put_lock)
         finally:
             self._leave()
 
@@ -1399,84 +1036,4 @@ cdef class RingCore:
                 <int>(rs_load_relaxed(&self.hdr.get_lock.owner) >> 32))
 
 
-# ---------------------------------------------------------------- zero-copy blocks
-
-cdef class ReserveBlock:
-    """The context manager of RingCore.reserve() (compiled: a generator-based
-    one costs a microsecond per message)."""
-    cdef RingCore ring
-    cdef object size, timeout, view
-
-    def __cinit__(self, RingCore ring, size, timeout):
-        self.ring = ring
-        self.size = size
-        self.timeout = timeout
-
-    def __enter__(self):
-        if self.view is not None:
-            raise RuntimeError("this reserve() block is already open")
-        self.view = self.ring._reserve_begin(self.size, self.timeout)
-        return self.view
-
-    def __exit__(self, exc_type, exc, traceback):
-        view, self.view = self.view, None
-        self.ring._reserve_end(view, exc_type is None)
-        return False
-
-
-cdef class ViewBlock:
-    """The context manager of RingCore.view()."""
-    cdef RingCore ring
-    cdef object timeout, view
-
-    def __cinit__(self, RingCore ring, timeout):
-        self.ring = ring
-        self.timeout = timeout
-
-    def __enter__(self):
-        if self.view is not None:
-            raise RuntimeError("this view() block is already open")
-        self.view = self.ring._view_begin(self.timeout)
-        return self.view
-
-    def __exit__(self, exc_type, exc, traceback):
-        view, self.view = self.view, None
-        self.ring._view_end(view, exc_type is None)
-        return False
-
-
-# ---------------------------------------------------------------- argument helpers
-
-cdef void wake_all(rs_waitq *q) noexcept nogil:
-    rs_store_seq(&q.wanted, 0)
-    rs_add32(&q.futex, 1)
-    rs_futex_wake(&q.futex, RS_WAKE_ALL)
-
-
-cdef int get_buffer(object obj, Py_buffer *buf, str what, bint writable) except -1:
-    cdef int flags = PyBUF_SIMPLE | (PyBUF_WRITABLE if writable else 0)
-    try:
-        PyObject_GetBuffer(obj, buf, flags)
-    except BufferError as e:
-        raise ValueError(f"{what} must be a C-contiguous{' writable' if writable else ''} "
-                         f"buffer: {e}") from None
-    except TypeError:
-        raise TypeError(f"{what} must be a bytes-like object, "
-                        f"not {type(obj).__name__}") from None
-    return 0
-
-
-cdef Py_ssize_t check_positive_int(object value, str name) except -1:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {value}")
-    return min(value, 0x7FFFFFFFFFFFFFFF)
-
-
-cdef uint64_t check_nonnegative_int(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be non-negative, not {value}")
-    return min(value, 0xFFFFFFFFFFFFFFF0)
+include "_blocks.pxi"

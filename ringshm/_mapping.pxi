@@ -1,0 +1,85 @@
+# The zero-copy windows of the core: the mapping a ring and its views share,
+# and the Span that reserve()/view() export.  Included into _ring.pyx.
+
+from libc.errno cimport errno
+from cpython.buffer cimport PyBUF_WRITABLE
+
+import os
+
+cdef class Mapping:
+    """Owns one mmap of a segment; unmapped when the last reference (a ring
+    or a memoryview handed out by reserve()/view()) goes away, so no view
+    can ever point at unmapped memory."""
+    cdef char *base
+    cdef size_t length
+
+    def __cinit__(self, int fd, size_t length):
+        cdef void *p
+        self.base = NULL
+        self.length = 0
+        if fd < 0:
+            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        else:
+            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if p == MAP_FAILED:
+            raise OSError(errno, os.strerror(errno))
+        self.base = <char *>p
+        self.length = length
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.length)
+            self.base = NULL
+
+
+cdef class Span:
+    """A window of the mapping exported through the buffer protocol; counts
+    its exports so the ring can tell whether a view outlived its block."""
+    cdef Mapping mapping
+    cdef char *start
+    cdef Py_ssize_t length
+    cdef bint readonly
+    cdef Py_ssize_t shape[1]
+    cdef public int exports
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if self.start == NULL:
+            raise ValueError("this view of the ring has ended")
+        if (flags & PyBUF_WRITABLE) and self.readonly:
+            raise BufferError("the view of a message is read-only")
+        self.shape[0] = self.length
+        view.buf = self.start
+        view.obj = self
+        view.len = self.length
+        view.readonly = self.readonly
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+
+cdef bint end_span(Span span, object view):
+    """Release the block's memoryview and end the span; False if a slice or
+    an export of the view is still alive (it could reach the ring later)."""
+    try:
+        view.release()
+    except BufferError:
+        pass   # exported further: the exports count below says so
+    span.start = NULL
+    return span.exports == 0
+
+
+cdef Span make_span(Mapping mapping, char *start, Py_ssize_t length, bint readonly):
+    cdef Span s = Span.__new__(Span)
+    s.mapping = mapping
+    s.start = start
+    s.length = length
+    s.readonly = readonly
+    return s
