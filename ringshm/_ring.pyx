@@ -18,7 +18,7 @@ from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH
+from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH, EUSERS
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdio cimport FILE, fopen, fclose, fread
 from libc.stdlib cimport malloc, free, strtoull
@@ -27,7 +27,7 @@ from libc.string cimport memcpy, memcmp, memset, strrchr
 import os
 
 from ringshm.errors import (
-    Empty, Full, MessageTooLarge, RingCorrupted, ShutDown,
+    Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
 )
 
 # Status codes of the C layer; _raise() maps them to exceptions.
@@ -64,7 +64,11 @@ LAYOUT_VERSION = RS_VERSION
 
 # ---------------------------------------------------------------- process identity
 
-cdef uint64_t g_token = 0   # this process's lock token; 0 = compute on next use
+# Lock holders are told alive or dead by _liveness.h (slots and OFD locks,
+# valid across PID namespaces); pids and start times below only serve the
+# creator fields of the header and process_alive().
+
+pthread_atfork(NULL, NULL, rs_presences_after_fork)
 
 
 cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
@@ -119,24 +123,6 @@ cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
 
 cdef inline uint64_t make_token(int pid, uint64_t start) noexcept nogil:
     return (<uint64_t>pid << 32) | (start & LOW32)
-
-
-cdef inline uint64_t my_token() noexcept nogil:
-    global g_token
-    cdef int pid
-    if g_token == 0:
-        pid = getpid()
-        g_token = make_token(pid, proc_start_time(pid, NULL))
-    return g_token
-
-
-cdef void forget_token_in_child() noexcept nogil:
-    # A forked child has a new pid: recompute the token on its first lock.
-    global g_token
-    g_token = 0
-
-
-pthread_atfork(NULL, NULL, forget_token_in_child)
 
 
 cdef bint owner_alive(uint64_t token) noexcept nogil:
@@ -238,18 +224,24 @@ cdef inline uint64_t record_span(uint64_t payload) noexcept nogil:
 cdef class Mapping:
     """Owns one mmap of a segment; unmapped when the last reference (a ring
     or a memoryview handed out by reserve()/view()) goes away, so no view
-    can ever point at unmapped memory."""
+    can ever point at unmapped memory.  It also holds this process's share
+    of the segment's presence (_liveness.h): the slot that names it in lock
+    words stays its own as long as any mapping of the segment lives."""
     cdef char *base
     cdef size_t length
+    cdef rs_presence *presence
 
     def __cinit__(self, int fd, size_t length):
         cdef void *p
         self.base = NULL
         self.length = 0
+        self.presence = NULL
         if fd < 0:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        else:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            raise ValueError("a ring is mapped from a file descriptor (anonymous rings use a memfd)")
+        self.presence = rs_presence_attach(fd)
+        if self.presence == NULL:
+            raise OSError(errno, os.strerror(errno))
+        p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if p == MAP_FAILED:
             raise OSError(errno, os.strerror(errno))
         self.base = <char *>p
@@ -259,6 +251,8 @@ cdef class Mapping:
         if self.base != NULL:
             munmap(self.base, self.length)
             self.base = NULL
+        rs_presence_release(self.presence)
+        self.presence = NULL
 
 
 cdef class Span:
@@ -331,6 +325,7 @@ cdef class RingCore:
 
     cdef Mapping _mapping
     cdef rs_header *hdr
+    cdef rs_presence *presence   # the mapping's: names us in lock words
     cdef char *data
     cdef uint64_t _capacity
     cdef uint64_t mask
@@ -368,6 +363,7 @@ cdef class RingCore:
     def __cinit__(self, *args, **kwargs):
         self.hdr = NULL
         self.data = NULL
+        self.presence = NULL
         self._mapping = None
         self._reserve_span = None
         self._view_span = None
@@ -376,9 +372,10 @@ cdef class RingCore:
     # -- attaching ---------------------------------------------------------
 
     def _map(self, int fd, size_t length):
-        """Map `length` bytes of `fd` (-1: anonymous shared memory)."""
+        """Map `length` bytes of `fd`."""
         self._mapping = Mapping(fd, length)
         self.hdr = <rs_header *>self._mapping.base
+        self.presence = self._mapping.presence
         self._closing = False   # open() maps again after a creator was slow
 
     def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
@@ -465,6 +462,7 @@ cdef class RingCore:
     cdef void _forget_mapping(self):
         self.hdr = NULL
         self.data = NULL
+        self.presence = NULL
         self._mapping = None
 
     cdef inline int _enter(self) except -1:
@@ -626,7 +624,7 @@ cdef class RingCore:
     cdef int _lock_slow(self, rs_lock *lk, int64_t deadline, bint producer) noexcept nogil:
         """Wait for the lock; take it over when its owner is dead."""
         cdef Wait w
-        cdef uint64_t token = my_token()
+        cdef uint64_t token = self.presence.token   # taken by the caller's first try
         cdef uint64_t owner
         cdef int64_t now
         # The first look at the owner comes soon (a waiter that arrives after
@@ -648,7 +646,8 @@ cdef class RingCore:
             else:
                 now = now_ns()
             if now >= next_check or (now != 0 and now >= deadline):
-                if owner != token and not owner_alive(owner):
+                if owner != token and not rs_holder_alive(self.presence, <char *>self.hdr,
+                                                          owner):
                     if rs_cas(&lk.owner, owner, token):
                         rs_add_relaxed(&lk.recoveries, 1)
                         self._repair(producer)
@@ -659,6 +658,24 @@ cdef class RingCore:
             rc = self._wait_turn(&lk.waitq, &w, True)
             if rc != RS_OK:
                 return rc
+
+    cdef inline uint64_t _token(self) except 0:
+        # This process's lock token for this segment: taken with its first
+        # lock (again after fork, see _liveness.h), then one load.
+        if self.presence.token != 0:
+            return self.presence.token
+        return self._take_slot()
+
+    cdef uint64_t _take_slot(self) except 0:
+        cdef int error = 0
+        cdef uint64_t token = rs_presence_claim(self.presence, <char *>self.hdr, &error)
+        if token != 0:
+            return token
+        if error == EUSERS:
+            raise RingError(f"all {RS_SLOTS} liveness slots of this ring are held by live "
+                            "processes: no more processes can take its locks")
+        raise OSError(error, f"cannot take a liveness slot of this ring (an OFD lock, "
+                             f"fcntl F_OFD_SETLK): {os.strerror(error)}")
 
     cdef void _repair(self, bint producer) noexcept nogil:
         """After taking a lock from a dead owner: finish the counters of a
@@ -783,7 +800,7 @@ cdef class RingCore:
         cdef uint64_t head
         if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
-        if rs_cas(&h.put_lock.owner, 0, my_token()):
+        if rs_cas(&h.put_lock.owner, 0, self._token()):
             rc = RS_OK
         else:
             with nogil:
@@ -947,7 +964,7 @@ cdef class RingCore:
         cdef rs_header *h = self.hdr
         if self._in_view and self._view_thread == PyThread_get_thread_ident():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
-        if rs_cas(&h.get_lock.owner, 0, my_token()):
+        if rs_cas(&h.get_lock.owner, 0, self._token()):
             rc = RS_OK
         else:
             with nogil:
@@ -1392,11 +1409,23 @@ cdef class RingCore:
         }
 
     def _lock_owners(self):
-        """(put lock owner pid, get lock owner pid), 0 when free: for tests
-        and `ringshm info`."""
+        """(put lock owner pid, get lock owner pid), 0 when free, -1 for a
+        holder that is gone (its slot was taken again); a pid as the holder
+        sees itself, in its own PID namespace: for tests and `ringshm info`."""
         self._check_open()
-        return (<int>(rs_load_relaxed(&self.hdr.put_lock.owner) >> 32),
-                <int>(rs_load_relaxed(&self.hdr.get_lock.owner) >> 32))
+        return (rs_holder_pid(<char *>self.hdr, rs_load_relaxed(&self.hdr.put_lock.owner)),
+                rs_holder_pid(<char *>self.hdr, rs_load_relaxed(&self.hdr.get_lock.owner)))
+
+    def _liveness_token(self):
+        """This process's lock token for this ring (taking a slot if it has
+        none yet), as it appears in a lock word: for tests.
+
+        Raises:
+            RingError: every slot is held by a live process.
+            OSError: the file system refused the slot's OFD lock.
+        """
+        self._check_open()
+        return self._token()
 
 
 # ---------------------------------------------------------------- zero-copy blocks

@@ -27,6 +27,7 @@ TAIL, MESSAGES_GOT, BYTES_GOT = 256, 264, 272
 GET_INTENT = 296
 PUT_LOCK, GET_LOCK = 384, 512
 DATA_WAITQ, SPACE_WAITQ = 640, 768
+SLOT_TABLE = 2048           # 256 slots of 8 bytes: generation (u32), pid (i32)
 LOCK_RECOVERIES = 8         # in a lock
 LOCK_WAITQ = 16             # a lock's wait queue
 WAITQ_FUTEX = 8             # the u32 futex word inside a wait queue
@@ -43,9 +44,14 @@ WAIT_QUEUES = {
 _U64 = struct.Struct("<Q")
 
 
-def token(pid, start_time):
-    """A lock word's value for process `pid` started at `start_time`."""
-    return (pid << 32) | (start_time & 0xFFFFFFFF)
+def token(slot, generation):
+    """A lock word's value for the holder of `slot` at `generation`."""
+    return (generation << 32) | slot
+
+
+def token_slot(value):
+    """The slot a lock token names."""
+    return value & 0xFFFFFFFF
 
 
 class RawHeader:
@@ -79,6 +85,10 @@ class RawHeader:
     def owner(self, lock):
         """The token in a lock word (PUT_LOCK or GET_LOCK)."""
         return self.u64(lock)
+
+    def slot(self, index):
+        """(generation, pid) of slot `index` of the slot table."""
+        return struct.unpack_from("<Ii", self._map, SLOT_TABLE + 8 * index)
 
     def recoveries(self, lock):
         return self.u64(lock + LOCK_RECOVERIES)
