@@ -237,7 +237,8 @@ cdef class Mapping:
         self.length = 0
         self.presence = NULL
         if fd < 0:
-            raise ValueError("a ring is mapped from a file descriptor (anonymous rings use a memfd)")
+            raise ValueError("a ring is mapped from a file descriptor "
+                             "(an anonymous ring from a memfd)")
         self.presence = rs_presence_attach(fd)
         if self.presence == NULL:
             raise OSError(errno, os.strerror(errno))

@@ -272,6 +272,32 @@ class Child:
         self.close()
 
 
+# ---------------------------------------------------------------- children
+
+def hold_put_lock(link, name, payload=b"reserved"):
+    """Write a message inside reserve() and sleep there, holding the put lock
+    (report the lock token); after go(), commit it and exit."""
+    from ringshm import Ring
+
+    ring = Ring.open(name)
+    with ring.reserve(len(payload)) as buf:
+        buf[:] = payload
+        link.ready(str(ring._liveness_token()))
+        link.wait_go()
+    ring.close()
+
+
+def hold_a_slot(link, name):
+    """Take a liveness slot of the ring (report the lock token it gives)
+    and wait for go()."""
+    from ringshm import Ring
+
+    ring = Ring.open(name)
+    link.ready(str(ring._liveness_token()))
+    link.wait_go()
+    ring.close()
+
+
 # ---------------------------------------------------------------- exchange
 
 def exchange(name, count, size=64):

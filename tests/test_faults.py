@@ -20,7 +20,7 @@ import time
 
 import faultkit
 import pytest
-from faultkit import Child, RawHeader, sleeping_on, wait_until
+from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock, sleeping_on, wait_until
 
 from ringshm import Empty, Full, Ring
 
@@ -47,15 +47,6 @@ def raw(ring):
 
 # ---------------------------------------------------------------- children
 
-def hold_put_lock(link, name, payload=b"reserved"):
-    """Write a message inside reserve() and sleep there, holding the put lock;
-    after go(), commit it and exit."""
-    ring = Ring.open(name)
-    with ring.reserve(len(payload)) as buf:
-        buf[:] = payload
-        link.ready()
-        link.wait_go()
-    ring.close()
 
 
 def hold_get_lock(link, name):
@@ -87,14 +78,6 @@ def get_then_report(link, name):
     ring.close()
 
 
-def idle(link, name):
-    """Take a slot of the ring (report the token) and wait for go()."""
-    ring = Ring.open(name)
-    link.ready(str(ring._liveness_token()))
-    link.wait_go()
-    ring.close()
-
-
 def wait_asleep(child, raw, queue):
     """Wait until `child` sleeps in futex() on `queue`'s futex word; where the
     kernel does not tell, until it armed the queue's flag, plus a moment."""
@@ -109,7 +92,7 @@ def wait_asleep(child, raw, queue):
 def dead_token(name):
     """The lock token of a process that held a slot of ring `name` and is
     gone (reaped)."""
-    with Child(idle, name) as child:
+    with Child(hold_a_slot, name) as child:
         token = int(child.wait_ready())
         child.kill()
         return token
@@ -246,7 +229,7 @@ def test_slot_taken_again_is_a_dead_holder(ring, raw, side):
     at an earlier generation: its holder then was another process, gone."""
     ring.put(b"m0")
     lock = faultkit.PUT_LOCK if side == "put" else faultkit.GET_LOCK
-    with Child(idle, ring.name) as other:
+    with Child(hold_a_slot, ring.name) as other:
         token = int(other.wait_ready())
         slot = faultkit.token_slot(token)
         generation, pid = raw.slot(slot)

@@ -21,7 +21,7 @@ import time
 
 import faultkit
 import pytest
-from faultkit import Child, RawHeader
+from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock
 
 from ringshm import Empty, Full, Ring
 
@@ -213,16 +213,6 @@ def test_recovery_time_across_pid_namespaces(ring):
 
 # ---------------------------------------------------------------- one namespace, slots
 
-def hold_put_lock(link, name):
-    """reserve() and report the token; commit after go()."""
-    ring = Ring.open(name)
-    with ring.reserve(8) as buf:
-        buf[:] = b"reserved"
-        link.ready(str(ring._liveness_token()))
-        link.wait_go()
-    ring.close()
-
-
 def test_forked_child_holding_a_lock_is_killed(ring):
     """A child forked from a process attached to the ring takes a slot of
     its own: killed inside reserve(), its parent takes the lock over (with
@@ -281,14 +271,6 @@ def test_dead_parent_with_a_live_forked_child(ring):
     assert [ring.get_nowait(), ring.get_nowait()] == [b"m0", b"after"]
 
 
-def idle(link, name):
-    """Take a slot (report the token); wait for go()."""
-    ring = Ring.open(name)
-    link.ready(str(ring._liveness_token()))
-    link.wait_go()
-    ring.close()
-
-
 def test_slot_taken_again_by_a_live_process(ring):
     """A holder dies inside reserve(); before anyone looks, another process
     takes the same slot (the first free one) and lives on.  The slot is
@@ -299,7 +281,7 @@ def test_slot_taken_again_by_a_live_process(ring):
             dead = int(first.wait_ready())
             first.kill()
         assert raw.owner(faultkit.PUT_LOCK) == dead
-        with Child(idle, ring.name) as second:
+        with Child(hold_a_slot, ring.name) as second:
             taken = int(second.wait_ready())
             slot = faultkit.token_slot(taken)
             assert slot == faultkit.token_slot(dead) and taken != dead
