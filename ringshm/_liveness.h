@@ -110,11 +110,10 @@ static rs_presence *rs_presence_attach(int fd) {
     if (p == NULL)
         return NULL;
     /* Our own open file description, not a dup of the caller's: whatever
-     * the caller does with its descriptor then cannot touch our slot lock.
-     * Without /proc, a dup (the caller closes its descriptor anyway). */
+     * the caller does with its descriptor cannot touch our slot lock, and
+     * the mapping (made from the caller's) does not keep the lock alive in
+     * a forked child, which inherits the mapping. */
     p->fd = rs_open_again(fd);
-    if (p->fd < 0)
-        p->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (p->fd < 0) {
         int saved = errno;
         free(p);

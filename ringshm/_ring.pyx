@@ -241,7 +241,8 @@ cdef class Mapping:
                              "(an anonymous ring from a memfd)")
         self.presence = rs_presence_attach(fd)
         if self.presence == NULL:
-            raise OSError(errno, os.strerror(errno))
+            raise OSError(errno, f"cannot open the segment again through /proc/self/fd "
+                                 f"(lock-holder liveness needs /proc): {os.strerror(errno)}")
         p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if p == MAP_FAILED:
             raise OSError(errno, os.strerror(errno))

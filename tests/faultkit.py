@@ -54,6 +54,12 @@ def token_slot(value):
     return value & 0xFFFFFFFF
 
 
+def slot_flock(kind, slot):
+    """The struct flock for fcntl(F_OFD_SETLK/GETLK) over the bytes of
+    `slot` (FORMAT.md, "Slots"); `kind` is fcntl.F_WRLCK or F_UNLCK."""
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, SLOT_TABLE + 8 * slot, 8, 0)
+
+
 class RawHeader:
     """The header page of the named ring, mapped a second time so that a
     test can read and write fields the API does not show (FORMAT.md)."""
@@ -274,12 +280,13 @@ class Child:
 
 # ---------------------------------------------------------------- children
 
-def hold_put_lock(link, name, payload=b"reserved"):
+def hold_put_lock(link, name, payload=b"reserved", path=None):
     """Write a message inside reserve() and sleep there, holding the put lock
-    (report the lock token); after go(), commit it and exit."""
+    (report the lock token); after go(), commit it and exit.  Opens the ring
+    `name`, or the file-backed ring at `path`."""
     from ringshm import Ring
 
-    ring = Ring.open(name)
+    ring = Ring.open(path=path) if path else Ring.open(name)
     with ring.reserve(len(payload)) as buf:
         buf[:] = payload
         link.ready(str(ring._liveness_token()))

@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+import faultkit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEADER_SIZE = 4096
@@ -71,8 +73,8 @@ MESSAGES_PUT, MESSAGES_GOT = HEADER_FIELDS["messages_put"], HEADER_FIELDS["messa
 KIND_DATA, KIND_PADDING = 0x41544144, 0x44444150
 # The slot table (FORMAT.md, "Slots"): the server itself holds the last
 # slot, so a lock word can name a live holder other than the ring under test.
-SLOT_TABLE, SLOTS = 2048, 256
-LIVE_SLOT = SLOTS - 1
+SLOT_TABLE = faultkit.SLOT_TABLE
+LIVE_SLOT = 255
 
 
 # ------------------------------------------------------------------ the driver
@@ -268,8 +270,7 @@ def run_operations(ring, names, timeout):
 def _hold_slot(fd, slot):
     """Take `slot` of the segment open as `fd` as a process attached to the
     ring would (FORMAT.md): an OFD lock on its bytes, then a generation."""
-    flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, SLOT_TABLE + 8 * slot, 8, 0)
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, flock)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, faultkit.slot_flock(fcntl.F_WRLCK, slot))
     generation = struct.unpack("<I", os.pread(fd, 4, SLOT_TABLE + 8 * slot))[0] + 1
     os.pwrite(fd, struct.pack("<Ii", generation, os.getpid()), SLOT_TABLE + 8 * slot)
 

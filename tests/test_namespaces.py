@@ -10,6 +10,7 @@ The holders in other namespaces run tests/namespace_holder.py.  See
 docs/RELIABILITY.md, "PID namespaces", for the figures.
 """
 
+import fcntl
 import os
 import select
 import signal
@@ -21,9 +22,10 @@ import time
 
 import faultkit
 import pytest
+from conftest import shm_path
 from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock
 
-from ringshm import Empty, Full, Ring
+from ringshm import Empty, Full, Ring, RingError
 
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
 
@@ -213,11 +215,16 @@ def test_recovery_time_across_pid_namespaces(ring):
 
 # ---------------------------------------------------------------- one namespace, slots
 
-def test_forked_child_holding_a_lock_is_killed(ring):
+@pytest.mark.parametrize("kind", ["named", "anonymous"])
+def test_forked_child_holding_a_lock_is_killed(make_ring, kind):
     """A child forked from a process attached to the ring takes a slot of
     its own: killed inside reserve(), its parent takes the lock over (with
     the parent's token in the lock word the parent would have waited on
-    itself, for ever)."""
+    itself, for ever).  An anonymous ring too: it is a memfd."""
+    if kind == "named":
+        ring = make_ring(recovery_interval=RECOVERY)
+    else:
+        ring = Ring.anonymous(capacity=4096, recovery_interval=RECOVERY)
     ring.put(b"m0")
     parent_token = ring._liveness_token()
 
@@ -227,16 +234,52 @@ def test_forked_child_holding_a_lock_is_killed(ring):
             link.ready(str(ring._liveness_token()))
             link.wait_go()
 
-    with Child(child) as holder, RawHeader(ring.name) as raw:
+    with Child(child) as holder:
         token = int(holder.wait_ready())
         assert faultkit.token_slot(token) != faultkit.token_slot(parent_token)
-        assert raw.owner(faultkit.PUT_LOCK) == token
-        assert ring._lock_owners() == (holder.pid, 0)
+        assert ring._lock_owners() == (holder.pid, 0)   # its slot, its generation
         holder.kill()
     ring.put(b"after", timeout=BOUND)
     assert ring.stats()["lock_recoveries"] == 1
     assert [ring.get_nowait(), ring.get_nowait()] == [b"m0", b"after"]
     assert ring._liveness_token() == parent_token
+    ring.close()
+
+
+def test_file_backed_ring(tmp_path):
+    """A ring in a regular file (path=): its holder's OFD lock is on that
+    file; a live holder is waited for, a dead one taken over."""
+    path = str(tmp_path / "liveness.ring")
+    with Ring.create(path=path, capacity=4096, recovery_interval=RECOVERY) as ring:
+        with Child(hold_put_lock, None, b"reserved", path) as holder:
+            holder.wait_ready()
+            with pytest.raises(Full):
+                ring.put(b"thief", timeout=5 * RECOVERY)
+            holder.kill()
+        ring.put(b"after", timeout=BOUND)
+        assert ring.stats()["lock_recoveries"] == 1
+        assert ring.get_nowait() == b"after"
+        with pytest.raises(Empty):
+            ring.get_nowait()
+
+
+def test_no_free_slot_fails_clearly(ring):
+    """Every slot held by a live open file description (another process's,
+    as far as the ring can tell): the first lock raises RingError naming the
+    limit instead of taking a pid or a held slot; once one slot is free
+    again, the next lock takes it."""
+    locks = os.open(shm_path(ring.name), os.O_RDWR)
+    try:
+        for slot in range(256):
+            fcntl.fcntl(locks, fcntl.F_OFD_SETLK, faultkit.slot_flock(fcntl.F_WRLCK, slot))
+        with pytest.raises(RingError, match="all 256 liveness slots"):
+            ring.put(b"x")
+        fcntl.fcntl(locks, fcntl.F_OFD_SETLK, faultkit.slot_flock(fcntl.F_UNLCK, 200))
+        ring.put(b"x")
+        assert faultkit.token_slot(ring._liveness_token()) == 200
+        assert ring.get_nowait() == b"x"
+    finally:
+        os.close(locks)
 
 
 def test_dead_parent_with_a_live_forked_child(ring):
