@@ -1,4 +1,4 @@
-/* The byte layout of a ringshm segment, version 1 (docs/FORMAT.md).
+/* The byte layout of a ringshm segment, version 2 (docs/FORMAT.md).
  *
  * The header occupies the first page.  Fields written by producers and
  * fields written by consumers sit on separate 128-byte blocks so that the two
@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define RS_MAGIC "RINGSHM\0"
-#define RS_VERSION 1u
+#define RS_VERSION 2u
 #define RS_HEADER_SIZE 4096u
 #define RS_RECORD_HEADER 8u
 #define RS_ALIGN 8u
@@ -61,7 +61,7 @@ typedef struct {
 } rs_side;
 
 typedef struct {
-    uint64_t owner;        /* holder's token (pid << 32 | start time), 0 = free */
+    uint64_t owner;        /* holder's token (generation << 32 | slot), 0 = free */
     uint64_t recoveries;   /* times a dead holder's lock was taken over */
     rs_waitq waitq;        /* those waiting for the lock */
 } rs_lock;
@@ -110,6 +110,19 @@ _Static_assert(offsetof(rs_header, data_waitq) == 640, "data_waitq");
 _Static_assert(offsetof(rs_header, space_waitq) == 768, "space_waitq");
 _Static_assert(sizeof(rs_header) == 896, "rs_header");
 _Static_assert(sizeof(rs_header) <= RS_HEADER_SIZE, "header page");
+
+/* 2048..4095: the slot table of lock-holder liveness (_liveness.h).  A
+ * process holds an OFD lock on its slot's bytes while it is attached. */
+#define RS_SLOT_TABLE_OFFSET 2048u
+#define RS_SLOTS 256u
+
+typedef struct {
+    uint32_t generation;   /* bumped by each process that takes the slot; 0: never taken */
+    int32_t pid;           /* the taker's pid in its own PID namespace: for people only */
+} rs_slot;
+
+_Static_assert(sizeof(rs_slot) == 8, "rs_slot");
+_Static_assert(RS_SLOT_TABLE_OFFSET + RS_SLOTS * sizeof(rs_slot) == RS_HEADER_SIZE, "slot table");
 
 typedef struct {
     uint32_t length;   /* payload bytes (DATA) or bytes to the end after this header (PADDING) */

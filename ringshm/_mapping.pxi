@@ -6,21 +6,33 @@ from cpython.buffer cimport PyBUF_WRITABLE
 
 import os
 
+# A forked child gets presences of its own (_liveness.h): it must never
+# hold its locks under its parent's slot.
+pthread_atfork(NULL, NULL, rs_presences_after_fork)
+
+
 cdef class Mapping:
     """Owns one mmap of a segment; unmapped when the last reference (a ring
     or a memoryview handed out by reserve()/view()) goes away, so no view
-    can ever point at unmapped memory."""
+    can ever point at unmapped memory.  It also holds this process's share
+    of the segment's presence (_liveness.h): the slot that names it in lock
+    words stays its own as long as any mapping of the segment lives."""
     cdef char *base
     cdef size_t length
+    cdef rs_presence *presence
 
     def __cinit__(self, int fd, size_t length):
         cdef void *p
         self.base = NULL
         self.length = 0
+        self.presence = NULL
         if fd < 0:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        else:
-            p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            raise ValueError("a ring is mapped from a file descriptor "
+                             "(an anonymous ring from a memfd)")
+        self.presence = rs_presence_attach(fd)
+        if self.presence == NULL:
+            raise OSError(errno, os.strerror(errno))
+        p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if p == MAP_FAILED:
             raise OSError(errno, os.strerror(errno))
         self.base = <char *>p
@@ -30,6 +42,8 @@ cdef class Mapping:
         if self.base != NULL:
             munmap(self.base, self.length)
             self.base = NULL
+        rs_presence_release(self.presence)
+        self.presence = NULL
 
 
 cdef class Span:

@@ -45,7 +45,6 @@ cdef extern from "<sys/mman.h>" nogil:
     int PROT_READ
     int PROT_WRITE
     int MAP_SHARED
-    int MAP_ANONYMOUS
     void *MAP_FAILED
 
 
@@ -127,6 +126,18 @@ cdef extern from "_layout.h" nogil:
     ctypedef struct rs_record:
         uint32_t length
         uint32_t kind
+
+
+cdef extern from "_liveness.h" nogil:
+    ctypedef struct rs_presence:
+        uint64_t token
+    rs_presence *rs_presence_attach(int fd)
+    void rs_presence_release(rs_presence *p)
+    uint64_t rs_presence_claim(rs_presence *p, char *header, int *error)
+    bint rs_holder_alive(const rs_presence *p, char *header, uint64_t token)
+    int64_t rs_holder_pid(char *header, uint64_t token)
+    void rs_presences_after_fork()
+    uint32_t RS_SLOTS
 
 
 cdef extern from "Python.h":

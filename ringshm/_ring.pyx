@@ -30,6 +30,7 @@ from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from cpython.pythread cimport PyThread_get_thread_ident
+from libc.errno cimport EUSERS
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, memset
@@ -42,7 +43,7 @@ from ringshm._records cimport record_span
 from ringshm._waitq cimport Wait, wait_init, start_wait, wait_turn, wake_one, wake_all
 
 from ringshm.errors import (
-    Empty, Full, MessageTooLarge, RingCorrupted, ShutDown,
+    Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
 )
 
 # Copies larger than this release the GIL: below it, releasing and taking
@@ -58,7 +59,7 @@ MAX_PAYLOAD = RS_MAX_PAYLOAD
 LAYOUT_VERSION = RS_VERSION
 
 
-include "_liveness.pxi"
+include "_process.pxi"
 include "_mapping.pxi"
 
 
@@ -70,6 +71,7 @@ cdef class RingCore:
 
     cdef Mapping _mapping
     cdef rs_header *hdr
+    cdef rs_presence *presence   # the mapping's: names us in lock words
     cdef char *data
     cdef uint64_t _capacity
     cdef uint64_t mask
@@ -107,6 +109,7 @@ cdef class RingCore:
     def __cinit__(self, *args, **kwargs):
         self.hdr = NULL
         self.data = NULL
+        self.presence = NULL
         self._mapping = None
         self._reserve_span = None
         self._view_span = None
@@ -115,9 +118,10 @@ cdef class RingCore:
     # -- attaching ---------------------------------------------------------
 
     def _map(self, int fd, size_t length):
-        """Map `length` bytes of `fd` (-1: anonymous shared memory)."""
+        """Map `length` bytes of `fd`."""
         self._mapping = Mapping(fd, length)
         self.hdr = <rs_header *>self._mapping.base
+        self.presence = self._mapping.presence
         self._closing = False   # open() maps again after a creator was slow
 
     def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
@@ -204,6 +208,7 @@ cdef class RingCore:
     cdef void _forget_mapping(self):
         self.hdr = NULL
         self.data = NULL
+        self.presence = NULL
         self._mapping = None
 
     cdef inline int _enter(self) except -1:
@@ -277,7 +282,7 @@ cdef class RingCore:
     cdef int _lock_slow(self, rs_lock *lk, int64_t deadline, bint producer) noexcept nogil:
         """Wait for the lock; take it over when its owner is dead."""
         cdef Wait w
-        cdef uint64_t token = my_token()
+        cdef uint64_t token = self.presence.token   # taken by the caller's first try
         cdef uint64_t owner
         cdef int64_t now
         # The first look at the owner comes soon (a waiter that arrives after
@@ -299,7 +304,8 @@ cdef class RingCore:
             else:
                 now = now_ns()
             if now >= next_check or (now != 0 and now >= deadline):
-                if owner != token and not owner_alive(owner):
+                if owner != token and not rs_holder_alive(self.presence, <char *>self.hdr,
+                                                          owner):
                     if rs_cas(&lk.owner, owner, token):
                         rs_add_relaxed(&lk.recoveries, 1)
                         repair(&self.hdr.producer if producer else &self.hdr.consumer)
@@ -310,6 +316,24 @@ cdef class RingCore:
             rc = wait_turn(&lk.waitq, &w, True, self.slice_ns, &self._closing)
             if rc != RS_OK:
                 return rc
+
+    cdef inline uint64_t _token(self) except 0:
+        # This process's lock token for this segment: taken with its first
+        # lock (again after fork, see _liveness.h), then one load.
+        if self.presence.token != 0:
+            return self.presence.token
+        return self._take_slot()
+
+    cdef uint64_t _take_slot(self) except 0:
+        cdef int error = 0
+        cdef uint64_t token = rs_presence_claim(self.presence, <char *>self.hdr, &error)
+        if token != 0:
+            return token
+        if error == EUSERS:
+            raise RingError(f"all {RS_SLOTS} liveness slots of this ring are held by live "
+                            "processes: no more processes can take its locks")
+        raise OSError(error, f"cannot take a liveness slot of this ring (an OFD lock, "
+                             f"fcntl F_OFD_SETLK): {os.strerror(error)}")
 
     cdef inline bint _shut_down(self) noexcept nogil:
         return (rs_load_relaxed(&self.hdr.flags) & RS_FLAG_SHUTDOWN) != 0
@@ -420,7 +444,7 @@ cdef class RingCore:
         cdef uint64_t head
         if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
-        if try_lock(&h.put_lock, my_token()):
+        if try_lock(&h.put_lock, self._token()):
             rc = RS_OK
         else:
             with nogil:
@@ -584,7 +608,7 @@ cdef class RingCore:
         cdef rs_header *h = self.hdr
         if self._in_view and self._view_thread == PyThread_get_thread_ident():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
-        if try_lock(&h.get_lock, my_token()):
+        if try_lock(&h.get_lock, self._token()):
             rc = RS_OK
         else:
             with nogil:
@@ -1029,11 +1053,23 @@ cdef class RingCore:
         }
 
     def _lock_owners(self):
-        """(put lock owner pid, get lock owner pid), 0 when free: for tests
-        and `ringshm info`."""
+        """(put lock owner pid, get lock owner pid), 0 when free, -1 for a
+        holder that is gone (its slot was taken again); a pid as the holder
+        sees itself, in its own PID namespace: for tests and `ringshm info`."""
         self._check_open()
-        return (<int>(rs_load_relaxed(&self.hdr.put_lock.owner) >> 32),
-                <int>(rs_load_relaxed(&self.hdr.get_lock.owner) >> 32))
+        return (rs_holder_pid(<char *>self.hdr, rs_load_relaxed(&self.hdr.put_lock.owner)),
+                rs_holder_pid(<char *>self.hdr, rs_load_relaxed(&self.hdr.get_lock.owner)))
+
+    def _liveness_token(self):
+        """This process's lock token for this ring (taking a slot if it has
+        none yet), as it appears in a lock word: for tests.
+
+        Raises:
+            RingError: every slot is held by a live process.
+            OSError: the file system refused the slot's OFD lock.
+        """
+        self._check_open()
+        return self._token()
 
 
 include "_blocks.pxi"

@@ -273,11 +273,12 @@ class Ring(RingCore):
     def anonymous(cls, capacity: int = DEFAULT_CAPACITY, *,
                   recovery_interval: float = DEFAULT_RECOVERY_INTERVAL,
                   spin: float = DEFAULT_SPIN, max_messages: int = 0) -> "Ring":
-        """A ring with no name, shared with the children forked after it
-        (MAP_SHARED | MAP_ANONYMOUS).  It cannot be pickled.
+        """A ring with no name, shared with the children forked after it.
+        It cannot be pickled.
 
         Raises:
             TypeError, ValueError: a bad argument.
+            OSError: the system refused the memory.
         """
         cap = _round_capacity(capacity)
         recovery_interval = _check_number(recovery_interval, "recovery_interval", 0.001, 60.0)
@@ -285,7 +286,15 @@ class Ring(RingCore):
         max_messages = _check_max_messages(max_messages)
         self = cls.__new__(cls)
         self._anonymous = True
-        self._map(-1, HEADER_SIZE + cap)
+        # A memfd, not MAP_ANONYMOUS: lock-holder liveness needs a file to
+        # hold OFD locks on (DESIGN.md, "Liveness").  It has no name, and
+        # the mapping keeps what it needs: the descriptor is closed here.
+        fd = os.memfd_create("ringshm-anonymous", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, HEADER_SIZE + cap)
+            self._map(fd, HEADER_SIZE + cap)
+        finally:
+            os.close(fd)
         self._initialize(cap, recovery_interval, spin, max_messages)
         return self
 

@@ -27,6 +27,7 @@ TAIL, MESSAGES_GOT, BYTES_GOT = 256, 264, 272
 GET_INTENT = 296
 PUT_LOCK, GET_LOCK = 384, 512
 DATA_WAITQ, SPACE_WAITQ = 640, 768
+SLOT_TABLE = 2048           # 256 slots of 8 bytes: generation (u32), pid (i32)
 LOCK_RECOVERIES = 8         # in a lock
 LOCK_WAITQ = 16             # a lock's wait queue
 WAITQ_FUTEX = 8             # the u32 futex word inside a wait queue
@@ -43,9 +44,20 @@ WAIT_QUEUES = {
 _U64 = struct.Struct("<Q")
 
 
-def token(pid, start_time):
-    """A lock word's value for process `pid` started at `start_time`."""
-    return (pid << 32) | (start_time & 0xFFFFFFFF)
+def token(slot, generation):
+    """A lock word's value for the holder of `slot` at `generation`."""
+    return (generation << 32) | slot
+
+
+def token_slot(value):
+    """The slot a lock token names."""
+    return value & 0xFFFFFFFF
+
+
+def slot_flock(kind, slot):
+    """The struct flock for fcntl(F_OFD_SETLK/GETLK) over the bytes of
+    `slot` (FORMAT.md, "Slots"); `kind` is fcntl.F_WRLCK or F_UNLCK."""
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, SLOT_TABLE + 8 * slot, 8, 0)
 
 
 class RawHeader:
@@ -79,6 +91,10 @@ class RawHeader:
     def owner(self, lock):
         """The token in a lock word (PUT_LOCK or GET_LOCK)."""
         return self.u64(lock)
+
+    def slot(self, index):
+        """(generation, pid) of slot `index` of the slot table."""
+        return struct.unpack_from("<Ii", self._map, SLOT_TABLE + 8 * index)
 
     def recoveries(self, lock):
         return self.u64(lock + LOCK_RECOVERIES)
@@ -260,6 +276,33 @@ class Child:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+# ---------------------------------------------------------------- children
+
+def hold_put_lock(link, name, payload=b"reserved", path=None):
+    """Write a message inside reserve() and sleep there, holding the put lock
+    (report the lock token); after go(), commit it and exit.  Opens the ring
+    `name`, or the file-backed ring at `path`."""
+    from ringshm import Ring
+
+    ring = Ring.open(path=path) if path else Ring.open(name)
+    with ring.reserve(len(payload)) as buf:
+        buf[:] = payload
+        link.ready(str(ring._liveness_token()))
+        link.wait_go()
+    ring.close()
+
+
+def hold_a_slot(link, name):
+    """Take a liveness slot of the ring (report the lock token it gives)
+    and wait for go()."""
+    from ringshm import Ring
+
+    ring = Ring.open(name)
+    link.ready(str(ring._liveness_token()))
+    link.wait_go()
+    ring.close()
 
 
 # ---------------------------------------------------------------- exchange

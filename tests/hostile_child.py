@@ -29,6 +29,7 @@ Child() and call request().
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import select
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import faultkit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -68,6 +71,10 @@ HEADER_FIELDS = {
 HEAD, TAIL = HEADER_FIELDS["head"], HEADER_FIELDS["tail"]
 MESSAGES_PUT, MESSAGES_GOT = HEADER_FIELDS["messages_put"], HEADER_FIELDS["messages_got"]
 KIND_DATA, KIND_PADDING = 0x41544144, 0x44444150
+# The slot table (FORMAT.md, "Slots"): the server itself holds the last
+# slot, so a lock word can name a live holder other than the ring under test.
+SLOT_TABLE = faultkit.SLOT_TABLE
+LIVE_SLOT = 255
 
 
 # ------------------------------------------------------------------ the driver
@@ -260,10 +267,19 @@ def run_operations(ring, names, timeout):
 # ------------------------------------------------------------------ the server
 
 
-def _token(pid):
-    from ringshm._ring import process_start_time
+def _hold_slot(fd, slot):
+    """Take `slot` of the segment open as `fd` as a process attached to the
+    ring would (FORMAT.md): an OFD lock on its bytes, then a generation."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, faultkit.slot_flock(fcntl.F_WRLCK, slot))
+    generation = struct.unpack("<I", os.pread(fd, 4, SLOT_TABLE + 8 * slot))[0] + 1
+    os.pwrite(fd, struct.pack("<Ii", generation, os.getpid()), SLOT_TABLE + 8 * slot)
 
-    return (pid << 32) | (process_start_time(pid) & 0xFFFFFFFF)
+
+def _live_token(segment):
+    """The token of the live holder of LIVE_SLOT: the server (its own open
+    file description of the segment)."""
+    generation = struct.unpack("<I", segment.read(SLOT_TABLE + 8 * LIVE_SLOT, 4))[0]
+    return (generation << 32) | LIVE_SLOT
 
 
 class Server:
@@ -299,6 +315,7 @@ class Server:
                               recovery_interval=request.get("recovery_interval", 2.0), spin=0)
         creator.close()
         self.fd = os.open(os.path.join(SHM_DIR, SHM_PREFIX + self.name), os.O_RDWR)
+        _hold_slot(self.fd, LIVE_SLOT)
         fresh = os.pread(self.fd, self.size, 0)
 
         def build(steps):
@@ -358,13 +375,18 @@ class Server:
         # Phase 0 changes the segment before open(), phase 1 after it, phase
         # 2 half-way through the operations (the ring's caches of head and
         # tail then disagree with the segment).
-        phases = [[], [], []]
+        # Our own token exists only once the ring is open: "own_owner"
+        # before open() is written right after it (open() reads no lock word).
+        phases = [[], [], [], []]
         for mutation in request["mutations"]:
-            phases[mutation[4] if len(mutation) > 4 else 0].append(mutation[:4])
+            phase = mutation[4] if len(mutation) > 4 else 0
+            phases[3 if phase == 0 and mutation[2] == "own_owner" else phase].append(
+                mutation[:4])
+        ring = None
 
         def mutate(segment, phase):
             for mutation in phases[phase]:
-                _mutate(segment, capacity, *mutation)
+                _mutate(segment, capacity, *mutation, ring=ring)
 
         image = Image(bytearray(base))
         mutate(image, 0)
@@ -375,6 +397,7 @@ class Server:
             return {"open": type(e).__name__, "message": str(e), "ops": []}
         ops, half, timeout = request["ops"], len(request["ops"]) // 2, request["timeout"]
         try:
+            mutate(LiveSegment(self.fd), 3)
             mutate(LiveSegment(self.fd), 1)
             results = run_operations(ring, ops[:half], timeout)
             mutate(LiveSegment(self.fd), 2)
@@ -433,7 +456,7 @@ def _u64(segment, at):
     return struct.unpack("<Q", segment.read(at, 8))[0]
 
 
-def _mutate(segment, capacity, where, offset, how, value):
+def _mutate(segment, capacity, where, offset, how, value, ring=None):
     """Change the segment as one mutation of the test says: `where` is
     "header" (offset from the start), "data" (from the data area's start)
     or "tail" (from the consumer's position, so it hits the next records)."""
@@ -454,10 +477,10 @@ def _mutate(segment, capacity, where, offset, how, value):
         new = old + value
     elif how == "xor":
         new = old ^ value
-    elif how == "live_owner":    # a lock held by a live process (the test)
-        new = _token(os.getppid())
-    elif how == "own_owner":     # a lock held by ourselves
-        new = _token(os.getpid())
+    elif how == "live_owner":    # a lock held by a live process (this one's slot)
+        new = _live_token(segment)
+    elif how == "own_owner":     # a lock held by ourselves (the ring under test)
+        new = ring._liveness_token()
     else:
         raise ValueError(how)
     segment.write(at, struct.pack("<Q", new % (1 << 64)))

@@ -20,10 +20,9 @@ import time
 
 import faultkit
 import pytest
-from faultkit import Child, RawHeader, sleeping_on, wait_until
+from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock, sleeping_on, wait_until
 
 from ringshm import Empty, Full, Ring
-from ringshm._ring import process_start_time
 
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
 
@@ -48,15 +47,6 @@ def raw(ring):
 
 # ---------------------------------------------------------------- children
 
-def hold_put_lock(link, name, payload=b"reserved"):
-    """Write a message inside reserve() and sleep there, holding the put lock;
-    after go(), commit it and exit."""
-    ring = Ring.open(name)
-    with ring.reserve(len(payload)) as buf:
-        buf[:] = payload
-        link.ready()
-        link.wait_go()
-    ring.close()
 
 
 def hold_get_lock(link, name):
@@ -88,11 +78,6 @@ def get_then_report(link, name):
     ring.close()
 
 
-def idle(link):
-    link.ready(str(process_start_time(os.getpid())))
-    link.wait_go()
-
-
 def wait_asleep(child, raw, queue):
     """Wait until `child` sleeps in futex() on `queue`'s futex word; where the
     kernel does not tell, until it armed the queue's flag, plus a moment."""
@@ -104,12 +89,13 @@ def wait_asleep(child, raw, queue):
                    what=f"child {child.pid} asleep on {queue}")
 
 
-def dead_token():
-    """The lock token of a process that existed and is gone (reaped)."""
-    with Child(idle) as child:
-        start = int(child.wait_ready())
+def dead_token(name):
+    """The lock token of a process that held a slot of ring `name` and is
+    gone (reaped)."""
+    with Child(hold_a_slot, name) as child:
+        token = int(child.wait_ready())
         child.kill()
-        return faultkit.token(child.pid, start)
+        return token
 
 
 # ---------------------------------------------------------------- dead lock holders
@@ -238,15 +224,17 @@ def test_dead_holder_not_yet_reaped(ring, side):
 # ---------------------------------------------------------------- who is alive
 
 @pytest.mark.parametrize("side", ["put", "get"])
-def test_live_pid_with_another_start_time_is_taken_over(ring, raw, side):
-    """Pid reuse: the lock word names a live pid, but the process with that
-    pid started at another time, so the holder is gone."""
+def test_slot_taken_again_is_a_dead_holder(ring, raw, side):
+    """Slot reuse: the lock word names a slot that a live process holds, but
+    at an earlier generation: its holder then was another process, gone."""
     ring.put(b"m0")
     lock = faultkit.PUT_LOCK if side == "put" else faultkit.GET_LOCK
-    with Child(idle) as other:
-        start = int(other.wait_ready())
-        assert start == process_start_time(other.pid) != 0
-        raw.set_u64(lock, faultkit.token(other.pid, start + 1))
+    with Child(hold_a_slot, ring.name) as other:
+        token = int(other.wait_ready())
+        slot = faultkit.token_slot(token)
+        generation, pid = raw.slot(slot)
+        assert (token, pid) == (faultkit.token(slot, generation), other.pid)
+        raw.set_u64(lock, faultkit.token(slot, generation - 1))
         if side == "put":
             ring.put(b"m1", timeout=BOUND)
         else:
@@ -259,15 +247,18 @@ def test_live_pid_with_another_start_time_is_taken_over(ring, raw, side):
 
 @pytest.mark.parametrize("side", ["put", "get"])
 def test_live_holder_is_not_taken_over(ring, raw, side):
-    """A lock held by a live process (right pid and start time) is never
-    stolen: a waiter times out after several liveness checks."""
+    """A lock held by a live process (its slot locked, at the generation in
+    the lock word) is never stolen: a waiter times out after several
+    liveness checks."""
     ring.put(b"m0")
     lock = faultkit.PUT_LOCK if side == "put" else faultkit.GET_LOCK
     holder_target = hold_put_lock if side == "put" else hold_get_lock
     with Child(holder_target, ring.name) as holder:
         holder.wait_ready()
         owner = raw.owner(lock)
-        assert owner == faultkit.token(holder.pid, process_start_time(holder.pid))
+        generation, pid = raw.slot(faultkit.token_slot(owner))
+        assert (owner, pid) == (faultkit.token(faultkit.token_slot(owner), generation),
+                                holder.pid)
         timeout = 5 * RECOVERY
         with pytest.raises(Full if side == "put" else Empty):
             if side == "put":
@@ -304,7 +295,7 @@ def test_producer_dies_after_each_step_of_a_put(ring, raw, step):
     done = PUT_STEPS[:PUT_STEPS.index(step) + 1]
     head = raw.u64(faultkit.HEAD)
     messages, nbytes = raw.u64(faultkit.MESSAGES_PUT), raw.u64(faultkit.BYTES_PUT)
-    raw.set_u64(faultkit.PUT_LOCK, dead_token())
+    raw.set_u64(faultkit.PUT_LOCK, dead_token(ring.name))
     new_head = raw.write_record(head, b"dying") if "written" in done else head
     if "intent" in done:
         for i, value in enumerate((new_head, messages + 1, nbytes + 5)):
@@ -339,7 +330,7 @@ def test_consumer_dies_after_each_step_of_a_get(ring, raw, step):
     done = GET_STEPS[:GET_STEPS.index(step) + 1]
     tail = raw.u64(faultkit.TAIL)
     new_tail = tail + 16   # past m0: 8-byte header + 2 bytes, rounded to 8
-    raw.set_u64(faultkit.GET_LOCK, dead_token())
+    raw.set_u64(faultkit.GET_LOCK, dead_token(ring.name))
     if "intent" in done:
         for i, value in enumerate((new_tail, 1, 2)):
             raw.set_u64(faultkit.GET_INTENT + 8 * i, value)

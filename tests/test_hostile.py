@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ringshm import Ring
+from ringshm._ring import LAYOUT_VERSION
 
 CAPACITY = 4096
 SIZE = HEADER_SIZE + CAPACITY
@@ -164,7 +165,9 @@ def capacity_and_size(capacity, size):
 DAMAGE = {
     "bad magic": lambda fd: os.pwrite(fd, b"NOTARING", 0),
     "magic of another byte order": lambda fd: os.pwrite(fd, b"\0MHSGNIR", 0),
-    "version 2": put_u32(8, 2),
+    # 0.1's layout: its processes name lock holders by pid, ours by slot.
+    "version 1": put_u32(8, 1),
+    "the next version": put_u32(8, LAYOUT_VERSION + 1),
     "version 0": put_u32(8, 0),
     "header_size 8192": put_u32(12, 8192),
     "header_size 0": put_u32(12, 0),
@@ -269,6 +272,8 @@ header_mutation = st.one_of(
     st.tuples(st.just("header"), st.sampled_from([384, 512]),
               st.sampled_from(["live_owner", "own_owner"]), st.just(0)),
     st.tuples(st.just("header"), st.integers(64, 1023), st.just("bytes"), hexbytes),
+    # The slot table of lock-holder liveness (FORMAT.md, "Slots").
+    st.tuples(st.just("header"), st.integers(2048, 4095), st.just("bytes"), hexbytes),
 )
 data_mutation = st.one_of(
     st.tuples(st.just("tail"), st.integers(0, 64).map(lambda i: 8 * i), st.just("bytes"),
@@ -293,7 +298,8 @@ operations = st.permutations(sorted(OPERATIONS))
 
 def test_fuzz_live_ring(runner, capsys):
     """Random and mutated bytes in the header (flags, head, tail, counters,
-    intents, lock words, wait queues) and in the records of a live ring, then
+    intents, lock words, wait queues, liveness slots) and in the records of a
+    live ring, then
     every operation in a random order: each returns or raises an allowed
     error in time, and the child never dies."""
     since = runner.mark()

@@ -1,7 +1,7 @@
-# Liveness of lock holders: who holds a lock, and whether that process is
-# still there.  Included into _ring.pyx (a textual include: my_token() sits on
-# the lock's fast path and must stay inlinable); the only unit that knows
-# how a process is named and how a dead one is recognised.
+# Processes by pid: the creator fields of the header (`ringshm ls`, "creator
+# alive") and process_alive() for the tools and tests.  Included into
+# _ring.pyx.  Lock holders are not judged by pid: a pid means nothing in
+# another PID namespace; _liveness.h names them by an OFD-locked slot.
 
 from libc.errno cimport errno, ESRCH
 from libc.stdint cimport uint64_t
@@ -10,8 +10,6 @@ from libc.stdlib cimport strtoull
 from libc.string cimport memcpy, strrchr
 
 cdef uint64_t LOW32 = 0xFFFFFFFF
-
-cdef uint64_t g_token = 0   # this process's lock token; 0 = compute on next use
 
 
 cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
@@ -66,24 +64,6 @@ cdef uint64_t proc_start_time(int pid, char *state) noexcept nogil:
 
 cdef inline uint64_t make_token(int pid, uint64_t start) noexcept nogil:
     return (<uint64_t>pid << 32) | (start & LOW32)
-
-
-cdef inline uint64_t my_token() noexcept nogil:
-    global g_token
-    cdef int pid
-    if g_token == 0:
-        pid = getpid()
-        g_token = make_token(pid, proc_start_time(pid, NULL))
-    return g_token
-
-
-cdef void forget_token_in_child() noexcept nogil:
-    # A forked child has a new pid: recompute the token on its first lock.
-    global g_token
-    g_token = 0
-
-
-pthread_atfork(NULL, NULL, forget_token_in_child)
 
 
 cdef bint owner_alive(uint64_t token) noexcept nogil:
