@@ -1,6 +1,6 @@
 # The put and get locks: a 64-bit word holding the owner's token, taken by
 # one compare-and-swap.  Waiting for a lock, and taking over a dead owner's,
-# is RingCore._lock_slow (it needs the liveness check, _liveness.pxi).
+# is RingCore._lock_slow (it needs the liveness check, _liveness.h).
 
 from libc.stdint cimport uint64_t
 

@@ -8,7 +8,8 @@ The parts live in units of their own, so each is found by its name:
     _clock.pxd      the monotonic clock and deadlines
     _waitq.pxd      wait queues: spinning, sleeping on a futex, waking
     _locks.pxd      the put and get locks (a CAS on an owner word)
-    _liveness.pxi   lock-holder tokens and how a dead holder is recognised
+    _liveness.h     lock-holder slots (OFD locks) and how a dead holder is recognised
+    _process.pxi    processes by pid: the creator fields, process_alive()
     _counters.pxd   publishing a head/tail with its intent; repair after a death
     _records.pxd    the record layout
     _mapping.pxi    the mmap and the spans that zero-copy views export
