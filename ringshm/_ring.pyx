@@ -67,6 +67,21 @@ LAYOUT_VERSION = RS_VERSION
 include "_liveness.pxi"
 include "_mapping.pxi"
 
+# Forks this process is the child of, counted by a pthread_atfork handler.
+# A zero-copy block notes the count when it opens: a forked child's copy of
+# an open block then sees another count, and does nothing when it ends (the
+# lock, the space and the message are the opener's; SPEC.md, fork() inside
+# a block).  A counter, not getpid(): that is a system call in glibc.
+cdef uint64_t g_forks = 0
+
+
+cdef void count_fork_in_child() noexcept nogil:
+    global g_forks
+    g_forks += 1
+
+
+pthread_atfork(NULL, NULL, count_fork_in_child)
+
 
 # ---------------------------------------------------------------- the ring
 
@@ -107,6 +122,8 @@ cdef class RingCore:
     cdef bint _in_view
     cdef unsigned long _reserve_thread
     cdef unsigned long _view_thread
+    cdef uint64_t _reserve_forks   # g_forks when the block opened
+    cdef uint64_t _view_forks
     # Operations of this object in progress (they may wait without the GIL
     # or hold a zero-copy block open); close() while any runs only marks the
     # object closing, and the last one to leave unmaps.
@@ -509,7 +526,7 @@ cdef class RingCore:
         cdef int rc
         cdef Wait w
         cdef bint waited = False
-        if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
+        if self._reserve_is_mine():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
         while True:
             rc = self._lock_put(deadline)
@@ -700,7 +717,7 @@ cdef class RingCore:
         cdef rs_header *h = self.hdr
         cdef Wait w
         cdef bint waited = False
-        if self._in_view and self._view_thread == PyThread_get_thread_ident():
+        if self._view_is_mine():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
         while True:
             if try_lock(&h.get_lock, my_token()):
@@ -975,8 +992,10 @@ cdef class RingCore:
         cdef uint64_t at
         cdef char *payload
         self._check_open()
-        if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
+        if self._reserve_is_mine():
             raise RuntimeError("reserve() blocks of one ring cannot nest")
+        if self._in_reserve and self._reserve_forks != g_forks:
+            self._drop_inherited_reserve(None)
         if n > self.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
@@ -996,6 +1015,7 @@ cdef class RingCore:
             raise
         self._in_reserve = True
         self._reserve_thread = PyThread_get_thread_ident()
+        self._reserve_forks = g_forks
         return view
 
     def _reserve_end(self, view, bint commit):
@@ -1003,6 +1023,9 @@ cdef class RingCore:
         A ring closed inside the block drops it."""
         cdef Span span = self._reserve_span
         if not self._in_reserve:
+            return
+        if self._reserve_forks != g_forks:
+            self._drop_inherited_reserve(view)
             return
         self._in_reserve = False
         self._reserve_span = None
@@ -1024,8 +1047,10 @@ cdef class RingCore:
         """Take the get lock and return a read-only view of the oldest message."""
         cdef int64_t deadline = deadline_from(True, timeout)
         self._check_open()
-        if self._in_view and self._view_thread == PyThread_get_thread_ident():
+        if self._view_is_mine():
             raise RuntimeError("view() blocks of one ring cannot nest")
+        if self._in_view and self._view_forks != g_forks:
+            self._drop_inherited_view(None)
         self._begin_get(deadline)
         try:
             self._view_span = make_span(self._mapping, self.data + self.rec_offset,
@@ -1038,6 +1063,7 @@ cdef class RingCore:
             raise
         self._in_view = True
         self._view_thread = PyThread_get_thread_ident()
+        self._view_forks = g_forks
         return view
 
     def _view_end(self, view, bint consume):
@@ -1046,6 +1072,9 @@ cdef class RingCore:
         cdef Span span = self._view_span
         cdef uint32_t n = self.rec_length
         if not self._in_view:
+            return
+        if self._view_forks != g_forks:
+            self._drop_inherited_view(view)
             return
         self._in_view = False
         self._view_span = None
@@ -1063,6 +1092,34 @@ cdef class RingCore:
                 self._end_get(0, 0)
         finally:
             self._leave()
+
+    cdef inline bint _reserve_is_mine(self):
+        # A reserve() block of this thread of this process is open.
+        return (self._in_reserve and self._reserve_forks == g_forks
+                and self._reserve_thread == PyThread_get_thread_ident())
+
+    cdef inline bint _view_is_mine(self):
+        return (self._in_view and self._view_forks == g_forks
+                and self._view_thread == PyThread_get_thread_ident())
+
+    cdef void _drop_inherited_reserve(self, object view):
+        """Forget a reserve() block that the process we were forked from
+        opened: its lock and its space are not ours to publish or unlock."""
+        cdef Span span = self._reserve_span
+        self._in_reserve = False
+        self._reserve_span = None
+        if span is not None:
+            end_span(span, view)
+        self._leave()
+
+    cdef void _drop_inherited_view(self, object view):
+        """As _drop_inherited_reserve, for a view() block: nothing consumed."""
+        cdef Span span = self._view_span
+        self._in_view = False
+        self._view_span = None
+        if span is not None:
+            end_span(span, view)
+        self._leave()
 
     # -- the whole ring ----------------------------------------------------
 
