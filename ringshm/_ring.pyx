@@ -995,7 +995,7 @@ cdef class RingCore:
         if self._reserve_is_mine():
             raise RuntimeError("reserve() blocks of one ring cannot nest")
         if self._in_reserve and self._reserve_forks != g_forks:
-            self._drop_inherited_reserve(None)
+            self._drop_inherited(True, None)
         if n > self.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
@@ -1025,7 +1025,7 @@ cdef class RingCore:
         if not self._in_reserve:
             return
         if self._reserve_forks != g_forks:
-            self._drop_inherited_reserve(view)
+            self._drop_inherited(True, view)
             return
         self._in_reserve = False
         self._reserve_span = None
@@ -1050,7 +1050,7 @@ cdef class RingCore:
         if self._view_is_mine():
             raise RuntimeError("view() blocks of one ring cannot nest")
         if self._in_view and self._view_forks != g_forks:
-            self._drop_inherited_view(None)
+            self._drop_inherited(False, None)
         self._begin_get(deadline)
         try:
             self._view_span = make_span(self._mapping, self.data + self.rec_offset,
@@ -1074,7 +1074,7 @@ cdef class RingCore:
         if not self._in_view:
             return
         if self._view_forks != g_forks:
-            self._drop_inherited_view(view)
+            self._drop_inherited(False, view)
             return
         self._in_view = False
         self._view_span = None
@@ -1102,21 +1102,19 @@ cdef class RingCore:
         return (self._in_view and self._view_forks == g_forks
                 and self._view_thread == PyThread_get_thread_ident())
 
-    cdef void _drop_inherited_reserve(self, object view):
-        """Forget a reserve() block that the process we were forked from
-        opened: its lock and its space are not ours to publish or unlock."""
-        cdef Span span = self._reserve_span
-        self._in_reserve = False
-        self._reserve_span = None
-        if span is not None:
-            end_span(span, view)
-        self._leave()
-
-    cdef void _drop_inherited_view(self, object view):
-        """As _drop_inherited_reserve, for a view() block: nothing consumed."""
-        cdef Span span = self._view_span
-        self._in_view = False
-        self._view_span = None
+    cdef void _drop_inherited(self, bint reserve, object view):
+        """Forget a reserve() (or view()) block that the process we were
+        forked from opened: its lock, its space and its message are not
+        ours to publish, consume or unlock (see g_forks)."""
+        cdef Span span
+        if reserve:
+            span = self._reserve_span
+            self._reserve_span = None
+            self._in_reserve = False
+        else:
+            span = self._view_span
+            self._view_span = None
+            self._in_view = False
         if span is not None:
             end_span(span, view)
         self._leave()

@@ -8,13 +8,14 @@ The rings use a long recovery_interval (the sleep slice): a lost wake-up
 would then show as a wait of that length, far beyond the bounds here.
 """
 
+import contextlib
 import os
 import signal
 import threading
 import time
 
 import pytest
-from faultkit import Child, RawHeader, wait_until
+from faultkit import GET_LOCK, PUT_LOCK, Child, RawHeader, wait_until
 from test_faults import get_then_report, put_then_report, wait_asleep
 
 from ringshm import Empty, Full, MessageTooLarge, Ring
@@ -60,15 +61,26 @@ def fill(ring, size):
 
 # ---------------------------------------------------------------- stopped waiters
 
-def test_stopped_consumer_waiting_for_data_delays_nobody(ring, raw):
-    with Child(get_then_report, ring.name) as frozen, \
-            Child(get_then_report, ring.name) as other:
+@contextlib.contextmanager
+def stopped_waiter_and_another(raw, queue, frozen, other):
+    """Children `frozen` and `other` (faultkit.Child) both sleep on `queue`,
+    `frozen` stopped; yields `other`, holding no lock of the ring."""
+    with frozen, other:
         frozen.wait_ready()
-        wait_asleep(frozen, raw, "data")
+        wait_asleep(frozen, raw, queue)
         stopped(frozen)
         other.wait_ready()
-        wait_asleep(other, raw, "data")
-        assert ring._lock_owners() == (0, 0)
+        wait_asleep(other, raw, queue)
+        assert (raw.owner(PUT_LOCK), raw.owner(GET_LOCK)) == (0, 0)
+        try:
+            yield other
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+
+
+def test_stopped_consumer_waiting_for_data_delays_nobody(ring, raw):
+    with stopped_waiter_and_another(raw, "data", Child(get_then_report, ring.name),
+                                    Child(get_then_report, ring.name)) as other:
         sent = time.monotonic()
         ring.put(b"next")
         got_at, message = other.wait_ready(timeout=SLOW).split()
@@ -78,20 +90,14 @@ def test_stopped_consumer_waiting_for_data_delays_nobody(ring, raw):
         ring.put(b"after")
         assert ring.get(timeout=1) == b"after"
         assert len(ring) == 0
-        os.kill(frozen.pid, signal.SIGCONT)
 
 
 def test_stopped_producer_waiting_for_room_delays_nobody(ring, raw):
     size = 500                      # 8 records of 512 bytes fill 4096
     assert fill(ring, size) == 8
-    with Child(put_then_report, ring.name, b"F" * size) as frozen, \
-            Child(put_then_report, ring.name, b"O" * size) as other:
-        frozen.wait_ready()
-        wait_asleep(frozen, raw, "space")
-        stopped(frozen)
-        other.wait_ready()
-        wait_asleep(other, raw, "space")
-        assert ring._lock_owners() == (0, 0)
+    with stopped_waiter_and_another(raw, "space",
+                                    Child(put_then_report, ring.name, b"F" * size),
+                                    Child(put_then_report, ring.name, b"O" * size)) as other:
         freed = time.monotonic()
         ring.get()
         put_at = float(other.wait_ready(timeout=SLOW))
@@ -103,7 +109,6 @@ def test_stopped_producer_waiting_for_room_delays_nobody(ring, raw):
         # And this process's own put is not held up by the frozen producer.
         ring.put(b"mine", timeout=1)
         assert ring.get_nowait() == b"mine"
-        os.kill(frozen.pid, signal.SIGCONT)
 
 
 # ---------------------------------------------------------------- many sleepers
