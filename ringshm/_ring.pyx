@@ -720,6 +720,16 @@ cdef class RingCore:
         if self._view_is_mine():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
         while True:
+            if deadline != 0 and self._looks_empty():
+                # Wait for data before taking the lock: the lock would only
+                # be let go again (two atomic exchanges per wait).
+                if not waited:
+                    waited = True
+                    start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
+                with nogil:
+                    rc = self._wait_for(AWAIT_DATA, 0, &w)
+                if rc != RS_OK:
+                    return self._raise(rc, False)
             if try_lock(&h.get_lock, my_token()):
                 rc = RS_OK
             else:
@@ -753,6 +763,15 @@ cdef class RingCore:
                 if rc == RS_OK:
                     continue
             return self._raise(rc, False)
+
+    cdef inline bint _looks_empty(self) noexcept nogil:
+        # No record between the tail and the head: looks at the head only
+        # when the cached one says empty, as the fast path would.
+        cdef uint64_t tail = rs_load_relaxed(&self.hdr.consumer.position)
+        if self.cached_head != tail:
+            return False
+        self.cached_head = rs_load_acquire(&self.hdr.producer.position)
+        return self.cached_head == tail
 
     cdef inline int _next_record_fast(self) noexcept nogil:
         # The common case: a DATA record the cached head already covers.
