@@ -5,7 +5,7 @@
 from libc.stdint cimport uint64_t
 
 from ringshm._ring cimport rs_lock, rs_cas, rs_exchange
-from ringshm._waitq cimport wake_one
+from ringshm._waitq cimport wake
 
 
 cdef inline bint try_lock(rs_lock *lk, uint64_t token) noexcept nogil:
@@ -16,4 +16,4 @@ cdef inline void unlock(rs_lock *lk) noexcept nogil:
     # An exchange, not a store: it orders the release before the read of
     # `wanted` (a release store would let that read pass it).
     rs_exchange(&lk.owner, 0)
-    wake_one(&lk.waitq)
+    wake(&lk.waitq, 1)

@@ -81,11 +81,13 @@ cdef class Span:
 
 cdef bint end_span(Span span, object view):
     """Release the block's memoryview and end the span; False if a slice or
-    an export of the view is still alive (it could reach the ring later)."""
-    try:
-        view.release()
-    except BufferError:
-        pass   # exported further: the exports count below says so
+    an export of the view is still alive (it could reach the ring later).
+    `view` None: only end the span."""
+    if view is not None:
+        try:
+            view.release()
+        except BufferError:
+            pass   # exported further: the exports count below says so
     span.start = NULL
     return span.exports == 0
 

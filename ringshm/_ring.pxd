@@ -61,6 +61,7 @@ cdef extern from "_atomic.h" nogil:
     uint32_t rs_load32_seq(const uint32_t *p)
     void rs_add32(uint32_t *p, uint32_t v)
     bint rs_cas(uint64_t *p, uint64_t expected, uint64_t desired)
+    void rs_fence()
     void rs_cpu_relax()
 
 

@@ -41,7 +41,7 @@ from ringshm._clock cimport NS, now_ns, deadline_from, fast_deadline, lock_deadl
 from ringshm._counters cimport publish, repair
 from ringshm._locks cimport try_lock, unlock
 from ringshm._records cimport record_span
-from ringshm._waitq cimport Wait, wait_init, start_wait, wait_turn, wake_one, wake_all
+from ringshm._waitq cimport Wait, wait_init, start_wait, wait_turn, wake, wake_all
 
 from ringshm.errors import (
     Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
@@ -51,6 +51,12 @@ from ringshm.errors import (
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
+
+# What a waiter waits for (RingCore._wait_for).
+cdef enum:
+    AWAIT_DATA = 1        # a message (head != tail), or shutdown
+    AWAIT_CONSUMERS = 2   # tail or messages_got moved past seen_*, or shutdown
+    AWAIT_ROOM = 3        # room for a record of `arg` payload bytes, or shutdown
 
 HEADER_SIZE = RS_HEADER_SIZE
 RECORD_HEADER = RS_RECORD_HEADER
@@ -62,6 +68,21 @@ LAYOUT_VERSION = RS_VERSION
 
 include "_process.pxi"
 include "_mapping.pxi"
+
+# Forks this process is the child of, counted by a pthread_atfork handler.
+# A zero-copy block notes the count when it opens: a forked child's copy of
+# an open block then sees another count, and does nothing when it ends (the
+# lock, the space and the message are the opener's; SPEC.md, fork() inside
+# a block).  A counter, not getpid(): that is a system call in glibc.
+cdef uint64_t g_forks = 0
+
+
+cdef void count_fork_in_child() noexcept nogil:
+    global g_forks
+    g_forks += 1
+
+
+pthread_atfork(NULL, NULL, count_fork_in_child)
 
 
 # ---------------------------------------------------------------- the ring
@@ -93,6 +114,9 @@ cdef class RingCore:
     cdef uint64_t rec_offset     # payload of the record found by _next_record
     cdef uint32_t rec_length
     cdef const char *corruption
+    # What consumers had done when a producer found no room (see _wait_for).
+    cdef uint64_t seen_tail
+    cdef uint64_t seen_got
     # A reserve() or view() block of this object is open: it holds a lock.
     cdef Span _reserve_span
     cdef Span _view_span
@@ -101,6 +125,8 @@ cdef class RingCore:
     cdef bint _in_view
     cdef unsigned long _reserve_thread
     cdef unsigned long _view_thread
+    cdef uint64_t _reserve_forks   # g_forks when the block opened
+    cdef uint64_t _view_forks
     # Operations of this object in progress (they may wait without the GIL
     # or hold a zero-copy block open); close() while any runs only marks the
     # object closing, and the last one to leave unmaps.
@@ -339,6 +365,97 @@ cdef class RingCore:
     cdef inline bint _shut_down(self) noexcept nogil:
         return (rs_load_relaxed(&self.hdr.flags) & RS_FLAG_SHUTDOWN) != 0
 
+    # -- waiting for data or room (no lock held) ---------------------------
+
+    cdef inline bint _awaited(self, int what, uint64_t arg) noexcept nogil:
+        cdef rs_header *h = self.hdr
+        if self._shut_down():
+            return True
+        if what == AWAIT_DATA:
+            return rs_load_seq(&h.producer.position) != rs_load_seq(&h.consumer.position)
+        if what == AWAIT_CONSUMERS:
+            return (rs_load_seq(&h.consumer.position) != self.seen_tail
+                    or rs_load_seq(&h.consumer.messages) != self.seen_got)
+        return self._fits_now(arg)
+
+    cdef bint _fits_now(self, uint64_t payload) noexcept nogil:
+        # Would one record of `payload` bytes fit at the head as it is now?
+        cdef rs_header *h = self.hdr
+        cdef uint64_t head = rs_load_acquire(&h.producer.position)
+        cdef uint64_t tail = rs_load_seq(&h.consumer.position)
+        cdef uint64_t need = record_span(payload)
+        cdef uint64_t pos = head & self.mask
+        if pos + need > self._capacity:
+            need += self._capacity - pos   # the padding to the end
+        if head - tail > self._capacity or head - tail + need > self._capacity:
+            return False
+        if self.max_messages != 0:
+            return (rs_load_acquire(&h.producer.messages) + 1
+                    - rs_load_seq(&h.consumer.messages)) <= self.max_messages
+        return True
+
+    cdef int _wait_for(self, int what, uint64_t arg, Wait *w) noexcept nogil:
+        """Sleep, holding no lock, until `what` (AWAIT_*) holds: RS_OK, or
+        RS_TIMEOUT, RS_CLOSED, RS_PYERR as wait_turn.  Consumers sleep on
+        data_waitq, producers on space_waitq; any number at once, since the
+        publisher wakes them all and each re-checks (a stopped or starved
+        sleeper delays nobody: it holds nothing)."""
+        cdef rs_waitq *q = &self.hdr.data_waitq if what == AWAIT_DATA else &self.hdr.space_waitq
+        cdef int rc
+        while not self._awaited(what, arg):
+            rc = wait_turn(q, w, False, self.slice_ns, &self._closing)
+            if rc != RS_OK:
+                return rc
+        return RS_OK
+
+    cdef int _wait_public(self, int what, uint64_t arg, object timeout) except -1:
+        # _wait_data/_wait_room: 1 when it holds, 0 on timeout; raises else.
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef Wait w
+        cdef int rc
+        self._enter()
+        try:
+            wait_init(&w, deadline, self.spin_ns)
+            with nogil:
+                rc = self._wait_for(what, arg, &w)
+        finally:
+            self._leave()
+        if rc == RS_OK:
+            return 1
+        if rc == RS_TIMEOUT:
+            return 0
+        return self._raise(rc, what != AWAIT_DATA)
+
+    def _wait_data(self, timeout=None):
+        """Block, holding no lock and without the GIL, until the ring holds
+        at least one message or is shut down (True), or `timeout` seconds
+        passed (False).  Takes nothing: a get() that follows may still find
+        the ring empty (another consumer was faster).  For ringshm.asyncio.
+
+        Raises:
+            ValueError: the ring is closed (before or during the wait), or a
+                bad timeout.  KeyboardInterrupt (or what a signal handler
+                raises) during the wait.
+        """
+        self._check_open()
+        return self._wait_public(AWAIT_DATA, 0, timeout) == 1
+
+    def _wait_room(self, size, timeout=None):
+        """Block like _wait_data until a message of `size` payload bytes
+        would fit now (counting max_messages), or the ring is shut down
+        (True), or `timeout` passed (False).  Reserves nothing.
+
+        Raises:
+            MessageTooLarge: `size` exceeds max_message_size (it never fits).
+            ValueError, KeyboardInterrupt: as _wait_data.
+        """
+        cdef uint64_t n = check_nonnegative_int(size, "size")
+        self._check_open()
+        if n > self.max_payload:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
+                                  f"({self.max_payload})")
+        return self._wait_public(AWAIT_ROOM, n, timeout) == 1
+
     # -- producing ---------------------------------------------------------
 
     cdef inline bint _has_room(self, uint64_t head, uint64_t need,
@@ -371,43 +488,34 @@ cdef class RingCore:
             total += span
         return total
 
-    cdef int _room(self, Py_buffer *bufs, Py_ssize_t count, int64_t deadline) noexcept nogil:
-        """With the put lock held: wait until the batch fits (bytes and, with
-        max_messages, messages), then set span_start and the wrap.  A batch
-        is at most half the ring, so with its padding it fits an empty ring
-        wherever the head stands: no wait depends on anything but consumers
-        taking messages."""
+    cdef int _find_room(self, Py_buffer *bufs, Py_ssize_t count) noexcept nogil:
+        """With the put lock held: lay the batch out at the head and check
+        that it fits now (bytes and, with max_messages, messages); set
+        span_start and the wrap.  RS_TIMEOUT when it does not fit: the
+        caller lets the lock go before it waits (a waiter holds no lock).
+        A batch is at most half the ring, so with its padding it fits an
+        empty ring wherever the head stands: no wait depends on anything but
+        consumers taking messages."""
         cdef rs_header *h = self.hdr
         cdef uint64_t head = rs_load_relaxed(&h.producer.position)
         cdef uint64_t need
-        cdef Wait w
-        cdef bint waited = False
-        cdef int rc
         if (head & 7) != 0:
             # An unaligned head would put a record header across the end.
             return self._corrupt("head is not 8-byte aligned")
         need = self._layout(head, bufs, count)
-        while not self._has_room(head, need, count):
+        if not self._has_room(head, need, count):
             self.cached_tail = rs_load_acquire(&h.consumer.position)
             if head - self.cached_tail > self._capacity:
                 return self._corrupt("tail is ahead of head")
-            if self._has_room(head, need, count):
-                break
-            if self._shut_down():
-                return RS_SHUTDOWN
-            if not waited:
-                waited = True
-                start_wait(&w, deadline, self.spin_ns, &h.producer.waits)
-            rc = wait_turn(&h.space_waitq, &w, False, self.slice_ns, &self._closing)
-            if rc != RS_OK:
-                return rc
+            if not self._has_room(head, need, count):
+                return RS_TIMEOUT
         self.span_start = head
         return RS_OK
 
     cdef inline void _publish_head(self, uint64_t head, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.producer, head, messages, nbytes)
-        wake_one(&self.hdr.data_waitq)
+        wake(&self.hdr.data_waitq, RS_WAKE_ALL)
 
     cdef inline char *_place(self, uint64_t *at, Py_ssize_t index, uint64_t length) noexcept nogil:
         """Write the header of record `index` of the batch at *at (after the
@@ -441,10 +549,38 @@ cdef class RingCore:
     cdef int _lock_and_room(self, Py_buffer *bufs, Py_ssize_t count, uint64_t total_span,
                             int64_t deadline) except -1:
         cdef int rc
-        cdef rs_header *h = self.hdr
-        cdef uint64_t head
-        if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
+        cdef Wait w
+        cdef bint waited = False
+        if self._reserve_is_mine():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
+        while True:
+            rc = self._lock_put(deadline)
+            if rc == RS_OK:
+                if self._room_fast(count, total_span):
+                    return 0
+                with nogil:
+                    rc = self._find_room(bufs, count)
+                if rc == RS_OK:
+                    return 0
+                # No room: note what the consumers had done when we looked,
+                # let the lock go, and sleep until they do more.
+                self.seen_tail = self.cached_tail
+                self.seen_got = rs_load_acquire(&self.hdr.consumer.messages)
+                unlock(&self.hdr.put_lock)
+                if rc == RS_TIMEOUT and deadline != 0:
+                    if not waited:
+                        waited = True
+                        start_wait(&w, deadline, self.spin_ns, &self.hdr.producer.waits)
+                    with nogil:
+                        rc = self._wait_for(AWAIT_CONSUMERS, 0, &w)
+                    if rc == RS_OK:
+                        continue
+            return self._raise(rc, True)
+
+    cdef inline int _lock_put(self, int64_t deadline) except -1:
+        """Take the put lock (RS_OK, or why not); ShutDown is checked under it."""
+        cdef int rc
+        cdef rs_header *h = self.hdr
         if try_lock(&h.put_lock, self._token()):
             rc = RS_OK
         else:
@@ -453,10 +589,12 @@ cdef class RingCore:
         if rc == RS_OK and self._shut_down():
             unlock(&h.put_lock)
             rc = RS_SHUTDOWN
-        if rc != RS_OK:
-            return self._raise(rc, True)
+        return rc
+
+    cdef inline bint _room_fast(self, Py_ssize_t count, uint64_t total_span) noexcept:
         # The fast path: no wrap, room by the cached tail (refreshed once).
-        head = rs_load_relaxed(&h.producer.position)
+        cdef rs_header *h = self.hdr
+        cdef uint64_t head = rs_load_relaxed(&h.producer.position)
         if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.consumer.position)
@@ -464,13 +602,8 @@ cdef class RingCore:
                     and head - self.cached_tail <= self._capacity):
                 self.span_start = head
                 self.wrap_index = -1
-                return 0
-        with nogil:
-            rc = self._room(bufs, count, deadline)
-        if rc != RS_OK:
-            unlock(&h.put_lock)
-            return self._raise(rc, True)
-        return 0
+                return True
+        return False
 
     cdef inline void _end_put(self, uint64_t end, uint64_t messages,
                               uint64_t nbytes) noexcept nogil:
@@ -607,29 +740,63 @@ cdef class RingCore:
     cdef int _lock_and_find(self, int64_t deadline) except -1:
         cdef int rc
         cdef rs_header *h = self.hdr
-        if self._in_view and self._view_thread == PyThread_get_thread_ident():
+        cdef Wait w
+        cdef bint waited = False
+        if self._view_is_mine():
             raise RuntimeError("get inside this ring's own view() block would deadlock")
-        if try_lock(&h.get_lock, self._token()):
-            rc = RS_OK
-        else:
-            with nogil:
-                rc = self._lock_slow(&h.get_lock, lock_deadline(deadline), False)
-        if rc != RS_OK:
-            return self._raise(rc, False)
-        self.read_tail = rs_load_relaxed(&h.consumer.position)
-        rc = self._next_record_fast()
-        if rc != RS_OK:
-            # A near-empty ring: the cached head is behind.  Look again
-            # before paying for releasing the GIL.
-            self.cached_head = rs_load_acquire(&h.producer.position)
+        while True:
+            if deadline != 0 and self._looks_empty():
+                # Wait for data before taking the lock: the lock would only
+                # be let go again (two atomic exchanges per wait).
+                if not waited:
+                    waited = True
+                    start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
+                with nogil:
+                    rc = self._wait_for(AWAIT_DATA, 0, &w)
+                if rc != RS_OK:
+                    return self._raise(rc, False)
+            if try_lock(&h.get_lock, self._token()):
+                rc = RS_OK
+            else:
+                with nogil:
+                    rc = self._lock_slow(&h.get_lock, lock_deadline(deadline), False)
+            if rc != RS_OK:
+                return self._raise(rc, False)
+            self.read_tail = rs_load_relaxed(&h.consumer.position)
             rc = self._next_record_fast()
-        if rc != RS_OK:
-            with nogil:
-                rc = self._next_record(deadline)
-        if rc != RS_OK:
+            if rc != RS_OK:
+                # A near-empty ring: the cached head is behind.  Look again
+                # before paying for releasing the GIL.
+                self.cached_head = rs_load_acquire(&h.producer.position)
+                rc = self._next_record_fast()
+            if rc != RS_OK:
+                with nogil:
+                    rc = self._next_record()
+            if rc == RS_OK:
+                return 0
+            # Nothing there: hand back any padding skipped, let the lock go,
+            # and sleep until a producer publishes (a waiter holds no lock).
             self._end_get(0, 0)
+            if rc == RS_TIMEOUT and self._shut_down():
+                rc = RS_SHUTDOWN
+            elif rc == RS_TIMEOUT and deadline != 0:
+                if not waited:
+                    waited = True
+                    start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
+                with nogil:
+                    rc = self._wait_for(AWAIT_DATA, 0, &w)
+                if rc == RS_OK:
+                    continue
             return self._raise(rc, False)
-        return 0
+
+    cdef inline bint _looks_empty(self) noexcept nogil:
+        # No record between the tail and the head: looks at the head only
+        # when the cached one says empty, as the fast path would.
+        cdef uint64_t tail = rs_load_relaxed(&self.hdr.consumer.position)
+        if self.cached_head != tail:
+            return False
+        self.cached_head = rs_load_acquire(&self.hdr.producer.position)
+        return self.cached_head == tail
 
     cdef inline int _next_record_fast(self) noexcept nogil:
         # The common case: a DATA record the cached head already covers.
@@ -649,36 +816,21 @@ cdef class RingCore:
         self.rec_length = rec.length
         return RS_OK
 
-    cdef int _next_record(self, int64_t deadline) noexcept nogil:
-        """With the get lock held: skip padding, wait for data, validate the
-        record at read_tail.  A record is trusted only after its kind and
-        length are checked against the capacity and the published head."""
+    cdef int _next_record(self) noexcept nogil:
+        """With the get lock held: skip padding and validate the record at
+        read_tail; RS_TIMEOUT when there is none.  A record is trusted only
+        after its kind and length are checked against the capacity and the
+        published head."""
         cdef rs_header *h = self.hdr
         cdef uint64_t tail, avail, pos, span
         cdef uint32_t length, kind
         cdef rs_record *rec
-        cdef Wait w
-        cdef bint waited = False
-        cdef int rc
         while True:
             tail = self.read_tail
             if <int64_t>(self.cached_head - tail) <= 0:
-                self.cached_head = rs_load_seq(&h.producer.position)
+                self.cached_head = rs_load_acquire(&h.producer.position)
                 if self.cached_head == tail:
-                    if deadline != 0 and tail != rs_load_relaxed(&h.consumer.position):
-                        # About to sleep: hand skipped padding back.  (Only
-                        # here: with messages taken but not yet returned this
-                        # would lose them if the process died now.)
-                        self._publish_tail(tail, 0, 0)
-                    if self._shut_down():
-                        return RS_SHUTDOWN
-                    if not waited:
-                        waited = True
-                        start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
-                    rc = wait_turn(&h.data_waitq, &w, False, self.slice_ns, &self._closing)
-                    if rc != RS_OK:
-                        return rc
-                    continue
+                    return RS_TIMEOUT
             avail = self.cached_head - tail
             if avail > self._capacity:
                 return self._corrupt("head and tail are further apart than the capacity")
@@ -706,7 +858,12 @@ cdef class RingCore:
     cdef inline void _publish_tail(self, uint64_t tail, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.consumer, tail, messages, nbytes)
-        wake_one(&self.hdr.space_waitq)
+        if self.max_messages:
+            # A producer waiting for a message slot checks messages_got,
+            # which publish() stores after the (fenced) tail: order that
+            # store before our read of `wanted`, as the tail's is.
+            rs_fence()
+        wake(&self.hdr.space_waitq, RS_WAKE_ALL)
 
     cdef inline void _end_get(self, uint64_t messages, uint64_t nbytes) noexcept nogil:
         """Publish what was consumed (or only the padding skipped), unlock."""
@@ -825,7 +982,7 @@ cdef class RingCore:
                 if rc != RS_OK:
                     # Padding, a stale cached head, or truly empty: look once
                     # more without waiting.
-                    rc = self._next_record(0)
+                    rc = self._next_record()
                     if rc != RS_OK:
                         break
                 if nbytes + self.rec_length > byte_limit:
@@ -879,8 +1036,10 @@ cdef class RingCore:
         cdef uint64_t at
         cdef char *payload
         self._check_open()
-        if self._in_reserve and self._reserve_thread == PyThread_get_thread_ident():
+        if self._reserve_is_mine():
             raise RuntimeError("reserve() blocks of one ring cannot nest")
+        if self._in_reserve and self._reserve_forks != g_forks:
+            self._drop_inherited(True, None)
         if n > self.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
@@ -900,6 +1059,7 @@ cdef class RingCore:
             raise
         self._in_reserve = True
         self._reserve_thread = PyThread_get_thread_ident()
+        self._reserve_forks = g_forks
         return view
 
     def _reserve_end(self, view, bint commit):
@@ -907,6 +1067,9 @@ cdef class RingCore:
         A ring closed inside the block drops it."""
         cdef Span span = self._reserve_span
         if not self._in_reserve:
+            return
+        if self._reserve_forks != g_forks:
+            self._drop_inherited(True, view)
             return
         self._in_reserve = False
         self._reserve_span = None
@@ -928,8 +1091,10 @@ cdef class RingCore:
         """Take the get lock and return a read-only view of the oldest message."""
         cdef int64_t deadline = deadline_from(True, timeout)
         self._check_open()
-        if self._in_view and self._view_thread == PyThread_get_thread_ident():
+        if self._view_is_mine():
             raise RuntimeError("view() blocks of one ring cannot nest")
+        if self._in_view and self._view_forks != g_forks:
+            self._drop_inherited(False, None)
         self._begin_get(deadline)
         try:
             self._view_span = make_span(self._mapping, self.data + self.rec_offset,
@@ -942,6 +1107,7 @@ cdef class RingCore:
             raise
         self._in_view = True
         self._view_thread = PyThread_get_thread_ident()
+        self._view_forks = g_forks
         return view
 
     def _view_end(self, view, bint consume):
@@ -950,6 +1116,9 @@ cdef class RingCore:
         cdef Span span = self._view_span
         cdef uint32_t n = self.rec_length
         if not self._in_view:
+            return
+        if self._view_forks != g_forks:
+            self._drop_inherited(False, view)
             return
         self._in_view = False
         self._view_span = None
@@ -967,6 +1136,32 @@ cdef class RingCore:
                 self._end_get(0, 0)
         finally:
             self._leave()
+
+    cdef inline bint _reserve_is_mine(self):
+        # A reserve() block of this thread of this process is open.
+        return (self._in_reserve and self._reserve_forks == g_forks
+                and self._reserve_thread == PyThread_get_thread_ident())
+
+    cdef inline bint _view_is_mine(self):
+        return (self._in_view and self._view_forks == g_forks
+                and self._view_thread == PyThread_get_thread_ident())
+
+    cdef void _drop_inherited(self, bint reserve, object view):
+        """Forget a reserve() (or view()) block that the process we were
+        forked from opened: its lock, its space and its message are not
+        ours to publish, consume or unlock (see g_forks)."""
+        cdef Span span
+        if reserve:
+            span = self._reserve_span
+            self._reserve_span = None
+            self._in_reserve = False
+        else:
+            span = self._view_span
+            self._view_span = None
+            self._in_view = False
+        if span is not None:
+            end_span(span, view)
+        self._leave()
 
     # -- the whole ring ----------------------------------------------------
 

@@ -114,15 +114,20 @@ cdef inline int wait_turn(rs_waitq *q, Wait *w, bint baton, int64_t slice_ns,
     return RS_OK
 
 
-cdef inline void wake_one(rs_waitq *q) noexcept nogil:
-    # Only a sleeper sets `wanted`; the waker clears it, so a sleeper that
-    # died costs one wake at most, and a busy ring makes no system call.
+cdef inline void wake(rs_waitq *q, int count) noexcept nogil:
+    """Wake up to `count` sleepers of `q` if any may sleep there.  Only a
+    sleeper sets `wanted`; the waker clears it, so a sleeper that died
+    costs one wake at most, and a busy ring makes no system call.  With
+    several sleepers the flag says only "somebody": data and space queues
+    wake them all (RS_WAKE_ALL), each re-checks and re-arms; a lock queue
+    wakes one, which re-arms at once (see wait_turn's `baton`)."""
     if rs_load_seq(&q.wanted) != 0 and rs_exchange(&q.wanted, 0) != 0:
         rs_add32(&q.futex, 1)
-        rs_futex_wake(&q.futex, 1)
+        rs_futex_wake(&q.futex, count)
 
 
 cdef inline void wake_all(rs_waitq *q) noexcept nogil:
+    # Unconditionally (shutdown, close): whatever the flag says.
     rs_store_seq(&q.wanted, 0)
     rs_add32(&q.futex, 1)
     rs_futex_wake(&q.futex, RS_WAKE_ALL)

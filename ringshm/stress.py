@@ -58,8 +58,12 @@ END_MARKER = b""
 # Messages one producer incarnation may put (one ledger byte each); then it
 # retires and a new incarnation takes its slot.
 SEQ_LIMIT = 1 << 20
-# Keep the ledger under this many bytes of (lazily touched) shared memory.
-LEDGER_BUDGET = 1 << 30
+# Keep the ledger under this many bytes of (lazily touched) shared memory:
+# only the pages of sequence numbers really delivered are ever touched (a
+# run of 17 M messages touches ~20 MB), so the budget bounds address space,
+# not memory.  4 GiB: a 2-minute run with a kill every 50 ms needs ~2,800
+# producer slots of 1 MiB.
+LEDGER_BUDGET = 1 << 32
 # A worker's blocking calls wake this often to check that the supervisor lives.
 POLL = 1.0
 TICK = 0.005              # the supervisor's loop

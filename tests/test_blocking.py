@@ -127,8 +127,10 @@ def later(seconds, action):
 @pytest.mark.parametrize("timeout", [None, 5])
 def test_get_waits_for_a_message_from_a_thread(make_ring, timeout):
     ring = make_ring()
-    timer = later(0.3, lambda: ring.put(b"late"))
+    # The clock starts before the timer: on a busy machine the timer thread
+    # may run a while before this one takes the clock again.
     start = time.monotonic()
+    timer = later(0.3, lambda: ring.put(b"late"))
     try:
         assert ring.get(timeout=timeout) == b"late"
     finally:
@@ -140,8 +142,8 @@ def test_get_waits_for_a_message_from_a_thread(make_ring, timeout):
 def test_put_waits_for_room_from_a_thread(make_ring, timeout):
     ring = make_ring()
     fill(ring)
-    timer = later(0.3, ring.get)
     start = time.monotonic()
+    timer = later(0.3, ring.get)
     try:
         ring.put(b"x" * 100, timeout=timeout)
     finally:
@@ -155,8 +157,8 @@ def test_put_waits_for_max_messages_room(make_ring):
     ring.put(b"2")
     assert ring.full()
     assert 0.1 - EARLY <= elapsed(lambda: ring.put(b"3", timeout=0.1), Full) <= 0.5
-    timer = later(0.3, ring.get)
     start = time.monotonic()
+    timer = later(0.3, ring.get)
     try:
         ring.put(b"3")
     finally:
