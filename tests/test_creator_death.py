@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import remove_segment, shm_path, unique_ring_name
 
-from ringshm import Queue, Ring
+from ringshm import Ring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GONE_WITHIN = 1.0      # the promise

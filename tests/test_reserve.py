@@ -4,61 +4,22 @@ private tmpfs mounted over /dev/shm (or over a directory for path=), so the
 machine's own /dev/shm is never filled, and whatever the case leaves dies
 with its mount namespace."""
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from privateshm import in_private_tmpfs, needs_unshare
 
 from ringshm import Ring
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KIB = 1024
 MIB = 1024 * KIB
 
-pytestmark = [
-    pytest.mark.multiprocess,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                       reason="needs root and unshare(1) to mount a private tmpfs"),
-]
-
-
-# Defined in the child: take every free byte of the tmpfs with a file.
-FILL = """
-def fill(where):
-    fd = os.open(os.path.join(where, "filler"), os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"x" * 4096):
-            pass
-    except OSError:
-        pass
-    os.close(fd)
-"""
-
-
-def in_small_tmpfs(code, size, mount_on="/dev/shm"):
-    """Run Python `code` with a tmpfs of `size` bytes mounted on `mount_on`,
-    in a mount namespace of its own; returns (exit code or -signal, the
-    JSON the code printed last or None)."""
-    script = (f"import json, os, sys\nsys.path.insert(0, {ROOT!r})\n"
-              f"MOUNT = {mount_on!r}\n" + FILL + textwrap.dedent(code))
-    done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         f'mount -t tmpfs -o size={size} tmpfs "$1" && exec "$2" -c "$3"', "sh",
-         mount_on, sys.executable, script],
-        capture_output=True, text=True, timeout=120)
-    lines = done.stdout.strip().splitlines()
-    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
-    assert done.returncode in (0, -signal.SIGBUS), done.stderr
-    return done.returncode, result
+pytestmark = [pytest.mark.multiprocess, needs_unshare]
 
 
 def test_a_ring_that_does_not_fit_raises_and_leaves_nothing():
-    status, result = in_small_tmpfs("""
+    status, result = in_private_tmpfs("""
         import errno
         from ringshm import Ring, RingNoSpace, RingError
         try:
@@ -84,7 +45,7 @@ def test_the_last_bytes_are_refused_by_fallocate_itself():
     """free >= needed at the first look, but the file system cannot hand out
     the last page (tmpfs counts whole pages): posix_fallocate's ENOSPC is a
     RingNoSpace too, and the half-made segment is removed."""
-    status, result = in_small_tmpfs("""
+    status, result = in_private_tmpfs("""
         from ringshm import Ring, RingNoSpace
         import ringshm.ring as ring_module
         real = os.fstatvfs
@@ -107,7 +68,7 @@ def test_the_last_bytes_are_refused_by_fallocate_itself():
 def test_rings_that_fit_work_and_a_full_ring_never_sigbuses():
     """Two reserved rings fill most of a 1 MiB /dev/shm; a file takes the
     rest; then both rings are filled to the brim and drained."""
-    status, result = in_small_tmpfs("""
+    status, result = in_private_tmpfs("""
         from ringshm import Ring, Full
         rings = [Ring.create(f"r{i}", capacity=256 << 10) for i in range(2)]
         fill(MOUNT)
@@ -132,7 +93,7 @@ def test_rings_that_fit_work_and_a_full_ring_never_sigbuses():
 def test_a_sparse_ring_does_sigbus_on_a_full_tmpfs():
     """reserve=False keeps the 0.1 behaviour, documented: the same filling
     kills the writer with SIGBUS.  (This is what the default now avoids.)"""
-    status, _ = in_small_tmpfs("""
+    status, _ = in_private_tmpfs("""
         from ringshm import Ring
         ring = Ring.create("sparse", capacity=512 << 10, reserve=False)
         fill(MOUNT)
@@ -146,7 +107,7 @@ def test_a_sparse_ring_does_sigbus_on_a_full_tmpfs():
 def test_a_one_tib_ring_raises_clearly():
     """Issue 8: `--capacity 1000000000000` made a 1 TiB ring on a 24 GB
     tmpfs.  (tmpfs's size is a limit, not memory taken.)"""
-    status, result = in_small_tmpfs("""
+    status, result = in_private_tmpfs("""
         from ringshm import Ring, RingNoSpace
         try:
             Ring.create("huge", capacity=10 ** 12)
@@ -161,7 +122,7 @@ def test_a_one_tib_ring_raises_clearly():
 
 
 def test_a_file_backed_ring_is_reserved_too(tmp_path):
-    status, result = in_small_tmpfs("""
+    status, result = in_private_tmpfs("""
         from ringshm import Ring, RingNoSpace
         path = os.path.join(MOUNT, "ring")
         try:
