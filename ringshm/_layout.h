@@ -26,6 +26,11 @@
 #define RS_KIND_PADDING 0x44444150u /* "PADD" little-endian */
 
 #define RS_FLAG_SHUTDOWN 1ull
+/* Made with persist=False: the name goes with its creator, so `ringshm gc`
+ * may remove it once the creator is dead and nobody maps it.  An inverse
+ * bit ("ephemeral", not "persistent") so that a 0.1 segment, which never
+ * sets it, is never taken for a ring that may be collected. */
+#define RS_FLAG_EPHEMERAL 2ull
 
 /* One side's intent to publish: written before head/tail is published, so a
  * process that takes over the lock of a dead owner can finish the counters
@@ -78,7 +83,7 @@ typedef struct {
     uint64_t created_ns;           /* CLOCK_REALTIME at creation */
     uint32_t recovery_interval_us;
     uint32_t spin_ns;
-    uint64_t flags;                /* RS_FLAG_SHUTDOWN */
+    uint64_t flags;                /* RS_FLAG_SHUTDOWN, RS_FLAG_EPHEMERAL */
     char _pad0[128 - 72];
 
     /* 128: the producer side, written under the put lock;

@@ -82,6 +82,7 @@ cdef extern from "_layout.h" nogil:
     uint32_t RS_KIND_DATA
     uint32_t RS_KIND_PADDING
     unsigned long long RS_FLAG_SHUTDOWN
+    unsigned long long RS_FLAG_EPHEMERAL
 
     ctypedef struct rs_intent:
         uint64_t position

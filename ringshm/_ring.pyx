@@ -152,8 +152,9 @@ cdef class RingCore:
         self._closing = False   # open() maps again after a creator was slow
 
     def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
-                    uint64_t max_messages):
-        """Write a fresh header (the creator only, before anyone attaches)."""
+                    uint64_t max_messages, bint ephemeral=False):
+        """Write a fresh header (the creator only, before anyone attaches).
+        `ephemeral`: made with persist=False (RS_FLAG_EPHEMERAL)."""
         cdef rs_header *h = self.hdr
         cdef timespec ts
         memset(h, 0, RS_HEADER_SIZE)
@@ -167,6 +168,7 @@ cdef class RingCore:
         h.created_ns = <uint64_t>ts.tv_sec * NS + ts.tv_nsec
         h.recovery_interval_us = <uint32_t>(recovery_interval * 1e6)
         h.spin_ns = <uint32_t>(spin * 1e3)
+        h.flags = RS_FLAG_EPHEMERAL if ephemeral else 0
         # The magic goes last: an opener that sees it sees a whole header.
         rs_store_release(<uint64_t *>h.magic, (<uint64_t *>RS_MAGIC)[0])
         self._adopt_header(h)
@@ -317,6 +319,7 @@ cdef class RingCore:
         # mostly busy for the length of a copy, and a look costs syscalls.
         cdef int64_t next_check = now_ns() + min(self.slice_ns, FIRST_OWNER_CHECK_NS)
         cdef int rc
+        cdef bint last_look = False
         wait_init(&w, deadline, self.spin_ns)
         while True:
             owner = rs_load_acquire(&lk.owner)
@@ -330,7 +333,7 @@ cdef class RingCore:
                 now = 0   # spinning: the wait's own clock bounds it
             else:
                 now = now_ns()
-            if now >= next_check or (now != 0 and now >= deadline):
+            if last_look or now >= next_check or (now != 0 and now >= deadline):
                 if owner != token and not rs_holder_alive(self.presence, <char *>self.hdr,
                                                           owner):
                     if rs_cas(&lk.owner, owner, token):
@@ -338,9 +341,18 @@ cdef class RingCore:
                         repair(&self.hdr.producer if producer else &self.hdr.consumer)
                         return RS_OK
                     continue
+                if last_look:
+                    return RS_TIMEOUT
                 next_check = now + self.slice_ns
             w.check_at = next_check
             rc = wait_turn(&lk.waitq, &w, True, self.slice_ns, &self._closing)
+            if rc == RS_TIMEOUT and not last_look:
+                # The deadline can pass inside the wait (a spin, or a
+                # preemption between our clock and the wait's) without a look
+                # at the owner: look once more before failing, or a dead
+                # holder makes a non-blocking call fail instead of taking over.
+                last_look = True
+                continue
             if rc != RS_OK:
                 return rc
 
@@ -1239,6 +1251,7 @@ cdef class RingCore:
             "creator_alive": bool(owner_alive(make_token(<int>h.creator_pid,
                                                          h.creator_start_time))),
             "shutdown": bool(rs_load_relaxed(&h.flags) & RS_FLAG_SHUTDOWN),
+            "ephemeral": bool(rs_load_relaxed(&h.flags) & RS_FLAG_EPHEMERAL),
             "version": h.version,
             "max_messages": self.max_messages,
             "recovery_interval": self.slice_ns / 1e9,

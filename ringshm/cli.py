@@ -13,13 +13,14 @@ import functools
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 
-from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, RingNotFound, ShutDown
+from ._version import __version__
+from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
 
 PROG = "ringshm"
-SHM_DIR = "/dev/shm"
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 # Bytes one stdin read may return; a put_many batch stays below a quarter of
 # the ring as well, so a batch always fits once the consumer catches up.
@@ -120,90 +121,78 @@ def _ring_cls():
     return Ring
 
 
-def _shm_prefix():
-    from .ring import SHM_PREFIX
-    return SHM_PREFIX
-
-
 def cmd_create(args):
     """Create a persistent ring; it stays until ``ringshm rm``."""
     ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
                               persist=True, max_messages=args.max_messages)
+    made = ring.capacity
     ring.close()
+    if made != args.capacity:
+        # Capacities are powers of two of at least 4096.
+        print(f"created {args.name}: capacity {made} bytes ({human_size(made)}), "
+              f"rounded up from {args.capacity}")
     return 0
-
-
-def _ring_summary(name):
-    """One row of ``ls``: the ring's stats, or why they could not be read."""
-    row = {"name": name, "state": "ok"}
-    try:
-        ring = _ring_cls().open(name)
-    except RingNotFound:
-        return None  # removed while we were listing
-    except RingCorrupted as exc:
-        row.update(state="corrupt", error=str(exc))
-        return row
-    except PermissionError:
-        row.update(state="no access")
-        return row
-    except (RingError, OSError, ValueError) as exc:
-        row.update(state="error", error=str(exc))
-        return row
-    try:
-        stats = ring.stats()
-    except RingCorrupted as exc:
-        row.update(state="corrupt", error=str(exc))
-        return row
-    finally:
-        ring.close()
-    row.update(stats)
-    if stats.get("shutdown"):
-        row["state"] = "shutdown"
-    return row
-
-
-def list_rings():
-    """Every ``ringshm.*`` segment in /dev/shm, summarised, sorted by name."""
-    prefix = _shm_prefix()
-    try:
-        entries = sorted(os.listdir(SHM_DIR))
-    except FileNotFoundError:
-        entries = []
-    rows = []
-    for entry in entries:
-        if entry.startswith(prefix) and len(entry) > len(prefix):
-            row = _ring_summary(entry[len(prefix):])
-            if row is not None:
-                rows.append(row)
-    return rows
 
 
 def cmd_ls(args):
     """List every ring on the machine."""
-    rows = list_rings()
+    from .census import census, escape_name
+    rows = census()
+    for row in rows:
+        row["state"] = ", ".join(row.pop("states"))
+        for key in ("dev", "ino"):
+            row.pop(key, None)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     table = [("NAME", "CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")]
     for row in rows:
+        name = escape_name(row["name"])
         if "capacity" in row:
-            table.append((row["name"], human_size(row["capacity"]),
+            table.append((name, human_size(row["capacity"]),
                           human_size(row["used_bytes"]), str(row["messages"]),
                           str(row["creator_pid"]), "yes" if row["creator_alive"] else "no",
                           row["state"]))
         else:
-            table.append((row["name"], "-", "-", "-", "-", "-", row["state"]))
+            table.append((name, "-", "-", "-", "-", "-", row["state"]))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
     return 0
 
 
+def cmd_gc(args):
+    """Remove this user's stale rings (and idle ones with --persistent)."""
+    from .census import census, escape_name, still_the_same
+    doomed = {"stale", "idle"} if args.persistent else {"stale"}
+    status = 0
+    for row in census():
+        if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
+            continue
+        label = f"{escape_name(row['name'])} ({', '.join(row['states'])})"
+        if args.dry_run:
+            print(f"would remove {label}")
+            continue
+        if not still_the_same(row):
+            continue   # removed, or made again, since we looked
+        try:
+            os.unlink(row["path"])
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            _error(f"{label}: {_describe(exc)}")
+            status = 1
+            continue
+        print(f"removed {label}")
+    return status
+
+
 def cmd_info(args):
     """Print a ring's header and counters."""
     Ring = _ring_cls()
     with Ring.open(args.name) as ring:
-        info = {"name": ring.name, "path": os.path.join(SHM_DIR, _shm_prefix() + ring.name),
+        from .ring import shm_path
+        info = {"name": ring.name, "path": shm_path(ring.name),
                 "max_message_size": ring.max_message_size}
         info.update(ring.stats())
     if args.json:
@@ -218,29 +207,29 @@ def cmd_info(args):
 
 
 def cmd_rm(args):
-    """Remove rings by name; a corrupt segment is removed too."""
-    Ring = _ring_cls()
+    """Remove rings by name: any regular file of that name (a corrupt
+    segment too), never a directory or what a symbolic link points to."""
+    from .ring import _check_name, shm_path
     status = 0
     for name in args.names:
         try:
-            try:
-                ring = Ring.open(name)
-            except RingCorrupted:
-                # Not a valid ring, but the name passed Ring's checks (no "/"),
-                # so it is a plain entry of /dev/shm with our prefix.
-                os.unlink(os.path.join(SHM_DIR, _shm_prefix() + name))
-                continue
-            try:
-                ring.unlink()
-            finally:
-                ring.close()
-        except RingNotFound:
+            _check_name(name)
+            path = shm_path(name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                raise RingCorrupted(f"{name!r} is not a ring ({_kind(mode)}); not removed")
+            os.unlink(path)
+        except FileNotFoundError:
             _error(f"no ring named {name!r}")
             status = 1
-        except (RingError, OSError) as exc:
-            _error(f"{name}: {_describe(exc)}")
+        except (RingError, OSError, ValueError) as exc:
+            _error(f"{name!r}: {_describe(exc)}")
             status = 1
     return status
+
+
+def _kind(mode):
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
 
 
 def cmd_shutdown(args):
@@ -325,15 +314,21 @@ def cmd_send(args):
 
 
 def cmd_recv(args):
-    """Messages to stdout, one per line, until shutdown, --count or --timeout."""
+    """Messages to stdout, one per line, until shutdown, --count or --timeout.
+    A message leaves the ring only once it was written and flushed: a full
+    disk or a reader that went away loses nothing."""
     separator = b"\0" if args.null else b"\n"
     out = sys.stdout.buffer
     received = 0
     with _ring_cls().open(args.name) as ring:
         while args.count is None or received < args.count:
-            wanted = 4096 if args.count is None else min(4096, args.count - received)
             try:
-                batch = ring.get_many(wanted, timeout=args.timeout)
+                # view() consumes the message only when the block ends
+                # normally; a write that raises leaves it in the ring.
+                with ring.view(timeout=args.timeout) as message:
+                    out.write(message)
+                    out.write(separator)
+                    out.flush()
             except ShutDown:
                 break
             except Empty:
@@ -341,10 +336,14 @@ def cmd_recv(args):
                     _error(f"timed out after {received} of {args.count} messages")
                     return 1
                 break
-            batch.append(b"")
-            out.write(separator.join(batch))
-            out.flush()
-            received += len(batch) - 1
+            except OSError as exc:
+                # Nothing more reaches stdout: keep Python's own flush at
+                # exit from failing (and printing) again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+                if isinstance(exc, BrokenPipeError):
+                    return 128 + signal.SIGPIPE   # the reader left, as `| head` does
+                raise
+            received += 1
     return 0
 
 
@@ -378,13 +377,15 @@ def build_parser():
         prog=PROG,
         description="Shared-memory ring buffers between processes: the ipcs/ipcrm of ringshm, "
                     "shell pipes through a ring, a demo, benchmarks and a stress test.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("create", help="create a persistent ring (stays until `ringshm rm`)")
     p.add_argument("name")
-    p.add_argument("--capacity", type=parse_size, default=64 << 20,
-                   help="bytes of data area, K/M/G suffixes (default 64M)")
+    p.add_argument("--capacity", type=parse_size, default=4 << 20,
+                   help="bytes of data area, K/M/G suffixes, reserved in /dev/shm at once "
+                        "(default 4M; see the README on sizing)")
     p.add_argument("--mode", type=parse_mode, default=0o600, help="octal permissions (default 600)")
     p.add_argument("--max-messages", type=parse_count, default=0, metavar="N",
                    help="also bound the number of messages (default: bytes only)")
@@ -393,6 +394,12 @@ def build_parser():
     p = sub.add_parser("ls", help="list every ring on this machine")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("gc", help="remove this user's stale rings (a dead creator's, unmapped)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    p.add_argument("--persistent", action="store_true",
+                   help="also remove idle persistent rings (no live process maps them)")
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("info", help="a ring's header and counters")
     p.add_argument("name")
@@ -460,15 +467,18 @@ def _error(message):
 
 
 @contextlib.contextmanager
-def _filter_signals():
+def _filter_signals(pipe_kills=True):
     """Like other filters: end quietly when the reader goes away (``| head``),
     and end at once with status 130 on Ctrl-C, even in the middle of a wait
     inside the core. Nothing needs cleaning up: these commands own no ring,
-    and the others recover from a process that dies holding a ring's lock."""
+    and the others recover from a process that dies holding a ring's lock.
+    `pipe_kills=False` (recv) keeps SIGPIPE ignored: the write then fails
+    and the message stays in the ring instead of dying with the process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signal.SIGPIPE: signal.signal(signal.SIGPIPE, signal.SIG_DFL),
+    previous = {signal.SIGPIPE: signal.signal(signal.SIGPIPE,
+                                              signal.SIG_DFL if pipe_kills else signal.SIG_IGN),
                 signal.SIGINT: signal.signal(signal.SIGINT,
                                              lambda signum, frame: os._exit(128 + signum))}
     try:
@@ -492,7 +502,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         command = functools.partial(args.func, args)
         if args.func is not cmd_demo:   # the demo removes its rings on Ctrl-C
-            signals = _filter_signals()
+            signals = _filter_signals(pipe_kills=args.func is not cmd_recv)
     try:
         with signals:
             return command()

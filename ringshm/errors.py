@@ -4,11 +4,13 @@ Every error derives from RingError and also from the builtin a user of
 queue/multiprocessing would already catch (Full is a queue.Full, and so on).
 """
 
+import errno
 import queue
+from typing import Optional
 
 __all__ = [
     "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
-    "RingExists", "RingNotFound", "RingCorrupted",
+    "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
 ]
 
 # queue.ShutDown exists from Python 3.13 on; before that ShutDown has no
@@ -47,3 +49,23 @@ class RingNotFound(RingError, FileNotFoundError):
 class RingCorrupted(RingError):
     """The segment is not a ring, is of an unknown layout, is truncated, or
     holds a record that fails validation."""
+
+
+class RingPermissionError(RingError, PermissionError):
+    """The segment may not be attached: it belongs to another user (see
+    ``any_owner``), it is a symbolic link, or the system refused access."""
+
+
+class RingNoSpace(RingError, OSError):
+    """create(reserve=True) found too little room in the file system that
+    backs the ring (/dev/shm, or the file's).  ``errno`` is ENOSPC;
+    ``needed`` and ``free`` are byte counts (``free`` is None if unknown)."""
+
+    def __init__(self, needed: int, free: Optional[int], where: str) -> None:
+        free_text = "an unknown number of bytes" if free is None else f"{free} bytes"
+        super().__init__(errno.ENOSPC,
+                         f"no room for the ring: it needs {needed} bytes and the file "
+                         f"system has {free_text} free (a smaller capacity, more room, "
+                         f"e.g. docker run --shm-size, or reserve=False)", where)
+        self.needed = needed
+        self.free = free

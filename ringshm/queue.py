@@ -18,10 +18,11 @@ from .ring import Ring
 
 __all__ = ["Queue", "DEFAULT_CAPACITY"]
 
-#: Bytes of ring behind a Queue unless ``capacity`` says otherwise. The pages
-#: of /dev/shm are only committed when written, so a large default costs
-#: nothing until the queue actually holds that much.
-DEFAULT_CAPACITY = 16 << 20
+#: Bytes of ring behind a Queue unless ``capacity`` says otherwise. The
+#: segment is reserved in /dev/shm when the queue is made (reserve=True), so
+#: the default stays small: a dozen queues fit in a container's default
+#: 64 MB /dev/shm (README, "Sizing a ring").
+DEFAULT_CAPACITY = 4 << 20
 
 
 def _check_timeout(block, timeout):

@@ -2,7 +2,11 @@
 
 The hot methods (put, get, put_many, get_many, ...) are inherited from the
 compiled RingCore; this module adds what runs once per ring, in plain Python.
-posix_ipc lives here and nowhere else.
+
+A named ring is the file /dev/shm/ringshm.NAME, opened here with os.open
+as glibc's shm_open would, so that we choose the flags (never follow a
+symbolic link, never block on a FIFO) and look at the file (fstat) before
+one byte of it is mapped: see "The owner rule" in docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -11,15 +15,22 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 import time
 import warnings
 import weakref
 from typing import Iterator, Optional
 
-import posix_ipc
-
+from ringshm import watcher
 from ringshm._ring import HEADER_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCore
-from ringshm.errors import RingCorrupted, RingExists, RingNotFound, ShutDown
+from ringshm.errors import (
+    RingCorrupted,
+    RingExists,
+    RingNoSpace,
+    RingNotFound,
+    RingPermissionError,
+    ShutDown,
+)
 
 __all__ = ["Ring", "SHM_PREFIX"]
 
@@ -36,10 +47,15 @@ DEFAULT_RECOVERY_INTERVAL = 0.1   # seconds
 DEFAULT_SPIN = 50.0 if (os.cpu_count() or 1) > 1 else 0.0   # microseconds
 # How long open() waits for a creator that is still writing the header.
 CREATOR_GRACE = 1.0
+# Attaching never follows a final symbolic link, never blocks (a FIFO, a
+# device), never makes a terminal ours.
+_ATTACH_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _shm_name(name: str) -> str:
-    return "/" + SHM_PREFIX + name
+def shm_path(name: str) -> str:
+    """The file of the named ring: /dev/shm/ringshm.NAME."""
+    return os.path.join(SHM_DIR, SHM_PREFIX + name)
 
 
 def _check_name(name: object) -> str:
@@ -47,8 +63,11 @@ def _check_name(name: object) -> str:
         raise TypeError(f"name must be a str, not {type(name).__name__}")
     if not name:
         raise ValueError("name must not be empty")
-    if "/" in name or "\0" in name:
-        raise ValueError(f"name must not contain '/' or NUL: {name!r}")
+    if "/" in name:
+        raise ValueError(f"name must not contain '/': {name!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        # They would forge rows in `ringshm ls` and in a terminal.
+        raise ValueError(f"name must not contain control characters: {name!r}")
     if name in (".", ".."):
         raise ValueError(f"name must not be {name!r}")
     if len(os.fsencode(name)) > MAX_NAME_LENGTH:
@@ -101,16 +120,96 @@ def _check_mode(mode: object) -> int:
     return mode
 
 
-def _remove(kind: str, where: str, creator_pid: int) -> None:
+def _kind_of(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _refuse(st: os.stat_result, label: str, any_owner: bool) -> None:
+    """Raise unless ``st`` is a regular file that this process may attach.
+
+    Raises:
+        RingCorrupted: not a regular file.
+        RingPermissionError: a symbolic link, or owned by another user and
+            not ``any_owner``.
+    """
+    if stat.S_ISLNK(st.st_mode):
+        raise RingPermissionError(errno.ELOOP, "refusing to follow a symbolic link", label)
+    if not stat.S_ISREG(st.st_mode):
+        raise RingCorrupted(f"{label!r} is not a ring: {_kind_of(st.st_mode)}")
+    euid = os.geteuid()
+    if not any_owner and st.st_uid != euid:
+        raise RingPermissionError(
+            errno.EPERM, f"the segment belongs to uid {st.st_uid}, not to this user "
+            f"(uid {euid}); another user could read or forge its messages "
+            f"(any_owner=True attaches anyway)", label)
+
+
+def _open_segment(where: str, label: str, any_owner: bool) -> int:
+    """Open an existing segment or ring file to attach it; returns the fd.
+    Looked at before (lstat: devices and FIFOs are never opened) and after
+    opening (fstat of what was opened: no race with a rename).
+
+    Raises:
+        RingNotFound: no such file.
+        RingCorrupted: not a regular file.
+        RingPermissionError: a symbolic link, another user's file (see
+            _refuse), or the file's mode forbids this user.
+    """
+    try:
+        _refuse(os.lstat(where), label, True)
+        fd = os.open(where, _ATTACH_FLAGS)
+    except FileNotFoundError:
+        raise RingNotFound(errno.ENOENT, "no such ring", label) from None
+    except PermissionError as e:
+        raise RingPermissionError(e.errno, e.strerror, label) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:   # a symbolic link appeared after the lstat
+            raise RingPermissionError(errno.ELOOP, "refusing to follow a symbolic link",
+                                      label) from None
+        if e.errno in (errno.EISDIR, errno.ENXIO):
+            raise RingCorrupted(f"{label!r} is not a ring: {e.strerror}") from None
+        raise
+    try:
+        _refuse(os.fstat(fd), label, any_owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _reserve(fd: int, size: int, label: str) -> None:
+    """Allocate ``size`` bytes of the file behind ``fd`` now, so that a page
+    is never missing later (a SIGBUS on a full /dev/shm).
+
+    Raises:
+        RingNoSpace: the file system has too little room.
+    """
+    vfs = os.fstatvfs(fd)
+    # tmpfs without a size limit reports no blocks at all: no figure to check.
+    free = vfs.f_bavail * vfs.f_frsize if vfs.f_blocks else None
+    if free is not None and free < size:
+        raise RingNoSpace(size, free, label)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise RingNoSpace(size, free, label) from None
+        raise
+
+
+def _remove(where: str, creator_pid: int) -> None:
     """Unlink a ring's name; run by the creating object's finalizer.  A
     forked child inherits the finalizer: only the creating process acts."""
     if os.getpid() != creator_pid:
         return
-    with contextlib.suppress(OSError, posix_ipc.Error):
-        if kind == "shm":
-            posix_ipc.unlink_shared_memory(where)
-        else:
-            os.unlink(where)
+    with contextlib.suppress(OSError):
+        os.unlink(where)
+    watcher.unregister(where)
 
 
 class Ring(RingCore):
@@ -136,25 +235,35 @@ class Ring(RingCore):
     def create(cls, name: Optional[str] = None, capacity: int = DEFAULT_CAPACITY, *,
                path: Optional[str] = None, mode: int = 0o600, exist_ok: bool = False,
                persist: bool = False, recovery_interval: float = DEFAULT_RECOVERY_INTERVAL,
-               spin: float = DEFAULT_SPIN, max_messages: int = 0) -> "Ring":
+               spin: float = DEFAULT_SPIN, max_messages: int = 0, reserve: bool = True,
+               any_owner: bool = False) -> "Ring":
         """Create and initialise a new ring.
 
         Args:
-            name: POSIX shared-memory name (no '/'); None picks a unique one.
+            name: POSIX shared-memory name (no '/', no control characters);
+                None picks a unique one.
             capacity: bytes of the data area, rounded up to a power of two
                 (at least 4096); `r.capacity` tells the real size.
             path: create a file-backed ring at this path instead of a name.
             mode: permission bits of the segment (0o600: this user only).
             exist_ok: open the ring if it already exists instead of failing.
             persist: keep the name when this object is closed or collected.
+                Without it the name goes with this process too, however it
+                dies (a watcher process removes it, see docs/DESIGN.md).
             recovery_interval: seconds a dead lock holder may block the
                 others before they take the lock over.
             spin: microseconds to busy-wait before sleeping (0: never).
             max_messages: at most this many messages in the ring (0: no limit).
+            reserve: allocate the whole segment now, so that a full
+                /dev/shm is an error here and never a SIGBUS later; False
+                makes a sparse segment whose pages are taken when written.
+            any_owner: with exist_ok, attach an existing ring of another
+                user too (see open()).
 
         Raises:
             RingExists: the name or path exists (and exist_ok is false).
-            PermissionError: the system refused.
+            RingNoSpace: reserve=True and too little room for the segment.
+            RingPermissionError: the system refused, or (exist_ok) as open().
             TypeError, ValueError: a bad argument (the message names it).
         """
         if name is not None and path is not None:
@@ -171,76 +280,77 @@ class Ring(RingCore):
         size = HEADER_SIZE + cap
 
         self = cls.__new__(cls)
-        if path is not None:
+        while True:
+            if path is not None:
+                where, label = path, path
+            else:
+                label = name if name is not None else _unique_name()
+                where = shm_path(label)
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                fd = os.open(where, _CREATE_FLAGS, mode)
+                break
             except FileExistsError:
+                if path is None and name is None:
+                    continue   # a unique name that was not: draw again
                 if exist_ok:
-                    return cls.open(path=path)
-                raise RingExists(errno.EEXIST, "ring file exists", path) from None
+                    return cls.open(name, path=path, any_owner=any_owner)
+                raise RingExists(errno.EEXIST, "ring exists", label) from None
+            except PermissionError as e:
+                raise RingPermissionError(e.errno, e.strerror, label) from None
+        if path is not None:
             self._path = path
-            kind, where = "file", path
         else:
-            shm = None
-            while shm is None:
-                shm_name = _shm_name(name if name is not None else _unique_name())
-                try:
-                    shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode)
-                except posix_ipc.ExistentialError:
-                    if name is None:
-                        continue   # a unique name that was not: draw again
-                    if exist_ok:
-                        return cls.open(name)
-                    raise RingExists(errno.EEXIST, "ring exists", name) from None
-                except posix_ipc.PermissionsError as e:
-                    raise PermissionError(errno.EACCES, str(e), name) from None
-            fd = shm.fd
-            self._name = shm_name[1 + len(SHM_PREFIX):]
-            kind, where = "shm", shm_name
+            self._name = label
+        creator = os.getpid()
         try:
-            # shm_open's mode is filtered by the umask: set exactly what was asked.
+            if not persist:
+                st = os.fstat(fd)
+                watcher.register(os.path.abspath(where), st.st_dev, st.st_ino)
+            # open()'s mode is filtered by the umask: set exactly what was asked.
             os.fchmod(fd, mode)
             os.ftruncate(fd, size)
+            if reserve:
+                _reserve(fd, size, label)
             self._map(fd, size)
-            self._initialize(cap, recovery_interval, spin, max_messages)
+            self._initialize(cap, recovery_interval, spin, max_messages, ephemeral=not persist)
         except BaseException:
             self._detach()
-            _remove(kind, where, os.getpid())
+            _remove(os.path.abspath(where), creator)
             raise
         finally:
             os.close(fd)
         if not persist:
-            self._finalizer = weakref.finalize(self, _remove, kind, where, os.getpid())
+            self._finalizer = weakref.finalize(self, _remove, os.path.abspath(where), creator)
         return self
 
     @classmethod
-    def open(cls, name: Optional[str] = None, *, path: Optional[str] = None) -> "Ring":
+    def open(cls, name: Optional[str] = None, *, path: Optional[str] = None,
+             any_owner: bool = False) -> "Ring":
         """Attach to an existing ring by name or path; validates it first.
         Never unlinks anything.
 
+        A segment that belongs to another user is refused before one byte
+        of it is read, unless `any_owner` is true: whoever owns it can read
+        every message and write any bytes into it.  `path` never follows a
+        symbolic link at its last component.
+
         Raises:
             RingNotFound: no such ring.
-            RingCorrupted: the segment is not a valid ring of this version.
-            PermissionError: the segment's mode forbids this user.
+            RingCorrupted: not a regular file, or not a valid ring of this
+                version.
+            RingPermissionError: another user's segment (without any_owner),
+                a symbolic link, or the segment's mode forbids this user.
         """
         if (name is None) == (path is None):
             raise TypeError("Ring.open() needs exactly one of name or path")
         self = cls.__new__(cls)
         if path is not None:
             path = _check_path(path)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise RingNotFound(errno.ENOENT, "no such ring file", path) from None
+            fd = _open_segment(path, path, any_owner)
             self._path = path
         else:
             _check_name(name)
-            try:
-                fd = posix_ipc.SharedMemory(_shm_name(name)).fd  # type: ignore[arg-type]
-            except posix_ipc.ExistentialError:
-                raise RingNotFound(errno.ENOENT, "no such ring", name) from None
-            except posix_ipc.PermissionsError as e:
-                raise PermissionError(errno.EACCES, str(e), name) from None
+            fd = _open_segment(shm_path(name), name, any_owner)  # type: ignore[arg-type]
             self._name = name
         try:
             self._attach_existing(fd)
@@ -344,16 +454,15 @@ class Ring(RingCore):
             RingNotFound: the name is already gone.
             TypeError: an anonymous ring has no name.
         """
+        if self._name is None and self._path is None:
+            raise TypeError("an anonymous ring has no name to unlink")
+        where = shm_path(self._name) if self._name is not None else self._path
         if self._finalizer is not None:
             self._finalizer.detach()
+            watcher.unregister(os.path.abspath(where))  # type: ignore[type-var]
         try:
-            if self._name is not None:
-                posix_ipc.unlink_shared_memory(_shm_name(self._name))
-            elif self._path is not None:
-                os.unlink(self._path)
-            else:
-                raise TypeError("an anonymous ring has no name to unlink")
-        except (posix_ipc.ExistentialError, FileNotFoundError):
+            os.unlink(where)  # type: ignore[arg-type]
+        except FileNotFoundError:
             raise RingNotFound(errno.ENOENT, "no such ring",
                                self._name or self._path) from None
 

@@ -12,8 +12,6 @@ import uuid
 import posix_ipc
 import pytest
 
-from ringshm._ring import process_alive
-
 SHM_DIR = "/dev/shm"
 # Our segments are /dev/shm/ringshm.<name> (ringshm.ring.SHM_PREFIX); it is
 # spelled out here so that the guard works even when ringshm cannot import.
@@ -60,34 +58,24 @@ def _ring_entries():
         return set()
 
 
-def _belongs_to_another_run(entry):
-    """True for segments that another live process made: a concurrent pytest
-    run (names "t<pid>-...") or a program using the default name
-    ("<pid>-<hex>"). Without this, two test runs on one machine (or xdist
-    workers) would blame each other for their rings."""
-    name = entry[len(SHM_PREFIX):]
-    digits = name[1:] if name.startswith("t") else name
-    pid_text, dash, _ = digits.partition("-")
-    if not dash or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    # A "t<pid>-" name always comes from a conftest like this one in another
-    # session, which guards its own names; a "<pid>-" name only while its
-    # process is alive (a dead one of ours leaked it).
-    return name.startswith("t") or process_alive(pid)
+def made_by_this_run(entry):
+    """True for the /dev/shm entries this test session names: the
+    "t<pid>-..." of unique_ring_name() and the "<pid>-<hex>" that Ring
+    picks for an unnamed ring made in this process.  Everything else
+    belongs to somebody else (a user's `ringshm create myapp-jobs`, another
+    test run) and is neither blamed nor removed.  The persist=False rings of
+    our dead children need no guard: their watcher removes them."""
+    pid = os.getpid()
+    return entry[len(SHM_PREFIX):].startswith((f"t{pid}-", f"{pid}-"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_segments():
-    """Fail the run if /dev/shm holds a ringshm segment that was not there at
-    the start (then remove it, so one leak does not poison later runs)."""
+    """Fail the run if /dev/shm holds a segment that this run made and left
+    (then remove it, so one leak does not poison later runs)."""
     before = _ring_entries()
     yield
-    leaked = sorted(
-        e for e in _ring_entries() - before if not _belongs_to_another_run(e)
-    )
+    leaked = sorted(e for e in _ring_entries() - before if made_by_this_run(e))
     for entry in leaked:
         remove_segment(entry[len(SHM_PREFIX):])
     assert not leaked, f"tests left ringshm segments in {SHM_DIR}: {leaked}"

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -345,3 +346,134 @@ def test_a_missing_bench_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ringshm.stress", None)   # import fails
     assert cli.main(["stress"]) == 1
     assert "ringshm.stress" in capsys.readouterr().err
+
+
+# -- odd input (issue 8, item 9) -----------------------------------------------------
+
+def test_version():
+    from ringshm import __version__
+    result = ringshm("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"ringshm {__version__}"
+
+
+@pytest.fixture
+def planted():
+    """plant(kind) -> name: a FIFO, directory, socket or symbolic link
+    named like a ring in /dev/shm; removed after the test."""
+    made = []
+
+    def plant(kind):
+        name = unique_ring_name()
+        path = shm_path(name)
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "directory":
+            os.mkdir(path)
+        elif kind == "socket":
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(path)
+            sock.close()
+        else:
+            os.symlink("/etc/passwd", path)
+        made.append(path)
+        return name
+
+    yield plant
+    for path in made:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+def test_ls_never_blocks_on_entries_that_are_not_rings(planted):
+    """Issue 8: each planted FIFO cost `ls` a second (ten: 10.3 s)."""
+    fifos = [planted("fifo") for _ in range(10)]
+    others = [planted(kind) for kind in ("directory", "socket", "symlink")]
+    started = time.monotonic()
+    result = ringshm("ls", "--json")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 5.0   # a bound, not a speed test: was 10.3 s
+    states = {row["name"]: row["state"] for row in json.loads(result.stdout)}
+    assert all(states[name] == "not a ring" for name in fifos + others)
+
+
+def test_ls_escapes_control_characters_in_names(name):
+    """A planted name with ESC and a newline must not forge a row."""
+    evil = name + "\x1b[2J\nforged 64K 0 0 1 yes ok"
+    with open(shm_path(evil), "wb") as f:
+        f.write(b"x" * 100)
+    try:
+        result = ringshm("ls")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.decode()
+        assert "\x1b" not in out
+        assert not any(line.startswith("forged") for line in out.splitlines())
+        assert name + "\\x1b[2J\\x0aforged" in out
+    finally:
+        os.unlink(shm_path(evil))
+
+
+@pytest.mark.parametrize("command", ["info", "rm"])
+def test_info_and_rm_of_a_planted_directory_are_clear_errors(planted, command):
+    name = planted("directory")
+    assert_error(ringshm(command, name), 1, "not a ring", "directory")
+    assert os.path.isdir(shm_path(name))
+
+
+def test_create_refuses_control_characters(name):
+    for bad in (name + "\x1b[31m", name + "\nx", name + "\x7f"):
+        assert_error(ringshm("create", bad), 2, "control characters")
+        with pytest.raises(ValueError, match="control characters"):
+            Ring.create(bad, capacity=4096)
+        assert not os.path.lexists(shm_path(bad))
+
+
+def test_create_says_the_capacity_it_made(name):
+    result = ringshm("create", name, "--capacity", "5000")
+    assert result.returncode == 0, result.stderr
+    assert "capacity 8192" in result.stdout.decode()
+    assert "5000" in result.stdout.decode()
+    other = unique_ring_name()
+    try:
+        result = ringshm("create", other, "--capacity", "8K")
+        assert result.returncode == 0 and result.stdout == b""
+    finally:
+        remove_segment(other)
+
+
+def fill_with(name, count):
+    with Ring.open(name) as ring:
+        for i in range(count):
+            ring.put(b"message %d" % i)
+
+
+def test_recv_to_a_full_disk_loses_nothing(name):
+    assert ringshm("create", name, "--capacity", "64K").returncode == 0
+    fill_with(name, 200)
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "ringshm", "recv", name, "--count", "200"],
+                                stdout=full, stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    assert_error(result, 1, "No space left")
+    with Ring.open(name) as ring:
+        assert [ring.get_nowait() for _ in range(200)] == [b"message %d" % i
+                                                            for i in range(200)]
+
+
+def test_recv_to_a_closed_pipe_loses_nothing(name):
+    assert ringshm("create", name, "--capacity", "64K").returncode == 0
+    fill_with(name, 200)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "ringshm", "recv", name],
+                                stdout=write_end, stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE
+    assert result.stderr == b""
+    with Ring.open(name) as ring:
+        assert len(ring) == 200
+        assert ring.get_nowait() == b"message 0"
+

@@ -10,12 +10,16 @@ The kill points come from the API: ``reserve()`` holds the put lock and
 faultkit.Child and always reaped.  See docs/RELIABILITY.md.
 """
 
+import contextlib
 import os
+import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import faultkit
@@ -148,6 +152,57 @@ def test_nonblocking_call_takes_over_a_dead_lock(ring, side):
     else:
         assert ring.get_nowait() == b"m0"
     assert ring.stats()["lock_recoveries"] == 1
+
+
+def nonblocking_gets_on_dead_locks(link, name, attempts, dead):
+    """get_nowait() `attempts` times, each with a message in the ring and the
+    get lock held by the dead token `dead`; reports how many said Empty."""
+    ring = Ring.open(name)
+    empties = 0
+    with RawHeader(name) as raw:
+        for _ in range(attempts):
+            ring.put(b"m")
+            raw.set_u64(faultkit.GET_LOCK, dead)
+            try:
+                ring.get_nowait()
+            except Empty:
+                empties += 1
+                raw.set_u64(faultkit.GET_LOCK, 0)
+                ring.get_nowait()
+    ring.close()
+    link.ready(str(empties))
+
+
+def test_a_preempted_nonblocking_call_still_takes_over_a_dead_lock(ring):
+    """The race behind a rare failure of the test above: the moment a
+    non-blocking call waits for a lock can end inside its spin (or between
+    two looks at the clock) without one look at the owner, and then it
+    failed with Empty although the owner was dead.  Here the caller is
+    stopped (SIGSTOP) at random moments, so that the moment often ends while
+    it is stopped; every call must still take the lock over."""
+    dead = dead_token(ring.name)
+    stop = threading.Event()
+    with Child(nonblocking_gets_on_dead_locks, ring.name, 1500, dead) as caller:
+
+        def preempt():
+            rng = random.Random(8)
+            while not stop.is_set():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(caller.pid, signal.SIGSTOP)
+                    time.sleep(0.002)
+                    os.kill(caller.pid, signal.SIGCONT)
+                time.sleep(rng.uniform(0, 0.0015))
+
+        preempter = threading.Thread(target=preempt)
+        preempter.start()
+        try:
+            empties = int(caller.wait_ready(timeout=120))
+        finally:
+            stop.set()
+            preempter.join()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(caller.pid, signal.SIGCONT)
+    assert empties == 0
 
 
 def test_recovery_time(ring, raw):

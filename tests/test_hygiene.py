@@ -7,6 +7,7 @@ is closed or collected, unless persist=True, and never from a forked child.
 import gc
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -42,6 +43,9 @@ class Snapshot:
     assert_same() compares with a later look."""
 
     def __init__(self, marker=SHM_PREFIX):
+        # The watcher's pipe is one descriptor per process, opened at the
+        # first persist=False create and kept: open it before counting.
+        Ring.create(capacity=4096).close()
         gc.collect()
         self.marker = marker
         self.fds = fd_count()
@@ -340,3 +344,79 @@ def wait_for(pid, timeout=20.0):
             os.waitpid(pid, 0)
             pytest.fail(f"child {pid} did not exit in {timeout} s")
         time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- the test run itself
+
+INNER_TESTS = '''
+import os, subprocess, sys, uuid
+from conftest import unique_ring_name
+from ringshm import Ring
+
+def test_a_user_makes_a_ring_meanwhile():
+    name = os.environ["FOREIGN_RING"]
+    subprocess.run([sys.executable, "-m", "ringshm", "create", name, "--capacity", "4K"],
+                   check=True)
+
+def test_that_leaks():
+    if os.environ.get("LEAK"):
+        Ring.create(unique_ring_name(), capacity=4096, persist=True).close()
+'''
+
+
+def run_inner_session(tmp_path, **env):
+    """pytest on INNER_TESTS with a copy of our conftest, in a process of
+    its own (a session of its own, so the leak guard runs as in a real run)."""
+    shutil.copy(os.path.join(ROOT, "tests", "conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_inner.py").write_text(INNER_TESTS)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT, **env})
+
+
+def test_the_leak_guard_leaves_a_users_ring_alone(tmp_path):
+    """Issue 8: a ring that the user's application creates while the tests
+    run (`ringshm create myapp-jobs`) was unlinked by the guard, and the run
+    failed.  It is not the run's: it survives and the run passes."""
+    foreign = f"myapp-jobs-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        result = run_inner_session(tmp_path, FOREIGN_RING=foreign)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert os.path.exists(shm_path(foreign))
+    finally:
+        remove_segment(foreign)
+
+
+def test_the_leak_guard_still_catches_a_leak_of_the_run(tmp_path):
+    foreign = f"myapp-jobs-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        result = run_inner_session(tmp_path, FOREIGN_RING=foreign, LEAK="1")
+        assert result.returncode != 0
+        leaked = re.findall(r"tests left ringshm segments in /dev/shm: \[([^]]*)\]",
+                            result.stdout)
+        assert leaked, result.stdout
+        names = [entry.strip(" '") for entry in leaked[0].split(",")]
+        assert len(names) == 1 and names[0].startswith(SHM_PREFIX + "t")
+        assert not os.path.exists(os.path.join(SHM_DIR, names[0]))   # removed
+        assert os.path.exists(shm_path(foreign))
+    finally:
+        remove_segment(foreign)
+
+
+def test_a_script_run_from_an_unbuilt_checkout_says_what_to_do(tmp_path):
+    """Issue 8: after a non-editable `pip install .`, a script run from the
+    checkout's root imports the source folder, which has no compiled core.
+    That fails with a message that says what to do.  (A copy of the
+    package without its .so stands for the checkout.)"""
+    shutil.copytree(os.path.join(ROOT, "ringshm"), tmp_path / "ringshm",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    # -S: no site, so no editable install's finder; the folder is found first.
+    result = subprocess.run([sys.executable, "-S", "-c", "import ringshm"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ringshm's compiled core (ringshm._ring) is missing")
+    assert "pip install -e ." in last and "build_ext --inplace" in last
+    assert "run from another directory" in last

@@ -1,15 +1,21 @@
-"""Permissions (issue #3, part B): a segment or ring file is created with
-exactly the mode asked (0o600 by default) whatever the umask, and a process
-of another user gets PermissionError from Ring.open unless the mode lets it
-read and write."""
+"""Permissions (issue #3, part B; issue #8, item 1): a segment or ring file
+is created with exactly the mode asked (0o600 by default) whatever the
+umask; a process of another user gets PermissionError from Ring.open unless
+the mode lets it read and write; and a segment that another user owns is
+refused (RingPermissionError) unless any_owner=True, whatever its mode: the
+squatting attack, through a name, a Queue's pickle, a path in a sticky
+directory, or a symbolic link.  The other user is made with useradd."""
 
 import contextlib
 import os
+import pickle
 import pwd
 import select
 import shutil
 import signal
+import socket
 import stat
+import subprocess
 import tempfile
 import time
 import traceback
@@ -17,7 +23,7 @@ import traceback
 import pytest
 from conftest import shm_path
 
-from ringshm import Ring
+from ringshm import Queue, Ring, RingCorrupted, RingError, RingPermissionError
 
 KINDS = ["shm", "file"]
 
@@ -85,14 +91,37 @@ def test_mode_is_exactly_what_was_asked(make, kind, mask, mode):
 
 # ---------------------------------------------------------------- another user
 
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make and become another user")
 
 
-def run_as_nobody(action, timeout=20.0):
-    """Run action() in a forked child that dropped to the user `nobody`;
-    return what it returned (a str), or the name of the exception it
-    raised, or "traceback: ..." for an unexpected one."""
-    nobody = pwd.getpwnam("nobody")
+@pytest.fixture(scope="module")
+def other_user():
+    """A user made for this module with useradd (no home), removed after
+    it; skipped only where useradd is missing or refuses."""
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        pytest.skip("useradd/userdel are not installed: no second user to test with")
+    login = f"rsq{os.getpid()}"
+    for _ in range(20):   # another run may hold the passwd lock for a moment
+        done = subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false",
+                               "--user-group", login], capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.skip(f"useradd failed: {done.stderr.strip()}")
+    try:
+        yield pwd.getpwnam(login)
+    finally:
+        for _ in range(20):
+            if subprocess.run(["userdel", login], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+
+
+def run_as(user, action, timeout=20.0):
+    """Run action() in a forked child that dropped to `user`; return what it
+    returned (a str), or the name of the exception it raised, or
+    "traceback: ..." for an unexpected one."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child: never return into pytest
@@ -100,11 +129,11 @@ def run_as_nobody(action, timeout=20.0):
         try:
             os.close(read_end)
             os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
             try:
                 result = action()
-            except (PermissionError, OSError) as e:
+            except (PermissionError, OSError, RingError) as e:
                 result = type(e).__name__
             except Exception:  # noqa: BLE001 -- the test shows the traceback
                 result = "traceback: " + traceback.format_exc()
@@ -120,7 +149,7 @@ def run_as_nobody(action, timeout=20.0):
         while True:
             ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise AssertionError(f"the child as nobody gave no answer in {timeout} s")
+                raise AssertionError(f"the child as {user.pw_name} gave no answer in {timeout} s")
             chunk = os.read(read_end, 65536)
             if not chunk:
                 break
@@ -145,51 +174,183 @@ def reap(pid, deadline):
         time.sleep(0.01)
 
 
-def open_ring(where):
-    return Ring.open(**where)
+def open_ring(where, **kwargs):
+    return Ring.open(**where, **kwargs)
 
 
 @as_root
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", [0o600, 0o644, 0o660])
-def test_another_user_gets_permission_error(make, kind, mode):
+def test_another_user_gets_permission_error(make, other_user, kind, mode):
     """0o644 lets others read but not write; open() maps for writing (a
-    reader takes the get lock), so it is refused too, and cleanly."""
+    reader takes the get lock), so it is refused too, and cleanly, even
+    with any_owner."""
     ring, _, where = make(kind, mode=mode)
 
     def attach():
-        open_ring(where).close()
+        open_ring(where, any_owner=True).close()
         return "opened"
 
-    assert run_as_nobody(attach) == "PermissionError"
+    assert run_as(other_user, attach) == "RingPermissionError"
     ring.put(b"still fine")
     assert ring.get(timeout=1) == b"still fine"
 
 
 @as_root
 @pytest.mark.parametrize("kind", KINDS)
-def test_another_user_opens_a_0666_ring(make, kind):
+def test_another_user_opens_a_0666_ring_only_with_any_owner(make, other_user, kind):
     ring, _, where = make(kind, mode=0o666)
-    ring.put(b"to nobody")
+    ring.put(b"to the other user")
+
+    def refused():
+        open_ring(where).close()
+        return "opened"
 
     def talk():
-        with open_ring(where) as theirs:
+        with open_ring(where, any_owner=True) as theirs:
             message = theirs.get(timeout=5)
-            theirs.put(b"from nobody")
+            theirs.put(b"from the other user")
         return message.decode()
 
-    assert run_as_nobody(talk) == "to nobody"
-    assert ring.get(timeout=5) == b"from nobody"
+    assert run_as(other_user, refused) == "RingPermissionError"
+    assert run_as(other_user, talk) == "to the other user"
+    assert ring.get(timeout=5) == b"from the other user"
 
 
 @as_root
-def test_another_user_create_exist_ok_gets_permission_error(make):
-    """create(exist_ok=True) of somebody else's 0o600 ring falls back to
-    open(), which must say PermissionError, not RingExists."""
-    _, _, where = make("shm")
+def test_another_user_create_exist_ok_gets_permission_error(make, other_user):
+    """create(exist_ok=True) of somebody else's ring falls back to open(),
+    which must say RingPermissionError, not RingExists."""
+    _, _, where = make("shm", mode=0o666)
 
     def create():
         Ring.create(where["name"], capacity=4096, exist_ok=True).close()
         return "created"
 
-    assert run_as_nobody(create) == "PermissionError"
+    assert run_as(other_user, create) == "RingPermissionError"
+
+
+# ---------------------------------------------------------------- squatting
+
+class Evil:
+    """Unpickling it runs code: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def squat(other_user, public_dir):
+    """squat(name=... or path=..., payload=...): the other user creates that
+    ring first, mode 0o666, persistent, with `payload` in it.  Whatever it
+    made is removed afterwards."""
+    made = []
+
+    def squat(name=None, path=None, payload=b"planted"):
+        made.append(shm_path(name) if name is not None else path)
+
+        def plant():
+            ring = Ring.create(name, path=path, capacity=4096, mode=0o666, persist=True)
+            ring.put(payload)
+            ring.close()
+            return "planted"
+
+        assert run_as(other_user, plant) == "planted"
+        assert os.stat(made[-1]).st_uid == other_user.pw_uid
+
+    yield squat
+    for where in made:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where)
+
+
+@as_root
+def test_a_squatted_name_is_refused(squat, ring_name):
+    squat(name=ring_name)
+    with pytest.raises(RingPermissionError, match="belongs to uid"):
+        Ring.open(ring_name)
+    with pytest.raises(RingPermissionError):
+        Ring.create(ring_name, capacity=4096, exist_ok=True)
+    with pytest.raises(PermissionError):   # a PermissionError for the unaware
+        Ring.open(ring_name)
+    with Ring.open(ring_name, any_owner=True) as theirs:   # asked for: allowed
+        assert theirs.get(timeout=1) == b"planted"
+
+
+@as_root
+def test_a_squatted_queue_runs_no_code(squat, ring_name, public_dir):
+    """The attack of issue 8: the other user plants a pickle that runs a
+    command; unpickling a Queue (or a Ring) of that name must refuse the
+    segment before any item is read, and there is no opt-out."""
+    queue = Queue(name=ring_name, capacity=4096)
+    pickled_queue = pickle.dumps(queue)
+    pickled_ring = pickle.dumps(queue._ring)
+    queue.close()   # the name is gone: the other user takes it
+    marker = os.path.join(public_dir, "pwned")
+    squat(name=ring_name, payload=pickle.dumps(Evil(marker)))
+    with pytest.raises(RingPermissionError):
+        pickle.loads(pickled_queue).get(timeout=1)
+    with pytest.raises(RingPermissionError):
+        pickle.loads(pickled_ring).get(timeout=1)
+    assert not os.path.exists(marker)
+
+
+@as_root
+def test_a_squatted_path_in_a_sticky_directory_is_refused(squat, public_dir):
+    os.chmod(public_dir, 0o1777)
+    path = os.path.join(public_dir, "jobs")
+    ring = Ring.create(path=path, capacity=4096)
+    pickled_ring = pickle.dumps(ring)
+    ring.close()   # the file is gone: the other user takes the path
+    squat(path=path)
+    with pytest.raises(RingPermissionError, match="belongs to uid"):
+        Ring.open(path=path)
+    with pytest.raises(RingPermissionError):
+        Ring.create(path=path, capacity=4096, exist_ok=True)
+    with pytest.raises(RingPermissionError):
+        pickle.loads(pickled_ring)
+
+
+@as_root
+@pytest.mark.parametrize("where", ["path", "name"])
+def test_a_planted_symlink_is_never_followed(other_user, make_ring, public_dir, ring_name,
+                                             where):
+    """The other user points a link at a ring of ours: attaching through
+    the link is refused (the owner check would pass: the target is ours)."""
+    os.chmod(public_dir, 0o1777)
+    ours = make_ring(path=os.path.join(public_dir, "ours"))
+    link = (os.path.join(public_dir, "link") if where == "path" else shm_path(ring_name))
+
+    def plant():
+        os.symlink(ours.path, link)
+        return "planted"
+
+    assert run_as(other_user, plant) == "planted"
+    try:
+        with pytest.raises(RingPermissionError, match="symbolic link"):
+            if where == "path":
+                Ring.open(path=link)
+            else:
+                Ring.open(ring_name)
+    finally:
+        os.unlink(link)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "socket"])
+def test_a_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    path = str(tmp_path / kind)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+        sock.close()
+    started = time.monotonic()
+    with pytest.raises(RingCorrupted, match="not a ring"):
+        Ring.open(path=path)
+    assert time.monotonic() - started < 0.5   # no creator grace, never blocks

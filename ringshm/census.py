@@ -1,0 +1,177 @@
+"""What is in /dev/shm, for `ringshm ls` and `ringshm gc`: each ``ringshm.*``
+entry classified without ever blocking on it or reading another user's
+segment, and whether some live process maps it (a write lease and
+/proc/*/maps, see Mappers).
+
+A ring is *stale* when it was made with persist=False, its creator is dead
+and no live process maps it: what a crash left before the watcher could
+remove the name (a watcher killed too, a machine that lost power with a
+persistent /dev/shm).  A persistent ring that no live process maps is
+*idle*.  See docs/DESIGN.md, "No name outlives its creator".
+"""
+
+import fcntl
+import os
+import signal
+import stat
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
+from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring
+
+__all__ = ["Mappers", "census", "escape_name", "still_the_same"]
+
+# fcntl.F_SETSIG is missing from some Pythons' fcntl; Linux's value.
+F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
+
+
+def escape_name(name: str) -> str:
+    """``name`` printable on one line: backslash, control characters and
+    bytes that are not UTF-8 (os.listdir's surrogates) as ``\\xNN``."""
+    out = []
+    for c in name:
+        code = ord(c)
+        if c == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:   # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+class Mappers:
+    """Whether a live process has a segment mapped (or open for writing).
+
+    Two looks, since neither sees everything: the kernel's own count of
+    writers, through a write lease (F_SETLEASE), which is refused while any
+    process of any PID namespace holds the file open for writing, and every
+    ringshm attachment does (its mapping keeps the O_RDWR file); and
+    /proc/*/maps, read once, for read-only mappings of the processes we may
+    inspect.  When neither look can be made, the file counts as mapped."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.mapped: Set[Tuple[int, int]] = set()
+        for entry in os.listdir(proc):
+            if entry.isdigit():
+                self._read(os.path.join(proc, entry, "maps"))
+
+    def _read(self, maps_path: str) -> None:
+        try:
+            with open(maps_path, "rb") as maps:
+                lines = maps.read().splitlines()
+        except OSError:
+            return   # it ended meanwhile, or it is not ours to inspect
+        for line in lines:
+            fields = line.split(None, 5)
+            if len(fields) < 6 or fields[4] == b"0":
+                continue
+            major, _, minor = fields[3].partition(b":")
+            try:
+                self.mapped.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+            except ValueError:
+                continue
+
+    def maybe_mapped(self, path: str, st: os.stat_result) -> bool:
+        """True unless no live process maps the file ``st`` of ``path``."""
+        return (st.st_dev, st.st_ino) in self.mapped or _open_for_writing(path, st)
+
+
+def _open_for_writing(path: str, st: os.stat_result) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return True   # replaced meanwhile: look again another time
+        # An opener that breaks our lease signals us: SIGURG, whose default
+        # is to be ignored (SIGIO's would end this process).
+        fcntl.fcntl(fd, F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError:
+        return True   # EAGAIN: a writer has it open; anything else: unknown
+    finally:
+        os.close(fd)
+
+
+def _entries() -> Iterator[str]:
+    try:
+        names = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return
+    for entry in names:
+        if entry.startswith(SHM_PREFIX) and len(entry) > len(SHM_PREFIX):
+            yield entry[len(SHM_PREFIX):]
+
+
+def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
+    """One row: name, path, states, and the ring's stats when it is ours."""
+    path = os.path.join(SHM_DIR, SHM_PREFIX + name)
+    row: Dict[str, Any] = {"name": name, "path": path, "states": []}
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None   # removed while we were listing
+    row.update(uid=st.st_uid, dev=st.st_dev, ino=st.st_ino)
+    if not stat.S_ISREG(st.st_mode):
+        row["states"] = ["not a ring"]
+        return row
+    if st.st_uid != os.geteuid():
+        # Never read another user's segment (SPEC: safe to attach).
+        row["states"] = ["other user"]
+        return row
+    try:
+        ring = Ring.open(name)
+    except RingNotFound:
+        return None
+    except RingCorrupted as exc:
+        row.update(states=["corrupt"], error=str(exc))
+        return row
+    except RingPermissionError:
+        row["states"] = ["no access"]
+        return row
+    except (RingError, OSError, ValueError) as exc:
+        row.update(states=["error"], error=str(exc))
+        return row
+    try:
+        stats = ring.stats()
+    except RingCorrupted as exc:
+        row.update(states=["corrupt"], error=str(exc))
+        return row
+    finally:
+        ring.close()
+    row.update(stats)
+    states = []
+    if stats["shutdown"]:
+        states.append("shutdown")
+    if not mappers.maybe_mapped(path, st):
+        if not stats["ephemeral"]:
+            states.append("idle")
+        elif not stats["creator_alive"]:
+            states.append("stale")
+    row["states"] = states or ["ok"]
+    return row
+
+
+def census() -> List[Dict[str, Any]]:
+    """Every ``ringshm.*`` entry of /dev/shm, classified, sorted by name.
+    The mappings are read before any ring is opened (opening maps it)."""
+    mappers = Mappers()
+    rows = (_classify(name, mappers) for name in _entries())
+    return [row for row in rows if row is not None]
+
+
+def still_the_same(row: Dict[str, Any]) -> bool:
+    """True if the entry of ``row`` is still the file it was classified as
+    (not removed and made again meanwhile)."""
+    try:
+        st = os.lstat(row["path"])
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (row["dev"], row["ino"])

@@ -1,0 +1,185 @@
+"""No name outlives its creator: the watcher process.
+
+A process that creates a ring with persist=False starts, at its first such
+create, one small watcher process (as multiprocessing's resource_tracker
+does), connected to it by a pipe.  The creator registers each such name (its
+file, device and inode) and unregisters it when the ring's name is removed
+the ordinary way.  When the pipe reaches end of file, the creator is gone,
+however it died (SIGKILL included): the watcher removes what is still
+registered and exits.  Before removing a file it checks that the file is
+still the one registered (device, inode, and the creator pid in its header),
+so a name that somebody re-created after ours was removed is never touched.
+
+The watcher runs this file as a script (``python -I -S watcher.py``): the
+top level imports only the standard library, so it starts in milliseconds
+and needs no ringshm installation on its path.  See docs/DESIGN.md.
+"""
+
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import warnings
+
+__all__ = ["register", "unregister"]
+
+# The creator pid is the int64 at byte 32 of the header (docs/FORMAT.md).
+_CREATOR_PID_OFFSET = 32
+
+
+def _line(op, dev, ino, path):
+    # The path in hex: a file name may hold any byte but "/" and NUL.
+    return f"{op} {dev} {ino} {os.fsencode(path).hex()}\n".encode()
+
+
+class _Client:
+    """The creating process's end: one watcher per process, started on first
+    use, restarted (with every registration re-sent) if it was killed."""
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        self._lock = threading.Lock()
+        self._pid = None          # the process that started the watcher
+        self._fd = None           # write end of the pipe to it
+        self._process = None
+        self._names = {}          # path -> (dev, ino)
+
+    def register(self, path, dev, ino):
+        with self._lock:
+            self._forget_if_forked()
+            self._names[path] = (dev, ino)
+            self._send(_line("+", dev, ino, path))
+
+    def unregister(self, path):
+        with self._lock:
+            self._forget_if_forked()
+            entry = self._names.pop(path, None)
+            if entry is not None and self._fd is not None:
+                self._send(_line("-", *entry, path))
+
+    def after_fork_in_child(self):
+        # The child's copies of the parent's rings are not its own (their
+        # finalizers do nothing in a child), and the inherited write end must
+        # go, or the parent's watcher would wait for the child's exit too.
+        if self._fd is not None:
+            os.close(self._fd)
+        self._reset()
+
+    def _forget_if_forked(self):
+        # A fork that bypassed os.register_at_fork (a C extension's fork).
+        if self._pid is not None and self._pid != os.getpid():
+            self._fd = None
+            self.after_fork_in_child()
+
+    def _send(self, data):
+        if self._fd is not None:
+            try:
+                os.write(self._fd, data)
+                return
+            except OSError:
+                pass   # the watcher died (killed?): start another one below
+        try:
+            self._start()
+            for path, (dev, ino) in self._names.items():
+                os.write(self._fd, _line("+", dev, ino, path))
+        except OSError as exc:
+            self._close()
+            warnings.warn(f"ringshm: no watcher for persist=False names ({exc}); a crash "
+                          "of this process would leave them for `ringshm gc`",
+                          RuntimeWarning, stacklevel=4)
+
+    def _start(self):
+        self._close()
+        read_end, write_end = os.pipe()
+        try:
+            # A session of its own: Ctrl-C or a signal to our process group
+            # must not end the watcher before it cleaned up after us.
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                close_fds=True, cwd="/", start_new_session=True)
+        finally:
+            os.close(read_end)
+        self._fd = write_end
+        self._pid = os.getpid()
+
+    def _close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._process is not None:
+            self._process.poll()   # reap it if it died
+            self._process = None
+
+
+_client = _Client()
+os.register_at_fork(after_in_child=_client.after_fork_in_child)
+
+
+def register(path, dev, ino):
+    """Have the watcher remove file ``path`` (device ``dev``, inode ``ino``)
+    if this process dies before unregister(path)."""
+    _client.register(path, dev, ino)
+
+
+def unregister(path):
+    """The name was removed (or persists by choice): forget it."""
+    _client.unregister(path)
+
+
+# ---------------------------------------------------------------- the watcher
+
+
+def _still_ours(path, dev, ino, creator_pid):
+    """True if ``path`` is the file registered: same device and inode, a
+    regular file whose header names our creator."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+            return False
+        header = os.pread(fd, 8, _CREATOR_PID_OFFSET)
+        # A creator that died before writing its header: the inode decides.
+        return len(header) < 8 or struct.unpack("<q", header)[0] in (creator_pid, 0)
+    finally:
+        os.close(fd)
+
+
+def watch(stream, creator_pid):
+    """Read registrations from ``stream`` until end of file, then remove
+    every file still registered that is still the one registered."""
+    names = {}
+    for line in stream:
+        parts = line.split()
+        if len(parts) != 4 or parts[0] not in (b"+", b"-"):
+            continue
+        try:
+            op, dev, ino = parts[0], int(parts[1]), int(parts[2])
+            path = bytes.fromhex(parts[3].decode())
+        except ValueError:
+            continue
+        if op == b"+":
+            names[path] = (dev, ino)
+        else:
+            names.pop(path, None)
+    for path, (dev, ino) in names.items():
+        if _still_ours(path, dev, ino, creator_pid):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    # Only the end of the pipe ends the watcher.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    watch(sys.stdin.buffer, int(sys.argv[1]))
