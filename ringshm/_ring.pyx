@@ -614,12 +614,14 @@ cdef class RingCore:
                 return RS_PYERR
         return RS_OK
 
-    cdef inline void _wake(self, rs_waitq *q) noexcept nogil:
+    cdef inline void _wake(self, rs_waitq *q, int count=1) noexcept nogil:
         # Only a sleeper sets `wanted`; the waker clears it, so a sleeper that
         # died costs one wake at most, and a busy ring makes no system call.
+        # The data and space queues wake every sleeper (RS_WAKE_ALL): besides
+        # the lock holder, _wait_data/_wait_room callers may sleep there.
         if rs_load_seq(&q.wanted) != 0 and rs_exchange(&q.wanted, 0) != 0:
             rs_add32(&q.futex, 1)
-            rs_futex_wake(&q.futex, 1)
+            rs_futex_wake(&q.futex, count)
 
     # -- the locks ---------------------------------------------------------
 
@@ -745,7 +747,7 @@ cdef class RingCore:
     cdef inline void _publish_head(self, uint64_t head, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.producer, head, messages, nbytes)
-        self._wake(&self.hdr.data_waitq)
+        self._wake(&self.hdr.data_waitq, RS_WAKE_ALL)
 
     cdef inline char *_place(self, uint64_t *at, Py_ssize_t index, uint64_t length) noexcept nogil:
         """Write the header of record `index` of the batch at *at (after the
@@ -1044,7 +1046,7 @@ cdef class RingCore:
     cdef inline void _publish_tail(self, uint64_t tail, uint64_t messages,
                                    uint64_t nbytes) noexcept nogil:
         publish(&self.hdr.consumer, tail, messages, nbytes)
-        self._wake(&self.hdr.space_waitq)
+        self._wake(&self.hdr.space_waitq, RS_WAKE_ALL)
 
     cdef inline void _end_get(self, uint64_t messages, uint64_t nbytes) noexcept nogil:
         """Publish what was consumed (or only the padding skipped), unlock."""
@@ -1397,6 +1399,164 @@ cdef class RingCore:
         self._check_open()
         return (<int>(rs_load_relaxed(&self.hdr.put_lock.owner) >> 32),
                 <int>(rs_load_relaxed(&self.hdr.get_lock.owner) >> 32))
+
+    # -- waiting without taking (ringshm.asyncio) --------------------------
+    # A caller that cannot block in get()/put() (an event loop) waits in a
+    # thread until a message or room is there, then takes it with a
+    # non-blocking call.  These waits hold no lock and take nothing, so any
+    # number of them may sleep beside a blocked get()/put().
+
+    def _wait_data(self, timeout=None):
+        """Block (GIL released, no lock held) until the ring holds a message
+        or is shut down: True; False when `timeout` expires first.  Takes
+        nothing: another consumer may take the message before the caller.
+
+        Raises:
+            ValueError: the ring is closed (or closed while waiting).
+            TypeError, ValueError: a bad timeout.
+        """
+        return self._wait_for(False, 0, deadline_from(True, timeout))
+
+    def _wait_room(self, size, timeout=None):
+        """Block like _wait_data until a message of `size` payload bytes
+        would fit now (max_messages counted), or the ring is shut down.
+
+        Raises:
+            MessageTooLarge: `size` can never fit.
+            ValueError: the ring is closed (or closed while waiting).
+            TypeError, ValueError: a bad size or timeout.
+        """
+        cdef uint64_t n = check_nonnegative_int(size, "size")
+        self._check_open()
+        if n > self.max_payload:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
+                                  f"({self.max_payload})")
+        return self._wait_for(True, n, deadline_from(True, timeout))
+
+    cdef object _wait_for(self, bint room, uint64_t size, int64_t deadline):
+        cdef Wait w
+        cdef int rc
+        cdef rs_waitq *q = &self.hdr.space_waitq if room else &self.hdr.data_waitq
+        self._enter()
+        try:
+            with nogil:
+                self._wait_init(&w, deadline)
+                while True:
+                    if self._shut_down() or (self._room_now(size) if room
+                                             else self._data_now()):
+                        rc = RS_OK
+                        break
+                    rc = self._wait_turn(q, &w, False)
+                    if rc != RS_OK:
+                        break
+        finally:
+            self._leave()
+        if rc == RS_TIMEOUT:
+            return False
+        if rc != RS_OK:
+            self._raise(rc, room)
+        return True
+
+    cdef inline bint _data_now(self) noexcept nogil:
+        # Published head past the published tail: a DATA record (padding is
+        # only ever published together with the record after it).
+        return (rs_load_seq(&self.hdr.producer.position)
+                != rs_load_acquire(&self.hdr.consumer.position))
+
+    cdef bint _room_now(self, uint64_t size) noexcept nogil:
+        # As _has_room for one record at the published head, without the
+        # put lock: a snapshot that a put_nowait() then confirms or not.
+        cdef rs_header *h = self.hdr
+        cdef uint64_t head = rs_load_acquire(&h.producer.position)
+        cdef uint64_t tail = rs_load_seq(&h.consumer.position)
+        cdef uint64_t need = record_span(size)
+        cdef uint64_t pos = head & self.mask
+        if pos + need > self._capacity:
+            need += self._capacity - pos
+        if head - tail > self._capacity or head - tail + need > self._capacity:
+            return False
+        return self.max_messages == 0 or (
+            rs_load_relaxed(&h.producer.messages) + 1
+            - rs_load_acquire(&h.consumer.messages)) <= self.max_messages
+
+    # -- JoinableQueue's task count ----------------------------------------
+    # Unfinished tasks = messages put - tasks done.  The producer's count is
+    # read through its intent record, so a producer killed between
+    # publishing and counting leaves the count exact (see docs/FORMAT.md).
+
+    cdef uint64_t _messages_put(self) noexcept nogil:
+        """Messages published so far, counting one whose publisher has not
+        (or never will have, if it died) updated the counter yet."""
+        cdef rs_side *p = &self.hdr.producer
+        cdef uint64_t head, intent_position, intent_messages
+        cdef int attempt
+        for attempt in range(64):
+            head = rs_load_seq(&p.position)
+            intent_position = rs_load_acquire(&p.intent.position)
+            intent_messages = rs_load_acquire(&p.intent.messages)
+            # The intent is rewritten before each publish: read it twice so
+            # that its two words belong to the same publish.
+            if rs_load_acquire(&p.intent.position) != intent_position:
+                continue
+            if head == intent_position:
+                return max(intent_messages, rs_load_acquire(&p.messages))
+            break
+        return rs_load_acquire(&p.messages)
+
+    def _unfinished_tasks(self):
+        """Messages put minus tasks done (0 if a peer's counters say less)."""
+        cdef uint64_t done, put
+        self._check_open()
+        done = rs_load_seq(&self.hdr.tasks_done)
+        put = self._messages_put()
+        return put - done if put > done else 0
+
+    def _task_done(self, n=1):
+        """Count `n` tasks done, atomically; wake join() when none is left.
+
+        Raises:
+            ValueError: more tasks done than messages put (nothing counted),
+                or the ring is closed.
+        """
+        cdef uint64_t count = check_nonnegative_int(n, "n")
+        cdef uint64_t done
+        self._check_open()
+        while True:
+            done = rs_load_seq(&self.hdr.tasks_done)
+            if done + count > self._messages_put():
+                raise ValueError("task_done() called too many times")
+            if rs_cas(&self.hdr.tasks_done, done, done + count):
+                break
+        self._wake(&self.hdr.joined_waitq, RS_WAKE_ALL)
+
+    def _wait_joined(self, timeout=None):
+        """Block (GIL released, no lock held) until no task is unfinished:
+        True; False when `timeout` expires first.  Shutdown does not end it.
+
+        Raises:
+            ValueError: the ring is closed (or closed while waiting).
+        """
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef Wait w
+        cdef int rc
+        self._enter()
+        try:
+            with nogil:
+                self._wait_init(&w, deadline)
+                while True:
+                    if rs_load_seq(&self.hdr.tasks_done) >= self._messages_put():
+                        rc = RS_OK
+                        break
+                    rc = self._wait_turn(&self.hdr.joined_waitq, &w, False)
+                    if rc != RS_OK:
+                        break
+        finally:
+            self._leave()
+        if rc == RS_TIMEOUT:
+            return False
+        if rc != RS_OK:
+            self._raise(rc, False)
+        return True
 
 
 # ---------------------------------------------------------------- zero-copy blocks

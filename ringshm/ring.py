@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import multiprocessing.context
+import multiprocessing.reduction
+import multiprocessing.util
 import os
 import secrets
 import time
 import warnings
 import weakref
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import posix_ipc
 
@@ -362,7 +365,10 @@ class Ring(RingCore):
 
     # -- pickling ------------------------------------------------------------
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
+        if (self._name is not None or self._path is not None) and \
+                multiprocessing.context.get_spawning_popen() is not None:
+            return _reduce_for_spawned_child(self._name, self._path)
         if self._name is not None:
             return (_open_named, (self._name,))
         if self._path is not None:
@@ -370,6 +376,38 @@ class Ring(RingCore):
         raise TypeError("an anonymous ring cannot be pickled: it is shared only with "
                         "children made by fork; use Ring.create() for a named ring "
                         "to pass it to other processes")
+
+
+# -- a child being spawned gets the segment itself, not only its name --------
+# Process.start() pickles its arguments, and a spawned (or forkserver) child
+# unpickles them later: by then the parent may have closed the creating ring
+# and its name may be gone.  As multiprocessing does for its own resources,
+# the child is handed a duplicate of a descriptor of the segment (DupFd).
+
+def _reduce_for_spawned_child(name: Optional[str], path: Optional[str]) -> tuple[Any, ...]:
+    if name is not None:
+        fd = posix_ipc.SharedMemory(_shm_name(name)).fd
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # type: ignore[arg-type]
+    popen = multiprocessing.context.get_spawning_popen()
+    # The child receives its copy when the process is launched; ours is
+    # closed once that Popen object goes away.
+    multiprocessing.util.Finalize(popen, os.close, (fd,))
+    return (_open_inherited, (multiprocessing.reduction.DupFd(fd), name, path))
+
+
+def _open_inherited(dup: Any, name: Optional[str], path: Optional[str]) -> Ring:
+    fd = dup.detach()
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, "a ring handed over by another user "
+                                  "is not attached", name or path)
+        self = Ring.__new__(Ring)
+        self._name, self._path = name, path
+        self._attach_existing(fd)
+    finally:
+        os.close(fd)
+    return self
 
 
 def _open_named(name: str) -> Ring:
