@@ -16,6 +16,8 @@ from ringshm.queue import JoinableQueue
 from conftest import join_or_kill
 
 LOAD_ITEMS = 100_000
+PAUSE = 0.005        # the blocking end pauses now and then, so the other waits
+CANCEL_AFTER = 0.001  # a get/put not done by then is cancelled
 JOIN = 120.0
 fork = multiprocessing.get_context("fork")
 
@@ -61,15 +63,19 @@ def produce_in_bursts(q, count):
     # and that is where the cancellations land.
     for i in range(count):
         q.put(i)
-        if i % 200 == 199:
-            time.sleep(0.001)
+        if i % 500 == 499:
+            time.sleep(PAUSE)
     q.put(None)
 
 
-def consume_all(q, results):
+def consume_all(q, results, pause_every=0):
+    # pause_every: a pause after so many items (the producer then finds the
+    # queue full and waits).
     got = []
     while (item := q.get(timeout=JOIN)) is not None:
         got.append(item)
+        if pause_every and len(got) % pause_every == 0:
+            time.sleep(PAUSE)
     results.put(got)
 
 
@@ -191,7 +197,7 @@ def test_cancelled_gets_under_load_lose_nothing(make_aqueue):
         while True:
             getter = asyncio.create_task(aq.get())
             # Cancel every few ms, wherever the get is.
-            done, _ = await asyncio.wait({getter}, timeout=0.002)
+            done, _ = await asyncio.wait({getter}, timeout=CANCEL_AFTER)
             if not done:
                 getter.cancel()
             try:
@@ -216,7 +222,7 @@ def test_cancelled_gets_under_load_lose_nothing(make_aqueue):
 def test_cancelled_puts_under_load_neither_lose_nor_duplicate(make_aqueue):
     aq = make_aqueue(maxsize=16)
     results = fork.Queue()
-    consumer = fork.Process(target=consume_all, args=(aq.queue, results))
+    consumer = fork.Process(target=consume_all, args=(aq.queue, results, 200))
     items = 20_000
 
     async def main():
@@ -226,7 +232,7 @@ def test_cancelled_puts_under_load_neither_lose_nor_duplicate(make_aqueue):
         while i <= items:
             item = i if i < items else None
             putter = asyncio.create_task(aq.put(item))
-            done, _ = await asyncio.wait({putter}, timeout=0.001)
+            done, _ = await asyncio.wait({putter}, timeout=CANCEL_AFTER)
             if not done:
                 putter.cancel()
             try:
