@@ -8,12 +8,11 @@ import threading
 import time
 
 import pytest
+from conftest import join_or_kill
 
 from ringshm import Empty, Full, Queue, ShutDown
 from ringshm.asyncio import AsyncQueue, AsyncRing
 from ringshm.queue import JoinableQueue
-
-from conftest import join_or_kill
 
 LOAD_ITEMS = 100_000
 PAUSE = 0.005        # the blocking end pauses now and then, so the other waits
