@@ -12,10 +12,11 @@ from ringshm.errors import (
     RingNotFound,
     ShutDown,
 )
-from ringshm.queue import Queue
+from ringshm.queue import JoinableQueue, Queue, SimpleQueue
 from ringshm.ring import Ring
 
 __all__ = [
-    "Ring", "Queue", "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
+    "Ring", "Queue", "JoinableQueue", "SimpleQueue",
+    "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "__version__",
 ]
