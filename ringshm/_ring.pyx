@@ -1489,8 +1489,8 @@ cdef class RingCore:
         (or never will have, if it died) updated the counter yet."""
         cdef rs_side *p = &self.hdr.producer
         cdef uint64_t head, intent_position, intent_messages
-        cdef int attempt
-        for attempt in range(64):
+        cdef int _attempt
+        for _attempt in range(64):
             head = rs_load_seq(&p.position)
             intent_position = rs_load_acquire(&p.intent.position)
             intent_messages = rs_load_acquire(&p.intent.messages)

@@ -20,6 +20,7 @@ import threading
 from typing import Any, AsyncIterator, Callable, Generic, Iterable, Optional, TypeVar
 
 from ringshm._ring import RECORD_HEADER
+from ringshm._typing import Buffer
 from ringshm.errors import Empty, Full, ShutDown
 from ringshm.queue import Queue, T
 from ringshm.ring import Ring
@@ -187,7 +188,7 @@ class AsyncRing:
     def __repr__(self) -> str:
         return f"<AsyncRing {self._ring!r}>"
 
-    async def put(self, data: Any, timeout: Optional[float] = None) -> None:
+    async def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
         """Append one message, waiting (without blocking the loop) for room.
 
         Cancelled, it has published the message or not, never part of it.
@@ -204,7 +205,7 @@ class AsyncRing:
         await _retry(lambda: self._ring.put_nowait(data), Full, self._room,
                      lambda: size, timeout)
 
-    def put_nowait(self, data: Any) -> None:
+    def put_nowait(self, data: Buffer) -> None:
         """The Ring's put_nowait().
 
         Raises:
@@ -212,7 +213,7 @@ class AsyncRing:
         """
         self._ring.put_nowait(data)
 
-    async def put_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> None:
+    async def put_many(self, messages: Iterable[Buffer], timeout: Optional[float] = None) -> None:
         """Append a batch, all or nothing (see Ring.put_many).
 
         Raises:

@@ -15,21 +15,11 @@ multiprocessing.Queue runs unchanged.
 from __future__ import annotations
 
 import pickle
-import sys
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
+from ringshm._typing import Buffer, Self
 from ringshm.errors import Empty, ShutDown
 from ringshm.ring import Ring
-
-if sys.version_info >= (3, 12):
-    from collections.abc import Buffer
-else:
-    from typing_extensions import Buffer
-
-if sys.version_info >= (3, 11):
-    from typing import Self
-else:
-    from typing_extensions import Self
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
 

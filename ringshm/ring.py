@@ -63,9 +63,9 @@ def _check_path(path: object) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
     path = os.fspath(path)
-    if "\0" in path:  # type: ignore[operator]
+    if "\0" in path:
         raise ValueError("path must not contain NUL")
-    return path  # type: ignore[return-value]
+    return path
 
 
 def _round_capacity(capacity: object) -> int:
@@ -127,7 +127,7 @@ class Ring(RingCore):
     # constructor that failed half-way.
     _name: Optional[str] = None
     _path: Optional[str] = None
-    _finalizer: Optional[weakref.finalize] = None
+    _finalizer: Optional[weakref.finalize[Any, Any]] = None
     _anonymous = False
 
     def __init__(self) -> None:
