@@ -33,7 +33,7 @@ lint:
 	$(PY) -m pip install -q -e '.[lint]'
 	$(PY) -m ruff check ringshm tests bench
 	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/*.pyx ringshm/*.pxd ringshm/*.pxi
-	$(PY) -m mypy ringshm
+	$(PY) -m mypy --strict -p ringshm
 
 clean:
 	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so .pytest_cache .hypothesis

@@ -26,11 +26,12 @@ from ringshm.errors import (
     RingPermissionError,
     ShutDown,
 )
-from ringshm.queue import Queue
+from ringshm.queue import JoinableQueue, Queue, SimpleQueue
 from ringshm.ring import Ring
 
 __all__ = [
-    "Ring", "Queue", "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
+    "Ring", "Queue", "JoinableQueue", "SimpleQueue",
+    "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
     "__version__",
 ]

@@ -102,6 +102,13 @@ typedef struct {
     char _pad5[128 - sizeof(rs_waitq)];
     rs_waitq space_waitq;
     char _pad6[128 - sizeof(rs_waitq)];
+
+    /* 896: JoinableQueue's task count.  Unfinished tasks are the messages
+     * put (the producer side's counter) minus tasks_done; zero in a ring
+     * that no JoinableQueue uses, so older readers are unaffected. */
+    uint64_t tasks_done;
+    char _pad7[64 - 8];
+    rs_waitq joined_waitq;   /* 960: join() sleeps here */
 } rs_header;
 
 _Static_assert(sizeof(rs_waitq) == 64, "rs_waitq");
@@ -113,7 +120,9 @@ _Static_assert(offsetof(rs_header, put_lock) == 384, "put_lock");
 _Static_assert(offsetof(rs_header, get_lock) == 512, "get_lock");
 _Static_assert(offsetof(rs_header, data_waitq) == 640, "data_waitq");
 _Static_assert(offsetof(rs_header, space_waitq) == 768, "space_waitq");
-_Static_assert(sizeof(rs_header) == 896, "rs_header");
+_Static_assert(offsetof(rs_header, tasks_done) == 896, "tasks_done");
+_Static_assert(offsetof(rs_header, joined_waitq) == 960, "joined_waitq");
+_Static_assert(sizeof(rs_header) == 1024, "rs_header");
 _Static_assert(sizeof(rs_header) <= RS_HEADER_SIZE, "header page");
 
 /* 2048..4095: the slot table of lock-holder liveness (_liveness.h).  A

@@ -124,6 +124,8 @@ cdef extern from "_layout.h" nogil:
         rs_lock get_lock
         rs_waitq data_waitq
         rs_waitq space_waitq
+        uint64_t tasks_done
+        rs_waitq joined_waitq
 
     ctypedef struct rs_record:
         uint32_t length

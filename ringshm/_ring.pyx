@@ -51,6 +51,8 @@ from ringshm.errors import (
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
+# How long shutdown() waits for a put that is publishing as it is called.
+cdef int64_t SHUTDOWN_PATIENCE_NS = 1000000000
 
 # What a waiter waits for (RingCore._wait_for).
 cdef enum:
@@ -1179,7 +1181,10 @@ cdef class RingCore:
 
     def shutdown(self):
         """End the ring for everyone: blocked callers wake at once; put()
-        raises ShutDown; get() returns what is left, then raises ShutDown."""
+        raises ShutDown; get() returns what is left, then raises ShutDown.
+        Returns once a put that was publishing elsewhere has finished (at
+        most 1 s: a holder that is stopped is not waited for longer), so
+        nothing appears in the ring after it."""
         cdef rs_header *h
         self._check_open()
         h = self.hdr
@@ -1188,6 +1193,25 @@ cdef class RingCore:
         wake_all(&h.get_lock.waitq)
         wake_all(&h.data_waitq)
         wake_all(&h.space_waitq)
+        with nogil:
+            self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS)
+
+    cdef void _let_publishing_put_finish(self, int64_t deadline) noexcept nogil:
+        # A put that took its lock before the flag was set may still be
+        # copying: wait until it lets the lock go, so that nothing is
+        # published after shutdown() returns (shutdown(immediate=True) of a
+        # Queue drains, and must leave it empty).  Bounded: a holder that is
+        # stopped, or this thread's own reserve() block, must not hang us.
+        cdef timespec pause
+        cdef uint64_t owner
+        pause.tv_sec = 0
+        pause.tv_nsec = 20000
+        while now_ns() < deadline:
+            owner = rs_load_acquire(&self.hdr.put_lock.owner)
+            if owner == 0 or owner == self.presence.token or not rs_holder_alive(
+                    self.presence, <char *>self.hdr, owner):
+                return
+            nanosleep(&pause, NULL)
 
     cdef inline uint64_t _message_count(self):
         cdef uint64_t got = rs_load_acquire(&self.hdr.consumer.messages)
@@ -1279,6 +1303,86 @@ cdef class RingCore:
         """
         self._check_open()
         return self._token()
+
+    # -- JoinableQueue's task count ----------------------------------------
+    # Unfinished tasks = messages put - tasks done.  The producer's count is
+    # read through its intent record, so a producer killed between
+    # publishing and counting leaves the count exact (see docs/FORMAT.md).
+
+    cdef uint64_t _messages_put(self) noexcept nogil:
+        """Messages published so far, counting one whose publisher has not
+        (or never will have, if it died) updated the counter yet."""
+        cdef rs_side *p = &self.hdr.producer
+        cdef uint64_t head, intent_position, intent_messages
+        cdef int _attempt
+        for _attempt in range(64):
+            head = rs_load_seq(&p.position)
+            intent_position = rs_load_acquire(&p.intent.position)
+            intent_messages = rs_load_acquire(&p.intent.messages)
+            # The intent is rewritten before each publish: read it twice so
+            # that its two words belong to the same publish.
+            if rs_load_acquire(&p.intent.position) != intent_position:
+                continue
+            if head == intent_position:
+                return max(intent_messages, rs_load_acquire(&p.messages))
+            break
+        return rs_load_acquire(&p.messages)
+
+    def _unfinished_tasks(self):
+        """Messages put minus tasks done (0 if a peer's counters say less)."""
+        cdef uint64_t done, put
+        self._check_open()
+        done = rs_load_seq(&self.hdr.tasks_done)
+        put = self._messages_put()
+        return put - done if put > done else 0
+
+    def _task_done(self, n=1):
+        """Count `n` tasks done, atomically; wake join() when none is left.
+
+        Raises:
+            ValueError: more tasks done than messages put (nothing counted),
+                or the ring is closed.
+        """
+        cdef uint64_t count = check_nonnegative_int(n, "n")
+        cdef uint64_t done
+        self._check_open()
+        while True:
+            done = rs_load_seq(&self.hdr.tasks_done)
+            if done + count > self._messages_put():
+                raise ValueError("task_done() called too many times")
+            if rs_cas(&self.hdr.tasks_done, done, done + count):
+                break
+        wake_all(&self.hdr.joined_waitq)
+
+    def _wait_joined(self, timeout=None):
+        """Block (GIL released, no lock held) until no task is unfinished:
+        True; False when `timeout` expires first.  Shutdown does not end it.
+
+        Raises:
+            ValueError: the ring is closed (or closed while waiting).
+        """
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef Wait w
+        cdef int rc
+        self._enter()
+        try:
+            with nogil:
+                wait_init(&w, deadline, self.spin_ns)
+                while True:
+                    if rs_load_seq(&self.hdr.tasks_done) >= self._messages_put():
+                        rc = RS_OK
+                        break
+                    rc = wait_turn(&self.hdr.joined_waitq, &w, False, self.slice_ns,
+                                   &self._closing)
+                    if rc != RS_OK:
+                        break
+        finally:
+            self._leave()
+        if rc == RS_TIMEOUT:
+            return False
+        if rc != RS_OK:
+            self._raise(rc, False)
+        return True
 
 
 include "_blocks.pxi"

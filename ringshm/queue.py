@@ -1,4 +1,5 @@
-"""Queue: Python objects over a Ring, a drop-in for multiprocessing.Queue.
+"""The queue family over a Ring: Queue (a drop-in for multiprocessing.Queue),
+JoinableQueue and SimpleQueue.
 
 Each object is serialised with ``dumps`` into one ring message before any
 lock of the ring is taken, and deserialised with ``loads`` after the lock is
@@ -11,12 +12,16 @@ returns once the item is visible to every consumer. ``join_thread`` and
 multiprocessing.Queue runs unchanged.
 """
 
+from __future__ import annotations
+
 import pickle
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
-from .errors import Empty, ShutDown
-from .ring import Ring
+from ringshm._typing import Buffer, Self
+from ringshm.errors import Empty, ShutDown
+from ringshm.ring import Ring
 
-__all__ = ["Queue", "DEFAULT_CAPACITY"]
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
 
 #: Bytes of ring behind a Queue unless ``capacity`` says otherwise. The
 #: segment is reserved in /dev/shm when the queue is made (reserve=True), so
@@ -24,8 +29,16 @@ __all__ = ["Queue", "DEFAULT_CAPACITY"]
 #: 64 MB /dev/shm (README, "Sizing a ring").
 DEFAULT_CAPACITY = 4 << 20
 
+T = TypeVar("T")
+Dumps = Callable[[Any], Buffer]
+Loads = Callable[[bytes], Any]
 
-def _check_timeout(block, timeout):
+# What _QueueBase itself keeps in an instance; a subclass's own attributes
+# travel with a pickled queue, these are rebuilt.
+_OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads"})
+
+
+def _check_timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
     """Return the timeout the ring should get, as multiprocessing.Queue reads it.
 
     block=False ignores the timeout altogether; a negative one is a bad
@@ -38,37 +51,33 @@ def _check_timeout(block, timeout):
     return timeout
 
 
-class Queue:
-    """A multiprocess FIFO of Python objects in a shared-memory ring.
+def _rebuild(cls: type[_QueueBase[Any]], ring: Ring, maxsize: int, dumps: Dumps,
+             loads: Loads) -> _QueueBase[Any]:
+    """Unpickle a queue of class ``cls`` (a subclass stays that subclass)
+    around a ring that was unpickled first: it never owns the ring."""
+    self = cls.__new__(cls)
+    self._maxsize = maxsize
+    self._dumps = dumps
+    self._loads = loads
+    self._ring = ring
+    self._closed = False
+    return self
 
-    ``Queue(maxsize=0, *, capacity=DEFAULT_CAPACITY, name=None,
-    dumps=pickle.dumps, loads=pickle.loads)``
 
-    ``maxsize`` > 0 bounds the number of items, as in the standard library;
-    ``maxsize`` <= 0 leaves only ``capacity`` (bytes of ring) as the bound, so
-    unlike multiprocessing.Queue a put can block even when ``maxsize`` is 0.
-    ``name`` names the ring (a fresh unique name when None). ``dumps`` turns an
-    object into a bytes-like object and ``loads`` turns it back; both must be
-    picklable (module-level functions) for the queue to pass to a child.
-
-    The Queue that creates the ring owns it and removes its name on
-    ``close()`` or when collected; copies that reach other processes (a
-    ``Process`` or ``Pool`` argument, fork, spawn or forkserver, or an item of
-    another queue) attach by name and never remove it. Processes already
-    attached keep working after the owner has closed.
-
-    Raises:
-        ValueError: a bad ``capacity`` or ``name`` (from Ring.create).
-        ringshm.RingExists: a ring of that ``name`` already exists.
-    """
+class _QueueBase(Generic[T]):
+    """What every queue of the family shares: the ring, the serialisers, one
+    item's I/O, pickling and closing."""
 
     # Class-level defaults so that close() and __del__ work after a failed
     # constructor.
-    _ring = None
+    _ring: Optional[Ring] = None
     _closed = True
+    _maxsize = 0
 
-    def __init__(self, maxsize=0, *, capacity=DEFAULT_CAPACITY, name=None,
-                 dumps=pickle.dumps, loads=pickle.loads):
+    def __init__(self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY,
+                 name: Optional[str] = None, dumps: Dumps = pickle.dumps,
+                 loads: Loads = pickle.loads, ctx: object = None) -> None:
+        # ctx: multiprocessing's queues take a context; a ring needs none.
         if maxsize is None or maxsize < 0:
             maxsize = 0
         self._maxsize = int(maxsize)
@@ -77,42 +86,128 @@ class Queue:
         self._ring = Ring.create(name, capacity=capacity, max_messages=self._maxsize)
         self._closed = False
 
-    @classmethod
-    def _attach(cls, name, maxsize, dumps, loads):
-        """Rebuild a pickled Queue: attach to the ring by name; never owns it."""
-        self = cls.__new__(cls)
-        self._maxsize = maxsize
-        self._dumps = dumps
-        self._loads = loads
-        self._ring = Ring.open(name)
-        self._closed = False
-        return self
+    def __reduce__(self) -> tuple[Any, ...]:
+        ring = self._open_ring()
+        extra = {k: v for k, v in self.__dict__.items() if k not in _OWN_ATTRIBUTES}
+        return (_rebuild, (type(self), ring, self._maxsize, self._dumps, self._loads),
+                extra or None)
 
-    def __reduce__(self):
-        self._check_closed()
-        return (Queue._attach, (self._ring.name, self._maxsize, self._dumps, self._loads))
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"qsize={self._open_ring().qsize()}"
+        return (f"<ringshm.{type(self).__name__} name={self.name!r} "
+                f"maxsize={self._maxsize} {state}>")
 
-    def __repr__(self):
-        state = "closed" if self._closed else f"qsize={self._ring.qsize()}"
-        return f"<ringshm.Queue name={self.name!r} maxsize={self._maxsize} {state}>"
-
-    def _check_closed(self):
-        if self._closed:
-            raise ValueError(f"Queue {self.name!r} is closed")
+    def _open_ring(self) -> Ring:
+        if self._closed or self._ring is None:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
+        return self._ring
 
     @property
-    def name(self):
+    def name(self) -> Optional[str]:
         """The name of the ring behind this queue (pass it to Ring.open)."""
         return None if self._ring is None else self._ring.name
 
+    # -- one item's I/O: the only places that serialise or touch the ring ---
+
+    def _put_item(self, obj: T, block: bool, timeout: Optional[float]) -> None:
+        data = self._dumps(obj)
+        self._open_ring().put(data, block=block, timeout=timeout)
+
+    def _put_items(self, objs: Iterable[T], block: bool, timeout: Optional[float]) -> None:
+        dumps = self._dumps
+        batch = [dumps(obj) for obj in objs]
+        if batch:
+            self._open_ring().put_many(batch, block=block, timeout=timeout)
+
+    def _get_item(self, block: bool, timeout: Optional[float]) -> T:
+        data = self._open_ring().get(block=block, timeout=timeout)
+        obj: T = self._loads(data)
+        return obj
+
+    def _get_items(self, max_messages: int, block: bool, timeout: Optional[float]) -> list[T]:
+        batch = self._open_ring().get_many(max_messages, block=block, timeout=timeout)
+        loads = self._loads
+        return [loads(data) for data in batch]
+
+    # -- state and lifecycle -----------------------------------------------
+
+    def empty(self) -> bool:
+        """True if the queue holds no item now (a snapshot).
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._open_ring().empty()
+
+    def close(self) -> None:
+        """Detach this process from the queue; idempotent.
+
+        Afterwards every method but close, join_thread and cancel_join_thread
+        raises ValueError. The creating queue also removes the ring's name:
+        processes already attached keep working, new ones cannot attach
+        (a child being spawned already holds the segment: see DESIGN.md).
+        """
+        self._closed = True
+        if self._ring is not None:
+            self._ring.close()
+
+    def __del__(self) -> None:
+        # Close quietly what a dropped copy attached (a Pool task's argument,
+        # say); the creator's ring is unlinked by the Ring itself as well.
+        if not self._closed:
+            self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Queue(_QueueBase[T]):
+    """A multiprocess FIFO of Python objects in a shared-memory ring.
+
+    ``Queue(maxsize=0, *, capacity=DEFAULT_CAPACITY, name=None,
+    dumps=pickle.dumps, loads=pickle.loads, ctx=None)``
+
+    ``maxsize`` > 0 bounds the number of items, as in the standard library;
+    ``maxsize`` <= 0 leaves only ``capacity`` (bytes of ring) as the bound, so
+    unlike multiprocessing.Queue a put can block even when ``maxsize`` is 0.
+    ``name`` names the ring (a fresh unique name when None). ``dumps`` turns an
+    object into a bytes-like object and ``loads`` turns it back; both must be
+    picklable (module-level functions) for the queue to pass to a child.
+    ``ctx`` (a multiprocessing context) is accepted and ignored: a ring works
+    the same under every start method. ``Queue[int]`` types the items.
+
+    The Queue that creates the ring owns it and removes its name on
+    ``close()`` or when collected; copies that reach other processes (a
+    ``Process`` or ``Pool`` argument, fork, spawn or forkserver, or an item of
+    another queue) attach and never remove it, and keep their class (a
+    subclass stays that subclass). Processes already attached keep working
+    after the owner has closed.
+
+    Raises:
+        ValueError: a bad ``capacity`` or ``name`` (from Ring.create).
+        ringshm.RingExists: a ring of that ``name`` already exists.
+    """
+
     @property
-    def maxsize(self):
+    def maxsize(self) -> int:
         """The bound on the number of items (0: bounded by capacity only)."""
         return self._maxsize
 
+    @property
+    def is_shutdown(self) -> bool:
+        """True once shutdown() was called, in any process.
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._open_ring().is_shutdown
+
     # -- put ---------------------------------------------------------------
 
-    def put(self, obj, block=True, timeout=None):
+    def put(self, obj: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put ``obj`` at the end of the queue.
 
         ``block=True, timeout=None`` waits as long as needed for room;
@@ -126,12 +221,10 @@ class Queue:
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; the queue is left unchanged.
         """
-        self._check_closed()
-        timeout = _check_timeout(block, timeout)
-        data = self._dumps(obj)
-        self._ring.put(data, block=block, timeout=timeout)
+        self._open_ring()
+        self._put_item(obj, block, _check_timeout(block, timeout))
 
-    def put_nowait(self, obj):
+    def put_nowait(self, obj: T) -> None:
         """``put(obj, block=False)``.
 
         Raises:
@@ -139,7 +232,8 @@ class Queue:
         """
         self.put(obj, False)
 
-    def put_many(self, objs, block=True, timeout=None):
+    def put_many(self, objs: Iterable[T], block: bool = True,
+                 timeout: Optional[float] = None) -> None:
         """Put every object of ``objs`` in order, all or nothing.
 
         The batch is serialised first, then published at once: consumers see
@@ -152,16 +246,12 @@ class Queue:
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; nothing was put.
         """
-        self._check_closed()
-        timeout = _check_timeout(block, timeout)
-        dumps = self._dumps
-        batch = [dumps(obj) for obj in objs]
-        if batch:
-            self._ring.put_many(batch, block=block, timeout=timeout)
+        self._open_ring()
+        self._put_items(objs, block, _check_timeout(block, timeout))
 
     # -- get ---------------------------------------------------------------
 
-    def get(self, block=True, timeout=None):
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> T:
         """Remove and return the oldest item.
 
         Blocking and ``timeout`` as for put().
@@ -172,12 +262,10 @@ class Queue:
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``loads`` raises; the item is consumed.
         """
-        self._check_closed()
-        timeout = _check_timeout(block, timeout)
-        data = self._ring.get(block=block, timeout=timeout)
-        return self._loads(data)
+        self._open_ring()
+        return self._get_item(block, _check_timeout(block, timeout))
 
-    def get_nowait(self):
+    def get_nowait(self) -> T:
         """``get(block=False)``.
 
         Raises:
@@ -185,7 +273,8 @@ class Queue:
         """
         return self.get(False)
 
-    def get_many(self, max_messages=1024, block=True, timeout=None):
+    def get_many(self, max_messages: int = 1024, block: bool = True,
+                 timeout: Optional[float] = None) -> list[T]:
         """Wait for at least one item, then return up to ``max_messages`` ready ones.
 
         Returns a list of items, oldest first, never empty.
@@ -197,47 +286,34 @@ class Queue:
                 ``timeout`` is negative.
             Exception: whatever ``loads`` raises; the whole batch is consumed.
         """
-        self._check_closed()
+        self._open_ring()
         timeout = _check_timeout(block, timeout)
         if max_messages < 1:
             raise ValueError("'max_messages' must be at least 1")
-        batch = self._ring.get_many(max_messages, block=block, timeout=timeout)
-        loads = self._loads
-        return [loads(data) for data in batch]
+        return self._get_items(max_messages, block, timeout)
 
     # -- state -------------------------------------------------------------
 
-    def qsize(self):
+    def qsize(self) -> int:
         """Items in the queue now (a snapshot; others may change it at once).
 
         Raises:
             ValueError: the queue is closed.
         """
-        self._check_closed()
-        return self._ring.qsize()
+        return self._open_ring().qsize()
 
-    def empty(self):
-        """True if the queue holds no item now (a snapshot).
-
-        Raises:
-            ValueError: the queue is closed.
-        """
-        self._check_closed()
-        return self._ring.empty()
-
-    def full(self):
+    def full(self) -> bool:
         """True if a put would have to wait now: ``maxsize`` items, or no
         room left in the ring (a snapshot).
 
         Raises:
             ValueError: the queue is closed.
         """
-        self._check_closed()
-        return self._ring.full()   # the ring counts max_messages too
+        return self._open_ring().full()   # the ring counts max_messages too
 
     # -- lifecycle ---------------------------------------------------------
 
-    def shutdown(self, immediate=False):
+    def shutdown(self, immediate: bool = False) -> None:
         """Shut the queue down for every process, as queue.Queue.shutdown.
 
         Blocked callers everywhere wake at once; ``put`` raises ShutDown from
@@ -248,48 +324,120 @@ class Queue:
         Raises:
             ValueError: the queue is closed.
         """
-        self._check_closed()
-        self._ring.shutdown()
+        ring = self._open_ring()
+        ring.shutdown()
         if immediate:
+            discarded = 0
             try:
                 while True:
-                    self._ring.get_many(1 << 16, block=False)
+                    discarded += len(ring.get_many(1 << 16, block=False))
             except (Empty, ShutDown):
                 pass
+            self._discarded(discarded)
 
-    def close(self):
-        """Detach this process from the queue; idempotent.
+    def _discarded(self, count: int) -> None:
+        """Hook: ``count`` items were thrown away by shutdown(immediate=True)."""
 
-        Afterwards every method but close, join_thread and cancel_join_thread
-        raises ValueError. The creating Queue also removes the ring's name:
-        processes already attached keep working, new ones cannot attach.
-        """
-        self._closed = True
-        if self._ring is not None:
-            self._ring.close()
-
-    def __del__(self):
-        # Close quietly what a dropped copy attached (a Pool task's argument,
-        # say); the creator's ring is unlinked by the Ring itself as well.
-        if not self._closed:
-            self.close()
-
-    def join_thread(self):
+    def join_thread(self) -> None:
         """Does nothing: kept for compatibility with multiprocessing.Queue.
 
         There is no feeder thread; every put() is in shared memory when it
         returns, so there is nothing to flush or wait for.
         """
 
-    def cancel_join_thread(self):
+    def cancel_join_thread(self) -> None:
         """Does nothing: kept for compatibility with multiprocessing.Queue.
 
         There is no feeder thread, and a process may exit at any time without
         losing an item that put() returned for.
         """
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc_info):
-        self.close()
+class JoinableQueue(Queue[T]):
+    """A Queue whose consumers say when each item is processed, as
+    multiprocessing.JoinableQueue: ``task_done()`` and ``join()``.
+
+    The count of unfinished tasks lives in the segment (messages put minus
+    tasks done), shared by every process; it stays exact when a producer is
+    killed, even in the middle of a put. A consumer killed between get() and
+    task_done() leaves its task unfinished for ever: join() then returns only
+    at its timeout (multiprocessing behaves the same), so give it one where
+    consumers may die.
+
+    Raises:
+        As Queue.
+    """
+
+    def task_done(self) -> None:
+        """Say that an item got from the queue was processed.
+
+        Raises:
+            ValueError: called more times than items were put (nothing is
+                counted), or the queue is closed.
+        """
+        self._open_ring()._task_done(1)
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every item ever put was marked done with task_done().
+
+        Returns True when none is unfinished, False when ``timeout`` (seconds)
+        expired first. Shutting the queue down does not end the wait (as
+        queue.Queue), but shutdown(immediate=True) counts the items it
+        discards as done.
+
+        Raises:
+            ValueError: the queue is closed, or ``timeout`` is negative.
+        """
+        ring = self._open_ring()
+        return ring._wait_joined(_check_timeout(True, timeout))
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked done (a snapshot).
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._open_ring()._unfinished_tasks()
+
+    def _discarded(self, count: int) -> None:
+        if count:
+            self._open_ring()._task_done(count)
+
+
+class SimpleQueue(_QueueBase[T]):
+    """A FIFO with only ``put``, ``get``, ``empty`` and ``close``, as
+    multiprocessing.SimpleQueue: ``put`` and ``get`` always block.
+
+    ``SimpleQueue(*, capacity=DEFAULT_CAPACITY, name=None, dumps=pickle.dumps,
+    loads=pickle.loads, ctx=None)``; it passes to children as a Queue does.
+
+    Raises:
+        As Queue.
+    """
+
+    def __init__(self, *, capacity: int = DEFAULT_CAPACITY, name: Optional[str] = None,
+                 dumps: Dumps = pickle.dumps, loads: Loads = pickle.loads,
+                 ctx: object = None) -> None:
+        super().__init__(0, capacity=capacity, name=name, dumps=dumps, loads=loads)
+
+    def put(self, obj: T) -> None:
+        """Put ``obj`` at the end of the queue, waiting for room if need be.
+
+        Raises:
+            ringshm.ShutDown: the ring was shut down (by a Ring on it).
+            ringshm.MessageTooLarge: the serialised object can never fit.
+            ValueError: the queue is closed.
+            Exception: whatever ``dumps`` raises; the queue is left unchanged.
+        """
+        self._put_item(obj, True, None)
+
+    def get(self) -> T:
+        """Remove and return the oldest item, waiting for one if need be.
+
+        Raises:
+            ringshm.ShutDown: the ring was shut down and is drained.
+            ValueError: the queue is closed.
+            Exception: whatever ``loads`` raises; the item is consumed.
+        """
+        return self._get_item(True, None)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import multiprocessing.context
+import multiprocessing.reduction
+import multiprocessing.util
 import os
 import secrets
 import stat
 import time
 import warnings
 import weakref
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from ringshm import watcher
 from ringshm._ring import HEADER_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCore
@@ -79,9 +82,9 @@ def _check_path(path: object) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
     path = os.fspath(path)
-    if "\0" in path:  # type: ignore[operator]
+    if "\0" in path:
         raise ValueError("path must not contain NUL")
-    return path  # type: ignore[return-value]
+    return path
 
 
 def _round_capacity(capacity: object) -> int:
@@ -223,7 +226,7 @@ class Ring(RingCore):
     # constructor that failed half-way.
     _name: Optional[str] = None
     _path: Optional[str] = None
-    _finalizer: Optional[weakref.finalize] = None
+    _finalizer: Optional[weakref.finalize[Any, Any]] = None
     _anonymous = False
 
     def __init__(self) -> None:
@@ -480,7 +483,10 @@ class Ring(RingCore):
 
     # -- pickling ------------------------------------------------------------
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
+        if (self._name is not None or self._path is not None) and \
+                multiprocessing.context.get_spawning_popen() is not None:
+            return _reduce_for_spawned_child(self._name, self._path)
         if self._name is not None:
             return (_open_named, (self._name,))
         if self._path is not None:
@@ -488,6 +494,35 @@ class Ring(RingCore):
         raise TypeError("an anonymous ring cannot be pickled: it is shared only with "
                         "children made by fork; use Ring.create() for a named ring "
                         "to pass it to other processes")
+
+
+# -- a child being spawned gets the segment itself, not only its name --------
+# Process.start() pickles its arguments, and a spawned (or forkserver) child
+# unpickles them later: by then the parent may have closed the creating ring
+# and its name may be gone.  As multiprocessing does for its own resources,
+# the child is handed a duplicate of a descriptor of the segment (DupFd).
+
+def _reduce_for_spawned_child(name: Optional[str], path: Optional[str]) -> tuple[Any, ...]:
+    where = shm_path(name) if name is not None else path
+    fd = _open_segment(where, name or path, False)  # type: ignore[arg-type]
+    popen = multiprocessing.context.get_spawning_popen()
+    # The child receives its copy when the process is launched; ours is
+    # closed once that Popen object goes away.
+    multiprocessing.util.Finalize(popen, os.close, (fd,))
+    return (_open_inherited, (multiprocessing.reduction.DupFd(fd), name, path))
+
+
+def _open_inherited(dup: Any, name: Optional[str], path: Optional[str]) -> Ring:
+    fd = dup.detach()
+    try:
+        # The owner rule, as for every unpickled ring: no opt-out.
+        _refuse(os.fstat(fd), name or path or "ring", False)  # type: ignore[arg-type]
+        self = Ring.__new__(Ring)
+        self._name, self._path = name, path
+        self._attach_existing(fd)
+    finally:
+        os.close(fd)
+    return self
 
 
 def _open_named(name: str) -> Ring:

@@ -1,0 +1,322 @@
+"""ringshm.asyncio: waits that never block the loop, timeouts, cancellation
+that loses and duplicates nothing (under load, against a blocking process),
+batches, iteration and the waiter threads' lifecycle."""
+
+import asyncio
+import multiprocessing
+import threading
+import time
+
+import pytest
+from conftest import join_or_kill
+
+from ringshm import Empty, Full, Queue, ShutDown
+from ringshm.asyncio import AsyncQueue, AsyncRing
+from ringshm.queue import JoinableQueue
+
+LOAD_ITEMS = 100_000
+PAUSE = 0.005        # the blocking end pauses now and then, so the other waits
+CANCEL_AFTER = 0.001  # a get/put not done by then is cancelled
+JOIN = 120.0
+fork = multiprocessing.get_context("fork")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, JOIN))
+
+
+def waiter_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("ringshm-wait")]
+
+
+@pytest.fixture
+def aring(make_ring):
+    ar = AsyncRing(make_ring(capacity=1 << 16))
+    yield ar
+    ar.close()
+
+
+@pytest.fixture
+def make_aqueue():
+    made = []
+
+    def make(*args, **kwargs):
+        aq = AsyncQueue(*args, **kwargs)
+        made.append(aq)
+        return aq
+
+    yield make
+    for aq in made:
+        aq.close()
+
+
+# -- children (the blocking end, in another process) ---------------------------
+
+def put_later(ring, delay, data):
+    time.sleep(delay)
+    ring.put(data)
+
+
+def produce_in_bursts(q, count):
+    # Bursts with pauses: the consumer keeps running dry, so its gets wait,
+    # and that is where the cancellations land.
+    for i in range(count):
+        q.put(i)
+        if i % 500 == 499:
+            time.sleep(PAUSE)
+    q.put(None)
+
+
+def consume_all(q, results, pause_every=0):
+    # pause_every: a pause after so many items (the producer then finds the
+    # queue full and waits).
+    got = []
+    while (item := q.get(timeout=JOIN)) is not None:
+        got.append(item)
+        if pause_every and len(got) % pause_every == 0:
+            time.sleep(PAUSE)
+    results.put(got)
+
+
+# -- waiting -------------------------------------------------------------------
+
+def test_get_waits_without_blocking_the_loop(aring):
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        child = fork.Process(target=put_later, args=(aring.ring, 0.3, b"late"))
+        child.start()
+        try:
+            assert await aring.get(timeout=30) == b"late"
+        finally:
+            tick_task.cancel()
+            assert join_or_kill(child)
+        assert ticks >= 1, "the loop was blocked while get() waited"
+
+    run(main())
+
+
+def test_timeouts_raise_empty_and_full(make_ring):
+    async def main(ar):
+        with pytest.raises(Empty):
+            await ar.get(timeout=0.05)
+        with pytest.raises(Empty):
+            await ar.get_many(timeout=0)
+        await ar.put(b"1")
+        with pytest.raises(Full):
+            await ar.put(b"2", timeout=0.05)
+        with pytest.raises(Full):
+            await ar.put_many([b"2"], timeout=0)
+        with pytest.raises(ValueError):
+            await ar.get(timeout=-1)
+
+    ar = AsyncRing(make_ring(max_messages=1))
+    try:
+        run(main(ar))
+    finally:
+        ar.close()
+
+
+def test_put_waits_for_room_made_by_another_process(make_aqueue):
+    aq = make_aqueue(maxsize=1)
+    results = fork.Queue()
+
+    async def main():
+        await aq.put(0)
+        child = fork.Process(target=consume_all, args=(aq.queue, results))
+        child.start()
+        for i in range(1, 200):
+            await aq.put(i, timeout=30)
+        await aq.put(None, timeout=30)
+        assert results.get(timeout=JOIN) == list(range(200))
+        assert join_or_kill(child)
+
+    run(main())
+
+
+def test_batches_and_iteration_until_shutdown(aring):
+    async def main():
+        await aring.put_many([b"a", b"b", b"c"])
+        assert await aring.get_many(max_messages=2) == [b"a", b"b"]
+        assert await aring.get_many() == [b"c"]
+        await aring.put_many([b"x", b"y"])
+        aring.ring.shutdown()
+        assert [m async for m in aring] == [b"x", b"y"]
+        with pytest.raises(ShutDown):
+            await aring.put(b"z")
+
+    run(main())
+
+
+def test_shutdown_wakes_a_waiting_get(make_aqueue):
+    aq = make_aqueue()
+
+    async def main():
+        getter = asyncio.create_task(aq.get())
+        await asyncio.sleep(0.05)
+        assert not getter.done()
+        aq.queue.shutdown()
+        with pytest.raises(ShutDown):
+            await getter
+        assert aq.is_shutdown
+
+    run(main())
+
+
+# -- cancellation ---------------------------------------------------------------
+
+def test_cancelled_get_takes_nothing(aring):
+    async def main():
+        getter = asyncio.create_task(aring.get())
+        await asyncio.sleep(0.05)
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        aring.ring.put(b"kept")
+        await asyncio.sleep(0.05)   # a leftover waiter would have it by now
+        assert aring.ring.get_nowait() == b"kept"
+
+    run(main())
+
+
+def test_cancelled_gets_under_load_lose_nothing(make_aqueue):
+    aq = make_aqueue(maxsize=64)
+    producer = fork.Process(target=produce_in_bursts, args=(aq.queue, LOAD_ITEMS))
+
+    async def main():
+        received, cancelled = [], 0
+        producer.start()
+        while True:
+            getter = asyncio.create_task(aq.get())
+            # Cancel every few ms, wherever the get is.
+            done, _ = await asyncio.wait({getter}, timeout=CANCEL_AFTER)
+            if not done:
+                getter.cancel()
+            try:
+                item = await getter
+            except asyncio.CancelledError:
+                cancelled += 1
+                continue
+            if item is None:
+                return received, cancelled
+            received.append(item)
+
+    try:
+        received, cancelled = run(main())
+    finally:
+        assert join_or_kill(producer, JOIN)
+    assert producer.exitcode == 0
+    assert received == list(range(LOAD_ITEMS))   # each once, in order
+    assert cancelled > 10, "the test did not cancel gets while they waited"
+    assert aq.empty()
+
+
+def test_cancelled_puts_under_load_neither_lose_nor_duplicate(make_aqueue):
+    aq = make_aqueue(maxsize=16)
+    results = fork.Queue()
+    consumer = fork.Process(target=consume_all, args=(aq.queue, results, 200))
+    items = 20_000
+
+    async def main():
+        consumer.start()
+        cancelled = 0
+        i = 0
+        while i <= items:
+            item = i if i < items else None
+            putter = asyncio.create_task(aq.put(item))
+            done, _ = await asyncio.wait({putter}, timeout=CANCEL_AFTER)
+            if not done:
+                putter.cancel()
+            try:
+                await putter
+            except asyncio.CancelledError:
+                cancelled += 1   # not published: put the same item again
+                continue
+            i += 1
+        return cancelled
+
+    try:
+        cancelled = run(main())
+        got = results.get(timeout=JOIN)
+    finally:
+        assert join_or_kill(consumer, JOIN)
+    assert got == list(range(items))
+    assert cancelled > 10, "the test did not cancel puts while they waited"
+
+
+# -- wrapping, closing -----------------------------------------------------------
+
+def test_async_queue_wraps_an_existing_queue_of_any_subclass():
+    jq = JoinableQueue()
+    aq = AsyncQueue(queue=jq)
+    try:
+        async def main():
+            await aq.put({"n": 1})
+            assert await aq.get() == {"n": 1}
+            jq.task_done()
+            assert jq.join(timeout=0)
+
+        run(main())
+        with pytest.raises(TypeError):
+            AsyncQueue(queue=jq, capacity=4096)
+        with pytest.raises(TypeError):
+            AsyncQueue(queue=object())
+    finally:
+        aq.close()
+        assert not jq.is_shutdown   # still open: it was not ours to close
+        jq.close()
+
+
+def test_close_wakes_waiters_and_ends_the_threads(make_ring):
+    ar = AsyncRing(make_ring())
+
+    async def main():
+        getter = asyncio.create_task(ar.get())
+        await asyncio.sleep(0.05)
+        assert waiter_threads()
+        ar.close()
+        with pytest.raises(ValueError):
+            await getter
+
+    run(main())
+    assert not waiter_threads()
+    assert not ar.ring.closed   # the ring stays usable
+    ar.close()                  # idempotent
+
+
+def test_idle_waiter_threads_end_after_the_loop(aring):
+    async def main():
+        with pytest.raises(Empty):
+            await aring.get(timeout=0.05)
+
+    run(main())
+    deadline = time.monotonic() + 10
+    while waiter_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not waiter_threads()
+
+
+def test_async_queue_is_picklable_through_its_queue(make_aqueue):
+    aq = make_aqueue()
+    results = fork.Queue()
+    child = fork.Process(target=consume_all, args=(aq.queue, results))
+
+    async def main():
+        child.start()
+        await aq.put_many([1, 2, 3, None])
+
+    run(main())
+    assert results.get(timeout=JOIN) == [1, 2, 3]
+    assert join_or_kill(child)
+
+
+def test_async_queue_rejects_bad_arguments():
+    with pytest.raises(TypeError):
+        AsyncRing(Queue)
