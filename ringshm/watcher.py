@@ -24,7 +24,7 @@ import sys
 import threading
 import warnings
 
-__all__ = ["register", "unregister"]
+__all__ = ["register", "unregister", "open_same_file"]
 
 # The creator pid is the int64 at byte 32 of the header (docs/FORMAT.md).
 _CREATOR_PID_OFFSET = 32
@@ -135,22 +135,33 @@ def unregister(path):
 # ---------------------------------------------------------------- the watcher
 
 
-def _still_ours(path, dev, ino, creator_pid):
-    """True if ``path`` is the file registered: same device and inode, a
-    regular file whose header names our creator."""
+def open_same_file(path, dev, ino):
+    """A read-only descriptor of ``path`` if it is still the regular file
+    of device ``dev`` and inode ``ino``, else None.  Never follows a
+    symbolic link, never blocks (a FIFO put in its place)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _still_ours(path, dev, ino, creator_pid):
+    """True if ``path`` is the file registered, whose header names our
+    creator."""
+    fd = open_same_file(path, dev, ino)
+    if fd is None:
         return False
     try:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
-            return False
         header = os.pread(fd, 8, _CREATOR_PID_OFFSET)
-        # A creator that died before writing its header: the inode decides.
-        return len(header) < 8 or struct.unpack("<q", header)[0] in (creator_pid, 0)
     finally:
         os.close(fd)
+    # A creator that died before writing its header: the inode decides.
+    return len(header) < 8 or struct.unpack("<q", header)[0] in (creator_pid, 0)
 
 
 def watch(stream, creator_pid):

@@ -260,14 +260,14 @@ def test_a_spawned_child_has_a_watcher_of_its_own(ring_name, tmp_path):
         import multiprocessing
         def make(name, ready):
             q = Queue(name=name, capacity=4096)
-            ready.set()
+            ready.send(True)
             sleep()
         if __name__ == "__main__":
             ctx = multiprocessing.get_context("spawn")
-            ready = ctx.Event()
-            child = ctx.Process(target=make, args=({ring_name!r}, ready))
+            ready, theirs = ctx.Pipe()   # no semaphore to leak when it is killed
+            child = ctx.Process(target=make, args=({ring_name!r}, theirs))
             child.start()
-            ready.wait(60)
+            ready.recv()
             report(child=child.pid)
             sleep()
     """, tmp_path) as creator:
