@@ -46,12 +46,13 @@ class _Client:
         self._lock = threading.Lock()
         self._pid = None          # the process that started the watcher
         self._fd = None           # write end of the pipe to it
-        self._process = None
+        self._process = None      # the watcher's first process, until reaped
         self._names = {}          # path -> (dev, ino)
 
     def register(self, path, dev, ino):
         with self._lock:
             self._forget_if_forked()
+            self._reap()
             self._names[path] = (dev, ino)
             self._send(_line("+", dev, ino, path))
 
@@ -108,13 +109,16 @@ class _Client:
         self._fd = write_end
         self._pid = os.getpid()
 
+    def _reap(self):
+        # The watcher's first process exits as soon as it forked the watcher.
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None
+
     def _close(self):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._process is not None:
-            self._process.poll()   # reap it if it died
-            self._process = None
+        self._reap()
 
 
 _client = _Client()
@@ -193,4 +197,9 @@ if __name__ == "__main__":
     # Only the end of the pipe ends the watcher.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The creator's child ends at once and the watcher goes on as its own
+    # child, which nobody waits for: a creator that waits for all of its
+    # children (os.wait() until ECHILD) never waits for its watcher.
+    if os.fork() != 0:
+        os._exit(0)
     watch(sys.stdin.buffer, int(sys.argv[1]))
