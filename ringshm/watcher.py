@@ -2,9 +2,9 @@
 
 A process that creates a ring with persist=False starts, at its first such
 create, one small watcher process (as multiprocessing's resource_tracker
-does), connected to it by a pipe.  The creator registers each such name (its
+does), connected to it by a Unix socket pair.  The creator registers each such name (its
 file, device and inode) and unregisters it when the ring's name is removed
-the ordinary way.  When the pipe reaches end of file, the creator is gone,
+the ordinary way.  When its end of the socket reads end of file, the creator is gone,
 however it died (SIGKILL included): the watcher removes what is still
 registered and exits.  Before removing a file it checks that the file is
 still the one registered (device, inode, and the creator pid in its header),
@@ -17,6 +17,7 @@ and needs no ringshm installation on its path.  See docs/DESIGN.md.
 
 import os
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -45,7 +46,7 @@ class _Client:
     def _reset(self):
         self._lock = threading.Lock()
         self._pid = None          # the process that started the watcher
-        self._fd = None           # write end of the pipe to it
+        self._sock = None         # our end of the socket pair to it
         self._process = None      # the watcher's first process, until reaped
         self._names = {}          # path -> (dev, ino)
 
@@ -60,34 +61,35 @@ class _Client:
         with self._lock:
             self._forget_if_forked()
             entry = self._names.pop(path, None)
-            if entry is not None and self._fd is not None:
+            if entry is not None and self._sock is not None:
                 self._send(_line("-", *entry, path))
 
     def after_fork_in_child(self):
         # The child's copies of the parent's rings are not its own (their
-        # finalizers do nothing in a child), and the inherited write end must
+        # finalizers do nothing in a child), and the inherited socket must
         # go, or the parent's watcher would wait for the child's exit too.
-        if self._fd is not None:
-            os.close(self._fd)
+        if self._sock is not None:
+            self._sock.close()
         self._reset()
 
     def _forget_if_forked(self):
         # A fork that bypassed os.register_at_fork (a C extension's fork).
         if self._pid is not None and self._pid != os.getpid():
-            self._fd = None
             self.after_fork_in_child()
 
     def _send(self, data):
-        if self._fd is not None:
+        # A socket, not a pipe: MSG_NOSIGNAL, so a dead watcher is an error
+        # here, never a SIGPIPE in a program that restored its default.
+        if self._sock is not None:
             try:
-                os.write(self._fd, data)
+                self._sock.sendall(data, socket.MSG_NOSIGNAL)
                 return
             except OSError:
-                pass   # the watcher died (killed?): start another one below
+                pass   # the watcher died (killed?), or hangs: start another
         try:
             self._start()
             for path, (dev, ino) in self._names.items():
-                os.write(self._fd, _line("+", dev, ino, path))
+                self._sock.sendall(_line("+", dev, ino, path), socket.MSG_NOSIGNAL)
         except OSError as exc:
             self._close()
             warnings.warn(f"ringshm: no watcher for persist=False names ({exc}); a crash "
@@ -96,17 +98,23 @@ class _Client:
 
     def _start(self):
         self._close()
-        read_end, write_end = os.pipe()
+        ours, theirs = socket.socketpair()
         try:
             # A session of its own: Ctrl-C or a signal to our process group
             # must not end the watcher before it cleaned up after us.
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
-                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 close_fds=True, cwd="/", start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
         finally:
-            os.close(read_end)
-        self._fd = write_end
+            theirs.close()
+        # A stopped watcher must not stop us for long (a registration is a
+        # few dozen bytes: only thousands of them fill the buffer).
+        ours.settimeout(1.0)
+        self._sock = ours
         self._pid = os.getpid()
 
     def _reap(self):
@@ -115,9 +123,9 @@ class _Client:
             self._process = None
 
     def _close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self._reap()
 
 
@@ -194,7 +202,7 @@ def watch(stream, creator_pid):
 
 
 if __name__ == "__main__":
-    # Only the end of the pipe ends the watcher.
+    # Only the end of the socket ends the watcher.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The creator's child ends at once and the watcher goes on as its own

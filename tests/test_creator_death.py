@@ -241,10 +241,13 @@ def test_a_forked_childs_ring_goes_with_the_child_not_the_parent(ring_name, tmp_
 
 
 def test_a_killed_watcher_is_replaced(ring_name, tmp_path):
-    """The watcher is SIGKILLed: the creator goes on, starts another at its
-    next registration, which learns every name still registered."""
+    """The watcher is SIGKILLed: the creator goes on (even with SIGPIPE's
+    default action restored, as command-line tools do), starts another at
+    its next registration, which learns every name still registered."""
     second = unique_ring_name()
     with Creator(f"""
+        import signal
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         first = Ring.create({ring_name!r}, capacity=4096)
         report(made=1)
         wait_word()
