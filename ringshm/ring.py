@@ -32,7 +32,7 @@ from ringshm.errors import (
     ShutDown,
 )
 
-__all__ = ["Ring", "SHM_PREFIX"]
+__all__ = ["Ring", "SHM_PREFIX", "shm_path"]
 
 #: Every named ring is the POSIX shared-memory object "/" + SHM_PREFIX + name
 #: (on Linux the file /dev/shm/ringshm.NAME), so `ringshm ls` can find them.
