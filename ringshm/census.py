@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring
+from ringshm.watcher import open_same_file
 
 __all__ = ["Mappers", "census", "escape_name", "still_the_same"]
 
@@ -80,14 +81,10 @@ class Mappers:
 
 
 def _open_for_writing(path: str, st: os.stat_result) -> bool:
+    fd = open_same_file(path, st.st_dev, st.st_ino)
+    if fd is None:
+        return True   # replaced or gone meanwhile: look again another time
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return True
-    try:
-        now = os.fstat(fd)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            return True   # replaced meanwhile: look again another time
         # An opener that breaks our lease signals us: SIGURG, whose default
         # is to be ignored (SIGIO's would end this process).
         fcntl.fcntl(fd, F_SETSIG, signal.SIGURG)

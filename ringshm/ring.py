@@ -35,7 +35,7 @@ from ringshm.errors import (
     ShutDown,
 )
 
-__all__ = ["Ring", "SHM_PREFIX"]
+__all__ = ["Ring", "SHM_PREFIX", "shm_path"]
 
 #: Every named ring is the POSIX shared-memory object "/" + SHM_PREFIX + name
 #: (on Linux the file /dev/shm/ringshm.NAME), so `ringshm ls` can find them.
@@ -459,12 +459,12 @@ class Ring(RingCore):
         """
         if self._name is None and self._path is None:
             raise TypeError("an anonymous ring has no name to unlink")
-        where = shm_path(self._name) if self._name is not None else self._path
+        where = shm_path(self._name) if self._name is not None else str(self._path)
         if self._finalizer is not None:
             self._finalizer.detach()
-            watcher.unregister(os.path.abspath(where))  # type: ignore[type-var]
+            watcher.unregister(os.path.abspath(where))
         try:
-            os.unlink(where)  # type: ignore[arg-type]
+            os.unlink(where)
         except FileNotFoundError:
             raise RingNotFound(errno.ENOENT, "no such ring",
                                self._name or self._path) from None
@@ -516,7 +516,7 @@ def _open_inherited(dup: Any, name: Optional[str], path: Optional[str]) -> Ring:
     fd = dup.detach()
     try:
         # The owner rule, as for every unpickled ring: no opt-out.
-        _refuse(os.fstat(fd), name or path or "ring", False)  # type: ignore[arg-type]
+        _refuse(os.fstat(fd), name or path or "ring", False)
         self = Ring.__new__(Ring)
         self._name, self._path = name, path
         self._attach_existing(fd)

@@ -2,9 +2,9 @@
 
 A process that creates a ring with persist=False starts, at its first such
 create, one small watcher process (as multiprocessing's resource_tracker
-does), connected to it by a pipe.  The creator registers each such name (its
+does), connected to it by a Unix socket pair.  The creator registers each such name (its
 file, device and inode) and unregisters it when the ring's name is removed
-the ordinary way.  When the pipe reaches end of file, the creator is gone,
+the ordinary way.  When its end of the socket reads end of file, the creator is gone,
 however it died (SIGKILL included): the watcher removes what is still
 registered and exits.  Before removing a file it checks that the file is
 still the one registered (device, inode, and the creator pid in its header),
@@ -17,20 +17,22 @@ and needs no ringshm installation on its path.  See docs/DESIGN.md.
 
 import os
 import signal
+import socket
 import stat
 import struct
 import subprocess
 import sys
 import threading
 import warnings
+from typing import BinaryIO, Dict, Optional, Tuple
 
-__all__ = ["register", "unregister"]
+__all__ = ["register", "unregister", "open_same_file"]
 
 # The creator pid is the int64 at byte 32 of the header (docs/FORMAT.md).
 _CREATOR_PID_OFFSET = 32
 
 
-def _line(op, dev, ino, path):
+def _line(op: str, dev: int, ino: int, path: str) -> bytes:
     # The path in hex: a file name may hold any byte but "/" and NUL.
     return f"{op} {dev} {ino} {os.fsencode(path).hex()}\n".encode()
 
@@ -39,95 +41,107 @@ class _Client:
     """The creating process's end: one watcher per process, started on first
     use, restarted (with every registration re-sent) if it was killed."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._pid = None          # the process that started the watcher
-        self._fd = None           # write end of the pipe to it
-        self._process = None
-        self._names = {}          # path -> (dev, ino)
+        self._pid: Optional[int] = None    # the process that started the watcher
+        self._sock: Optional[socket.socket] = None   # our end of the socket pair
+        self._process: Optional[subprocess.Popen[bytes]] = None  # its first process
+        self._names: Dict[str, Tuple[int, int]] = {}   # path -> (dev, ino)
 
-    def register(self, path, dev, ino):
+    def register(self, path: str, dev: int, ino: int) -> None:
         with self._lock:
             self._forget_if_forked()
+            self._reap()
             self._names[path] = (dev, ino)
             self._send(_line("+", dev, ino, path))
 
-    def unregister(self, path):
+    def unregister(self, path: str) -> None:
         with self._lock:
             self._forget_if_forked()
             entry = self._names.pop(path, None)
-            if entry is not None and self._fd is not None:
-                self._send(_line("-", *entry, path))
+            if entry is not None and self._sock is not None:
+                self._send(_line("-", entry[0], entry[1], path))
 
-    def after_fork_in_child(self):
+    def after_fork_in_child(self) -> None:
         # The child's copies of the parent's rings are not its own (their
-        # finalizers do nothing in a child), and the inherited write end must
+        # finalizers do nothing in a child), and the inherited socket must
         # go, or the parent's watcher would wait for the child's exit too.
-        if self._fd is not None:
-            os.close(self._fd)
+        if self._sock is not None:
+            self._sock.close()
         self._reset()
 
-    def _forget_if_forked(self):
+    def _forget_if_forked(self) -> None:
         # A fork that bypassed os.register_at_fork (a C extension's fork).
         if self._pid is not None and self._pid != os.getpid():
-            self._fd = None
             self.after_fork_in_child()
 
-    def _send(self, data):
-        if self._fd is not None:
+    def _send(self, data: bytes) -> None:
+        # A socket, not a pipe: MSG_NOSIGNAL, so a dead watcher is an error
+        # here, never a SIGPIPE in a program that restored its default.
+        if self._sock is not None:
             try:
-                os.write(self._fd, data)
+                self._sock.sendall(data, socket.MSG_NOSIGNAL)
                 return
             except OSError:
-                pass   # the watcher died (killed?): start another one below
+                pass   # the watcher died (killed?), or hangs: start another
         try:
-            self._start()
+            sock = self._start()
             for path, (dev, ino) in self._names.items():
-                os.write(self._fd, _line("+", dev, ino, path))
+                sock.sendall(_line("+", dev, ino, path), socket.MSG_NOSIGNAL)
         except OSError as exc:
             self._close()
             warnings.warn(f"ringshm: no watcher for persist=False names ({exc}); a crash "
                           "of this process would leave them for `ringshm gc`",
                           RuntimeWarning, stacklevel=4)
 
-    def _start(self):
+    def _start(self) -> socket.socket:
         self._close()
-        read_end, write_end = os.pipe()
+        ours, theirs = socket.socketpair()
         try:
             # A session of its own: Ctrl-C or a signal to our process group
             # must not end the watcher before it cleaned up after us.
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid())],
-                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 close_fds=True, cwd="/", start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
         finally:
-            os.close(read_end)
-        self._fd = write_end
+            theirs.close()
+        # A stopped watcher must not stop us for long (a registration is a
+        # few dozen bytes: only thousands of them fill the buffer).
+        ours.settimeout(1.0)
+        self._sock = ours
         self._pid = os.getpid()
+        return ours
 
-    def _close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._process is not None:
-            self._process.poll()   # reap it if it died
+    def _reap(self) -> None:
+        # The watcher's first process exits as soon as it forked the watcher.
+        if self._process is not None and self._process.poll() is not None:
             self._process = None
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._reap()
 
 
 _client = _Client()
 os.register_at_fork(after_in_child=_client.after_fork_in_child)
 
 
-def register(path, dev, ino):
+def register(path: str, dev: int, ino: int) -> None:
     """Have the watcher remove file ``path`` (device ``dev``, inode ``ino``)
     if this process dies before unregister(path)."""
     _client.register(path, dev, ino)
 
 
-def unregister(path):
+def unregister(path: str) -> None:
     """The name was removed (or persists by choice): forget it."""
     _client.unregister(path)
 
@@ -135,28 +149,39 @@ def unregister(path):
 # ---------------------------------------------------------------- the watcher
 
 
-def _still_ours(path, dev, ino, creator_pid):
-    """True if ``path`` is the file registered: same device and inode, a
-    regular file whose header names our creator."""
+def open_same_file(path: "str | bytes", dev: int, ino: int) -> Optional[int]:
+    """A read-only descriptor of ``path`` if it is still the regular file
+    of device ``dev`` and inode ``ino``, else None.  Never follows a
+    symbolic link, never blocks (a FIFO put in its place)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _still_ours(path: bytes, dev: int, ino: int, creator_pid: int) -> bool:
+    """True if ``path`` is the file registered, whose header names our
+    creator."""
+    fd = open_same_file(path, dev, ino)
+    if fd is None:
         return False
     try:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
-            return False
         header = os.pread(fd, 8, _CREATOR_PID_OFFSET)
-        # A creator that died before writing its header: the inode decides.
-        return len(header) < 8 or struct.unpack("<q", header)[0] in (creator_pid, 0)
     finally:
         os.close(fd)
+    # A creator that died before writing its header: the inode decides.
+    return len(header) < 8 or int(struct.unpack("<q", header)[0]) in (creator_pid, 0)
 
 
-def watch(stream, creator_pid):
+def watch(stream: BinaryIO, creator_pid: int) -> None:
     """Read registrations from ``stream`` until end of file, then remove
     every file still registered that is still the one registered."""
-    names = {}
+    names: Dict[bytes, Tuple[int, int]] = {}
     for line in stream:
         parts = line.split()
         if len(parts) != 4 or parts[0] not in (b"+", b"-"):
@@ -179,7 +204,12 @@ def watch(stream, creator_pid):
 
 
 if __name__ == "__main__":
-    # Only the end of the pipe ends the watcher.
+    # Only the end of the socket ends the watcher.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The creator's child ends at once and the watcher goes on as its own
+    # child, which nobody waits for: a creator that waits for all of its
+    # children (os.wait() until ECHILD) never waits for its watcher.
+    if os.fork() != 0:
+        os._exit(0)
     watch(sys.stdin.buffer, int(sys.argv[1]))

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import remove_segment, shm_path, unique_ring_name
+from faultkit import process_state, wait_until
 
 from ringshm import Ring
 
@@ -81,19 +82,33 @@ def gone_after(path, since, bound=GONE_WITHIN):
 
 
 def watcher_pids(creator_pid):
-    """Pids of the watchers whose creator is `creator_pid`."""
+    """Pids of the watchers whose creator is `creator_pid` (not counting
+    the creator's own short-lived child, which forks the watcher and ends)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     argv = f.read().rstrip(b"\0").split(b"\0")
-            except OSError:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    parent = int(f.read().rpartition(b")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
             if (len(argv) >= 2 and argv[-2].endswith(b"watcher.py")
-                    and argv[-1] == str(creator_pid).encode()):
+                    and argv[-1] == str(creator_pid).encode() and parent != creator_pid):
                 found.append(int(entry))
     return found
+
+
+def the_watcher_of(creator_pid, timeout=10.0):
+    """The one watcher of `creator_pid`, once it runs."""
+    give_up = time.monotonic() + timeout
+    while True:
+        found = watcher_pids(creator_pid)
+        if len(found) == 1 or time.monotonic() > give_up:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
@@ -226,10 +241,13 @@ def test_a_forked_childs_ring_goes_with_the_child_not_the_parent(ring_name, tmp_
 
 
 def test_a_killed_watcher_is_replaced(ring_name, tmp_path):
-    """The watcher is SIGKILLed: the creator goes on, starts another at its
-    next registration, which learns every name still registered."""
+    """The watcher is SIGKILLed: the creator goes on (even with SIGPIPE's
+    default action restored, as command-line tools do), starts another at
+    its next registration, which learns every name still registered."""
     second = unique_ring_name()
     with Creator(f"""
+        import signal
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         first = Ring.create({ring_name!r}, capacity=4096)
         report(made=1)
         wait_word()
@@ -239,13 +257,13 @@ def test_a_killed_watcher_is_replaced(ring_name, tmp_path):
         sleep()
     """, tmp_path) as creator:
         creator.facts()
-        (watcher,) = watcher_pids(creator.pid)
+        watcher = the_watcher_of(creator.pid)
         os.kill(watcher, signal.SIGKILL)
-        while os.path.exists(f"/proc/{watcher}/fd/0"):   # dead: its pipe is closed
-            time.sleep(0.01)
+        # Not our child: wait until it is dead (a zombie, or reaped by init).
+        wait_until(lambda: process_state(watcher) in ("Z", "X", None), what="the watcher dies")
         creator.tell()
         assert creator.facts() == {"made": 2, "got": "fine"}
-        assert watcher_pids(creator.pid) not in ([], [watcher])
+        assert the_watcher_of(creator.pid) != watcher
         died = creator.kill()
         try:
             assert gone_after(shm_path(ring_name), died)
@@ -260,14 +278,14 @@ def test_a_spawned_child_has_a_watcher_of_its_own(ring_name, tmp_path):
         import multiprocessing
         def make(name, ready):
             q = Queue(name=name, capacity=4096)
-            ready.set()
+            ready.send(True)
             sleep()
         if __name__ == "__main__":
             ctx = multiprocessing.get_context("spawn")
-            ready = ctx.Event()
-            child = ctx.Process(target=make, args=({ring_name!r}, ready))
+            ready, theirs = ctx.Pipe()   # no semaphore to leak when it is killed
+            child = ctx.Process(target=make, args=({ring_name!r}, theirs))
             child.start()
-            ready.wait(60)
+            ready.recv()
             report(child=child.pid)
             sleep()
     """, tmp_path) as creator:
@@ -278,3 +296,23 @@ def test_a_spawned_child_has_a_watcher_of_its_own(ring_name, tmp_path):
             assert gone_after(shm_path(ring_name), died)
         finally:
             remove_segment(ring_name)
+
+
+def test_the_watcher_is_no_child_to_wait_for(tmp_path):
+    """A creator that waits for all of its children (until ECHILD) does not
+    wait for its watcher."""
+    with Creator("""
+        ring = Ring.create(capacity=4096)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        codes = []
+        while True:
+            try:
+                codes.append(os.waitstatus_to_exitcode(os.wait()[1]))
+            except ChildProcessError:
+                break
+        report(codes=sorted(codes))
+    """, tmp_path) as creator:
+        codes = creator.facts()["codes"]
+        assert 7 in codes and set(codes) <= {0, 7}   # 0: the watcher's first process

@@ -7,6 +7,7 @@ squatting attack, through a name, a Queue's pickle, a path in a sticky
 directory, or a symbolic link.  The other user is made with useradd."""
 
 import contextlib
+import json
 import os
 import pickle
 import pwd
@@ -16,6 +17,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -354,3 +356,15 @@ def test_a_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
     with pytest.raises(RingCorrupted, match="not a ring"):
         Ring.open(path=path)
     assert time.monotonic() - started < 0.5   # no creator grace, never blocks
+
+
+@as_root
+def test_the_command_line_never_reads_another_users_ring(squat, ring_name):
+    squat(name=ring_name)
+    run = [sys.executable, "-m", "ringshm"]
+    listing = subprocess.run([*run, "ls", "--json"], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [r for r in json.loads(listing.stdout) if r["name"] == ring_name]
+    assert row["state"] == "other user" and "messages" not in row
+    info = subprocess.run([*run, "info", ring_name], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 1 and "belongs to uid" in info.stderr
