@@ -54,7 +54,6 @@ cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
 cdef enum:
     AWAIT_DATA = 1        # a message (head != tail), or shutdown
     AWAIT_CONSUMERS = 2   # tail or messages_got moved past seen_*, `arg` bytes fit
-
     AWAIT_ROOM = 3        # room for a record of `arg` payload bytes, or shutdown
 
 HEADER_SIZE = RS_HEADER_SIZE
