@@ -57,7 +57,7 @@ cdef int64_t SHUTDOWN_PATIENCE_NS = 1000000000
 # What a waiter waits for (RingCore._wait_for).
 cdef enum:
     AWAIT_DATA = 1        # a message (head != tail), or shutdown
-    AWAIT_CONSUMERS = 2   # tail or messages_got moved past seen_*, or shutdown
+    AWAIT_CONSUMERS = 2   # tail or messages_got moved past seen_*, `arg` bytes fit
     AWAIT_ROOM = 3        # room for a record of `arg` payload bytes, or shutdown
 
 HEADER_SIZE = RS_HEADER_SIZE
@@ -388,9 +388,23 @@ cdef class RingCore:
         if what == AWAIT_DATA:
             return rs_load_seq(&h.producer.position) != rs_load_seq(&h.consumer.position)
         if what == AWAIT_CONSUMERS:
-            return (rs_load_seq(&h.consumer.position) != self.seen_tail
-                    or rs_load_seq(&h.consumer.messages) != self.seen_got)
+            return self._consumers_moved(arg)
         return self._fits_now(arg)
+
+    cdef inline bint _consumers_moved(self, uint64_t span) noexcept nogil:
+        # Consumers took something since we looked under the lock, and what
+        # is free now could hold the batch's records (padding aside: the
+        # check under the lock is exact).  Producers only ever take room, so
+        # once this is false only a consumer's publish (which wakes us) can
+        # make it true.  The second half keeps waiting producers off the
+        # lock when another one has already taken the room freed.
+        cdef rs_header *h = self.hdr
+        cdef uint64_t tail = rs_load_seq(&h.consumer.position)
+        cdef uint64_t used
+        if tail == self.seen_tail and rs_load_seq(&h.consumer.messages) == self.seen_got:
+            return False
+        used = rs_load_acquire(&h.producer.position) - tail
+        return used > self._capacity or used + span <= self._capacity   # damage: look
 
     cdef bint _fits_now(self, uint64_t payload) noexcept nogil:
         # Would one record of `payload` bytes fit at the head as it is now?
@@ -568,6 +582,12 @@ cdef class RingCore:
         if self._reserve_is_mine():
             raise RuntimeError("put inside this ring's own reserve() block would deadlock")
         while True:
+            if deadline != 0 and self._looks_full(count, total_span):
+                # Wait for room before taking the lock: the lock would only
+                # be let go again, and waiting producers would fight for it.
+                rc = self._wait_step(AWAIT_CONSUMERS, total_span, &w, &waited, deadline)
+                if rc != RS_OK:
+                    return self._raise(rc, True)
             rc = self._lock_put(deadline)
             if rc == RS_OK:
                 if self._room_fast(count, total_span):
@@ -578,18 +598,45 @@ cdef class RingCore:
                     return 0
                 # No room: note what the consumers had done when we looked,
                 # let the lock go, and sleep until they do more.
-                self.seen_tail = self.cached_tail
-                self.seen_got = rs_load_acquire(&self.hdr.consumer.messages)
+                self._note_consumers()
                 unlock(&self.hdr.put_lock)
                 if rc == RS_TIMEOUT and deadline != 0:
-                    if not waited:
-                        waited = True
-                        start_wait(&w, deadline, self.spin_ns, &self.hdr.producer.waits)
-                    with nogil:
-                        rc = self._wait_for(AWAIT_CONSUMERS, 0, &w)
+                    rc = self._wait_step(AWAIT_CONSUMERS, total_span, &w, &waited, deadline)
                     if rc == RS_OK:
                         continue
             return self._raise(rc, True)
+
+    cdef inline void _note_consumers(self) noexcept nogil:
+        # What a producer that found no room saw (see _consumers_moved).
+        self.seen_tail = self.cached_tail
+        self.seen_got = rs_load_acquire(&self.hdr.consumer.messages)
+
+    cdef inline bint _looks_full(self, Py_ssize_t count, uint64_t total_span) noexcept nogil:
+        # The batch's records cannot fit (padding aside) by the tail as it
+        # is now; looks at the tail only when the cached one says so, and
+        # never once the ring is shut down (the locked path raises then).
+        cdef uint64_t head = rs_load_acquire(&self.hdr.producer.position)
+        if self._has_room(head, total_span, count) or self._shut_down():
+            return False
+        self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
+        if head - self.cached_tail > self._capacity or self._has_room(head, total_span, count):
+            return False   # room, or damage that the locked path reports
+        self._note_consumers()
+        return True
+
+    cdef int _wait_step(self, int what, uint64_t arg, Wait *w, bint *waited,
+                        int64_t deadline) noexcept:
+        """One wait of a blocking call, holding no lock (see _wait_for); the
+        first one of a call counts in its side's `waits` and starts the spin."""
+        cdef uint64_t *waits = (&self.hdr.consumer.waits if what == AWAIT_DATA
+                                else &self.hdr.producer.waits)
+        cdef int rc
+        if not waited[0]:
+            waited[0] = True
+            start_wait(w, deadline, self.spin_ns, waits)
+        with nogil:
+            rc = self._wait_for(what, arg, w)
+        return rc
 
     cdef inline int _lock_put(self, int64_t deadline) except -1:
         """Take the put lock (RS_OK, or why not); ShutDown is checked under it."""
@@ -762,11 +809,7 @@ cdef class RingCore:
             if deadline != 0 and self._looks_empty():
                 # Wait for data before taking the lock: the lock would only
                 # be let go again (two atomic exchanges per wait).
-                if not waited:
-                    waited = True
-                    start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
-                with nogil:
-                    rc = self._wait_for(AWAIT_DATA, 0, &w)
+                rc = self._wait_step(AWAIT_DATA, 0, &w, &waited, deadline)
                 if rc != RS_OK:
                     return self._raise(rc, False)
             if try_lock(&h.get_lock, self._token()):
@@ -794,11 +837,7 @@ cdef class RingCore:
             if rc == RS_TIMEOUT and self._shut_down():
                 rc = RS_SHUTDOWN
             elif rc == RS_TIMEOUT and deadline != 0:
-                if not waited:
-                    waited = True
-                    start_wait(&w, deadline, self.spin_ns, &h.consumer.waits)
-                with nogil:
-                    rc = self._wait_for(AWAIT_DATA, 0, &w)
+                rc = self._wait_step(AWAIT_DATA, 0, &w, &waited, deadline)
                 if rc == RS_OK:
                     continue
             return self._raise(rc, False)

@@ -1,9 +1,9 @@
 """Single-stepping a forked child with ptrace(2) (through ctypes), for the
 tests that kill a process at chosen instructions (test_counters.py).
 
-Linux only; x86_64 and aarch64 both have PTRACE_SINGLESTEP... on aarch64
-the kernel emulates it too.  We are the child's parent, so no
-ptrace_scope restriction applies once the child asked for PTRACE_TRACEME.
+Linux only (x86_64 and aarch64 have PTRACE_SINGLESTEP).  We are the
+child's parent and the child asks for PTRACE_TRACEME, so no ptrace_scope
+restriction applies.
 """
 
 import ctypes
@@ -42,12 +42,9 @@ def step(pid):
     """Run the stopped child for one instruction; False once it has exited."""
     _ptrace(PTRACE_SINGLESTEP, pid, 0)
     _, status = os.waitpid(pid, 0)
-    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-        return False
-    if os.WIFSTOPPED(status) and os.WSTOPSIG(status) != signal.SIGTRAP:
-        # Another signal arrived: deliver nothing, just go on stepping.
-        return True
-    return True
+    # Stopped (by the step's SIGTRAP, or another signal, which is not
+    # delivered: the next step passes 0) means it goes on.
+    return not (os.WIFEXITED(status) or os.WIFSIGNALED(status))
 
 
 def kill(pid):
