@@ -39,6 +39,12 @@ cdef enum:
     RS_PYERR = 4        # a Python exception is set (a signal handler raised)
     RS_CLOSED = 5       # another thread closed this object while we waited
 
+# What RingCore._wait_for waits for.
+cdef enum:
+    WAIT_DATA = 0
+    WAIT_ROOM = 1
+    WAIT_JOINED = 2
+
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
@@ -1415,7 +1421,7 @@ cdef class RingCore:
             ValueError: the ring is closed (or closed while waiting).
             TypeError, ValueError: a bad timeout.
         """
-        return self._wait_for(False, 0, deadline_from(True, timeout))
+        return self._wait_for(WAIT_DATA, 0, deadline_from(True, timeout))
 
     def _wait_room(self, size, timeout=None):
         """Block like _wait_data until a message of `size` payload bytes
@@ -1431,31 +1437,40 @@ cdef class RingCore:
         if n > self.max_payload:
             raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
-        return self._wait_for(True, n, deadline_from(True, timeout))
+        return self._wait_for(WAIT_ROOM, n, deadline_from(True, timeout))
 
-    cdef object _wait_for(self, bint room, uint64_t size, int64_t deadline):
+    cdef object _wait_for(self, int what, uint64_t size, int64_t deadline):
+        """Sleep on `what`'s queue until its condition holds: True; False
+        at the deadline.  WAIT_DATA and WAIT_ROOM also end at shutdown."""
         cdef Wait w
         cdef int rc
-        cdef rs_waitq *q = &self.hdr.space_waitq if room else &self.hdr.data_waitq
+        cdef rs_waitq *q = (&self.hdr.data_waitq if what == WAIT_DATA else
+                            &self.hdr.space_waitq if what == WAIT_ROOM else
+                            &self.hdr.joined_waitq)
         self._enter()
         try:
             with nogil:
                 self._wait_init(&w, deadline)
-                while True:
-                    if self._shut_down() or (self._room_now(size) if room
-                                             else self._data_now()):
-                        rc = RS_OK
-                        break
+                while not self._wait_over(what, size):
                     rc = self._wait_turn(q, &w, False)
                     if rc != RS_OK:
                         break
+                else:
+                    rc = RS_OK
         finally:
             self._leave()
         if rc == RS_TIMEOUT:
             return False
         if rc != RS_OK:
-            self._raise(rc, room)
+            self._raise(rc, what == WAIT_ROOM)
         return True
+
+    cdef inline bint _wait_over(self, int what, uint64_t size) noexcept nogil:
+        if what == WAIT_JOINED:
+            return rs_load_seq(&self.hdr.tasks_done) >= self._messages_put()
+        if self._shut_down():
+            return True
+        return self._room_now(size) if what == WAIT_ROOM else self._data_now()
 
     cdef inline bint _data_now(self) noexcept nogil:
         # Published head past the published tail: a DATA record (padding is
@@ -1536,27 +1551,7 @@ cdef class RingCore:
         Raises:
             ValueError: the ring is closed (or closed while waiting).
         """
-        cdef int64_t deadline = deadline_from(True, timeout)
-        cdef Wait w
-        cdef int rc
-        self._enter()
-        try:
-            with nogil:
-                self._wait_init(&w, deadline)
-                while True:
-                    if rs_load_seq(&self.hdr.tasks_done) >= self._messages_put():
-                        rc = RS_OK
-                        break
-                    rc = self._wait_turn(&self.hdr.joined_waitq, &w, False)
-                    if rc != RS_OK:
-                        break
-        finally:
-            self._leave()
-        if rc == RS_TIMEOUT:
-            return False
-        if rc != RS_OK:
-            self._raise(rc, False)
-        return True
+        return self._wait_for(WAIT_JOINED, 0, deadline_from(True, timeout))
 
 
 # ---------------------------------------------------------------- zero-copy blocks
