@@ -386,7 +386,11 @@ class Ring(RingCore):
 
 def _reduce_for_spawned_child(name: Optional[str], path: Optional[str]) -> tuple[Any, ...]:
     if name is not None:
-        fd = posix_ipc.SharedMemory(_shm_name(name)).fd
+        try:
+            fd = posix_ipc.SharedMemory(_shm_name(name)).fd
+        except posix_ipc.ExistentialError:
+            raise RingNotFound(errno.ENOENT, "the ring's name is gone: a child "
+                               "cannot be handed it", name) from None
     else:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # type: ignore[arg-type]
     popen = multiprocessing.context.get_spawning_popen()
