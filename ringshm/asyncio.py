@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, Callable, Generic, Iterable, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterable, Optional, TypeVar
 
 from ringshm._ring import RECORD_HEADER
 from ringshm._typing import Buffer
@@ -156,6 +156,14 @@ async def _retry(attempt: Callable[[], R], failure: type[Exception], waiter: _Wa
             backoff = 0.0
 
 
+async def _until_shut_down(get: Callable[[], Awaitable[R]]) -> AsyncIterator[R]:
+    while True:
+        try:
+            yield await get()
+        except ShutDown:
+            return
+
+
 def _room_for(sizes: Iterable[int], limit: int) -> int:
     """The payload of one message that needs the room of these messages."""
     span = sum((RECORD_HEADER + n + 7) & ~7 for n in sizes) - RECORD_HEADER
@@ -261,14 +269,7 @@ class AsyncRing:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """``await get()`` until the ring is shut down and drained."""
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                yield await self.get()
-            except ShutDown:
-                return
+        return _until_shut_down(self.get)
 
     def close(self) -> None:
         """End the waiter threads (each within WAIT_SLICE); the ring stays
@@ -431,14 +432,7 @@ class AsyncQueue(Generic[T]):
 
     def __aiter__(self) -> AsyncIterator[T]:
         """``await get()`` until the queue is shut down and drained."""
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[T]:
-        while True:
-            try:
-                yield await self.get()
-            except ShutDown:
-                return
+        return _until_shut_down(self.get)
 
     def close(self) -> None:
         """End the waiter threads; close the Queue if this object made it.

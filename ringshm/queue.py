@@ -29,6 +29,10 @@ __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
 #: 64 MB /dev/shm (README, "Sizing a ring").
 DEFAULT_CAPACITY = 4 << 20
 
+#: shutdown(immediate=True) gives up discarding after waiting this many
+#: seconds for the get lock (a consumer elsewhere stopped while holding it).
+DRAIN_PATIENCE = 1.0
+
 T = TypeVar("T")
 Dumps = Callable[[Any], Buffer]
 Loads = Callable[[bytes], Any]
@@ -327,10 +331,14 @@ class Queue(_QueueBase[T]):
         ring = self._open_ring()
         ring.shutdown()
         if immediate:
+            # A blocking get of a shut-down ring never waits for data (it
+            # raises ShutDown once drained), only for the get lock, which a
+            # consumer thread may hold while it waits for the GIL: longer
+            # than a non-blocking call's patience.
             discarded = 0
             try:
                 while True:
-                    discarded += len(ring.get_many(1 << 16, block=False))
+                    discarded += len(ring.get_many(1 << 16, timeout=DRAIN_PATIENCE))
             except (Empty, ShutDown):
                 pass
             self._discarded(discarded)

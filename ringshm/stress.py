@@ -41,8 +41,9 @@ import sys
 import time
 import traceback
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .errors import Empty, Full, ShutDown
 from .ring import Ring
@@ -189,7 +190,7 @@ def _consume(ring: Ring, ledger: Ledger, slot: int, mode: str, seed: int,
     last_seq: dict[int, int] = {}   # per producer, for the order check
     unpack = HEADER.unpack_from
 
-    def record(message) -> None:   # bytes, or the memoryview of view()
+    def record(message: bytes | memoryview) -> None:   # get(), or view()
         if len(message) == 0:
             return   # END_MARKER
         if len(message) < HEADER.size:
@@ -321,7 +322,7 @@ class Supervisor:
                 os._exit(self._worker(kind, slot, seed, mask))
             run.workers[pid] = Worker(kind, slot)
 
-    def _worker(self, kind: str, slot: int, seed: int, mask: set) -> int:
+    def _worker(self, kind: str, slot: int, seed: int, mask: set[int | signal.Signals]) -> int:
         """The body of a forked worker; never returns into the supervisor."""
         try:
             # Ctrl-C goes to the whole process group: the supervisor ends the
@@ -482,7 +483,7 @@ class Progress:
         self.every = 0.2 if self.tty else 2.0
         self.next = self.every
 
-    def show(self, elapsed: float, stats: dict, run: Run) -> None:
+    def show(self, elapsed: float, stats: dict[str, Any], run: Run) -> None:
         if self.quiet or elapsed < self.next:
             return
         self.next = elapsed + self.every
@@ -565,7 +566,7 @@ def _first_nonzero(data: bytes, start: int) -> int:
     return len(data) - len(rest) if rest else -1
 
 
-def report(s: Settings, run: Run, a: Account, stats: dict) -> list[str]:
+def report(s: Settings, run: Run, a: Account, stats: dict[str, Any]) -> list[str]:
     """Print the table; return the invariants that broke."""
     broken = []
     if a.lost:
@@ -655,8 +656,11 @@ def _sizes(text: str) -> tuple[int, int]:
     return sizes
 
 
-def _positive(kind):
-    def convert(text: str):
+Number = TypeVar("Number", int, float)
+
+
+def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    def convert(text: str) -> Number:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, not {text}")
@@ -702,12 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _signals_held():
+def _signals_held() -> Iterator[set[int | signal.Signals]]:
     """Hold SIGINT and SIGTERM (they are delivered on leaving); yields the
     mask to restore, for a child forked inside."""
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -320,3 +320,13 @@ def test_async_queue_is_picklable_through_its_queue(make_aqueue):
 def test_async_queue_rejects_bad_arguments():
     with pytest.raises(TypeError):
         AsyncRing(Queue)
+
+
+def test_the_asyncio_bench_counts_every_case():
+    from ringshm.bench import asyncio_bench
+
+    rows = asyncio_bench.run(messages=2000, round_trips=200, log=lambda line: None)
+    assert {row["case"] for row in rows} == {"round trip", "await get()", "get_nowait() loop"}
+    for row in rows:
+        assert row.get("msgs_per_s", 0) > 0 or row["p50_us"] > 0
+    assert "| round trip | ringshm AsyncRing |" in asyncio_bench.format_table(rows)

@@ -66,6 +66,8 @@ def build_parser():
                              "1→1 under strace")
     parser.add_argument("--futex-transport", type=_keys, default=["ringshm"], metavar="KEY,...",
                         help="transports for --futex (default ringshm)")
+    parser.add_argument("--asyncio", action="store_true",
+                        help="also the asyncio table: ringshm.asyncio beside zmq.asyncio")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -105,7 +107,12 @@ def main(argv=None):
                 log(f"futex count for {key} skipped: {exc}")
                 continue
             results["futex"].append(count)
+    if args.asyncio:
+        from . import asyncio_bench
+        results["asyncio"] = asyncio_bench.run(log=log)
     print(report.format_report(results))
+    if args.asyncio:
+        print(asyncio_bench.format_table(results["asyncio"]))
     for count in results.get("futex", []):
         print(futex.format_count(count))
     if args.json:
