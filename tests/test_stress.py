@@ -55,7 +55,9 @@ def test_twenty_seconds_with_kills():
     assert table["result"] == "PASS", output
     assert int(table["kills"]) >= 30, output        # the kills did happen
     assert int(table["messages put (committed)"]) > 0, output
-    assert int(table["lock recoveries"]) > 0, output
+    # Not asserted: "lock recoveries" > 0.  Since waits hold no lock (0.2) a
+    # worker holds one only for a copy, so whether any of ~40 random kills
+    # lands inside one is chance; test_faults.py kills holders on purpose.
 
 
 LOSSY_GET = """
