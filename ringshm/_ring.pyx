@@ -22,7 +22,7 @@ from libc.errno cimport errno, EAGAIN, EINTR, ETIMEDOUT, ESRCH
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdio cimport FILE, fopen, fclose, fread
 from libc.stdlib cimport malloc, free, strtoull
-from libc.string cimport memcpy, memcmp, memset, strrchr
+from libc.string cimport memchr, memcpy, memcmp, memset, strrchr
 
 import os
 
@@ -1065,12 +1065,35 @@ cdef class RingCore:
             RingCorrupted: the next record fails validation.
         """
         cdef int64_t deadline = fast_deadline(block, timeout)
-        cdef bytes out
-        cdef uint32_t n
-        cdef char *dst
         self._check_open()
         self._begin_get(deadline)
-        n = self.rec_length
+        return self._take_record()
+
+    def _get_untagged(self, bytes tags, block=True, timeout=None):
+        """get(), unless the oldest message begins with one of the bytes of
+        `tags`: then None, and the message stays for view().  Queue reads
+        its framed items in place this way (ringshm/_items.py)."""
+        cdef int64_t deadline = fast_deadline(block, timeout)
+        self._check_open()
+        self._begin_get(deadline)
+        if self._record_tagged(tags):
+            self._end_get(0, 0)
+            self._leave()
+            return None
+        return self._take_record()
+
+    cdef inline bint _record_tagged(self, bytes tags):
+        # The record _next_record found: does its first byte appear in tags?
+        if tags is None or self.rec_length == 0:
+            return False
+        return memchr(PyBytes_AS_STRING(tags), (<unsigned char *>self.data)[self.rec_offset],
+                      PyBytes_GET_SIZE(tags)) != NULL
+
+    cdef bytes _take_record(self):
+        """Copy out and consume the record _begin_get found; end and leave."""
+        cdef bytes out
+        cdef uint32_t n = self.rec_length
+        cdef char *dst
         try:
             if n >= NOGIL_COPY_BYTES:
                 out = PyBytes_FromStringAndSize(NULL, n)
@@ -1138,6 +1161,13 @@ cdef class RingCore:
         Raises:
             Empty, ShutDown, RingCorrupted: as get().
         """
+        return self._get_many_untagged(None, max_messages, max_bytes, block, timeout)
+
+    def _get_many_untagged(self, bytes tags, max_messages=1024, max_bytes=256 * 1024,
+                           block=True, timeout=None):
+        """get_many(), stopping before the first message that begins with one
+        of the bytes of `tags` (see _get_untagged): an empty list when the
+        oldest message does."""
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t limit, taken = 0
         cdef uint64_t byte_limit, nbytes = 0
@@ -1151,7 +1181,7 @@ cdef class RingCore:
         first = self.read_tail
         out = []
         try:
-            while True:
+            while not self._record_tagged(tags):
                 out.append(PyBytes_FromStringAndSize(self.data + self.rec_offset,
                                                      self.rec_length))
                 taken += 1

@@ -3,7 +3,9 @@
 Each object is serialised with ``dumps`` into one ring message before any
 lock of the ring is taken, and deserialised with ``loads`` after the lock is
 released, so a slow or failing (de)serialiser never blocks other processes
-and an unpicklable object leaves the queue as it was.
+and an unpicklable object leaves the queue as it was. How an item becomes a
+ring message (out-of-band buffers straight into the ring, items of any size
+through a side file) is ringshm/_items.py.
 
 There is no feeder thread: ``put`` writes straight into shared memory and
 returns once the item is visible to every consumer. ``join_thread`` and
@@ -13,6 +15,7 @@ multiprocessing.Queue runs unchanged.
 
 import pickle
 
+from . import _items, _sidefile
 from .errors import Empty, ShutDown
 from .ring import Ring
 
@@ -73,6 +76,7 @@ class Queue:
         self._maxsize = int(maxsize)
         self._dumps = dumps
         self._loads = loads
+        self._codec = _items.Codec(dumps, loads)
         self._ring = Ring.create(name, capacity=capacity, max_messages=self._maxsize)
         self._closed = False
 
@@ -83,6 +87,7 @@ class Queue:
         self._maxsize = maxsize
         self._dumps = dumps
         self._loads = loads
+        self._codec = _items.Codec(dumps, loads)
         self._ring = Ring.open(name)
         self._closed = False
         return self
@@ -121,14 +126,17 @@ class Queue:
         Raises:
             ringshm.Full: no room in time (a queue.Full).
             ringshm.ShutDown: the queue was shut down.
-            ringshm.MessageTooLarge: the serialised object can never fit.
+            OSError: ENOSPC, an item larger than the ring does not fit in
+                /dev/shm (nothing was put).
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; the queue is left unchanged.
         """
         self._check_closed()
-        timeout = _check_timeout(block, timeout)
-        data = self._dumps(obj)
-        self._ring.put(data, block=block, timeout=timeout)
+        self._put_item(obj, block, _check_timeout(block, timeout))
+
+    def _put_item(self, obj, block, timeout):
+        # Serialise and write one item: any size, one ring message.
+        _items.put_item(self._ring, self._codec, obj, block, timeout)
 
     def put_nowait(self, obj):
         """``put(obj, block=False)``.
@@ -146,15 +154,15 @@ class Queue:
 
         Raises:
             ringshm.Full: no room for the whole batch in time; nothing was put.
-            ringshm.MessageTooLarge: the batch can never fit.
+            ringshm.MessageTooLarge: the batch can never fit, or an item of
+                it is larger than max_message_size (put() takes it).
             ringshm.ShutDown: the queue was shut down.
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; nothing was put.
         """
         self._check_closed()
         timeout = _check_timeout(block, timeout)
-        dumps = self._dumps
-        batch = [dumps(obj) for obj in objs]
+        batch = _items.put_many_records(self._ring, self._codec, objs)
         if batch:
             self._ring.put_many(batch, block=block, timeout=timeout)
 
@@ -168,13 +176,17 @@ class Queue:
         Raises:
             ringshm.Empty: nothing in time (a queue.Empty).
             ringshm.ShutDown: the queue was shut down and is drained.
+            ringshm.RingCorrupted: the next record fails validation (it
+                stays in the queue).
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``loads`` raises; the item is consumed.
         """
         self._check_closed()
-        timeout = _check_timeout(block, timeout)
-        data = self._ring.get(block=block, timeout=timeout)
-        return self._loads(data)
+        return self._get_item(block, _check_timeout(block, timeout))
+
+    def _get_item(self, block, timeout):
+        # Read and rebuild one item, whatever its form.
+        return _items.get_item(self._ring, self._codec, block, timeout)
 
     def get_nowait(self):
         """``get(block=False)``.
@@ -200,9 +212,7 @@ class Queue:
         timeout = _check_timeout(block, timeout)
         if max_messages < 1:
             raise ValueError("'max_messages' must be at least 1")
-        batch = self._ring.get_many(max_messages, block=block, timeout=timeout)
-        loads = self._loads
-        return [loads(data) for data in batch]
+        return _items.get_many_items(self._ring, self._codec, max_messages, block, timeout)
 
     # -- state -------------------------------------------------------------
 
@@ -263,6 +273,8 @@ class Queue:
         raises ValueError. The creating Queue also removes the ring's name:
         processes already attached keep working, new ones cannot attach.
         """
+        if self._ring is not None and not self._closed:
+            _sidefile.sweep(self._ring)   # what a crash left of big items
         self._closed = True
         if self._ring is not None:
             self._ring.close()

@@ -1,0 +1,334 @@
+"""How one Queue item becomes one ring message, and back.
+
+A Queue item is always exactly one ring message (a JoinableQueue counts
+them), in one of four forms told apart by its first byte (docs/FORMAT.md,
+"Queue records"):
+
+* a plain pickle (first byte 0x80, pickle's PROTO opcode): the default
+  ``dumps`` when the object has no out-of-band buffer. The fast path, the
+  same bytes that 0.1 wrote.
+* ``C``: ``b"C" + dumps(obj)`` for a Queue with its own dumps/loads.
+* ``O``: a pickle-5 stream and its out-of-band buffers (NumPy arrays,
+  bytearray, PickleBuffer), each copied once straight into space reserved
+  in the ring; a reader copies each once into a bytearray it owns, so the
+  rebuilt object is writable and outlives the ring's space.
+* ``B``: an item larger than the ring's max_message_size. Its record (one
+  of the three forms above) lives in a side file, /dev/shm/ringshm-item.*,
+  and the ring message names it (_sidefile.py says how a crash at any point
+  leaves nothing behind).
+
+Serialisation happens outside every lock. The copies out of the ring (or
+the side file) happen inside ``view()``, so a consumer that dies while
+reading leaves the message for the next one; ``loads`` runs after the
+message is consumed.
+"""
+
+import pickle
+import struct
+import time
+
+from . import _sidefile as sidefile
+from .errors import MessageTooLarge, RingCorrupted
+
+__all__ = ["Codec"]
+
+TAG_PICKLE = 0x80
+TAG_CUSTOM = ord("C")
+TAG_OOB = ord("O")
+TAG_BIG = ord("B")
+#: First bytes of the records a reader must copy out in place (view()).
+READ_IN_PLACE = bytes((TAG_OOB, TAG_BIG))
+
+# 'O' record: tag, 3 zero bytes, u32 buffer count, u64 in-band length, then
+# one u64 length per buffer, the in-band pickle, and each buffer at the next
+# multiple of BUFFER_ALIGN.
+_OOB_HEAD = struct.Struct("<B3xIQ")
+_U64 = struct.Struct("<Q")
+BUFFER_ALIGN = 64
+# A framed record's buffer count is bounded so a hostile count cannot make
+# a reader allocate a huge table before the lengths are checked.
+MAX_BUFFERS = 1 << 16
+_CUSTOM_PREFIX = bytes((TAG_CUSTOM,))
+
+
+def _align(offset):
+    return (offset + BUFFER_ALIGN - 1) & ~(BUFFER_ALIGN - 1)
+
+
+class Frame:
+    """An item serialised with out-of-band buffers, or too large for one
+    ring message: written by pieces (``write_to``) instead of as one bytes."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces, size):
+        self.pieces = pieces   # (offset, bytes-like), in order
+        self.size = size
+
+    @classmethod
+    def framed(cls, inband, raws):
+        """The 'O' record of a pickle-5 stream and its out-of-band buffers."""
+        count = len(raws)
+        table = _OOB_HEAD.pack(TAG_OOB, count, len(inband)) + \
+            struct.pack(f"<{count}Q", *(raw.nbytes for raw in raws))
+        pieces = [(0, table), (len(table), inband)]
+        offset = len(table) + len(inband)
+        for raw in raws:
+            offset = _align(offset)
+            pieces.append((offset, raw))
+            offset += raw.nbytes
+        return cls(pieces, offset)
+
+    @classmethod
+    def whole(cls, *chunks):
+        """A record made of chunks laid end to end (a tag and a payload)."""
+        pieces, offset = [], 0
+        for chunk in chunks:
+            pieces.append((offset, chunk))
+            offset += memoryview(chunk).nbytes
+        return cls(pieces, offset)
+
+    def write_to(self, buffer):
+        """Copy the record into a writable buffer of exactly ``size`` bytes
+        (space reserved in the ring): one copy of each piece, gaps zeroed."""
+        view = memoryview(buffer)
+        end = 0
+        for offset, piece in self.pieces:
+            if offset != end:
+                view[end:offset] = bytes(offset - end)
+            piece = memoryview(piece).cast("B")
+            end = offset + piece.nbytes
+            view[offset:end] = piece
+
+
+class Codec:
+    """Turns objects into ring messages and back, for one Queue.
+
+    ``dumps``/``loads`` are the Queue's; with the default pickle pair,
+    out-of-band buffers go straight into the ring.
+    """
+
+    __slots__ = ("dumps", "loads", "custom")
+
+    def __init__(self, dumps=pickle.dumps, loads=pickle.loads):
+        self.dumps = dumps
+        self.loads = loads
+        self.custom = dumps is not pickle.dumps or loads is not pickle.loads
+
+    def encode(self, obj):
+        """A bytes-like ring message, or a Frame to write by pieces.
+
+        Raises:
+            Exception: whatever dumps raises (or pickle, for the default).
+        """
+        if self.custom:
+            data = self.dumps(obj)
+            if data.__class__ is bytes and len(data) < 65536:
+                return _CUSTOM_PREFIX + data
+            return Frame.whole(_CUSTOM_PREFIX, data)
+        buffers = []
+        data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+        if not buffers:
+            return data
+        try:
+            raws = [buffer.raw() for buffer in buffers]
+        except BufferError:
+            # A non-contiguous buffer cannot be copied as one span: keep it
+            # in the stream, as pickle does without a callback.
+            return pickle.dumps(obj, 5)
+        return Frame.framed(data, raws)
+
+    # -- reading ----------------------------------------------------------
+
+    def decode(self, data):
+        """The object of a message that _get_untagged returned (a plain or
+        custom record).
+
+        Raises:
+            RingCorrupted: an empty message or one of an unknown form.
+            Exception: whatever loads raises.
+        """
+        if not data:
+            raise RingCorrupted("empty queue record")
+        tag = data[0]
+        if self.custom:
+            if tag == TAG_CUSTOM:
+                return self.loads(data[1:])
+        elif tag == TAG_PICKLE:
+            return pickle.loads(data)
+        raise RingCorrupted(f"queue record of an unknown form (first byte {tag:#04x})")
+
+    def take(self, source, allow_big=True):
+        """Copy one record out of ``source`` (a memoryview of a ring message,
+        or a side file) into memory this process owns. Returns a Taken whose
+        ``load()`` builds the object.
+
+        Raises:
+            RingCorrupted: a length or form in the record fails its checks.
+        """
+        size = source.size
+        if size == 0:
+            raise RingCorrupted("empty queue record")
+        tag = source.read_bytes(0, 1)[0]
+        if tag == TAG_OOB and not self.custom:
+            return self._take_framed(source)
+        if tag == TAG_BIG and allow_big:
+            return sidefile.take(self, source)
+        if tag == TAG_CUSTOM and self.custom:
+            return Taken(self.loads, source.read_bytes(1, size - 1))
+        if tag == TAG_PICKLE and not self.custom:
+            return Taken(pickle.loads, source.read_bytes(0, size))
+        raise RingCorrupted(f"queue record of an unknown form (first byte {tag:#04x})")
+
+    def _take_framed(self, source):
+        size = source.size
+        if size < _OOB_HEAD.size:
+            raise RingCorrupted("framed queue record shorter than its header")
+        _, count, inband_length = _OOB_HEAD.unpack(source.read_bytes(0, _OOB_HEAD.size))
+        table_end = _OOB_HEAD.size + 8 * count
+        if count > MAX_BUFFERS or table_end > size:
+            raise RingCorrupted(f"framed queue record claims {count} buffers")
+        lengths = struct.unpack(f"<{count}Q", source.read_bytes(_OOB_HEAD.size, 8 * count))
+        offset = table_end + inband_length
+        if offset > size:
+            raise RingCorrupted("framed queue record: in-band part beyond its end")
+        spans = []
+        for length in lengths:
+            start = _align(offset)
+            offset = start + length
+            if offset > size:
+                raise RingCorrupted("framed queue record: a buffer beyond its end")
+            spans.append((start, length))
+        if offset != size:
+            raise RingCorrupted("framed queue record: lengths do not add up to its size")
+        inband = source.read_bytes(table_end, inband_length)
+        buffers = [source.read_owned(start, length) for start, length in spans]
+        return Taken(pickle.loads, inband, buffers)
+
+
+class Taken:
+    """A record copied out of the ring, ready for loads (which runs only
+    after the message was consumed, outside every lock)."""
+
+    __slots__ = ("loads", "data", "buffers", "side")
+
+    def __init__(self, loads, data, buffers=None, side=None):
+        self.loads = loads
+        self.data = data
+        self.buffers = buffers
+        self.side = side   # the side file to remove once consumed
+
+    def load(self):
+        """The object. Raises: whatever loads raises."""
+        if self.buffers is None:
+            return self.loads(self.data)
+        return self.loads(self.data, buffers=self.buffers)
+
+
+class ViewSource:
+    """A record inside the ring (the memoryview of view())."""
+
+    __slots__ = ("view", "size", "ring_name")
+
+    def __init__(self, view, ring_name):
+        self.view = view
+        self.size = view.nbytes
+        self.ring_name = ring_name   # where its side file, if any, is named
+
+    def read_bytes(self, offset, length):
+        return self.view[offset:offset + length].tobytes()
+
+    def read_owned(self, offset, length):
+        # bytearray(view) allocates and copies in one pass (no zero fill).
+        return bytearray(self.view[offset:offset + length])
+
+
+def put_item(ring, codec, obj, block, timeout):
+    """Encode obj and put it as one ring message (Queue._put_item).
+
+    Raises:
+        ringshm.Full, ringshm.ShutDown: as Ring.put.
+        ringshm.RingNoSpace / OSError: no room in /dev/shm for a big item.
+        Exception: whatever dumps raises; nothing was put.
+    """
+    record = codec.encode(obj)
+    if record.__class__ is not Frame:
+        if len(record) <= ring.max_message_size:
+            ring.put(record, block=block, timeout=timeout)
+            return
+        record = Frame.whole(record)
+    wait = timeout if block else 0
+    if record.size > ring.max_message_size:
+        sidefile.put(ring, record, wait)
+        return
+    with ring.reserve(record.size, timeout=wait) as space:
+        record.write_to(space)
+
+
+def get_item(ring, codec, block, timeout):
+    """Take one item off the ring and rebuild it (Queue._get_item).
+
+    Raises:
+        ringshm.Empty, ringshm.ShutDown: as Ring.get.
+        RingCorrupted: a record fails its checks (it stays in the ring).
+        Exception: whatever loads raises; the item is consumed.
+    """
+    started = time.monotonic() if block and timeout else 0.0
+    data = ring._get_untagged(READ_IN_PLACE, block, timeout)
+    if data is not None:
+        return codec.decode(data)
+    # The oldest message is framed: copy it out in place. The first call
+    # found it ready, so this wait is only for a race with another consumer.
+    wait = 0 if not block else \
+        None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+    return take_in_place(ring, codec, wait)
+
+
+def take_in_place(ring, codec, wait):
+    """Copy the oldest message out inside view(), consume it, remove its
+    side file, then load it.
+
+    Raises:
+        ringshm.Empty, ringshm.ShutDown, RingCorrupted; whatever loads raises.
+    """
+    with ring.view(timeout=wait) as view:
+        taken = codec.take(ViewSource(view, ring.name))
+    if taken.side is not None:
+        sidefile.consumed(ring, taken.side)
+    return taken.load()
+
+
+def put_many_records(ring, codec, objs):
+    """The ring messages of a put_many batch (each item one message).
+
+    Raises:
+        MessageTooLarge: an item too large for one ring message (a batch
+            is published at once, which a side file cannot join).
+        Exception: whatever dumps raises.
+    """
+    batch = []
+    for obj in objs:
+        record = codec.encode(obj)
+        if record.__class__ is Frame:
+            if record.size > ring.max_message_size:
+                raise MessageTooLarge(
+                    f"put_many: an item of {record.size} bytes exceeds max_message_size "
+                    f"({ring.max_message_size}); put() it on its own")
+            space = bytearray(record.size)
+            record.write_to(space)
+            record = space
+        batch.append(record)
+    return batch
+
+
+def get_many_items(ring, codec, max_messages, block, timeout):
+    """Up to max_messages items, oldest first, never an empty list.
+
+    Raises:
+        As get_item.
+    """
+    batch = ring._get_many_untagged(READ_IN_PLACE, max_messages, block=block, timeout=timeout)
+    if not batch:
+        return [take_in_place(ring, codec, 0 if not block else timeout)]
+    decode = codec.decode
+    return [decode(data) for data in batch]
