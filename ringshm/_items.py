@@ -1,21 +1,21 @@
 """How one Queue item becomes one ring message, and back.
 
 A Queue item is always exactly one ring message (a JoinableQueue counts
-them), in one of four forms told apart by its first byte (docs/FORMAT.md,
-"Queue records"):
+them), in one of these forms (docs/FORMAT.md, "Queue records"):
 
 * a plain pickle (first byte 0x80, pickle's PROTO opcode): the default
   ``dumps`` when the object has no out-of-band buffer. The fast path, the
   same bytes that 0.1 wrote.
-* ``C``: ``b"C" + dumps(obj)`` for a Queue with its own dumps/loads.
+* ``dumps(obj)`` as it is, for a Queue with its own dumps/loads (so a
+  program that is not Python can read or write them).
 * ``O``: a pickle-5 stream and its out-of-band buffers (NumPy arrays,
   bytearray, PickleBuffer), each copied once straight into space reserved
   in the ring; a reader copies each once into a bytearray it owns, so the
   rebuilt object is writable and outlives the ring's space.
-* ``B``: an item larger than the ring's max_message_size. Its record (one
-  of the three forms above) lives in a side file, /dev/shm/ringshm-item.*,
-  and the ring message names it (_sidefile.py says how a crash at any point
-  leaves nothing behind).
+* a reference (first byte 0x00, an 8-byte magic, exactly 40 bytes): an item
+  larger than the ring's max_message_size, whose record (one of the forms
+  above) lives in a side file, /dev/shm/ringshm-item.*; _sidefile.py says
+  how a crash at any point leaves nothing behind.
 
 Serialisation happens outside every lock. The copies out of the ring (or
 the side file) happen inside ``view()``, so a consumer that dies while
@@ -33,11 +33,14 @@ from .errors import MessageTooLarge, RingCorrupted
 __all__ = ["Codec"]
 
 TAG_PICKLE = 0x80
-TAG_CUSTOM = ord("C")
 TAG_OOB = ord("O")
-TAG_BIG = ord("B")
-#: First bytes of the records a reader must copy out in place (view()).
-READ_IN_PLACE = bytes((TAG_OOB, TAG_BIG))
+# First bytes of the messages a reader takes in place, inside view(), per
+# kind of Queue: for pickle, all but a plain pickle's (so anything else is
+# checked there, and the fast path is pickle.loads itself); for a custom
+# one, a reference's (a custom record may begin with 0x00 too: view() then
+# finds no reference's magic and reads it as it is).
+_IN_PLACE_PICKLE = bytes(byte for byte in range(256) if byte != TAG_PICKLE)
+_IN_PLACE_CUSTOM = bytes((sidefile.TAG_REFERENCE,))
 
 # 'O' record: tag, 3 zero bytes, u32 buffer count, u64 in-band length, then
 # one u64 length per buffer, the in-band pickle, and each buffer at the next
@@ -48,7 +51,6 @@ BUFFER_ALIGN = 64
 # A framed record's buffer count is bounded so a hostile count cannot make
 # a reader allocate a huge table before the lengths are checked.
 MAX_BUFFERS = 1 << 16
-_CUSTOM_PREFIX = bytes((TAG_CUSTOM,))
 
 
 def _align(offset):
@@ -101,62 +103,56 @@ class Frame:
             view[offset:end] = piece
 
 
+# Objects that cannot hold an out-of-band buffer: pickled without a
+# buffer_callback, which costs a list and a bound method per item.
+_NO_BUFFERS = frozenset((bytes, str, int, float, bool, complex, type(None)))
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+
+
+def _encode_pickle(obj):
+    """The default dumps: a plain pickle, or a Frame of a pickle-5 stream
+    and its out-of-band buffers."""
+    if obj.__class__ in _NO_BUFFERS:
+        return _pickle_dumps(obj, 5)
+    buffers = []
+    data = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
+    return frame_buffers(obj, data, buffers) if buffers else data
+
+
+def frame_buffers(obj, data, buffers):
+    """The Frame of `data`, obj's pickle-5 stream whose out-of-band buffers
+    (PickleBuffers) are `buffers`."""
+    try:
+        raws = [buffer.raw() for buffer in buffers]
+    except BufferError:
+        # A non-contiguous buffer cannot be copied as one span: keep it in
+        # the stream, as pickle does without a callback.
+        return _pickle_dumps(obj, 5)
+    return Frame.framed(data, raws)
+
+
 class Codec:
     """Turns objects into ring messages and back, for one Queue.
 
     ``dumps``/``loads`` are the Queue's; with the default pickle pair,
-    out-of-band buffers go straight into the ring.
+    out-of-band buffers go straight into the ring. ``encode(obj)`` returns
+    a bytes-like message or a Frame; ``decode(data)`` rebuilds the object of
+    a message that ``_get_untagged(in_place)`` returned. Both raise
+    whatever dumps/loads raise.
     """
 
-    __slots__ = ("dumps", "loads", "custom")
+    __slots__ = ("loads", "custom", "in_place", "encode", "decode", "no_buffers")
 
     def __init__(self, dumps=pickle.dumps, loads=pickle.loads):
-        self.dumps = dumps
         self.loads = loads
         self.custom = dumps is not pickle.dumps or loads is not pickle.loads
-
-    def encode(self, obj):
-        """A bytes-like ring message, or a Frame to write by pieces.
-
-        Raises:
-            Exception: whatever dumps raises (or pickle, for the default).
-        """
-        if self.custom:
-            data = self.dumps(obj)
-            if data.__class__ is bytes and len(data) < 65536:
-                return _CUSTOM_PREFIX + data
-            return Frame.whole(_CUSTOM_PREFIX, data)
-        buffers = []
-        data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
-        if not buffers:
-            return data
-        try:
-            raws = [buffer.raw() for buffer in buffers]
-        except BufferError:
-            # A non-contiguous buffer cannot be copied as one span: keep it
-            # in the stream, as pickle does without a callback.
-            return pickle.dumps(obj, 5)
-        return Frame.framed(data, raws)
-
-    # -- reading ----------------------------------------------------------
-
-    def decode(self, data):
-        """The object of a message that _get_untagged returned (a plain or
-        custom record).
-
-        Raises:
-            RingCorrupted: an empty message or one of an unknown form.
-            Exception: whatever loads raises.
-        """
-        if not data:
-            raise RingCorrupted("empty queue record")
-        tag = data[0]
-        if self.custom:
-            if tag == TAG_CUSTOM:
-                return self.loads(data[1:])
-        elif tag == TAG_PICKLE:
-            return pickle.loads(data)
-        raise RingCorrupted(f"queue record of an unknown form (first byte {tag:#04x})")
+        self.in_place = _IN_PLACE_CUSTOM if self.custom else _IN_PLACE_PICKLE
+        self.encode = dumps if self.custom else _encode_pickle
+        self.decode = loads if self.custom else _pickle_loads
+        # Classes a caller may pickle with plain pickle.dumps (none for a
+        # custom codec).
+        self.no_buffers = frozenset() if self.custom else _NO_BUFFERS
 
     def take(self, source, allow_big=True):
         """Copy one record out of ``source`` (a memoryview of a ring message,
@@ -169,16 +165,16 @@ class Codec:
         size = source.size
         if size == 0:
             raise RingCorrupted("empty queue record")
-        tag = source.read_bytes(0, 1)[0]
-        if tag == TAG_OOB and not self.custom:
-            return self._take_framed(source)
-        if tag == TAG_BIG and allow_big:
+        if allow_big and sidefile.is_reference(source):
             return sidefile.take(self, source)
-        if tag == TAG_CUSTOM and self.custom:
-            return Taken(self.loads, source.read_bytes(1, size - 1))
-        if tag == TAG_PICKLE and not self.custom:
+        if self.custom:
+            return Taken(self.loads, source.read_bytes(0, size))
+        tag = source.read_bytes(0, 1)[:1]
+        if tag == b"\x80":
             return Taken(pickle.loads, source.read_bytes(0, size))
-        raise RingCorrupted(f"queue record of an unknown form (first byte {tag:#04x})")
+        if tag == b"O":
+            return self._take_framed(source)
+        raise RingCorrupted(f"queue record of an unknown form ({tag!r}...)")
 
     def _take_framed(self, source):
         size = source.size
@@ -243,15 +239,15 @@ class ViewSource:
         return bytearray(self.view[offset:offset + length])
 
 
-def put_item(ring, codec, obj, block, timeout):
-    """Encode obj and put it as one ring message (Queue._put_item).
+def put_record(ring, record, block, timeout):
+    """Put what Codec.encode returned as one ring message: in place for a
+    Frame, through a side file beyond max_message_size. (Queue._put_item
+    puts a bytes message that fits itself.)
 
     Raises:
         ringshm.Full, ringshm.ShutDown: as Ring.put.
-        ringshm.RingNoSpace / OSError: no room in /dev/shm for a big item.
-        Exception: whatever dumps raises; nothing was put.
+        OSError: ENOSPC, no room in /dev/shm for an item beyond the ring.
     """
-    record = codec.encode(obj)
     if record.__class__ is not Frame:
         if len(record) <= ring.max_message_size:
             ring.put(record, block=block, timeout=timeout)
@@ -265,23 +261,12 @@ def put_item(ring, codec, obj, block, timeout):
         record.write_to(space)
 
 
-def get_item(ring, codec, block, timeout):
-    """Take one item off the ring and rebuild it (Queue._get_item).
-
-    Raises:
-        ringshm.Empty, ringshm.ShutDown: as Ring.get.
-        RingCorrupted: a record fails its checks (it stays in the ring).
-        Exception: whatever loads raises; the item is consumed.
-    """
-    started = time.monotonic() if block and timeout else 0.0
-    data = ring._get_untagged(READ_IN_PLACE, block, timeout)
-    if data is not None:
-        return codec.decode(data)
-    # The oldest message is framed: copy it out in place. The first call
-    # found it ready, so this wait is only for a race with another consumer.
-    wait = 0 if not block else \
-        None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-    return take_in_place(ring, codec, wait)
+def remaining(block, timeout, started):
+    """The wait left for view() after _get_untagged found a message to read
+    in place (only a race with another consumer makes view() wait)."""
+    if not block:
+        return 0
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
 
 
 def take_in_place(ring, codec, wait):
@@ -327,7 +312,8 @@ def get_many_items(ring, codec, max_messages, block, timeout):
     Raises:
         As get_item.
     """
-    batch = ring._get_many_untagged(READ_IN_PLACE, max_messages, block=block, timeout=timeout)
+    batch = ring._get_many_untagged(codec.in_place, max_messages, block=block,
+                                    timeout=timeout)
     if not batch:
         return [take_in_place(ring, codec, 0 if not block else timeout)]
     decode = codec.decode

@@ -1070,8 +1070,8 @@ cdef class RingCore:
         return self._take_record()
 
     def _get_untagged(self, bytes tags, block=True, timeout=None):
-        """get(), unless the oldest message begins with one of the bytes of
-        `tags`: then None, and the message stays for view().  Queue reads
+        """get(), unless the oldest message is empty or begins with one of
+        the bytes of `tags`: then None, and the message stays for view().  Queue reads
         its framed items in place this way (ringshm/_items.py)."""
         cdef int64_t deadline = fast_deadline(block, timeout)
         self._check_open()
@@ -1084,8 +1084,11 @@ cdef class RingCore:
 
     cdef inline bint _record_tagged(self, bytes tags):
         # The record _next_record found: does its first byte appear in tags?
-        if tags is None or self.rec_length == 0:
+        # (An empty one counts as tagged: it has no first byte to vouch for.)
+        if tags is None:
             return False
+        if self.rec_length == 0:
+            return True
         return memchr(PyBytes_AS_STRING(tags), (<unsigned char *>self.data)[self.rec_offset],
                       PyBytes_GET_SIZE(tags)) != NULL
 
@@ -1165,8 +1168,8 @@ cdef class RingCore:
 
     def _get_many_untagged(self, bytes tags, max_messages=1024, max_bytes=256 * 1024,
                            block=True, timeout=None):
-        """get_many(), stopping before the first message that begins with one
-        of the bytes of `tags` (see _get_untagged): an empty list when the
+        """get_many(), stopping before the first message that is empty or
+        begins with one of the bytes of `tags` (see _get_untagged): an empty list when the
         oldest message does."""
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t limit, taken = 0

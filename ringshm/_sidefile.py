@@ -3,7 +3,7 @@
 The item's record (a plain, custom or framed record of _items.py) goes into
 /dev/shm/ringshm-item.RING.PID.START.SEQ, made by the producer (PID and
 START: its pid and start time; SEQ counts its items); the ring carries one
-small 'B' message naming it. The consumer copies the record out inside
+small reference message naming it. The consumer copies the record out inside
 view(), consumes the message, then removes the file.
 
 The file's header holds ``end``: the ring counter just past the 'B' message,
@@ -21,6 +21,11 @@ any size"). A file is garbage, and any process of the queue removes it
 
 A file of a live creator is otherwise left alone: it is being written, or
 its message waits in the ring.
+
+The files of items still queued go with the ring's name: the creating Queue
+removes them when it closes or is collected (``remove_all``), and a new
+Queue removes those of rings whose name is gone and whose producer is dead
+(``sweep_orphans``: what a SIGKILLed creator left).
 """
 
 import errno
@@ -32,7 +37,8 @@ import struct
 from ._ring import process_alive, process_start_time
 from .errors import RingCorrupted
 
-__all__ = ["put", "take", "consumed", "sweep", "SHM_DIR", "PREFIX"]
+__all__ = ["put", "take", "consumed", "sweep", "remove_all", "sweep_orphans",
+           "SHM_DIR", "PREFIX"]
 
 SHM_DIR = "/dev/shm"
 PREFIX = "ringshm-item."
@@ -41,9 +47,10 @@ HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sQQ")   # magic, end (0: not placed yet), record length
 _END_AT = 8
 _U64 = struct.Struct("<Q")
-# The ring message: tag 'B', 7 zero bytes, record length, pid, start time, seq.
-REFERENCE = struct.Struct("<B7xQQQQ")
-TAG_BIG = ord("B")
+# The ring message: magic, record length, pid, start time, seq.
+REFERENCE = struct.Struct("<8sQQQQ")
+REFERENCE_MAGIC = b"\x00RSREF\x00\x01"
+TAG_REFERENCE = REFERENCE_MAGIC[0]
 RECORD_HEADER = 8
 PID_LIMIT = 1 << 22   # the kernel's pid_max ceiling
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -113,7 +120,7 @@ def put(ring, record, wait):
         os.pwrite(fd, _HEADER.pack(MAGIC, 0, record.size), 0)
         for offset, piece in record.pieces:
             _pwrite_all(fd, piece, HEADER_SIZE + offset)
-        reference = REFERENCE.pack(TAG_BIG, record.size, pid, start, seq)
+        reference = REFERENCE.pack(REFERENCE_MAGIC, record.size, pid, start, seq)
         with ring.reserve(REFERENCE.size, timeout=wait) as space:
             # The put lock is ours: head cannot move until we publish.
             end = _record_end(ring.stats()["head"], ring.capacity, REFERENCE.size)
@@ -165,18 +172,21 @@ class FileSource:
         return out
 
 
+def is_reference(source):
+    """True if the message in `source` is a side file's reference."""
+    return (source.size == REFERENCE.size
+            and source.read_bytes(0, len(REFERENCE_MAGIC)) == REFERENCE_MAGIC)
+
+
 def take(codec, source):
-    """Copy out the item a 'B' message in `source` names (an
+    """Copy out the item that the reference in `source` names (an
     _items.ViewSource with the ring's name). Returns an _items.Taken whose
     ``side`` is the file to remove once the message is consumed.
 
     Raises:
-        RingCorrupted: a malformed message, or a side file that is missing,
-            not this user's, or does not match it.
+        RingCorrupted: a side file that is missing, not this user's, or
+            does not match its reference.
     """
-    if source.size != REFERENCE.size:
-        raise RingCorrupted(f"big-item queue record of {source.size} bytes, "
-                            f"not {REFERENCE.size}")
     _, length, pid, start, seq = REFERENCE.unpack(source.read_bytes(0, REFERENCE.size))
     if not 0 < pid < PID_LIMIT:
         raise RingCorrupted(f"big-item queue record names pid {pid}")
@@ -221,17 +231,61 @@ def _parse(rest):
     return int(parts[0]), int(parts[1])
 
 
+def _own_files(prefix):
+    """{name: (pid, start)} of the side files under `prefix` that are
+    regular files of this user."""
+    try:
+        names = [name for name in os.listdir(SHM_DIR) if name.startswith(prefix)]
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        try:
+            info = os.lstat(os.path.join(SHM_DIR, name))
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            found[name] = _parse(name[len(prefix):])
+    return found
+
+
+def remove_all(ring_name, creator_pid):
+    """Remove every side file of the ring (its creating Queue closes or is
+    collected); a forked copy of the creator (another pid) does nothing."""
+    if os.getpid() != creator_pid:
+        return
+    prefix = f"{PREFIX}{ring_name}."
+    for name, parsed in _own_files(prefix).items():
+        if parsed is not None:
+            _unlink(os.path.join(SHM_DIR, name))
+
+
+def sweep_orphans(ring_prefix="ringshm."):
+    """Remove this user's side files whose ring's name is gone and whose
+    producer is dead. Returns how many it removed."""
+    removed = 0
+    for name in _own_files(PREFIX):
+        ring_name, _, rest = name[len(PREFIX):].rpartition(".")  # drop SEQ
+        ring_name, _, _ = ring_name.rpartition(".")              # START
+        ring_name, _, _ = ring_name.rpartition(".")              # PID
+        parsed = _parse(name[len(PREFIX) + len(ring_name) + 1:])
+        if not ring_name or parsed is None:
+            continue
+        if os.path.exists(os.path.join(SHM_DIR, ring_prefix + ring_name)):
+            continue
+        pid, start = parsed
+        if not (0 < pid < PID_LIMIT and process_alive(pid, start)):
+            _unlink(os.path.join(SHM_DIR, name))
+            removed += 1
+    return removed
+
+
 def sweep(ring):
     """Remove the side files of `ring` that are garbage (see the module
     docstring); never a file of another user. Returns how many it removed."""
     prefix = f"{PREFIX}{ring.name}."
-    try:
-        names = [name for name in os.listdir(SHM_DIR) if name.startswith(prefix)]
-    except OSError:
-        return 0
     removed = 0
-    for name in names:
-        parsed = _parse(name[len(prefix):])
+    for name, parsed in _own_files(prefix).items():
         path = os.path.join(SHM_DIR, name)
         if parsed is not None and _is_garbage(ring, path, *parsed):
             _unlink(path)

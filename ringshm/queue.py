@@ -13,10 +13,14 @@ returns once the item is visible to every consumer. ``join_thread`` and
 multiprocessing.Queue runs unchanged.
 """
 
+import os
 import pickle
+import weakref
+from pickle import dumps as _pickle_dumps
+from time import monotonic as _monotonic
 
 from . import _items, _sidefile
-from .errors import Empty, ShutDown
+from .errors import Empty, MessageTooLarge, ShutDown
 from .ring import Ring
 
 __all__ = ["Queue", "DEFAULT_CAPACITY"]
@@ -68,6 +72,7 @@ class Queue:
     # constructor.
     _ring = None
     _closed = True
+    _side_files = None
 
     def __init__(self, maxsize=0, *, capacity=DEFAULT_CAPACITY, name=None,
                  dumps=pickle.dumps, loads=pickle.loads):
@@ -76,9 +81,14 @@ class Queue:
         self._maxsize = int(maxsize)
         self._dumps = dumps
         self._loads = loads
-        self._codec = _items.Codec(dumps, loads)
+        self._set_codec(dumps, loads)
         self._ring = Ring.create(name, capacity=capacity, max_messages=self._maxsize)
         self._closed = False
+        # Items larger than the ring live in side files, which go with the
+        # ring's name (ringshm/_sidefile.py).
+        self._side_files = weakref.finalize(self, _sidefile.remove_all, self._ring.name,
+                                            os.getpid())
+        _sidefile.sweep_orphans()
 
     @classmethod
     def _attach(cls, name, maxsize, dumps, loads):
@@ -87,10 +97,16 @@ class Queue:
         self._maxsize = maxsize
         self._dumps = dumps
         self._loads = loads
-        self._codec = _items.Codec(dumps, loads)
+        self._set_codec(dumps, loads)
         self._ring = Ring.open(name)
         self._closed = False
         return self
+
+    def _set_codec(self, dumps, loads):
+        # The item I/O's callables, bound once (ringshm/_items.py).
+        self._codec = codec = _items.Codec(dumps, loads)
+        self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
+        self._no_buffers = codec.no_buffers
 
     def __reduce__(self):
         self._check_closed()
@@ -135,8 +151,25 @@ class Queue:
         self._put_item(obj, block, _check_timeout(block, timeout))
 
     def _put_item(self, obj, block, timeout):
-        # Serialise and write one item: any size, one ring message.
-        _items.put_item(self._ring, self._codec, obj, block, timeout)
+        # Serialise and write one item: any size, one ring message. The
+        # default pickle is inlined (_items.Codec.encode does the same): a
+        # small object costs no call more than in 0.1.
+        if obj.__class__ in self._no_buffers:
+            record = _pickle_dumps(obj, 5)   # it cannot hold a buffer
+        elif self._codec.custom:
+            record = self._encode(obj)
+        else:
+            buffers = []
+            record = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
+            if buffers:
+                record = _items.frame_buffers(obj, record, buffers)
+        if record.__class__ is bytes:
+            try:
+                self._ring.put(record, block, timeout)   # it checks the size
+                return
+            except MessageTooLarge:
+                pass
+        _items.put_record(self._ring, record, block, timeout)
 
     def put_nowait(self, obj):
         """``put(obj, block=False)``.
@@ -185,8 +218,14 @@ class Queue:
         return self._get_item(block, _check_timeout(block, timeout))
 
     def _get_item(self, block, timeout):
-        # Read and rebuild one item, whatever its form.
-        return _items.get_item(self._ring, self._codec, block, timeout)
+        # Read and rebuild one item. Inline: a message that is not read in
+        # place (the small-object fast path).
+        started = _monotonic() if timeout else 0.0
+        data = self._ring._get_untagged(self._in_place, block, timeout)
+        if data is not None:
+            return self._decode(data)
+        return _items.take_in_place(self._ring, self._codec,
+                                    _items.remaining(block, timeout, started))
 
     def get_nowait(self):
         """``get(block=False)``.
@@ -276,6 +315,8 @@ class Queue:
         if self._ring is not None and not self._closed:
             _sidefile.sweep(self._ring)   # what a crash left of big items
         self._closed = True
+        if self._side_files is not None:
+            self._side_files()            # the creator: items still queued go
         if self._ring is not None:
             self._ring.close()
 
