@@ -39,6 +39,9 @@ cdef enum:
     RS_PYERR = 4        # a Python exception is set (a signal handler raised)
     RS_CLOSED = 5       # another thread closed this object while we waited
 
+# A producer that finds the ring empty with its head at least this far into
+# the lap starts over at 0 (RingCore._rewind).
+cdef uint64_t REWIND_MIN_BYTES = 256 * 1024
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
@@ -679,6 +682,26 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
+    cdef inline bint _rewind(self, uint64_t head, uint64_t total_span,
+                             Py_ssize_t count) noexcept nogil:
+        """An empty ring whose head is far into the lap starts the batch
+        over at 0, after padding to the end: a stream the consumer keeps up
+        with then reuses the first bytes of the ring, warm in the caches and
+        the TLB, instead of cycling through the whole capacity (6 MB frames
+        through a 32 MiB ring ran at half speed; docs/PERFORMANCE.md).  The
+        padding costs no room: the batch fits before the head."""
+        cdef uint64_t pos = head & self.mask
+        if pos < REWIND_MIN_BYTES or pos < total_span or (head & 7) != 0:
+            return False
+        self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
+        if self.cached_tail != head or not self._has_room(head, self._capacity - pos
+                                                          + total_span, count):
+            return False
+        self.span_start = head
+        self.wrap_index = 0
+        self.wrap_pad = self._capacity - pos
+        return True
+
     cdef inline bint _has_room(self, uint64_t head, uint64_t need,
                                uint64_t messages) noexcept nogil:
         if head - self.cached_tail + need > self._capacity:
@@ -793,8 +816,10 @@ cdef class RingCore:
             rc = RS_SHUTDOWN
         if rc != RS_OK:
             return self._raise(rc, True)
-        # The fast path: no wrap, room by the cached tail (refreshed once).
         head = rs_load_relaxed(&h.producer.position)
+        if self._rewind(head, total_span, count):
+            return 0
+        # The fast path: no wrap, room by the cached tail (refreshed once).
         if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.consumer.position)
@@ -1294,6 +1319,13 @@ cdef class RingCore:
                 self._unlock(&self.hdr.put_lock)
         finally:
             self._leave()
+
+    def _reserved_end(self):
+        """Inside this thread's reserve() block: the head counter just past
+        its record, once published (Queue's side files, _sidefile.py)."""
+        if not (self._in_reserve and self._reserve_thread == PyThread_get_thread_ident()):
+            raise RuntimeError("_reserved_end() outside a reserve() block")
+        return self.span_end
 
     def _view_begin(self, timeout):
         """Take the get lock and return a read-only view of the oldest message."""

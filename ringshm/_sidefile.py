@@ -51,7 +51,6 @@ _U64 = struct.Struct("<Q")
 REFERENCE = struct.Struct("<8sQQQQ")
 REFERENCE_MAGIC = b"\x00RSREF\x00\x01"
 TAG_REFERENCE = REFERENCE_MAGIC[0]
-RECORD_HEADER = 8
 PID_LIMIT = 1 << 22   # the kernel's pid_max ceiling
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -60,17 +59,6 @@ _sequence = itertools.count()
 
 def _file_name(ring_name, pid, start, seq):
     return f"{PREFIX}{ring_name}.{pid}.{start}.{seq}"
-
-
-def _record_end(head, capacity, payload):
-    """Where the ring record of `payload` bytes put at `head` ends: after
-    padding to the end of the lap when it does not fit before it (as the
-    core places it)."""
-    span = RECORD_HEADER + ((payload + 7) & ~7)
-    position = head & (capacity - 1)
-    if position + span > capacity:
-        head += capacity - position
-    return head + span
 
 
 def _no_space(path, size, exc):
@@ -122,9 +110,8 @@ def put(ring, record, wait):
             _pwrite_all(fd, piece, HEADER_SIZE + offset)
         reference = REFERENCE.pack(REFERENCE_MAGIC, record.size, pid, start, seq)
         with ring.reserve(REFERENCE.size, timeout=wait) as space:
-            # The put lock is ours: head cannot move until we publish.
-            end = _record_end(ring.stats()["head"], ring.capacity, REFERENCE.size)
-            os.pwrite(fd, _U64.pack(end), _END_AT)
+            # The put lock is ours: where the message ends is settled.
+            os.pwrite(fd, _U64.pack(ring._reserved_end()), _END_AT)
             space[:] = reference
         published = True
     finally:
