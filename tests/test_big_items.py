@@ -8,9 +8,9 @@ import hashlib
 import os
 import time
 
+import faultkit
 import pytest
 
-import faultkit
 from ringshm import Queue, _items, _sidefile
 
 np = pytest.importorskip("numpy", reason="some items are NumPy arrays")

@@ -10,8 +10,7 @@ import struct
 
 import pytest
 
-from ringshm import Queue, Ring
-from ringshm import _items, _sidefile
+from ringshm import Queue, Ring, _items, _sidefile
 from ringshm.errors import Empty, RingCorrupted
 
 np = pytest.importorskip("numpy", reason="the out-of-band tests use NumPy arrays")

@@ -91,7 +91,7 @@ class ArrayPeer:
     ``receiver(state)`` (each returns (call, close)), ``teardown(state)``."""
 
     key = label = ""
-    module = None   # the import that must work, for missing()
+    module: str | None = None   # the import that must work, for missing()
 
     def missing(self):
         if self.module is None:
