@@ -156,7 +156,7 @@ class Queue:
         # small object costs no call more than in 0.1.
         if obj.__class__ in self._no_buffers:
             record = _pickle_dumps(obj, 5)   # it cannot hold a buffer
-        elif self._codec.custom:
+        elif self._codec.custom or obj.__class__.__name__ in _items.SPECIAL_NAMES:
             record = self._encode(obj)
         else:
             buffers = []

@@ -80,19 +80,62 @@ def test_buffers_go_out_of_band_once_next_to_the_pickle(make_queue):
     # The message is the framed form: the array's bytes are in it exactly
     # once, at an aligned offset after the in-band pickle (no in-band copy).
     q = make_queue(capacity=4 << 20)
-    array = np.arange(250_000, dtype=np.float32)
+    array = bytearray(os.urandom(1_000_000))
     q.put(array)
     message = raw_message(q)
     assert message[:1] == b"O"
     _, count, inband_length = struct.unpack_from("<B3xIQ", message)
     assert count == 1
     (length,) = struct.unpack_from("<Q", message, 16)
-    assert length == array.nbytes
-    start = len(message) - array.nbytes
+    assert length == len(array)
+    start = len(message) - len(array)
     assert start % _items.BUFFER_ALIGN == 0
-    assert message[start:] == array.tobytes()
-    assert len(message) < array.nbytes + 512      # the in-band part is small
+    assert message[start:] == array
+    assert len(message) < len(array) + 512      # the in-band part is small
     assert 24 + inband_length <= start
+
+
+def test_a_bytearray_arrives_as_its_own_bytearray(make_queue):
+    q = make_queue(capacity=4 << 20)
+    data = bytearray(os.urandom(100_000))
+    q.put(data)
+    got = q.get(timeout=TIMEOUT)
+    assert type(got) is bytearray and got == data
+
+
+def test_a_plain_array_is_an_array_record_without_pickle(make_queue):
+    q = make_queue(capacity=4 << 20)
+    array = np.arange(250_000, dtype=np.float32).reshape(500, 500)
+    q.put(array)
+    message = raw_message(q)
+    assert message[:1] == b"N"
+    _, flags, dtype_length, ndim = struct.unpack_from("<BBHI", message)
+    assert (flags, ndim) == (0, 2)
+    assert struct.unpack_from("<2Q", message, 8) == (500, 500)
+    assert message[24:24 + dtype_length] == array.dtype.str.encode()
+    start = len(message) - array.nbytes
+    assert start % _items.BUFFER_ALIGN == 0 and message[start:] == array.tobytes()
+
+
+@pytest.mark.parametrize("array", [
+    np.array(3.5),                                       # 0-d
+    np.arange(10, dtype=">i4"),                          # big-endian
+    np.array([True, False]), np.arange(6, dtype=np.float16),
+    np.arange(4, dtype=np.complex128).reshape(2, 2, order="F"),
+    np.zeros((0, 3), dtype=np.uint16),
+    np.array(["2026-12-01", "2026-12-02"], dtype="datetime64[s]"),  # pickle
+    np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+    np.array(["a", None], dtype=object),
+    np.ma.masked_array([1, 2], mask=[0, 1]),             # a subclass: pickle
+], ids=["0d", "big-endian", "bool", "float16", "complex-F", "empty-2d", "datetime",
+        "structured", "object", "masked"])
+def test_every_kind_of_array_round_trips(make_queue, array):
+    q = make_queue(capacity=1 << 20)
+    q.put(array)
+    got = q.get(timeout=TIMEOUT)
+    assert type(got) is type(array) and got.dtype == array.dtype and got.shape == array.shape
+    assert got.flags.f_contiguous == array.flags.f_contiguous
+    assert pickle.dumps(got) == pickle.dumps(pickle.loads(pickle.dumps(array, 5)))
 
 
 def test_several_buffers_in_one_object(make_queue):
@@ -217,6 +260,16 @@ HOSTILE = {
     "framed, buffer beyond the end": framed(1, 0, [1 << 62], b""),
     "framed, buffer overflowing 64 bits": framed(2, 0, [2 ** 64 - 8, 64], b"x" * 64),
     "framed, lengths short of the size": framed(1, 0, [0], b"x" * 200),
+    "array, short": b"N\x00",
+    "array, huge ndim": struct.pack("<BBHI", ord("N"), 0, 3, 1000) + b"<f4",
+    "array, bad dtype": struct.pack("<BBHI", ord("N"), 0, 3, 1) + struct.pack("<Q", 1)
+    + b"<O8" + bytes(61),
+    "array, shape beyond the record": struct.pack("<BBHI", ord("N"), 0, 3, 1)
+    + struct.pack("<Q", 1 << 40) + b"<f4" + bytes(64),
+    "array, shape overflowing": struct.pack("<BBHI", ord("N"), 0, 3, 2)
+    + struct.pack("<2Q", 1 << 63, 4) + b"<f4" + bytes(29),
+    "array, bad flags": struct.pack("<BBHI", ord("N"), 9, 3, 1) + struct.pack("<Q", 1)
+    + b"<f4" + bytes(45),
     "reference, no such file": struct.pack("<8sQQQQ", b"\x00RSREF\x00\x01", 10, 1, 1, 1),
     "reference, pid 0": struct.pack("<8sQQQQ", b"\x00RSREF\x00\x01", 10, 0, 1, 1),
     "reference, wrong size": b"\x00RSREF\x00\x01" + bytes(8),
