@@ -34,7 +34,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EUSERS
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memcmp, memset
+from libc.string cimport memchr, memcpy, memcmp, memset
 
 from ringshm._args cimport get_buffer, check_positive_int, check_nonnegative_int
 from ringshm._clock cimport NS, now_ns, deadline_from, fast_deadline, lock_deadline
@@ -47,6 +47,9 @@ from ringshm.errors import (
     Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
 )
 
+# A producer that finds the ring empty with its head at least this far into
+# the lap starts over at 0 (RingCore._rewind).
+cdef uint64_t REWIND_MIN_BYTES = 256 * 1024
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
@@ -486,6 +489,26 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
+    cdef inline bint _rewind(self, uint64_t head, uint64_t total_span,
+                             Py_ssize_t count) noexcept nogil:
+        """An empty ring whose head is far into the lap starts the batch
+        over at 0, after padding to the end: a stream the consumer keeps up
+        with then reuses the first bytes of the ring, warm in the caches and
+        the TLB, instead of cycling through the whole capacity (6 MB frames
+        through a 32 MiB ring ran at half speed; docs/PERFORMANCE.md).  The
+        padding costs no room: the batch fits before the head."""
+        cdef uint64_t pos = head & self.mask
+        if pos < REWIND_MIN_BYTES or pos < total_span or (head & 7) != 0:
+            return False
+        self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
+        if self.cached_tail != head or not self._has_room(head, self._capacity - pos
+                                                          + total_span, count):
+            return False
+        self.span_start = head
+        self.wrap_index = 0
+        self.wrap_pad = self._capacity - pos
+        return True
+
     cdef inline bint _has_room(self, uint64_t head, uint64_t need,
                                uint64_t messages) noexcept nogil:
         if head - self.cached_tail + need > self._capacity:
@@ -656,6 +679,8 @@ cdef class RingCore:
         # The fast path: no wrap, room by the cached tail (refreshed once).
         cdef rs_header *h = self.hdr
         cdef uint64_t head = rs_load_relaxed(&h.producer.position)
+        if self._rewind(head, total_span, count):
+            return True
         if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
                 self.cached_tail = rs_load_acquire(&h.consumer.position)
@@ -937,12 +962,38 @@ cdef class RingCore:
             RingCorrupted: the next record fails validation.
         """
         cdef int64_t deadline = fast_deadline(block, timeout)
-        cdef bytes out
-        cdef uint32_t n
-        cdef char *dst
         self._check_open()
         self._begin_get(deadline)
-        n = self.rec_length
+        return self._take_record()
+
+    def _get_untagged(self, bytes tags, block=True, timeout=None):
+        """get(), unless the oldest message is empty or begins with one of
+        the bytes of `tags`: then None, and the message stays for view().  Queue reads
+        its framed items in place this way (ringshm/_items.py)."""
+        cdef int64_t deadline = fast_deadline(block, timeout)
+        self._check_open()
+        self._begin_get(deadline)
+        if self._record_tagged(tags):
+            self._end_get(0, 0)
+            self._leave()
+            return None
+        return self._take_record()
+
+    cdef inline bint _record_tagged(self, bytes tags):
+        # The record _next_record found: does its first byte appear in tags?
+        # (An empty one counts as tagged: it has no first byte to vouch for.)
+        if tags is None:
+            return False
+        if self.rec_length == 0:
+            return True
+        return memchr(PyBytes_AS_STRING(tags), (<unsigned char *>self.data)[self.rec_offset],
+                      PyBytes_GET_SIZE(tags)) != NULL
+
+    cdef bytes _take_record(self):
+        """Copy out and consume the record _begin_get found; end and leave."""
+        cdef bytes out
+        cdef uint32_t n = self.rec_length
+        cdef char *dst
         try:
             if n >= NOGIL_COPY_BYTES:
                 out = PyBytes_FromStringAndSize(NULL, n)
@@ -1010,6 +1061,13 @@ cdef class RingCore:
         Raises:
             Empty, ShutDown, RingCorrupted: as get().
         """
+        return self._get_many_untagged(None, max_messages, max_bytes, block, timeout)
+
+    def _get_many_untagged(self, bytes tags, max_messages=1024, max_bytes=256 * 1024,
+                           block=True, timeout=None):
+        """get_many(), stopping before the first message that is empty or
+        begins with one of the bytes of `tags` (see _get_untagged): an empty list when the
+        oldest message does."""
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t limit, taken = 0
         cdef uint64_t byte_limit, nbytes = 0
@@ -1023,7 +1081,7 @@ cdef class RingCore:
         first = self.read_tail
         out = []
         try:
-            while True:
+            while not self._record_tagged(tags):
                 out.append(PyBytes_FromStringAndSize(self.data + self.rec_offset,
                                                      self.rec_length))
                 taken += 1
@@ -1139,6 +1197,13 @@ cdef class RingCore:
                 unlock(&self.hdr.put_lock)
         finally:
             self._leave()
+
+    def _reserved_end(self):
+        """Inside this thread's reserve() block: the head counter just past
+        its record, once published (Queue's side files, _sidefile.py)."""
+        if not (self._in_reserve and self._reserve_thread == PyThread_get_thread_ident()):
+            raise RuntimeError("_reserved_end() outside a reserve() block")
+        return self.span_end
 
     def _view_begin(self, timeout):
         """Take the get lock and return a read-only view of the oldest message."""

@@ -4,7 +4,9 @@ JoinableQueue and SimpleQueue.
 Each object is serialised with ``dumps`` into one ring message before any
 lock of the ring is taken, and deserialised with ``loads`` after the lock is
 released, so a slow or failing (de)serialiser never blocks other processes
-and an unpicklable object leaves the queue as it was.
+and an unpicklable object leaves the queue as it was.  How an item becomes
+a record (out-of-band buffers, NumPy arrays, items larger than the ring in
+side files) is ringshm/_items.py and ringshm/_sidefile.py.
 
 There is no feeder thread: ``put`` writes straight into shared memory and
 returns once the item is visible to every consumer. ``join_thread`` and
@@ -14,11 +16,16 @@ multiprocessing.Queue runs unchanged.
 
 from __future__ import annotations
 
+import os
 import pickle
+import weakref
+from pickle import dumps as _pickle_dumps
+from time import monotonic as _monotonic
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
+from ringshm import _items, _sidefile
 from ringshm._typing import Buffer, Self
-from ringshm.errors import Empty, ShutDown
+from ringshm.errors import Empty, MessageTooLarge, ShutDown
 from ringshm.ring import Ring
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY"]
@@ -39,7 +46,9 @@ Loads = Callable[[bytes], Any]
 
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
-_OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads"})
+_OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
+                             "_encode", "_decode", "_in_place", "_no_buffers",
+                             "_side_files"})
 
 
 def _check_timeout(block: bool, timeout: Optional[float]) -> Optional[float]:
@@ -63,6 +72,7 @@ def _rebuild(cls: type[_QueueBase[Any]], ring: Ring, maxsize: int, dumps: Dumps,
     self._maxsize = maxsize
     self._dumps = dumps
     self._loads = loads
+    self._set_codec(dumps, loads)
     self._ring = ring
     self._closed = False
     return self
@@ -77,6 +87,7 @@ class _QueueBase(Generic[T]):
     _ring: Optional[Ring] = None
     _closed = True
     _maxsize = 0
+    _side_files: Optional[weakref.finalize[Any, Any]] = None
 
     def __init__(self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY,
                  name: Optional[str] = None, dumps: Dumps = pickle.dumps,
@@ -87,8 +98,20 @@ class _QueueBase(Generic[T]):
         self._maxsize = int(maxsize)
         self._dumps = dumps
         self._loads = loads
+        self._set_codec(dumps, loads)
         self._ring = Ring.create(name, capacity=capacity, max_messages=self._maxsize)
         self._closed = False
+        # Items larger than the ring live in side files, which go with the
+        # ring's name (ringshm/_sidefile.py).
+        self._side_files = weakref.finalize(self, _sidefile.remove_all, self._ring.name,
+                                            os.getpid())
+        _sidefile.sweep_orphans()
+
+    def _set_codec(self, dumps: Dumps, loads: Loads) -> None:
+        # The item I/O's callables, bound once (ringshm/_items.py).
+        self._codec = codec = _items.Codec(dumps, loads)
+        self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
+        self._no_buffers = codec.no_buffers
 
     def __reduce__(self) -> tuple[Any, ...]:
         ring = self._open_ring()
@@ -114,24 +137,51 @@ class _QueueBase(Generic[T]):
     # -- one item's I/O: the only places that serialise or touch the ring ---
 
     def _put_item(self, obj: T, block: bool, timeout: Optional[float]) -> None:
-        data = self._dumps(obj)
-        self._open_ring().put(data, block=block, timeout=timeout)
+        # Serialise and write one item: any size, one ring message.  The
+        # default pickle is inlined (_items.Codec.encode does the same): a
+        # small object costs no call more than it must.
+        ring = self._open_ring()
+        record: Any
+        if obj.__class__ in self._no_buffers:
+            record = _pickle_dumps(obj, 5)   # it cannot hold a buffer
+        elif self._codec.custom or obj.__class__.__name__ in _items.SPECIAL_NAMES:
+            record = self._encode(obj)
+        else:
+            buffers: list[pickle.PickleBuffer] = []
+            record = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
+            if buffers:
+                record = _items.frame_buffers(obj, record, buffers)
+        if record.__class__ is bytes:
+            try:
+                ring.put(record, block, timeout)   # it checks the size
+                return
+            except MessageTooLarge:
+                pass
+        _items.put_record(ring, record, block, timeout)
 
     def _put_items(self, objs: Iterable[T], block: bool, timeout: Optional[float]) -> None:
-        dumps = self._dumps
-        batch = [dumps(obj) for obj in objs]
+        ring = self._open_ring()
+        batch = _items.put_many_records(ring, self._codec, objs)
         if batch:
-            self._open_ring().put_many(batch, block=block, timeout=timeout)
+            ring.put_many(batch, block=block, timeout=timeout)
 
     def _get_item(self, block: bool, timeout: Optional[float]) -> T:
-        data = self._open_ring().get(block=block, timeout=timeout)
-        obj: T = self._loads(data)
+        # Read and rebuild one item; inline for a message that is not read
+        # in place (the small-object fast path).
+        ring = self._open_ring()
+        started = _monotonic() if timeout else 0.0
+        data = ring._get_untagged(self._in_place, block, timeout)
+        obj: T
+        if data is not None:
+            obj = self._decode(data)
+            return obj
+        obj = _items.take_in_place(ring, self._codec, _items.remaining(block, timeout, started))
         return obj
 
     def _get_items(self, max_messages: int, block: bool, timeout: Optional[float]) -> list[T]:
-        batch = self._open_ring().get_many(max_messages, block=block, timeout=timeout)
-        loads = self._loads
-        return [loads(data) for data in batch]
+        items: list[T] = _items.get_many_items(self._open_ring(), self._codec, max_messages,
+                                               block, timeout)
+        return items
 
     # -- state and lifecycle -----------------------------------------------
 
@@ -151,7 +201,11 @@ class _QueueBase(Generic[T]):
         processes already attached keep working, new ones cannot attach
         (a child being spawned already holds the segment: see DESIGN.md).
         """
+        if self._ring is not None and not self._closed:
+            _sidefile.sweep(self._ring)   # what a crash left of big items
         self._closed = True
+        if self._side_files is not None:
+            self._side_files()            # the creator: items still queued go
         if self._ring is not None:
             self._ring.close()
 
@@ -221,7 +275,8 @@ class Queue(_QueueBase[T]):
         Raises:
             ringshm.Full: no room in time (a queue.Full).
             ringshm.ShutDown: the queue was shut down.
-            ringshm.MessageTooLarge: the serialised object can never fit.
+            OSError: ENOSPC, an item larger than the ring does not fit in
+                /dev/shm (nothing was put).
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; the queue is left unchanged.
         """
@@ -245,7 +300,8 @@ class Queue(_QueueBase[T]):
 
         Raises:
             ringshm.Full: no room for the whole batch in time; nothing was put.
-            ringshm.MessageTooLarge: the batch can never fit.
+            ringshm.MessageTooLarge: the batch can never fit, or an item of
+                it is larger than max_message_size (put() takes it).
             ringshm.ShutDown: the queue was shut down.
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; nothing was put.
@@ -434,7 +490,8 @@ class SimpleQueue(_QueueBase[T]):
 
         Raises:
             ringshm.ShutDown: the ring was shut down (by a Ring on it).
-            ringshm.MessageTooLarge: the serialised object can never fit.
+            OSError: ENOSPC, an item larger than the ring does not fit in
+                /dev/shm (nothing was put).
             ValueError: the queue is closed.
             Exception: whatever ``dumps`` raises; the queue is left unchanged.
         """

@@ -70,3 +70,18 @@ def test_skips_say_why(smoke):
     pipe_4x1 = [r for r in results["results"]
                 if r["transport"] == "mp-pipe" and r["producers"] == 4]
     assert pipe_4x1 and all(r["skipped"] for r in pipe_4x1)
+
+
+def test_arrays_workload_counts_every_array(smoke):
+    # Peers that are not installed are skipped with a reason, never failed.
+    done, results = smoke
+    assert "Arrays, 1→1" in done.stdout
+    rows = results["arrays"]
+    assert {r["key"] for r in rows} >= {"ringshm-queue", "ringshm-ring"}
+    for record in rows:
+        if record["skipped"]:
+            assert record["skipped"].strip()
+            continue
+        assert record["error"] is None, record
+        assert record["ok"] and record["lost"] == 0 and record["bad"] == 0, record
+        assert record["received"] > 0

@@ -13,7 +13,7 @@ import sys
 
 from ringshm.cli import parse_count, parse_size
 
-from . import futex, report, suite
+from . import arrays, futex, report, suite
 
 
 def _keys(text):
@@ -60,6 +60,10 @@ def build_parser():
     parser.add_argument("--seconds", type=float, help="time budget of one run")
     parser.add_argument("--repeats", type=parse_count, help="runs per case; the best counts")
     parser.add_argument("--no-pingpong", action="store_true", help="skip the ping-pong")
+    parser.add_argument("--arrays", action="store_true",
+                        help="also the arrays workload: a 1920x1080x3 uint8 frame and 64 KiB "
+                             "float32 through ringshm, iceoryx2, py-sharedmemory, pyshmem, "
+                             "multiprocessing.Queue and faster-fifo (always with --full/--smoke)")
     parser.add_argument("--futex", nargs="?", const=1_000_000, type=parse_count,
                         metavar="MESSAGES",
                         help="also count futex calls over MESSAGES (default 1M) 64 B messages "
@@ -97,7 +101,10 @@ def main(argv=None):
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    results = suite.run(_plan(args), transports, log)
+    plan = _plan(args)
+    results = suite.run(plan, transports, log)
+    if args.arrays or args.full or args.smoke:
+        results["arrays"] = arrays.run(plan.seconds * 2, plan.repeats, log=log)
     if args.futex:
         results["futex"] = []
         for key in args.futex_transport:
@@ -111,6 +118,9 @@ def main(argv=None):
         from . import asyncio_bench
         results["asyncio"] = asyncio_bench.run(log=log)
     print(report.format_report(results))
+    if "arrays" in results:
+        print()
+        print(arrays.format_table(results["arrays"]))
     if args.asyncio:
         print(asyncio_bench.format_table(results["asyncio"]))
     for count in results.get("futex", []):
@@ -127,5 +137,6 @@ def main(argv=None):
         except ImportError:
             log("plots skipped: matplotlib is not installed (pip install matplotlib)")
     bad = report.failures(results)
+    bad += [r for r in results.get("arrays", []) if not r["skipped"] and not r["ok"]]
     bad += [c for c in results.get("futex", []) if not c["ok"]]
     return 1 if bad else 0

@@ -246,4 +246,109 @@ class Zmq(Transport):
         return Endpoint(close, get=functools.partial(socket.recv, copy=not zero_copy))
 
 
-TRANSPORTS = (MPQueue(), MPPipe(), FasterFifo(), FasterFifoBatch(), PosixMQ(), Zmq())
+class Iceoryx2(Transport):
+    """iceoryx2 publish-subscribe of u8 slices: put copies the message into a
+    loaned sample, get copies it out of the received one (as ringshm's get
+    makes a bytes object). Lossless: no safe overflow, publishers retry until
+    delivered. A subscriber gets every sample (publish-subscribe, not a
+    queue): one consumer. No blocking receive: get polls with sched_yield.
+    Samples sent before the subscriber has connected to a publisher are
+    dropped, so a publisher's first put waits for a handshake over two pipes:
+    it says it exists, the subscriber's first get connects (has_samples())
+    once every publisher exists and answers."""
+
+    key = "iceoryx2"
+    label = "iceoryx2 publish-subscribe"
+    max_consumers = 1
+
+    def missing(self):
+        try:
+            import iceoryx2  # noqa: F401
+        except ImportError:
+            return "iceoryx2 is not installed (pip install iceoryx2)"
+        return None
+
+    def open(self, size, capacity, producers, consumers):
+        depth = max(2, min(1024, capacity // (size + 64)))
+        return (f"ringshm-bench-{os.getpid()}-{next(_iceoryx2_names)}", size, depth, producers,
+                os.pipe(), os.pipe())
+
+    def close(self, channel):
+        for fd in (*channel[4], *channel[5]):
+            os.close(fd)
+
+    @staticmethod
+    def _service(channel):
+        import ctypes
+
+        import iceoryx2 as iox2
+        name, _, depth, producers = channel[:4]
+        iox2.set_log_level(iox2.LogLevel.Error)
+        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        service = (node.service_builder(iox2.ServiceName.new(name))
+                   .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+                   .enable_safe_overflow(False).subscriber_max_buffer_size(depth)
+                   .max_publishers(max(producers, 1)).max_subscribers(1)
+                   .open_or_create())
+        return iox2, node, service
+
+    def producer(self, channel, index):
+        import ctypes
+        iox2, node, service = self._service(channel)
+        publisher = (service.publisher_builder().initial_max_slice_len(max(channel[1], 1))
+                     .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
+                     .create())
+        ports = [node, service, publisher]   # alive until close()
+        memmove = ctypes.memmove
+        made, connected = channel[4], channel[5]
+        first = [True]
+
+        def put(message):
+            if first[0]:   # the first send: the subscriber connects first
+                os.write(made[1], b"!")
+                os.read(connected[0], 1)
+                publisher.update_connections()
+                first[0] = False
+            sample = publisher.loan_slice_uninit(len(message))
+            memmove(sample.payload_ptr, message, len(message))
+            sample.assume_init().send()
+        def close():
+            publisher.delete()
+            ports.clear()
+        return Endpoint(close, put=put)
+
+    def consumer(self, channel, index, size):
+        import ctypes
+        _, node, service = self._service(channel)
+        subscriber = service.subscriber_builder().buffer_size(channel[2]).create()
+        ports = [node, service]   # alive until close()
+        string_at = ctypes.string_at
+        yield_cpu = os.sched_yield
+        producers, made, connected = channel[3], channel[4], channel[5]
+        first = [True]
+
+        def get():
+            if first[0]:   # the first get: connect once every publisher exists
+                for _ in range(producers):
+                    os.read(made[0], 1)
+                subscriber.has_samples()
+                os.write(connected[1], b"!" * producers)
+                first[0] = False
+            while True:
+                sample = subscriber.receive()
+                if sample is not None:
+                    break
+                yield_cpu()
+            message = string_at(sample.payload_ptr, sample.payload().number_of_elements)
+            sample.delete()
+            return message
+
+        def close():
+            subscriber.delete()
+            ports.clear()
+        return Endpoint(close, get=get)
+
+
+_iceoryx2_names = itertools.count()
+
+TRANSPORTS = (MPQueue(), MPPipe(), FasterFifo(), FasterFifoBatch(), PosixMQ(), Zmq(), Iceoryx2())

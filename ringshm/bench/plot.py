@@ -100,4 +100,28 @@ def write_plots(suite, directory):
         path = os.path.join(directory, "pingpong.png")
         _pingpong(pyplot, pingpong, path)
         paths.append(path)
+    measured = [r for r in suite.get("arrays", []) if r.get("repeats")]
+    if measured:
+        path = os.path.join(directory, "arrays.png")
+        _arrays(pyplot, measured, path)
+        paths.append(path)
     return paths
+
+
+def _arrays(pyplot, records, path):
+    """Arrays/s and GB/s per peer, one pair of bar charts per array case."""
+    cases = list(dict.fromkeys(r["case"] for r in records))
+    figure, axes = pyplot.subplots(len(cases), 2, figsize=(12, 3.2 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        rows = [r for r in records if r["case"] == case]
+        labels = [r["label"] for r in rows]
+        for ax, field, unit in zip(row, ("arrays_per_s", "gb_per_s"), ("arrays/s", "GB/s")):
+            ax.barh(labels, [r[field] for r in rows],
+                    color=["tab:blue" if r["key"].startswith("ringshm") else "tab:gray"
+                           for r in rows])
+            ax.set_title(f"{case}: {unit}")
+            ax.invert_yaxis()
+            ax.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)

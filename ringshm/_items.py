@@ -1,0 +1,410 @@
+"""How one Queue item becomes one ring message, and back.
+
+A Queue item is always exactly one ring message (a JoinableQueue counts
+them), in one of these forms (docs/FORMAT.md, "Queue records"):
+
+* a plain pickle (first byte 0x80, pickle's PROTO opcode): the default
+  ``dumps`` when the object has no out-of-band buffer. The fast path, the
+  same bytes that 0.1 wrote.
+* ``dumps(obj)`` as it is, for a Queue with its own dumps/loads (so a
+  program that is not Python can read or write them).
+* ``O``: a pickle-5 stream and its out-of-band buffers (NumPy arrays,
+  bytearray, PickleBuffer), each copied once straight into space reserved
+  in the ring; a reader copies each once into a bytearray it owns, so the
+  rebuilt object is writable and outlives the ring's space.
+* a reference (first byte 0x00, an 8-byte magic, exactly 40 bytes): an item
+  larger than the ring's max_message_size, whose record (one of the forms
+  above) lives in a side file, /dev/shm/ringshm-item.*; _sidefile.py says
+  how a crash at any point leaves nothing behind.
+
+Serialisation happens outside every lock. The copies out of the ring (or
+the side file) happen inside ``view()``, so a consumer that dies while
+reading leaves the message for the next one; ``loads`` runs after the
+message is consumed.
+"""
+
+import pickle
+import struct
+import sys
+import time
+
+from . import _sidefile as sidefile
+from .errors import MessageTooLarge, RingCorrupted
+
+__all__ = ["Codec"]
+
+TAG_PICKLE = 0x80
+TAG_OOB = ord("O")
+# First bytes of the messages a reader takes in place, inside view(), per
+# kind of Queue: for pickle, all but a plain pickle's (so anything else is
+# checked there, and the fast path is pickle.loads itself); for a custom
+# one, a reference's (a custom record may begin with 0x00 too: view() then
+# finds no reference's magic and reads it as it is).
+_IN_PLACE_PICKLE = bytes(byte for byte in range(256) if byte != TAG_PICKLE)
+_IN_PLACE_CUSTOM = bytes((sidefile.TAG_REFERENCE,))
+
+# 'O' record: tag, 3 zero bytes, u32 buffer count, u64 in-band length, then
+# one u64 length per buffer, the in-band pickle, and each buffer at the next
+# multiple of BUFFER_ALIGN.
+_OOB_HEAD = struct.Struct("<B3xIQ")
+_U64 = struct.Struct("<Q")
+BUFFER_ALIGN = 64
+# A framed record's buffer count is bounded so a hostile count cannot make
+# a reader allocate a huge table before the lengths are checked.
+MAX_BUFFERS = 1 << 16
+
+
+def _align(offset):
+    return (offset + BUFFER_ALIGN - 1) & ~(BUFFER_ALIGN - 1)
+
+
+class Frame:
+    """An item serialised with out-of-band buffers, or too large for one
+    ring message: written by pieces (``write_to``) instead of as one bytes."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces, size):
+        self.pieces = pieces   # (offset, bytes-like), in order
+        self.size = size
+
+    @classmethod
+    def framed(cls, inband, raws):
+        """The 'O' record of a pickle-5 stream and its out-of-band buffers."""
+        count = len(raws)
+        table = _OOB_HEAD.pack(TAG_OOB, count, len(inband)) + \
+            struct.pack(f"<{count}Q", *(raw.nbytes for raw in raws))
+        pieces = [(0, table), (len(table), inband)]
+        offset = len(table) + len(inband)
+        for raw in raws:
+            offset = _align(offset)
+            pieces.append((offset, raw))
+            offset += raw.nbytes
+        return cls(pieces, offset)
+
+    @classmethod
+    def whole(cls, *chunks):
+        """A record made of chunks laid end to end (a tag and a payload)."""
+        pieces, offset = [], 0
+        for chunk in chunks:
+            pieces.append((offset, chunk))
+            offset += memoryview(chunk).nbytes
+        return cls(pieces, offset)
+
+    def write_to(self, buffer):
+        """Copy the record into a writable buffer of exactly ``size`` bytes
+        (space reserved in the ring): one copy of each piece, gaps zeroed."""
+        view = memoryview(buffer)
+        end = 0
+        for offset, piece in self.pieces:
+            if offset != end:
+                view[end:offset] = bytes(offset - end)
+            piece = memoryview(piece).cast("B")
+            end = offset + piece.nbytes
+            view[offset:end] = piece
+
+
+#: Class names Queue._put_item hands to Codec.encode rather than pickling
+#: inline (their records are not the pickle's).
+SPECIAL_NAMES = frozenset(("ndarray", "bytearray"))
+# Objects that cannot hold an out-of-band buffer: pickled without a
+# buffer_callback, which costs a list and a bound method per item.
+_NO_BUFFERS = frozenset((bytes, str, int, float, bool, complex, type(None)))
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+
+
+def _encode_pickle(obj):
+    """The default dumps: a plain pickle, an array record, or a Frame of a
+    pickle-5 stream and its out-of-band buffers."""
+    if obj.__class__ in _NO_BUFFERS:
+        return _pickle_dumps(obj, 5)
+    if obj.__class__.__name__ == "ndarray":
+        record = encode_array(obj)
+        if record is not None:
+            return record
+    elif obj.__class__ is bytearray:
+        # pickle writes a bytearray in-band; as a PickleBuffer it goes out of
+        # band, and loads hands back the bytearray the reader made.
+        obj = pickle.PickleBuffer(obj)
+    buffers = []
+    data = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
+    return frame_buffers(obj, data, buffers) if buffers else data
+
+
+def frame_buffers(obj, data, buffers):
+    """The Frame of `data`, obj's pickle-5 stream whose out-of-band buffers
+    (PickleBuffers) are `buffers`."""
+    try:
+        raws = [buffer.raw() for buffer in buffers]
+    except BufferError:
+        # A non-contiguous buffer cannot be copied as one span: keep it in
+        # the stream, as pickle does without a callback.
+        return _pickle_dumps(obj, 5)
+    return Frame.framed(data, raws)
+
+
+# 'N' record: a plain NumPy array without pickle (its pickle costs 7 µs of a
+# 64 KiB array's 28 µs put+get): tag, flags, dtype-string length, ndim, the
+# shape, the dtype string, then the data at the next multiple of
+# BUFFER_ALIGN.
+TAG_ARRAY = ord("N")
+_ARRAY_HEAD = struct.Struct("<BBHI")
+_FORTRAN, _READONLY = 1, 2
+MAX_DIMS = 32
+# The dtypes it carries (bool, integers, floats, complex: every one exports
+# a buffer); others go through pickle.
+_DTYPE_KINDS = frozenset("biufc")
+_ARRAY_ENDIAN = frozenset("<>|=")
+
+
+def encode_array(array):
+    """The Frame of an 'N' record for `array` (an exact numpy.ndarray), or
+    None when pickle must carry it (another dtype, not contiguous, ...)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or array.__class__ is not numpy.ndarray:
+        return None
+    dtype = array.dtype
+    dtype_text = dtype.str.encode("ascii")
+    if (dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype
+            or array.ndim > MAX_DIMS or len(dtype_text) > 16):
+        return None
+    if array.flags.c_contiguous:
+        flags, data = 0, array
+    elif array.flags.f_contiguous:
+        flags, data = _FORTRAN, array.T   # the same bytes, in C order
+    else:
+        return None
+    if not array.flags.writeable:
+        flags |= _READONLY
+    head = (_ARRAY_HEAD.pack(TAG_ARRAY, flags, len(dtype_text), array.ndim)
+            + struct.pack(f"<{array.ndim}Q", *array.shape) + dtype_text)
+    raw = memoryview(data).cast("B") if array.size else b""
+    offset = _align(len(head))
+    return Frame([(0, head), (offset, raw)], offset + array.nbytes)
+
+
+def _build_array(parts):
+    """The array of an 'N' record: (dtype text, shape, flags, bytearray)."""
+    import numpy
+    dtype_text, shape, flags, data = parts
+    array = numpy.frombuffer(data, dtype=numpy.dtype(dtype_text))
+    array = array.reshape(shape, order="F" if flags & _FORTRAN else "C")
+    if flags & _READONLY:
+        array.flags.writeable = False
+    return array
+
+
+def _take_array(source):
+    size = source.size
+    if size < _ARRAY_HEAD.size:
+        raise RingCorrupted("array queue record shorter than its header")
+    _, flags, dtype_length, ndim = _ARRAY_HEAD.unpack(source.read_bytes(0, _ARRAY_HEAD.size))
+    head_end = _ARRAY_HEAD.size + 8 * ndim + dtype_length
+    if ndim > MAX_DIMS or dtype_length > 16 or head_end > size or flags > 3:
+        raise RingCorrupted("array queue record: a bad header")
+    shape = struct.unpack(f"<{ndim}Q", source.read_bytes(_ARRAY_HEAD.size, 8 * ndim))
+    dtype_text = source.read_bytes(_ARRAY_HEAD.size + 8 * ndim, dtype_length)
+    # Only the dtype strings encode_array writes: byte order, kind, size.
+    if (len(dtype_text) < 3 or chr(dtype_text[0]) not in _ARRAY_ENDIAN
+            or chr(dtype_text[1]) not in _DTYPE_KINDS or not dtype_text[2:].isdigit()):
+        raise RingCorrupted(f"array queue record: dtype {dtype_text[:16]!r}")
+    itemsize = int(dtype_text[2:])
+    count = 1
+    for extent in shape:
+        count *= extent
+    offset = _align(head_end)
+    if itemsize > 64 or offset + count * itemsize != size:
+        raise RingCorrupted("array queue record: its shape does not match its size")
+    data = source.read_owned(offset, count * itemsize)
+    return Taken(_build_array, (dtype_text.decode("ascii"), shape, flags, data))
+
+
+class Codec:
+    """Turns objects into ring messages and back, for one Queue.
+
+    ``dumps``/``loads`` are the Queue's; with the default pickle pair,
+    out-of-band buffers go straight into the ring. ``encode(obj)`` returns
+    a bytes-like message or a Frame; ``decode(data)`` rebuilds the object of
+    a message that ``_get_untagged(in_place)`` returned. Both raise
+    whatever dumps/loads raise.
+    """
+
+    __slots__ = ("loads", "custom", "in_place", "encode", "decode", "no_buffers")
+
+    def __init__(self, dumps=pickle.dumps, loads=pickle.loads):
+        self.loads = loads
+        self.custom = dumps is not pickle.dumps or loads is not pickle.loads
+        self.in_place = _IN_PLACE_CUSTOM if self.custom else _IN_PLACE_PICKLE
+        self.encode = dumps if self.custom else _encode_pickle
+        self.decode = loads if self.custom else _pickle_loads
+        # Classes a caller may pickle with plain pickle.dumps (none for a
+        # custom codec).
+        self.no_buffers = frozenset() if self.custom else _NO_BUFFERS
+
+    def take(self, source, allow_big=True):
+        """Copy one record out of ``source`` (a memoryview of a ring message,
+        or a side file) into memory this process owns. Returns a Taken whose
+        ``load()`` builds the object.
+
+        Raises:
+            RingCorrupted: a length or form in the record fails its checks.
+        """
+        size = source.size
+        if size == 0:
+            raise RingCorrupted("empty queue record")
+        if allow_big and sidefile.is_reference(source):
+            return sidefile.take(self, source)
+        if self.custom:
+            return Taken(self.loads, source.read_bytes(0, size))
+        tag = source.read_bytes(0, 1)[:1]
+        if tag == b"\x80":
+            return Taken(pickle.loads, source.read_bytes(0, size))
+        if tag == b"O":
+            return self._take_framed(source)
+        if tag == b"N":
+            return _take_array(source)
+        raise RingCorrupted(f"queue record of an unknown form ({tag!r}...)")
+
+    def _take_framed(self, source):
+        size = source.size
+        if size < _OOB_HEAD.size:
+            raise RingCorrupted("framed queue record shorter than its header")
+        _, count, inband_length = _OOB_HEAD.unpack(source.read_bytes(0, _OOB_HEAD.size))
+        table_end = _OOB_HEAD.size + 8 * count
+        if count > MAX_BUFFERS or table_end > size:
+            raise RingCorrupted(f"framed queue record claims {count} buffers")
+        lengths = struct.unpack(f"<{count}Q", source.read_bytes(_OOB_HEAD.size, 8 * count))
+        offset = table_end + inband_length
+        if offset > size:
+            raise RingCorrupted("framed queue record: in-band part beyond its end")
+        spans = []
+        for length in lengths:
+            start = _align(offset)
+            offset = start + length
+            if offset > size:
+                raise RingCorrupted("framed queue record: a buffer beyond its end")
+            spans.append((start, length))
+        if offset != size:
+            raise RingCorrupted("framed queue record: lengths do not add up to its size")
+        inband = source.read_bytes(table_end, inband_length)
+        buffers = [source.read_owned(start, length) for start, length in spans]
+        return Taken(pickle.loads, inband, buffers)
+
+
+class Taken:
+    """A record copied out of the ring, ready for loads (which runs only
+    after the message was consumed, outside every lock)."""
+
+    __slots__ = ("loads", "data", "buffers", "side")
+
+    def __init__(self, loads, data, buffers=None, side=None):
+        self.loads = loads
+        self.data = data
+        self.buffers = buffers
+        self.side = side   # the side file to remove once consumed
+
+    def load(self):
+        """The object. Raises: whatever loads raises."""
+        if self.buffers is None:
+            return self.loads(self.data)
+        return self.loads(self.data, buffers=self.buffers)
+
+
+class ViewSource:
+    """A record inside the ring (the memoryview of view())."""
+
+    __slots__ = ("view", "size", "ring_name")
+
+    def __init__(self, view, ring_name):
+        self.view = view
+        self.size = view.nbytes
+        self.ring_name = ring_name   # where its side file, if any, is named
+
+    def read_bytes(self, offset, length):
+        return self.view[offset:offset + length].tobytes()
+
+    def read_owned(self, offset, length):
+        # bytearray(view) allocates and copies in one pass (no zero fill).
+        return bytearray(self.view[offset:offset + length])
+
+
+def put_record(ring, record, block, timeout):
+    """Put what Codec.encode returned as one ring message: in place for a
+    Frame, through a side file beyond max_message_size. (Queue._put_item
+    puts a bytes message that fits itself.)
+
+    Raises:
+        ringshm.Full, ringshm.ShutDown: as Ring.put.
+        OSError: ENOSPC, no room in /dev/shm for an item beyond the ring.
+    """
+    if record.__class__ is not Frame:
+        if len(record) <= ring.max_message_size:
+            ring.put(record, block=block, timeout=timeout)
+            return
+        record = Frame.whole(record)
+    wait = timeout if block else 0
+    if record.size > ring.max_message_size:
+        sidefile.put(ring, record, wait)
+        return
+    with ring.reserve(record.size, timeout=wait) as space:
+        record.write_to(space)
+
+
+def remaining(block, timeout, started):
+    """The wait left for view() after _get_untagged found a message to read
+    in place (only a race with another consumer makes view() wait)."""
+    if not block:
+        return 0
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+
+
+def take_in_place(ring, codec, wait):
+    """Copy the oldest message out inside view(), consume it, remove its
+    side file, then load it.
+
+    Raises:
+        ringshm.Empty, ringshm.ShutDown, RingCorrupted; whatever loads raises.
+    """
+    with ring.view(timeout=wait) as view:
+        taken = codec.take(ViewSource(view, ring.name))
+    if taken.side is not None:
+        sidefile.consumed(ring, taken.side)
+    return taken.load()
+
+
+def put_many_records(ring, codec, objs):
+    """The ring messages of a put_many batch (each item one message).
+
+    Raises:
+        MessageTooLarge: an item too large for one ring message (a batch
+            is published at once, which a side file cannot join).
+        Exception: whatever dumps raises.
+    """
+    batch = []
+    for obj in objs:
+        record = codec.encode(obj)
+        if record.__class__ is Frame:
+            if record.size > ring.max_message_size:
+                raise MessageTooLarge(
+                    f"put_many: an item of {record.size} bytes exceeds max_message_size "
+                    f"({ring.max_message_size}); put() it on its own")
+            space = bytearray(record.size)
+            record.write_to(space)
+            record = space
+        batch.append(record)
+    return batch
+
+
+def get_many_items(ring, codec, max_messages, block, timeout):
+    """Up to max_messages items, oldest first, never an empty list.
+
+    Raises:
+        As get_item.
+    """
+    batch = ring._get_many_untagged(codec.in_place, max_messages, block=block,
+                                    timeout=timeout)
+    if not batch:
+        return [take_in_place(ring, codec, 0 if not block else timeout)]
+    decode = codec.decode
+    return [decode(data) for data in batch]

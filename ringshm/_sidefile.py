@@ -1,0 +1,304 @@
+"""Side files: where a Queue item larger than one ring message lives.
+
+The item's record (a plain, custom or framed record of _items.py) goes into
+/dev/shm/ringshm-item.RING.PID.START.SEQ, made by the producer (PID and
+START: its pid and start time; SEQ counts its items); the ring carries one
+small reference message naming it. The consumer copies the record out inside
+view(), consumes the message, then removes the file.
+
+The file's header holds ``end``: the ring counter just past the 'B' message,
+written while the producer holds the put lock (head is then known) and
+before the message is published. That makes every file's fate decidable
+from the ring's counters, whoever died where (docs/DESIGN.md, "Items of
+any size"). A file is garbage, and any process of the queue removes it
+(``sweep``), when
+
+* ``end`` is set and ``tail >= end``: its message was consumed (the
+  consumer died before removing it), or it was never published and the
+  ring has moved past where it would have been; or
+* its creator is dead and ``end`` is unset (it died writing the file) or
+  ``head < end`` (it died before publishing).
+
+A file of a live creator is otherwise left alone: it is being written, or
+its message waits in the ring.
+
+The files of items still queued go with the ring's name: the creating Queue
+removes them when it closes or is collected (``remove_all``), and a new
+Queue removes those of rings whose name is gone and whose producer is dead
+(``sweep_orphans``: what a SIGKILLed creator left).
+"""
+
+import errno
+import itertools
+import os
+import stat
+import struct
+
+from ._ring import process_alive, process_start_time
+from .errors import RingCorrupted
+
+__all__ = ["put", "take", "consumed", "sweep", "remove_all", "sweep_orphans",
+           "SHM_DIR", "PREFIX"]
+
+SHM_DIR = "/dev/shm"
+PREFIX = "ringshm-item."
+MAGIC = b"RSITEM\x00\x01"
+HEADER_SIZE = 64
+_HEADER = struct.Struct("<8sQQ")   # magic, end (0: not placed yet), record length
+_END_AT = 8
+_U64 = struct.Struct("<Q")
+# The ring message: magic, record length, pid, start time, seq.
+REFERENCE = struct.Struct("<8sQQQQ")
+REFERENCE_MAGIC = b"\x00RSREF\x00\x01"
+TAG_REFERENCE = REFERENCE_MAGIC[0]
+PID_LIMIT = 1 << 22   # the kernel's pid_max ceiling
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+
+_sequence = itertools.count()
+
+
+def _file_name(ring_name, pid, start, seq):
+    return f"{PREFIX}{ring_name}.{pid}.{start}.{seq}"
+
+
+def _no_space(path, size, exc):
+    try:
+        free = os.statvfs(SHM_DIR)
+        free_bytes = free.f_bavail * free.f_frsize
+    except OSError:
+        free_bytes = -1
+    return OSError(errno.ENOSPC, f"no room in {SHM_DIR} for a queue item of {size} bytes "
+                   f"({free_bytes} bytes free): {exc.strerror}", path)
+
+
+def _pwrite_all(fd, piece, offset):
+    view = memoryview(piece).cast("B")
+    while view.nbytes:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def put(ring, record, wait):
+    """Write `record` (an _items.Frame) into a new side file and put the
+    message naming it, waiting at most `wait` seconds for room (None:
+    forever).
+
+    Raises:
+        ringshm.Full, ringshm.ShutDown: from reserve(); the file is removed.
+        OSError: ENOSPC when /dev/shm cannot hold the item.
+    """
+    sweep(ring)
+    pid = os.getpid()
+    start = process_start_time(pid)
+    seq = next(_sequence)
+    path = os.path.join(SHM_DIR, _file_name(ring.name, pid, start, seq))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+    published = False
+    try:
+        os.fchmod(fd, 0o600)   # the umask cannot widen it, but be exact
+        try:
+            # Allocated now: a later write cannot die of SIGBUS or ENOSPC
+            # halfway, and the gaps between pieces read as zeros.
+            os.posix_fallocate(fd, 0, HEADER_SIZE + record.size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG):
+                raise _no_space(path, record.size, exc) from None
+            raise
+        os.pwrite(fd, _HEADER.pack(MAGIC, 0, record.size), 0)
+        for offset, piece in record.pieces:
+            _pwrite_all(fd, piece, HEADER_SIZE + offset)
+        reference = REFERENCE.pack(REFERENCE_MAGIC, record.size, pid, start, seq)
+        with ring.reserve(REFERENCE.size, timeout=wait) as space:
+            # The put lock is ours: where the message ends is settled.
+            os.pwrite(fd, _U64.pack(ring._reserved_end()), _END_AT)
+            space[:] = reference
+        published = True
+    finally:
+        os.close(fd)
+        if not published:
+            _unlink(path)
+
+
+class FileSource:
+    """A record inside a side file, read with pread (a file that a peer
+    truncates gives a short read, never a SIGBUS)."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd, size):
+        self.fd = fd
+        self.size = size
+
+    def _short(self):
+        return RingCorrupted("a queue item's side file is shorter than its record")
+
+    def read_bytes(self, offset, length):
+        data = os.pread(self.fd, length, HEADER_SIZE + offset)
+        if len(data) == length:
+            return data
+        # One pread returns at most about 2 GiB.
+        out = bytearray(data)
+        while len(out) < length:
+            chunk = os.pread(self.fd, length - len(out), HEADER_SIZE + offset + len(out))
+            if not chunk:
+                raise self._short()
+            out += chunk
+        return bytes(out)
+
+    def read_owned(self, offset, length):
+        out = bytearray(length)
+        view = memoryview(out)
+        offset += HEADER_SIZE
+        while view.nbytes:
+            got = os.preadv(self.fd, [view], offset)
+            if got == 0:
+                raise self._short()
+            view = view[got:]
+            offset += got
+        return out
+
+
+def is_reference(source):
+    """True if the message in `source` is a side file's reference."""
+    return (source.size == REFERENCE.size
+            and source.read_bytes(0, len(REFERENCE_MAGIC)) == REFERENCE_MAGIC)
+
+
+def take(codec, source):
+    """Copy out the item that the reference in `source` names (an
+    _items.ViewSource with the ring's name). Returns an _items.Taken whose
+    ``side`` is the file to remove once the message is consumed.
+
+    Raises:
+        RingCorrupted: a side file that is missing, not this user's, or
+            does not match its reference.
+    """
+    _, length, pid, start, seq = REFERENCE.unpack(source.read_bytes(0, REFERENCE.size))
+    if not 0 < pid < PID_LIMIT:
+        raise RingCorrupted(f"big-item queue record names pid {pid}")
+    path = os.path.join(SHM_DIR, _file_name(source.ring_name, pid, start, seq))
+    try:
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise RingCorrupted(f"the side file of a big queue item is missing: {path}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise RingCorrupted(f"the side file {path} is not a regular file of this user")
+        header = os.pread(fd, _HEADER.size, 0)
+        if (info.st_size != HEADER_SIZE + length or len(header) != _HEADER.size
+                or _HEADER.unpack(header)[0] != MAGIC or _HEADER.unpack(header)[2] != length):
+            raise RingCorrupted(f"the side file {path} does not match its queue record")
+        taken = codec.take(FileSource(fd, length), allow_big=False)
+    finally:
+        os.close(fd)
+    taken.side = path
+    return taken
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def consumed(ring, path):
+    """Remove the side file of a consumed message, and any garbage."""
+    _unlink(path)
+    sweep(ring)
+
+
+def _parse(rest):
+    """(pid, start) from 'PID.START.SEQ', or None."""
+    parts = rest.split(".")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def _own_files(prefix):
+    """{name: (pid, start)} of the side files under `prefix` that are
+    regular files of this user."""
+    try:
+        names = [name for name in os.listdir(SHM_DIR) if name.startswith(prefix)]
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        try:
+            info = os.lstat(os.path.join(SHM_DIR, name))
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            found[name] = _parse(name[len(prefix):])
+    return found
+
+
+def remove_all(ring_name, creator_pid):
+    """Remove every side file of the ring (its creating Queue closes or is
+    collected); a forked copy of the creator (another pid) does nothing."""
+    if os.getpid() != creator_pid:
+        return
+    prefix = f"{PREFIX}{ring_name}."
+    for name, parsed in _own_files(prefix).items():
+        if parsed is not None:
+            _unlink(os.path.join(SHM_DIR, name))
+
+
+def sweep_orphans(ring_prefix="ringshm."):
+    """Remove this user's side files whose ring's name is gone and whose
+    producer is dead. Returns how many it removed."""
+    removed = 0
+    for name in _own_files(PREFIX):
+        ring_name, _, rest = name[len(PREFIX):].rpartition(".")  # drop SEQ
+        ring_name, _, _ = ring_name.rpartition(".")              # START
+        ring_name, _, _ = ring_name.rpartition(".")              # PID
+        parsed = _parse(name[len(PREFIX) + len(ring_name) + 1:])
+        if not ring_name or parsed is None:
+            continue
+        if os.path.exists(os.path.join(SHM_DIR, ring_prefix + ring_name)):
+            continue
+        pid, start = parsed
+        if not (0 < pid < PID_LIMIT and process_alive(pid, start)):
+            _unlink(os.path.join(SHM_DIR, name))
+            removed += 1
+    return removed
+
+
+def sweep(ring):
+    """Remove the side files of `ring` that are garbage (see the module
+    docstring); never a file of another user. Returns how many it removed."""
+    prefix = f"{PREFIX}{ring.name}."
+    removed = 0
+    for name, parsed in _own_files(prefix).items():
+        path = os.path.join(SHM_DIR, name)
+        if parsed is not None and _is_garbage(ring, path, *parsed):
+            _unlink(path)
+            removed += 1
+    return removed
+
+
+def _is_garbage(ring, path, pid, start):
+    # Order matters: liveness first (a dead creator writes nothing more),
+    # then the file's end, then the ring's counters (which only grow).
+    alive = 0 < pid < PID_LIMIT and process_alive(pid, start)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        header = os.pread(fd, _HEADER.size, 0)
+    finally:
+        os.close(fd)
+    end = 0
+    if len(header) == _HEADER.size and header[:8] == MAGIC:
+        end = _HEADER.unpack(header)[1]
+    counters = ring.stats()
+    if end and counters["tail"] >= end:
+        return True
+    return not alive and (not end or counters["head"] < end)

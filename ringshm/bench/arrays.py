@@ -1,0 +1,487 @@
+"""The arrays workload: NumPy arrays from one producer process to one
+consumer, through ringshm and the libraries users move frames with.
+
+Every consumer ends with an array of its own (a copy it may write) and
+checks its contents: each array carries its sequence number in its first
+and last 8 bytes and a fixed pattern between, so a lost, repeated,
+reordered or torn array is counted, never hidden. The producer sends for
+the time budget, then an end marker (sequence number -1).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import time
+import traceback
+import uuid
+
+from .transport import Unsupported
+
+_fork = multiprocessing.get_context("fork")
+STOP = -1
+# Bytes in flight: about four arrays, as the bytes workload allows four
+# messages (transport.capacity_for).
+IN_FLIGHT = 4
+#: (name, shape, dtype name) of each array case.
+CASES = (("1920×1080×3 uint8 frame", (1080, 1920, 3), "uint8"),
+         ("64 KiB float32", (16384,), "float32"))
+_CHECK = slice(4096, 4160)   # a stretch of the pattern every consumer compares
+
+
+def template(shape, dtype):
+    """The array a producer stamps and sends."""
+    import numpy as np
+    array = np.zeros(shape, dtype=dtype)
+    flat = array.reshape(-1).view(np.uint8)
+    flat[:] = np.arange(flat.size, dtype=np.uint64) % 251
+    return array
+
+
+def stamp(array, seq):
+    """Write seq into the first and last 8 bytes of array."""
+    flat = array.reshape(-1).view("<i8")
+    flat[0] = flat[-1] = seq
+
+
+class Checker:
+    """Counts what a consumer received and what was wrong with it."""
+
+    def __init__(self, shape, dtype):
+        self.expect = template(shape, dtype).reshape(-1).view("u1")[_CHECK].copy()
+        self.shape = shape
+        self.received = 0
+        self.bad = 0        # torn, wrong, repeated or out of order
+        self.last = -1
+
+    def check(self, array):
+        """False at the end marker; counts one array otherwise. (A gap in
+        the sequence shows as sent - received.)"""
+        ends = array.reshape(-1).view("<i8")
+        seq = int(ends[0])
+        if seq == STOP:
+            return False
+        ok = (array.shape == self.shape and array.flags.writeable and seq > self.last
+              and int(ends[-1]) == seq
+              and (array.reshape(-1).view("u1")[_CHECK] == self.expect).all())
+        self.bad += not ok
+        self.last = max(self.last, seq)
+        self.received += 1
+        return True
+
+
+def _pump(send, shape, dtype, seconds):
+    """The producer's loop; returns how many arrays it sent."""
+    array = template(shape, dtype)
+    stop_at = time.perf_counter() + seconds
+    sent = 0
+    while time.perf_counter() < stop_at:
+        stamp(array, sent)
+        send(array)
+        sent += 1
+    stamp(array, STOP)
+    send(array)
+    return sent
+
+
+class ArrayPeer:
+    """One way of moving arrays. Subclasses give ``setup`` (in the parent,
+    before the fork; returns the shared state), ``sender(state)`` and
+    ``receiver(state)`` (each returns (call, close)), ``teardown(state)``."""
+
+    key = label = ""
+    module: str | None = None   # the import that must work, for missing()
+
+    def missing(self):
+        if self.module is None:
+            return None
+        try:
+            __import__(self.module)
+        except ImportError as exc:
+            return f"{self.label}: {self.module} is not installed ({exc})"
+        return None
+
+    def setup(self, nbytes, shape, dtype):
+        return None
+
+    def teardown(self, state):
+        pass
+
+    def run(self, shape, dtype, seconds):
+        """One measured run: {"sent", "received", "bad", "seconds"}."""
+        import numpy as np
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        state = self.setup(nbytes, shape, dtype)
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the producer
+            status = 1
+            try:
+                os.close(ready_r)
+                os.close(go_w)
+                os.read(go_r, 1)
+                send, close = self.sender(state)
+                sent = _pump(send, shape, dtype, seconds)
+                close()
+                os.write(ready_w, str(sent).encode())
+                status = 0
+            except BaseException:  # noqa: BLE001 -- reported, then the status says it
+                traceback.print_exc()
+            finally:
+                os._exit(status)
+        os.close(ready_w)
+        os.close(go_r)
+        try:
+            receive, close = self.receiver(state)
+            checker = Checker(shape, dtype)
+            os.write(go_w, b"!")
+            start = time.perf_counter()
+            while checker.check(receive()):
+                pass
+            elapsed = time.perf_counter() - start
+            close()
+            sent = int(os.read(ready_r, 64) or b"-1")
+        finally:
+            os.close(ready_r)
+            os.close(go_w)
+            _, status = os.waitpid(pid, 0)
+            self.teardown(state)
+        if sent < 0 or status != 0:
+            raise RuntimeError(f"{self.label}: the producer failed (wait status {status})")
+        return {"sent": sent, "received": checker.received, "bad": checker.bad,
+                "seconds": elapsed}
+
+
+def _capacity(nbytes):
+    need = max(4 << 20, IN_FLIGHT * (nbytes + 4096))
+    return 1 << (need - 1).bit_length()
+
+
+class RingshmQueue(ArrayPeer):
+    key, label = "ringshm-queue", "ringshm.Queue (pickle 5, out-of-band)"
+
+    def setup(self, nbytes, shape, dtype):
+        from ringshm import Queue
+        return Queue(capacity=_capacity(nbytes))
+
+    def sender(self, q):
+        return q.put, q.close
+
+    def receiver(self, q):
+        return q.get, lambda: None
+
+    def teardown(self, q):
+        q.close()
+
+
+class RingshmRaw(ArrayPeer):
+    key, label = "ringshm-ring", "ringshm Ring, reserve() + view() + .copy()"
+
+    def setup(self, nbytes, shape, dtype):
+        from ringshm import Ring
+        return Ring.create(capacity=_capacity(nbytes)), shape, dtype
+
+    def sender(self, state):
+        ring, _, _ = state
+        reserve = ring.reserve
+
+        def send(array):
+            source = memoryview(array).cast("B")
+            with reserve(source.nbytes) as space:
+                space[:] = source
+        return send, ring.close
+
+    def receiver(self, state):
+        import numpy as np
+        ring, shape, dtype = state
+        view = ring.view
+
+        def receive():
+            with view() as message:
+                return np.frombuffer(message, dtype=dtype).reshape(shape).copy()
+        return receive, lambda: None
+
+    def teardown(self, state):
+        state[0].close()
+
+
+class MPQueue(ArrayPeer):
+    """Its feeder thread pickles an item after put() returned: the producer
+    must not change the array it put, so it puts a copy."""
+
+    key, label = "mp-queue", "multiprocessing.Queue"
+
+    def setup(self, nbytes, shape, dtype):
+        return _fork.Queue(maxsize=IN_FLIGHT)
+
+    def sender(self, q):
+        def close():
+            q.close()
+            q.join_thread()
+        return lambda array: q.put(array.copy()), close
+
+    def receiver(self, q):
+        return q.get, lambda: None
+
+    def teardown(self, q):
+        q.close()
+
+
+class FasterFifo(ArrayPeer):
+    key, label, module = "faster-fifo", "faster-fifo Queue (pickle)", "faster_fifo"
+
+    def setup(self, nbytes, shape, dtype):
+        import faster_fifo
+        return faster_fifo.Queue(max_size_bytes=_capacity(nbytes))
+
+    def sender(self, q):
+        return q.put, lambda: None
+
+    def receiver(self, q):
+        def receive():
+            while True:
+                try:
+                    return q.get(timeout=10)
+                except Exception as exc:  # noqa: BLE001 -- its Empty after a timeout
+                    if type(exc).__name__ != "Empty":
+                        raise
+        return receive, lambda: None
+
+
+class PySharedMemory(ArrayPeer):
+    key, label, module = "py-sharedmemory", "py-sharedmemory", "py_sharedmemory"
+
+    def setup(self, nbytes, shape, dtype):
+        from py_sharedmemory import create_shared_memory_pair
+        # One producer per pair, as its documentation says.
+        return create_shared_memory_pair(capacity=IN_FLIGHT, ctx=_fork)
+
+    def sender(self, pair):
+        sender, _ = pair
+
+        def close():
+            sender.wait_for_all_ack()
+            sender.close()
+        return sender.put, close
+
+    def receiver(self, pair):
+        _, receiver = pair
+        return receiver.get, receiver.close
+
+    def teardown(self, pair):
+        pair[0].close()
+
+
+def _wait_count(stream, count):
+    """Until pyshmem `stream` has been written `count` times. Its own
+    read_new() waits for a write after the call and can miss one that
+    landed just before (its docstring says to poll the count instead)."""
+    while stream.count < count:
+        os.sched_yield()
+
+
+class PyShmem(ArrayPeer):
+    """pyshmem keeps only the latest value: the consumer acknowledges each
+    array on a second stream, and the producer waits for that before the
+    next write, or arrays would be overwritten unseen."""
+
+    key, label, module = "pyshmem", "pyshmem (with an ack stream)", "pyshmem"
+
+    def setup(self, nbytes, shape, dtype):
+        import numpy as np
+        import pyshmem
+        name = f"ringshm-bench-{uuid.uuid4().hex[:12]}"
+        data = pyshmem.create(name, shape=shape, dtype=dtype)
+        ack = pyshmem.create(name + "-ack", shape=(1,), dtype=np.int64)
+        return name, data, ack
+
+    def _open(self, state):
+        import pyshmem
+        name, data, ack = state
+        opened = pyshmem.open(name), pyshmem.open(name + "-ack")
+        return opened, (lambda: [stream.close() for stream in opened])
+
+    def sender(self, state):
+        (data, ack), close = self._open(state)
+        written = [ack.count]
+
+        def send(array):
+            data.write(array)
+            written[0] += 1
+            _wait_count(ack, written[0])
+        return send, close
+
+    def receiver(self, state):
+        import numpy as np
+        (data, ack), close = self._open(state)
+        seen = [data.count]
+        count = np.zeros(1, dtype=np.int64)
+
+        def receive():
+            seen[0] += 1
+            _wait_count(data, seen[0])
+            array = data.read()
+            ack.write(count)
+            return array
+        return receive, close
+
+    def teardown(self, state):
+        _, data, ack = state
+        for stream in (data, ack):
+            stream.close()
+            stream.unlink()
+
+
+class Iceoryx2(ArrayPeer):
+    """iceoryx2 publish-subscribe with a loaned sample: the producer copies
+    the array into it, the consumer copies it out (np.frombuffer().copy()).
+    Lossless: no safe overflow, the publisher retries until delivered. The
+    subscriber and its buffer exist before the first send (has_samples()),
+    or samples sent before it are dropped; it has no blocking receive, so it
+    polls with sched_yield."""
+
+    key, label, module = "iceoryx2", "iceoryx2 (loaned sample)", "iceoryx2"
+
+    def setup(self, nbytes, shape, dtype):
+        # Two pipes for the handshake: publisher made -> subscriber connected.
+        return (f"ringshm-bench-{uuid.uuid4().hex[:12]}", nbytes, shape, dtype,
+                os.pipe(), os.pipe())
+
+    def teardown(self, state):
+        for fd in (*state[4], *state[5]):
+            os.close(fd)
+
+    @staticmethod
+    def _service(name, nbytes):
+        import iceoryx2 as iox2
+        iox2.set_log_level(iox2.LogLevel.Error)
+        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        service = (node.service_builder(iox2.ServiceName.new(name))
+                   .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+                   .enable_safe_overflow(False)
+                   .subscriber_max_buffer_size(IN_FLIGHT)
+                   .max_publishers(1).max_subscribers(1)
+                   .open_or_create())
+        return iox2, node, service
+
+    def sender(self, state):
+        name, nbytes, _, _, made, connected = state
+        iox2, node, service = self._service(name, nbytes)
+        publisher = (service.publisher_builder().initial_max_slice_len(nbytes)
+                     .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
+                     .create())
+        publisher.update_connections()
+        os.write(made[1], b"!")
+        os.read(connected[0], 1)   # samples sent before it connected are dropped
+        memmove = ctypes.memmove
+
+        def send(array):
+            sample = publisher.loan_slice_uninit(nbytes)
+            memmove(sample.payload_ptr, array.ctypes.data, nbytes)
+            sample.assume_init().send()
+
+        ports = [node, service, publisher]   # alive until close()
+
+        def close():
+            publisher.delete()
+            ports.clear()
+        return send, close
+
+    def receiver(self, state):
+        import numpy as np
+        name, nbytes, shape, dtype, made, connected = state
+        _, node, service = self._service(name, nbytes)
+        subscriber = service.subscriber_builder().buffer_size(IN_FLIGHT).create()
+        buffer_type = ctypes.c_uint8 * nbytes
+        yield_cpu = os.sched_yield
+        waiting = [True]
+
+        def receive():
+            if waiting[0]:   # the producer's publisher exists: connect to it
+                os.read(made[0], 1)
+                subscriber.has_samples()
+                os.write(connected[1], b"!")
+                waiting[0] = False
+            while True:
+                sample = subscriber.receive()
+                if sample is not None:
+                    break
+                yield_cpu()
+            payload = buffer_type.from_address(sample.payload_ptr)
+            array = np.frombuffer(payload, dtype=dtype).reshape(shape).copy()
+            sample.delete()
+            return array
+
+        def close():
+            subscriber.delete()
+        return receive, close
+
+
+PEERS = (RingshmQueue(), RingshmRaw(), MPQueue(), FasterFifo(), PySharedMemory(), PyShmem(),
+         Iceoryx2())
+
+
+def run(seconds, repeats, peers=PEERS, log=None):
+    """Every case over every peer, repeats outermost; the best repeat counts.
+    Returns a list of records (label, case, arrays_per_s, gb_per_s, sent,
+    received, bad, skipped, error)."""
+    log = log or (lambda line: None)
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return [{"case": case, "key": p.key, "label": p.label, "skipped": "numpy is not installed",
+                 "error": None, "repeats": []} for case, _, _ in CASES for p in peers]
+    records = []
+    for case, shape, dtype in CASES:
+        for peer in peers:
+            records.append({"case": case, "shape": shape, "dtype": dtype, "key": peer.key,
+                            "label": peer.label, "skipped": peer.missing(), "error": None,
+                            "repeats": [], "sent": 0, "received": 0, "bad": 0, "lost": 0})
+    for repeat in range(repeats):
+        for record, peer in zip(records, peers * len(CASES)):
+            if record["skipped"] or record["error"]:
+                continue
+            try:
+                result = peer.run(record["shape"], record["dtype"], seconds)
+            except Unsupported as exc:
+                record["skipped"] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 -- one broken peer must not end the run
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                log(f"[arrays] {record['label']}, {record['case']}: ERROR {record['error']}")
+                continue
+            rate = result["received"] / result["seconds"]
+            record["repeats"].append(rate)
+            record["lost"] += result["sent"] - result["received"]
+            record["bad"] += result["bad"]
+            if rate >= max(record["repeats"]):
+                record.update(sent=result["sent"], received=result["received"],
+                              arrays_per_s=rate)
+            log(f"[arrays {repeat + 1}/{repeats}] {record['label']}, {record['case']}: "
+                f"{rate:,.0f} arrays/s")
+    for record in records:
+        if record["repeats"]:
+            import numpy as np
+            nbytes = int(np.prod(record["shape"])) * np.dtype(record["dtype"]).itemsize
+            record["gb_per_s"] = record["arrays_per_s"] * nbytes / 1e9
+        record["ok"] = not record["error"] and record["lost"] == 0 and record["bad"] == 0
+    return records
+
+
+def format_table(records):
+    """The arrays table: arrays/s and GB/s per peer and case."""
+    lines = ["Arrays, 1→1 (each consumer ends with its own writable copy, contents checked)"]
+    for case, _, _ in CASES:
+        lines.append(f"  {case:<44} {'arrays/s':>10} {'GB/s':>8}  checks")
+        for r in (r for r in records if r["case"] == case):
+            if r["skipped"]:
+                lines.append(f"    skipped {r['label']}: {r['skipped']}")
+            elif r["error"]:
+                lines.append(f"    {r['label']:<42} ERROR {r['error']}")
+            else:
+                note = "ok" if r["ok"] else f"LOST {r['lost']}, BAD {r['bad']}"
+                lines.append(f"    {r['label']:<42} {r['arrays_per_s']:>10,.0f} "
+                             f"{r['gb_per_s']:>8.2f}  {note}")
+    return "\n".join(lines)

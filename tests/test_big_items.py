@@ -1,0 +1,297 @@
+"""Queue items of any size (SPEC 0.2, "The queue family"): items larger than
+the ring go through a side file (ringshm/_sidefile.py); a producer or
+consumer SIGKILLed at chosen points loses no committed item, delivers no
+half item and leaves no file behind. Plus a port of faster-fifo's test of
+0.5 MB messages through a 1 MB queue."""
+
+import hashlib
+import os
+import time
+
+import faultkit
+import pytest
+
+from ringshm import Queue, _items, _sidefile
+
+np = pytest.importorskip("numpy", reason="some items are NumPy arrays")
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def make_queue():
+    """Queues closed at the end of the test; none may leave a side file."""
+    made = []
+
+    def make(*args, **kwargs):
+        q = Queue(*args, **kwargs)
+        made.append(q)
+        return q
+
+    yield make
+    names = [q.name for q in made]
+    for q in made:
+        q.close()
+    left = [n for n in os.listdir(_sidefile.SHM_DIR)
+            if any(n.startswith(f"{_sidefile.PREFIX}{name}.") for name in names)]
+    assert not left, f"side files left behind: {left}"
+
+
+def side_files(q):
+    return sorted(n for n in os.listdir(_sidefile.SHM_DIR)
+                  if n.startswith(f"{_sidefile.PREFIX}{q.name}."))
+
+
+def pattern(size, seed):
+    """size bytes that differ with seed (cheap to make, cheap to check)."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048   # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def stop_here(link, note):
+    """In a child: tell the parent we are at the point, then wait to be killed."""
+    link.ready(note)
+    time.sleep(600)
+
+
+# -- any size ------------------------------------------------------------------------
+
+def test_item_larger_than_the_ring_round_trip(make_queue):
+    q = make_queue(capacity=64 << 10)
+    for size in (q._ring.max_message_size + 1, 1 << 20, 5 << 20):
+        data = pattern(size, size)
+        q.put(data)
+        assert len(side_files(q)) == 1
+        assert q.get(timeout=TIMEOUT) == data
+        assert side_files(q) == []
+
+
+def test_big_arrays_and_small_items_keep_their_order(make_queue):
+    q = make_queue(capacity=1 << 20)
+    items = []
+    for i in range(6):
+        items.append(i)
+        items.append(np.full((1 << 20) // 4 * (i % 3 + 1), i, dtype=np.float32))
+    for item in items:
+        q.put(item)
+    for expected in items:
+        got = q.get(timeout=TIMEOUT)
+        if isinstance(expected, int):
+            assert got == expected
+        else:
+            assert got.flags.writeable and np.array_equal(got, expected)
+    assert side_files(q) == []
+
+
+def _consume_and_digest(link, q, count):
+    for _ in range(count):
+        data = q.get(timeout=300)
+        link.ready(f"{len(data)} {hashlib.sha256(data).hexdigest()}")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_one_gib_bytes_through_a_16_mib_queue_to_another_process(make_queue):
+    q = make_queue(capacity=16 << 20)
+    size = 1 << 30
+    data = pattern(size, "gib")
+    digest = hashlib.sha256(data).hexdigest()
+    with faultkit.Child(_consume_and_digest, q, 1) as child:
+        q.put(data)
+        del data
+        assert child.wait_ready(timeout=300) == f"{size} {digest}"
+        assert child.join() == 0
+    assert side_files(q) == []
+
+
+def _produce_numbered(link, q, producer, count, size):
+    for number in range(count):
+        q.put((producer, number, pattern(size, (producer, number))))
+    link.ready("done")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("size", [500_000, 900_000], ids=["0.5MB-in-ring", "0.9MB-side-file"])
+def test_faster_fifo_port_half_megabyte_messages_through_a_1mb_queue(make_queue, size):
+    # faster-fifo's tests send 0.5 MB messages through a queue of
+    # max_size_bytes=1_000_000 with several producers; every message must
+    # arrive once, intact, in each producer's order.
+    q = make_queue(capacity=1_000_000)
+    producers, count = 3, 20
+    children = [faultkit.Child(_produce_numbered, q, p, count, size) for p in range(producers)]
+    try:
+        seen = {p: [] for p in range(producers)}
+        for _ in range(producers * count):
+            producer, number, payload = q.get(timeout=TIMEOUT)
+            assert payload == pattern(size, (producer, number))
+            seen[producer].append(number)
+        for child in children:
+            assert child.wait_ready() == "done"
+            assert child.join() == 0
+    finally:
+        for child in children:
+            child.close()
+    assert seen == {p: list(range(count)) for p in range(producers)}
+    assert q.empty() and side_files(q) == []
+
+
+# -- producer killed --------------------------------------------------------------
+
+def _put_stopping_in_pwrite(link, q, data, at_end_offset):
+    real = os.pwrite
+
+    def pwrite(fd, buffer, offset):
+        if at_end_offset and offset == _sidefile._END_AT:
+            written = real(fd, buffer, offset)   # `end` is written: inside reserve()
+            stop_here(link, "end written")
+            return written
+        if not at_end_offset and offset >= _sidefile.HEADER_SIZE:
+            real(fd, memoryview(buffer)[:4096], offset)
+            stop_here(link, "halfway through the file")
+        return real(fd, buffer, offset)
+
+    _sidefile.os.pwrite = pwrite
+    q.put(data)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("at_end_offset", [False, True], ids=["writing-the-file", "in-reserve"])
+def test_producer_killed_mid_item_delivers_nothing_and_leaves_nothing(make_queue, at_end_offset):
+    q = make_queue(capacity=64 << 10)
+    q.put("before")
+    data = pattern(1 << 20, "killed")
+    with faultkit.Child(_put_stopping_in_pwrite, q, data, at_end_offset) as child:
+        child.wait_ready()
+        child.kill()
+    assert len(side_files(q)) == 1
+    q.put("after")                   # takes the dead producer's put lock over
+    assert q.get(timeout=TIMEOUT) == "before"
+    assert q.get(timeout=TIMEOUT) == "after"
+    assert q.empty()
+    bigger = pattern(1 << 20, "next")
+    q.put(bigger)                    # a big put sweeps the dead one's file
+    assert len(side_files(q)) == 1
+    assert q.get(timeout=TIMEOUT) == bigger
+    assert side_files(q) == []
+
+
+def _put_and_die(link, q, data):
+    q.put(data)
+    link.ready("put returned")
+    time.sleep(600)
+
+
+@pytest.mark.fault
+def test_producer_killed_after_put_returned_loses_nothing(make_queue):
+    q = make_queue(capacity=64 << 10)
+    data = pattern(3 << 20, "committed")
+    with faultkit.Child(_put_and_die, q, data) as child:
+        child.wait_ready()
+        child.kill()
+    q.put(pattern(1 << 20, "sweep"))   # its sweep must keep the dead one's item
+    assert q.get(timeout=TIMEOUT) == data
+    assert q.get(timeout=TIMEOUT) == pattern(1 << 20, "sweep")
+    assert side_files(q) == []
+
+
+# -- consumer killed --------------------------------------------------------------
+
+def _get_stopping_in(link, q, where):
+    if where == "reading the side file":
+        real = _sidefile.FileSource.read_bytes
+
+        def read_bytes(self, offset, length):
+            data = real(self, offset, min(length, 4096))
+            stop_here(link, where)
+            return data
+
+        _sidefile.FileSource.read_bytes = read_bytes
+    elif where == "copying buffers out of the ring":
+        def read_owned(self, offset, length):
+            stop_here(link, where)
+
+        _items.ViewSource.read_owned = read_owned
+    else:   # consumed, before the side file is removed
+        def consumed(ring, path):
+            stop_here(link, where)
+
+        _sidefile.consumed = consumed
+    q.get(timeout=TIMEOUT)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("where", ["reading the side file", "copying buffers out of the ring"])
+def test_consumer_killed_mid_item_leaves_it_for_the_next(make_queue, where):
+    q = make_queue(capacity=1 << 20)
+    item = pattern(3 << 20, "again") if where == "reading the side file" else \
+        np.arange(50_000, dtype=np.float64)   # in the ring
+    q.put(item)
+    q.put("second")
+    with faultkit.Child(_get_stopping_in, q, where) as child:
+        assert child.wait_ready() == where
+        child.kill()
+    got = q.get(timeout=TIMEOUT)     # takes the dead consumer's get lock over
+    if isinstance(item, bytes):
+        assert got == item
+    else:
+        assert np.array_equal(got, item) and got.flags.writeable
+    assert q.get(timeout=TIMEOUT) == "second"
+    assert q.empty() and side_files(q) == []
+
+
+@pytest.mark.fault
+def test_consumer_killed_after_consuming_leaves_a_file_that_is_swept(make_queue):
+    q = make_queue(capacity=64 << 10)
+    q.put(pattern(1 << 20, "taken"))
+    with faultkit.Child(_get_stopping_in, q, "consumed") as child:
+        child.wait_ready()
+        child.kill()
+    assert q.empty()                  # it was consumed: not delivered twice
+    assert len(side_files(q)) == 1
+    q.put(pattern(1 << 20, "next"))   # the sweep of a big put removes it
+    assert len(side_files(q)) == 1
+    assert q.get(timeout=TIMEOUT) == pattern(1 << 20, "next")
+    assert side_files(q) == []
+
+
+# -- the ring's name goes ------------------------------------------------------------
+
+def _create_put_and_die(link, size):
+    q = Queue(capacity=64 << 10)
+    q.put(pattern(size, "orphan"))
+    stop_here(link, q.name)
+
+
+@pytest.mark.fault
+def test_files_of_a_killed_creator_go_once_its_ring_is_gone(make_queue):
+    with faultkit.Child(_create_put_and_die, 1 << 20) as child:
+        name = child.wait_ready()
+        child.kill()
+    prefix = f"{_sidefile.PREFIX}{name}."
+    assert [n for n in os.listdir(_sidefile.SHM_DIR) if n.startswith(prefix)]
+    make_queue()                      # the ring is still there: kept
+    assert [n for n in os.listdir(_sidefile.SHM_DIR) if n.startswith(prefix)]
+    # What `ringshm gc` (or the creator watchdog) does with the stale ring.
+    os.unlink(os.path.join(_sidefile.SHM_DIR, "ringshm." + name))
+    make_queue()
+    assert not [n for n in os.listdir(_sidefile.SHM_DIR) if n.startswith(prefix)]
+
+
+def test_closing_the_creator_removes_the_files_of_queued_items(make_queue):
+    q = Queue(capacity=64 << 10)
+    q.put(pattern(1 << 20, "left"))
+    q.put(pattern(1 << 20, "left too"))
+    name = q.name
+    q.close()
+    assert not [n for n in os.listdir(_sidefile.SHM_DIR)
+                if n.startswith(f"{_sidefile.PREFIX}{name}.")]
+
+
+def test_a_side_file_is_private_and_preallocated(make_queue):
+    q = make_queue(capacity=64 << 10)
+    q.put(pattern(1 << 20, "mode"))
+    (name,) = side_files(q)
+    info = os.stat(os.path.join(_sidefile.SHM_DIR, name))
+    assert info.st_mode & 0o777 == 0o600
+    assert info.st_blocks * 512 >= info.st_size     # no hole to SIGBUS on
+    q.get(timeout=TIMEOUT)
