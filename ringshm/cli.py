@@ -6,6 +6,8 @@ Exit status: 0 on success, 1 on a ring or OS error (one line on stderr, never
 a traceback), 2 on bad usage, 130 on Ctrl-C.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import datetime
@@ -16,9 +18,14 @@ import signal
 import stat
 import sys
 import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 from ._version import __version__
 from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
+
+if TYPE_CHECKING:
+    from .ring import Ring
 
 PROG = "ringshm"
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -31,7 +38,7 @@ _RECORD_HEADER = 8
 
 # -- argument types ----------------------------------------------------------
 
-def parse_size(text):
+def parse_size(text: str) -> int:
     """``"64M"`` -> 67108864. Suffixes K, M, G (powers of 1024), optionally
     followed by ``B`` or ``iB``; no suffix means bytes.
 
@@ -55,7 +62,7 @@ def parse_size(text):
     return value
 
 
-def parse_mode(text):
+def parse_mode(text: str) -> int:
     """``"600"`` or ``"0o600"`` -> 0o600.
 
     Raises:
@@ -70,7 +77,7 @@ def parse_mode(text):
     return mode
 
 
-def parse_count(text):
+def parse_count(text: str) -> int:
     """A positive integer.
 
     Raises:
@@ -85,7 +92,7 @@ def parse_count(text):
     return value
 
 
-def parse_seconds(text):
+def parse_seconds(text: str) -> float:
     """A non-negative number of seconds.
 
     Raises:
@@ -100,28 +107,29 @@ def parse_seconds(text):
     return value
 
 
-def human_size(n):
+def human_size(n: int) -> str:
     """``1536`` -> ``"1.5K"``; bytes below 1 KiB stay exact."""
     if n < 1024:
         return str(n)
+    scaled = float(n)
     for unit in ("K", "M", "G", "T"):
-        n /= 1024
-        if n < 1024 or unit == "T":
+        scaled /= 1024
+        if scaled < 1024 or unit == "T":
             break
-    text = f"{n:.1f}"
+    text = f"{scaled:.1f}"
     return (text[:-2] if text.endswith(".0") else text) + unit
 
 
 # -- commands ----------------------------------------------------------------
 
-def _ring_cls():
+def _ring_cls() -> type[Ring]:
     # Imported on use so that `ringshm --help` and the argument errors work
     # even where the compiled core is missing or broken.
     from .ring import Ring
     return Ring
 
 
-def cmd_create(args):
+def cmd_create(args: argparse.Namespace) -> int:
     """Create a persistent ring; it stays until ``ringshm rm``."""
     ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
                               persist=True, max_messages=args.max_messages)
@@ -134,7 +142,7 @@ def cmd_create(args):
     return 0
 
 
-def cmd_ls(args):
+def cmd_ls(args: argparse.Namespace) -> int:
     """List every ring on the machine."""
     from .census import census, escape_name
     rows = census()
@@ -161,7 +169,7 @@ def cmd_ls(args):
     return 0
 
 
-def cmd_gc(args):
+def cmd_gc(args: argparse.Namespace) -> int:
     """Remove this user's stale rings (and idle ones with --persistent)."""
     from .census import census, escape_name, still_the_same
     doomed = {"stale", "idle"} if args.persistent else {"stale"}
@@ -187,12 +195,12 @@ def cmd_gc(args):
     return status
 
 
-def cmd_info(args):
+def cmd_info(args: argparse.Namespace) -> int:
     """Print a ring's header and counters."""
-    Ring = _ring_cls()
-    with Ring.open(args.name) as ring:
+    with _ring_cls().open(args.name) as ring:
         from .ring import shm_path
-        info = {"name": ring.name, "path": shm_path(ring.name),
+        # Opened by this name, so ring.name is args.name (never None).
+        info: dict[str, object] = {"name": args.name, "path": shm_path(args.name),
                 "max_message_size": ring.max_message_size}
         info.update(ring.stats())
     if args.json:
@@ -206,7 +214,7 @@ def cmd_info(args):
     return 0
 
 
-def cmd_rm(args):
+def cmd_rm(args: argparse.Namespace) -> int:
     """Remove rings by name: any regular file of that name (a corrupt
     segment too), never a directory or what a symbolic link points to."""
     from .ring import _check_name, shm_path
@@ -228,21 +236,22 @@ def cmd_rm(args):
     return status
 
 
-def _kind(mode):
+def _kind(mode: int) -> str:
     return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
 
 
-def cmd_shutdown(args):
+def cmd_shutdown(args: argparse.Namespace) -> int:
     """Shut a ring down: blocked senders and receivers wake, recv drains and ends."""
     with _ring_cls().open(args.name) as ring:
         ring.shutdown()
     return 0
 
 
-def _batches(ring, messages):
+def _batches(ring: Ring, messages: Iterable[bytes]) -> Iterator[list[bytes]]:
     """Split ``messages`` into put_many batches that always fit in ``ring``."""
     limit = min(ring.capacity // 4, _MAX_BATCH_BYTES)
-    batch, size = [], 0
+    batch: list[bytes] = []
+    size = 0
     for message in messages:
         record = _RECORD_HEADER + ((len(message) + 7) & ~7)
         if batch and size + record > limit:
@@ -254,7 +263,7 @@ def _batches(ring, messages):
         yield batch
 
 
-def _put_all(ring, messages):
+def _put_all(ring: Ring, messages: Sequence[bytes]) -> int:
     for batch in _batches(ring, messages):
         if len(batch) == 1:
             ring.put(batch[0])
@@ -263,7 +272,7 @@ def _put_all(ring, messages):
     return len(messages)
 
 
-def send_stream(ring, stream, separator):
+def send_stream(ring: Ring, stream: BinaryIO, separator: bytes) -> int:
     """Send each ``separator``-terminated record of ``stream`` as one message.
 
     Reads whatever is available (never waits for a full buffer), so a slow
@@ -274,7 +283,7 @@ def send_stream(ring, stream, separator):
         ringshm.MessageTooLarge: a record longer than the ring's max_message_size.
     """
     fd = stream.fileno()
-    pending = []  # pieces of the record not yet terminated
+    pending: list[bytes] = []  # pieces of the record not yet terminated
     pending_size = 0
     sent = 0
     while True:
@@ -299,7 +308,7 @@ def send_stream(ring, stream, separator):
     return sent
 
 
-def cmd_send(args):
+def cmd_send(args: argparse.Namespace) -> int:
     """stdin (or files) into a ring; blocks while the ring is full."""
     with _ring_cls().open(args.name) as ring:
         if args.file:
@@ -313,7 +322,7 @@ def cmd_send(args):
     return 0
 
 
-def cmd_recv(args):
+def cmd_recv(args: argparse.Namespace) -> int:
     """Messages to stdout, one per line, until shutdown, --count or --timeout.
     A message leaves the ring only once it was written and flushed: a full
     disk or a reader that went away loses nothing."""
@@ -347,14 +356,14 @@ def cmd_recv(args):
     return 0
 
 
-def cmd_demo(args):
+def cmd_demo(args: argparse.Namespace) -> int:
     """Run the pipeline demo (ringshm.demo)."""
     from .demo import run
     return run(messages=args.messages, workers=args.workers,
                compare_messages=0 if args.no_compare else args.compare_messages)
 
 
-def _delegate(module_name, argv):
+def _delegate(module_name: str, argv: list[str]) -> int:
     """Run ``ringshm.<module_name>.main(argv)``, if that part is installed."""
     import importlib
     try:
@@ -365,13 +374,13 @@ def _delegate(module_name, argv):
         _error(f"'{module_name}' is not available in this installation "
                f"(module ringshm.{module_name} is missing)")
         return 1
-    status = module.main(argv)
+    status: Optional[int] = module.main(argv)
     return 0 if status is None else status
 
 
 # -- parser and main -----------------------------------------------------------
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``ringshm`` command."""
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -453,7 +462,7 @@ def build_parser():
     return parser
 
 
-def _describe(exc):
+def _describe(exc: BaseException) -> str:
     """An error as one line: the message, or the class name when there is none."""
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror + (f": {exc.filename!r}" if exc.filename is not None else "")
@@ -462,12 +471,12 @@ def _describe(exc):
     return " ".join(text.split())
 
 
-def _error(message):
+def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def _filter_signals(pipe_kills=True):
+def _filter_signals(pipe_kills: bool = True) -> Iterator[None]:
     """Like other filters: end quietly when the reader goes away (``| head``),
     and end at once with status 130 on Ctrl-C, even in the middle of a wait
     inside the core. Nothing needs cleaning up: these commands own no ring,
@@ -488,14 +497,15 @@ def _filter_signals(pipe_kills=True):
             signal.signal(signum, handler)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``ringshm`` command; returns the exit status.
 
     Raises:
         SystemExit: from argparse on bad usage (status 2) or --help (status 0).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    signals = contextlib.nullcontext()
+    signals: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    command: Callable[[], int]
     if argv and argv[0] in ("bench", "stress"):
         command = functools.partial(_delegate, argv[0], argv[1:])
     else:

@@ -8,8 +8,14 @@ multiprocessing.Queue (one put per job, the way a Queue is used), with fewer
 jobs so the whole demo stays within a minute on two cores.
 """
 
+from __future__ import annotations
+
 import functools
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import multiprocessing.queues
+import multiprocessing.synchronize
 import os
 import queue as pyqueue
 import signal
@@ -17,12 +23,16 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from types import FrameType
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, TypeVar, Union
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
     ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -44,17 +54,36 @@ RING_CAPACITY = 4 << 20
 POLL = 1.0                      # seconds a child waits before checking that the parent lives
 START_TIMEOUT = 60.0            # seconds for every child to start
 
+_T = TypeVar("_T")
+# What a collector reports when it is done: (received, bad, end time).
+_Report = tuple[int, int, float]
+# The queues compared: a job or result per item, None to end a worker's input.
+_ObjectQueue = Union["Queue[Optional[bytes]]", "multiprocessing.queues.Queue[Optional[bytes]]"]
+# A process of a pipeline: its function and the arguments after ``parent``.
+_Target = tuple[Callable[..., None], tuple[object, ...]]
+# What signal.signal returns and takes (typeshed's private _HANDLER).
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
+if TYPE_CHECKING:
+    # The collector's end of the report pipe (Connection is generic in typeshed only).
+    _ReportSender = multiprocessing.connection.Connection[_Report, object]
+
+
+class _Counter(Protocol):
+    """The collector's progress, shared with the parent (a raw ``ctx.Value``)."""
+
+    value: int
+
 
 class DemoError(Exception):
     """A process of the pipeline failed, or a result did not check out."""
 
 
-def work(job_id):
+def work(job_id: int) -> int:
     """The job: a multiplicative hash of its id (cheap: the demo measures transport)."""
     return (job_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
 
 
-def _receive(get, parent, *args):
+def _receive(get: Callable[..., _T], parent: int, *args: int) -> _T:
     """``get(*args)`` that gives up, ending the process, once the parent is gone."""
     while True:
         try:
@@ -64,7 +93,7 @@ def _receive(get, parent, *args):
                 raise SystemExit(1) from None
 
 
-def _count_bad(seen, pairs):
+def _count_bad(seen: bytearray, pairs: Iterable[tuple[int, int]]) -> int:
     """Mark each (job id, answer) in ``seen``; return how many were wrong or repeated."""
     bad = 0
     total = len(seen)
@@ -76,7 +105,8 @@ def _count_bad(seen, pairs):
     return bad
 
 
-def _child(target, parent, barrier, *args):
+def _child(target: Callable[..., None], parent: int,
+           barrier: multiprocessing.synchronize.Barrier, *args: object) -> None:
     """Entry point of every demo process: leave Ctrl-C to the parent, start
     together, and take a shut-down channel as the end of the run."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -89,7 +119,7 @@ def _child(target, parent, barrier, *args):
 
 # -- the ring pipeline: raw bytes messages, batched ----------------------------
 
-def ring_producer(parent, jobs, n):
+def ring_producer(parent: int, jobs: Ring, n: int) -> None:
     """Send jobs 0..n-1 in batches, then shut ``jobs`` down."""
     pack = JOB.pack
     for start in range(0, n, BATCH):
@@ -97,7 +127,7 @@ def ring_producer(parent, jobs, n):
     jobs.shutdown()  # workers drain what is left, then see ShutDown
 
 
-def ring_worker(parent, jobs, results):
+def ring_worker(parent: int, jobs: Ring, results: Ring) -> None:
     """Answer batches of jobs until ``jobs`` is shut down and drained."""
     pack = RESULT.pack
     while True:
@@ -105,7 +135,8 @@ def ring_worker(parent, jobs, results):
         results.put_many([pack(i, work(i)) for (i,) in JOB.iter_unpack(b"".join(batch))])
 
 
-def ring_collector(parent, results, n, progress, report):
+def ring_collector(parent: int, results: Ring, n: int, progress: _Counter,
+                   report: _ReportSender) -> None:
     """Check n results; report (received, bad, end time) through ``report``."""
     seen = bytearray(n)
     received = bad = 0
@@ -119,7 +150,7 @@ def ring_collector(parent, results, n, progress, report):
 
 # -- the queue pipeline: one object per put, for ringshm.Queue and mp.Queue -----
 
-def queue_producer(parent, jobs, n, workers):
+def queue_producer(parent: int, jobs: _ObjectQueue, n: int, workers: int) -> None:
     """Put jobs 0..n-1 one by one, then one None per worker."""
     pack = JOB.pack
     for i in range(n):
@@ -128,7 +159,7 @@ def queue_producer(parent, jobs, n, workers):
         jobs.put(None)
 
 
-def queue_worker(parent, jobs, results):
+def queue_worker(parent: int, jobs: _ObjectQueue, results: _ObjectQueue) -> None:
     """Answer jobs one by one until None; then pass a None on."""
     while (job := _receive(jobs.get, parent)) is not None:
         (i,) = JOB.unpack(job)
@@ -136,7 +167,8 @@ def queue_worker(parent, jobs, results):
     results.put(None)
 
 
-def queue_collector(parent, results, n, workers, progress, report):
+def queue_collector(parent: int, results: _ObjectQueue, n: int, workers: int, progress: _Counter,
+                    report: _ReportSender) -> None:
     """Check results until every worker's None; report as ring_collector."""
     seen = bytearray(n)
     received = bad = finished = 0
@@ -158,12 +190,15 @@ def queue_collector(parent, results, n, workers, progress, report):
 class RateColumn(ProgressColumn):
     """Messages per second of a task: the measured rate once it is done."""
 
-    def render(self, task):
+    def render(self, task: Task) -> Text:
         speed = task.fields.get("rate") or task.speed
         return Text("" if speed is None else f"{speed:>10,.0f} msg/s", style="progress.data.speed")
 
 
-def _run_pipeline(ctx, ui, label, n, make_targets, stop_channels):
+def _run_pipeline(
+        ctx: multiprocessing.context.DefaultContext, ui: Progress, label: str, n: int,
+        make_targets: Callable[[_Counter, _ReportSender], list[_Target]],
+        stop_channels: Callable[[], None]) -> tuple[int, int, float]:
     """Run one pipeline of processes and return (received, bad, seconds).
 
     ``make_targets(progress, report)`` lists (function, args) for each process,
@@ -171,7 +206,9 @@ def _run_pipeline(ctx, ui, label, n, make_targets, stop_channels):
     the run ends early.
     """
     parent = os.getpid()
-    progress = ctx.Value("q", 0, lock=False)  # one writer: the collector
+    progress: _Counter = ctx.Value("q", 0, lock=False)  # one writer: the collector
+    results_end: multiprocessing.connection.Connection[object, _Report]
+    report: _ReportSender
     results_end, report = ctx.Pipe(duplex=False)
     targets = make_targets(progress, report)
     barrier = ctx.Barrier(len(targets) + 1)
@@ -209,17 +246,18 @@ def _run_pipeline(ctx, ui, label, n, make_targets, stop_channels):
         report.close()
 
 
-def _ring_run(ctx, ui, label, n, workers):
+def _ring_run(ctx: multiprocessing.context.DefaultContext, ui: Progress, label: str, n: int,
+              workers: int) -> tuple[int, int, float]:
     jobs = Ring.create(capacity=RING_CAPACITY)
     try:
         results = Ring.create(capacity=RING_CAPACITY)
         try:
-            def targets(progress, report):
+            def targets(progress: _Counter, report: _ReportSender) -> list[_Target]:
                 return ([(ring_producer, (jobs, n))]
                         + [(ring_worker, (jobs, results))] * workers
                         + [(ring_collector, (results, n, progress, report))])
 
-            def stop():
+            def stop() -> None:
                 jobs.shutdown()
                 results.shutdown()
 
@@ -230,15 +268,16 @@ def _ring_run(ctx, ui, label, n, workers):
         jobs.close()
 
 
-def _queue_run(ctx, ui, label, n, workers, make_queue):
+def _queue_run(ctx: multiprocessing.context.DefaultContext, ui: Progress, label: str, n: int,
+               workers: int, make_queue: Callable[[], _ObjectQueue]) -> tuple[int, int, float]:
     jobs, results = make_queue(), make_queue()
     try:
-        def targets(progress, report):
+        def targets(progress: _Counter, report: _ReportSender) -> list[_Target]:
             return ([(queue_producer, (jobs, n, workers))]
                     + [(queue_worker, (jobs, results))] * workers
                     + [(queue_collector, (results, n, workers, progress, report))])
 
-        def stop():
+        def stop() -> None:
             for q in (jobs, results):
                 if isinstance(q, Queue):
                     q.shutdown()   # multiprocessing.Queue's processes are terminated
@@ -249,11 +288,12 @@ def _queue_run(ctx, ui, label, n, workers, make_queue):
         results.close()
 
 
-def _ringshm_queue():
+def _ringshm_queue() -> Queue[Optional[bytes]]:
     return Queue(capacity=RING_CAPACITY)
 
 
-def run(messages=2_000_000, workers=2, compare_messages=200_000, console=None):
+def run(messages: int = 2_000_000, workers: int = 2, compare_messages: int = 200_000,
+        console: Optional[Console] = None) -> int:
     """Run the demo and print its summary; returns the exit status (0: all checked).
 
     ``messages`` jobs go through the ring pipeline, ``compare_messages`` through
@@ -295,7 +335,7 @@ def run(messages=2_000_000, workers=2, compare_messages=200_000, console=None):
     return _summary(console, rows)
 
 
-def _summary(console, rows):
+def _summary(console: Console, rows: list[tuple[str, int, int, int, float]]) -> int:
     table = Table(title="ringshm demo: summary")
     for column in ("pipeline", "messages", "MB", "seconds", "msg/s", "checked"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
@@ -320,13 +360,13 @@ def _summary(console, rows):
     return status
 
 
-def _exit_on_sigterm():
+def _exit_on_sigterm() -> _SignalHandler:
     """Turn SIGTERM into SystemExit so that the finally blocks remove the rings."""
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _restore_sigterm(previous):
+def _restore_sigterm(previous: _SignalHandler) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
