@@ -280,8 +280,9 @@ class Queue(_QueueBase[T]):
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; the queue is left unchanged.
         """
-        self._open_ring()
-        self._put_item(obj, block, _check_timeout(block, timeout))
+        # The item I/O checks that the queue is open; the timeout is checked
+        # only when there is one (the common call pays for no second call).
+        self._put_item(obj, block, timeout if timeout is None else _check_timeout(block, timeout))
 
     def put_nowait(self, obj: T) -> None:
         """``put(obj, block=False)``.
@@ -322,8 +323,8 @@ class Queue(_QueueBase[T]):
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``loads`` raises; the item is consumed.
         """
-        self._open_ring()
-        return self._get_item(block, _check_timeout(block, timeout))
+        return self._get_item(block,
+                              timeout if timeout is None else _check_timeout(block, timeout))
 
     def get_nowait(self) -> T:
         """``get(block=False)``.
