@@ -23,13 +23,22 @@ reading leaves the message for the next one; ``loads`` runs after the
 message is consumed.
 """
 
+from __future__ import annotations
+
 import pickle
 import struct
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union, cast
 
 from . import _sidefile as sidefile
+from ._typing import Buffer
 from .errors import MessageTooLarge, RingCorrupted
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .ring import Ring
 
 __all__ = ["Codec"]
 
@@ -54,7 +63,18 @@ BUFFER_ALIGN = 64
 MAX_BUFFERS = 1 << 16
 
 
-def _align(offset):
+class RecordSource(Protocol):
+    """Where a record is read from: a ViewSource, or a side file's
+    _sidefile.FileSource."""
+
+    size: int
+
+    def read_bytes(self, offset: int, length: int) -> bytes: ...
+
+    def read_owned(self, offset: int, length: int) -> bytearray: ...
+
+
+def _align(offset: int) -> int:
     return (offset + BUFFER_ALIGN - 1) & ~(BUFFER_ALIGN - 1)
 
 
@@ -64,17 +84,17 @@ class Frame:
 
     __slots__ = ("pieces", "size")
 
-    def __init__(self, pieces, size):
+    def __init__(self, pieces: list[tuple[int, Buffer]], size: int) -> None:
         self.pieces = pieces   # (offset, bytes-like), in order
         self.size = size
 
     @classmethod
-    def framed(cls, inband, raws):
+    def framed(cls, inband: bytes, raws: list[memoryview]) -> Frame:
         """The 'O' record of a pickle-5 stream and its out-of-band buffers."""
         count = len(raws)
         table = _OOB_HEAD.pack(TAG_OOB, count, len(inband)) + \
             struct.pack(f"<{count}Q", *(raw.nbytes for raw in raws))
-        pieces = [(0, table), (len(table), inband)]
+        pieces: list[tuple[int, Buffer]] = [(0, table), (len(table), inband)]
         offset = len(table) + len(inband)
         for raw in raws:
             offset = _align(offset)
@@ -83,15 +103,16 @@ class Frame:
         return cls(pieces, offset)
 
     @classmethod
-    def whole(cls, *chunks):
+    def whole(cls, *chunks: Buffer) -> Frame:
         """A record made of chunks laid end to end (a tag and a payload)."""
-        pieces, offset = [], 0
+        pieces: list[tuple[int, Buffer]] = []
+        offset = 0
         for chunk in chunks:
             pieces.append((offset, chunk))
             offset += memoryview(chunk).nbytes
         return cls(pieces, offset)
 
-    def write_to(self, buffer):
+    def write_to(self, buffer: Buffer) -> None:
         """Copy the record into a writable buffer of exactly ``size`` bytes
         (space reserved in the ring): one copy of each piece, gaps zeroed."""
         view = memoryview(buffer)
@@ -99,9 +120,9 @@ class Frame:
         for offset, piece in self.pieces:
             if offset != end:
                 view[end:offset] = bytes(offset - end)
-            piece = memoryview(piece).cast("B")
-            end = offset + piece.nbytes
-            view[offset:end] = piece
+            flat = memoryview(piece).cast("B")
+            end = offset + flat.nbytes
+            view[offset:end] = flat
 
 
 #: Class names Queue._put_item hands to Codec.encode rather than pickling
@@ -109,12 +130,17 @@ class Frame:
 SPECIAL_NAMES = frozenset(("ndarray", "bytearray"))
 # Objects that cannot hold an out-of-band buffer: pickled without a
 # buffer_callback, which costs a list and a bound method per item.
-_NO_BUFFERS = frozenset((bytes, str, int, float, bool, complex, type(None)))
+_NO_BUFFERS: frozenset[type] = frozenset((bytes, str, int, float, bool, complex, type(None)))
+_NO_CLASSES: frozenset[type] = frozenset()   # a custom codec's: none
 _pickle_dumps = pickle.dumps
 _pickle_loads = pickle.loads
 
 
-def _encode_pickle(obj):
+#: What Codec.encode returns: one ring message as it is, or a Frame.
+Record = Union[Buffer, Frame]
+
+
+def _encode_pickle(obj: Any) -> Union[bytes, Frame]:
     """The default dumps: a plain pickle, an array record, or a Frame of a
     pickle-5 stream and its out-of-band buffers."""
     if obj.__class__ in _NO_BUFFERS:
@@ -127,12 +153,13 @@ def _encode_pickle(obj):
         # pickle writes a bytearray in-band; as a PickleBuffer it goes out of
         # band, and loads hands back the bytearray the reader made.
         obj = pickle.PickleBuffer(obj)
-    buffers = []
+    buffers: list[pickle.PickleBuffer] = []
     data = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
     return frame_buffers(obj, data, buffers) if buffers else data
 
 
-def frame_buffers(obj, data, buffers):
+def frame_buffers(obj: Any, data: bytes,
+                  buffers: list[pickle.PickleBuffer]) -> Union[bytes, Frame]:
     """The Frame of `data`, obj's pickle-5 stream whose out-of-band buffers
     (PickleBuffers) are `buffers`."""
     try:
@@ -158,7 +185,7 @@ _DTYPE_KINDS = frozenset("biufc")
 _ARRAY_ENDIAN = frozenset("<>|=")
 
 
-def encode_array(array):
+def encode_array(array: NDArray[Any]) -> Optional[Frame]:
     """The Frame of an 'N' record for `array` (an exact numpy.ndarray), or
     None when pickle must carry it (another dtype, not contiguous, ...)."""
     numpy = sys.modules.get("numpy")
@@ -169,6 +196,7 @@ def encode_array(array):
     if (dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype
             or array.ndim > MAX_DIMS or len(dtype_text) > 16):
         return None
+    data: NDArray[Any]
     if array.flags.c_contiguous:
         flags, data = 0, array
     elif array.flags.f_contiguous:
@@ -179,12 +207,18 @@ def encode_array(array):
         flags |= _READONLY
     head = (_ARRAY_HEAD.pack(TAG_ARRAY, flags, len(dtype_text), array.ndim)
             + struct.pack(f"<{array.ndim}Q", *array.shape) + dtype_text)
-    raw = memoryview(data).cast("B") if array.size else b""
+    # data.data: memoryview(data) (numpy's stubs give ndarray __buffer__
+    # only from Python 3.12).
+    raw: Buffer = data.data.cast("B") if array.size else b""
     offset = _align(len(head))
     return Frame([(0, head), (offset, raw)], offset + array.nbytes)
 
 
-def _build_array(parts):
+#: What _take_array copies out: dtype text, shape, flags, the data.
+_ArrayParts = tuple[str, tuple[int, ...], int, bytearray]
+
+
+def _build_array(parts: _ArrayParts) -> NDArray[Any]:
     """The array of an 'N' record: (dtype text, shape, flags, bytearray)."""
     import numpy
     dtype_text, shape, flags, data = parts
@@ -195,7 +229,7 @@ def _build_array(parts):
     return array
 
 
-def _take_array(source):
+def _take_array(source: RecordSource) -> Taken:
     size = source.size
     if size < _ARRAY_HEAD.size:
         raise RingCorrupted("array queue record shorter than its header")
@@ -203,7 +237,8 @@ def _take_array(source):
     head_end = _ARRAY_HEAD.size + 8 * ndim + dtype_length
     if ndim > MAX_DIMS or dtype_length > 16 or head_end > size or flags > 3:
         raise RingCorrupted("array queue record: a bad header")
-    shape = struct.unpack(f"<{ndim}Q", source.read_bytes(_ARRAY_HEAD.size, 8 * ndim))
+    shape: tuple[int, ...] = struct.unpack(f"<{ndim}Q",
+                                           source.read_bytes(_ARRAY_HEAD.size, 8 * ndim))
     dtype_text = source.read_bytes(_ARRAY_HEAD.size + 8 * ndim, dtype_length)
     # Only the dtype strings encode_array writes: byte order, kind, size.
     if (len(dtype_text) < 3 or chr(dtype_text[0]) not in _ARRAY_ENDIAN
@@ -232,7 +267,13 @@ class Codec:
 
     __slots__ = ("loads", "custom", "in_place", "encode", "decode", "no_buffers")
 
-    def __init__(self, dumps=pickle.dumps, loads=pickle.loads):
+    loads: Callable[[bytes], Any]
+    encode: Callable[[Any], Record]
+    decode: Callable[[bytes], Any]
+    no_buffers: frozenset[type]
+
+    def __init__(self, dumps: Callable[[Any], Buffer] = pickle.dumps,
+                 loads: Callable[[bytes], Any] = pickle.loads) -> None:
         self.loads = loads
         self.custom = dumps is not pickle.dumps or loads is not pickle.loads
         self.in_place = _IN_PLACE_CUSTOM if self.custom else _IN_PLACE_PICKLE
@@ -240,9 +281,9 @@ class Codec:
         self.decode = loads if self.custom else _pickle_loads
         # Classes a caller may pickle with plain pickle.dumps (none for a
         # custom codec).
-        self.no_buffers = frozenset() if self.custom else _NO_BUFFERS
+        self.no_buffers = _NO_CLASSES if self.custom else _NO_BUFFERS
 
-    def take(self, source, allow_big=True):
+    def take(self, source: RecordSource, allow_big: bool = True) -> Taken:
         """Copy one record out of ``source`` (a memoryview of a ring message,
         or a side file) into memory this process owns. Returns a Taken whose
         ``load()`` builds the object.
@@ -254,7 +295,8 @@ class Codec:
         if size == 0:
             raise RingCorrupted("empty queue record")
         if allow_big and sidefile.is_reference(source):
-            return sidefile.take(self, source)
+            # allow_big: the message itself, never a side file's record.
+            return sidefile.take(self, cast("ViewSource", source))
         if self.custom:
             return Taken(self.loads, source.read_bytes(0, size))
         tag = source.read_bytes(0, 1)[:1]
@@ -266,7 +308,7 @@ class Codec:
             return _take_array(source)
         raise RingCorrupted(f"queue record of an unknown form ({tag!r}...)")
 
-    def _take_framed(self, source):
+    def _take_framed(self, source: RecordSource) -> Taken:
         size = source.size
         if size < _OOB_HEAD.size:
             raise RingCorrupted("framed queue record shorter than its header")
@@ -298,13 +340,17 @@ class Taken:
 
     __slots__ = ("loads", "data", "buffers", "side")
 
-    def __init__(self, loads, data, buffers=None, side=None):
+    # loads is the Queue's (data: bytes), pickle.loads (with buffers) or
+    # _build_array (data: its _ArrayParts).
+    def __init__(self, loads: Callable[..., Any], data: object,
+                 buffers: Optional[list[bytearray]] = None,
+                 side: Optional[str] = None) -> None:
         self.loads = loads
         self.data = data
         self.buffers = buffers
         self.side = side   # the side file to remove once consumed
 
-    def load(self):
+    def load(self) -> Any:
         """The object. Raises: whatever loads raises."""
         if self.buffers is None:
             return self.loads(self.data)
@@ -316,20 +362,20 @@ class ViewSource:
 
     __slots__ = ("view", "size", "ring_name")
 
-    def __init__(self, view, ring_name):
+    def __init__(self, view: memoryview, ring_name: Optional[str]) -> None:
         self.view = view
         self.size = view.nbytes
         self.ring_name = ring_name   # where its side file, if any, is named
 
-    def read_bytes(self, offset, length):
+    def read_bytes(self, offset: int, length: int) -> bytes:
         return self.view[offset:offset + length].tobytes()
 
-    def read_owned(self, offset, length):
+    def read_owned(self, offset: int, length: int) -> bytearray:
         # bytearray(view) allocates and copies in one pass (no zero fill).
         return bytearray(self.view[offset:offset + length])
 
 
-def put_record(ring, record, block, timeout):
+def put_record(ring: Ring, record: Record, block: bool, timeout: Optional[float]) -> None:
     """Put what Codec.encode returned as one ring message: in place for a
     Frame, through a side file beyond max_message_size. (Queue._put_item
     puts a bytes message that fits itself.)
@@ -339,10 +385,13 @@ def put_record(ring, record, block, timeout):
         OSError: ENOSPC, no room in /dev/shm for an item beyond the ring.
     """
     if record.__class__ is not Frame:
-        if len(record) <= ring.max_message_size:
-            ring.put(record, block=block, timeout=timeout)
+        # A bytes-like message (mypy does not narrow `__class__ is not`);
+        # nbytes, not len(): a custom dumps may return any buffer.
+        message = cast(Buffer, record)
+        if memoryview(message).nbytes <= ring.max_message_size:
+            ring.put(message, block=block, timeout=timeout)
             return
-        record = Frame.whole(record)
+        record = Frame.whole(message)
     wait = timeout if block else 0
     if record.size > ring.max_message_size:
         sidefile.put(ring, record, wait)
@@ -351,7 +400,7 @@ def put_record(ring, record, block, timeout):
         record.write_to(space)
 
 
-def remaining(block, timeout, started):
+def remaining(block: bool, timeout: Optional[float], started: float) -> Optional[float]:
     """The wait left for view() after _get_untagged found a message to read
     in place (only a race with another consumer makes view() wait)."""
     if not block:
@@ -359,7 +408,7 @@ def remaining(block, timeout, started):
     return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
 
 
-def take_in_place(ring, codec, wait):
+def take_in_place(ring: Ring, codec: Codec, wait: Optional[float]) -> Any:
     """Copy the oldest message out inside view(), consume it, remove its
     side file, then load it.
 
@@ -373,7 +422,7 @@ def take_in_place(ring, codec, wait):
     return taken.load()
 
 
-def put_many_records(ring, codec, objs):
+def put_many_records(ring: Ring, codec: Codec, objs: Iterable[Any]) -> list[Buffer]:
     """The ring messages of a put_many batch (each item one message).
 
     Raises:
@@ -381,7 +430,7 @@ def put_many_records(ring, codec, objs):
             is published at once, which a side file cannot join).
         Exception: whatever dumps raises.
     """
-    batch = []
+    batch: list[Buffer] = []
     for obj in objs:
         record = codec.encode(obj)
         if record.__class__ is Frame:
@@ -392,11 +441,14 @@ def put_many_records(ring, codec, objs):
             space = bytearray(record.size)
             record.write_to(space)
             record = space
-        batch.append(record)
+        # Not a Frame now; mypy does not narrow `__class__ is` negatively, and
+        # isinstance() would cost a call per item.
+        batch.append(record)  # type: ignore[arg-type]
     return batch
 
 
-def get_many_items(ring, codec, max_messages, block, timeout):
+def get_many_items(ring: Ring, codec: Codec, max_messages: int, block: bool,
+                   timeout: Optional[float]) -> list[Any]:
     """Up to max_messages items, oldest first, never an empty list.
 
     Raises:

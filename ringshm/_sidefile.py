@@ -28,14 +28,22 @@ Queue removes those of rings whose name is gone and whose producer is dead
 (``sweep_orphans``: what a SIGKILLed creator left).
 """
 
+from __future__ import annotations
+
 import errno
 import itertools
 import os
 import stat
 import struct
+from typing import TYPE_CHECKING, Optional
 
 from ._ring import process_alive, process_start_time
+from ._typing import Buffer
 from .errors import RingCorrupted
+
+if TYPE_CHECKING:
+    from ._items import Codec, Frame, RecordSource, Taken, ViewSource
+    from .ring import Ring
 
 __all__ = ["put", "take", "consumed", "sweep", "remove_all", "sweep_orphans",
            "SHM_DIR", "PREFIX"]
@@ -57,11 +65,12 @@ _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 _sequence = itertools.count()
 
 
-def _file_name(ring_name, pid, start, seq):
+# ring_name: Ring.name, never None for a Queue's ring (Ring.create names it).
+def _file_name(ring_name: Optional[str], pid: int, start: int, seq: int) -> str:
     return f"{PREFIX}{ring_name}.{pid}.{start}.{seq}"
 
 
-def _no_space(path, size, exc):
+def _no_space(path: str, size: int, exc: OSError) -> OSError:
     try:
         free = os.statvfs(SHM_DIR)
         free_bytes = free.f_bavail * free.f_frsize
@@ -71,7 +80,7 @@ def _no_space(path, size, exc):
                    f"({free_bytes} bytes free): {exc.strerror}", path)
 
 
-def _pwrite_all(fd, piece, offset):
+def _pwrite_all(fd: int, piece: Buffer, offset: int) -> None:
     view = memoryview(piece).cast("B")
     while view.nbytes:
         written = os.pwrite(fd, view, offset)
@@ -79,7 +88,7 @@ def _pwrite_all(fd, piece, offset):
         offset += written
 
 
-def put(ring, record, wait):
+def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
     """Write `record` (an _items.Frame) into a new side file and put the
     message naming it, waiting at most `wait` seconds for room (None:
     forever).
@@ -126,14 +135,14 @@ class FileSource:
 
     __slots__ = ("fd", "size")
 
-    def __init__(self, fd, size):
+    def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
 
-    def _short(self):
+    def _short(self) -> RingCorrupted:
         return RingCorrupted("a queue item's side file is shorter than its record")
 
-    def read_bytes(self, offset, length):
+    def read_bytes(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, HEADER_SIZE + offset)
         if len(data) == length:
             return data
@@ -146,7 +155,7 @@ class FileSource:
             out += chunk
         return bytes(out)
 
-    def read_owned(self, offset, length):
+    def read_owned(self, offset: int, length: int) -> bytearray:
         out = bytearray(length)
         view = memoryview(out)
         offset += HEADER_SIZE
@@ -159,13 +168,13 @@ class FileSource:
         return out
 
 
-def is_reference(source):
+def is_reference(source: RecordSource) -> bool:
     """True if the message in `source` is a side file's reference."""
     return (source.size == REFERENCE.size
             and source.read_bytes(0, len(REFERENCE_MAGIC)) == REFERENCE_MAGIC)
 
 
-def take(codec, source):
+def take(codec: Codec, source: ViewSource) -> Taken:
     """Copy out the item that the reference in `source` names (an
     _items.ViewSource with the ring's name). Returns an _items.Taken whose
     ``side`` is the file to remove once the message is consumed.
@@ -197,20 +206,20 @@ def take(codec, source):
     return taken
 
 
-def _unlink(path):
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def consumed(ring, path):
+def consumed(ring: Ring, path: str) -> None:
     """Remove the side file of a consumed message, and any garbage."""
     _unlink(path)
     sweep(ring)
 
 
-def _parse(rest):
+def _parse(rest: str) -> Optional[tuple[int, int]]:
     """(pid, start) from 'PID.START.SEQ', or None."""
     parts = rest.split(".")
     if len(parts) != 3 or not all(part.isdigit() for part in parts):
@@ -218,14 +227,14 @@ def _parse(rest):
     return int(parts[0]), int(parts[1])
 
 
-def _own_files(prefix):
+def _own_files(prefix: str) -> dict[str, Optional[tuple[int, int]]]:
     """{name: (pid, start)} of the side files under `prefix` that are
     regular files of this user."""
     try:
         names = [name for name in os.listdir(SHM_DIR) if name.startswith(prefix)]
     except OSError:
         return {}
-    found = {}
+    found: dict[str, Optional[tuple[int, int]]] = {}
     for name in names:
         try:
             info = os.lstat(os.path.join(SHM_DIR, name))
@@ -236,7 +245,7 @@ def _own_files(prefix):
     return found
 
 
-def remove_all(ring_name, creator_pid):
+def remove_all(ring_name: Optional[str], creator_pid: int) -> None:
     """Remove every side file of the ring (its creating Queue closes or is
     collected); a forked copy of the creator (another pid) does nothing."""
     if os.getpid() != creator_pid:
@@ -247,7 +256,7 @@ def remove_all(ring_name, creator_pid):
             _unlink(os.path.join(SHM_DIR, name))
 
 
-def sweep_orphans(ring_prefix="ringshm."):
+def sweep_orphans(ring_prefix: str = "ringshm.") -> int:
     """Remove this user's side files whose ring's name is gone and whose
     producer is dead. Returns how many it removed."""
     removed = 0
@@ -267,7 +276,7 @@ def sweep_orphans(ring_prefix="ringshm."):
     return removed
 
 
-def sweep(ring):
+def sweep(ring: Ring) -> int:
     """Remove the side files of `ring` that are garbage (see the module
     docstring); never a file of another user. Returns how many it removed."""
     prefix = f"{PREFIX}{ring.name}."
@@ -280,7 +289,7 @@ def sweep(ring):
     return removed
 
 
-def _is_garbage(ring, path, pid, start):
+def _is_garbage(ring: Ring, path: str, pid: int, start: int) -> bool:
     # Order matters: liveness first (a dead creator writes nothing more),
     # then the file's end, then the ring's counters (which only grow).
     alive = 0 < pid < PID_LIMIT and process_alive(pid, start)

@@ -4,6 +4,7 @@ consumer SIGKILLed at chosen points loses no committed item, delivers no
 half item and leaves no file behind. Plus a port of faster-fifo's test of
 0.5 MB messages through a 1 MB queue."""
 
+import array
 import hashlib
 import os
 import time
@@ -65,6 +66,17 @@ def test_item_larger_than_the_ring_round_trip(make_queue):
         assert q.get(timeout=TIMEOUT) == data
         assert side_files(q) == []
 
+
+def test_a_custom_dumps_buffer_is_sized_in_bytes_not_items(make_queue):
+    # A custom dumps may return any buffer: one of doubles whose item count
+    # fits max_message_size but whose bytes do not still goes to a side file.
+    q = make_queue(capacity=64 << 10, dumps=lambda obj: memoryview(array.array("d", obj)),
+                   loads=lambda data: array.array("d", data).tolist())
+    items = [float(i) for i in range(q._ring.max_message_size // 2)]
+    q.put(items)
+    assert len(side_files(q)) == 1
+    assert q.get(timeout=TIMEOUT) == items
+    assert side_files(q) == []
 
 def test_big_arrays_and_small_items_keep_their_order(make_queue):
     q = make_queue(capacity=1 << 20)
