@@ -41,7 +41,7 @@ class Endpoint:
     view: Callable[[], Any]
 
     def __init__(self, close: Optional[Callable[[], object]] = None,
-                 **calls: Optional[Callable[..., Any]]) -> None:
+                 **calls: object) -> None:
         self._close = close
         self.__dict__.update(calls)
 
