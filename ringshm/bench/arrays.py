@@ -16,8 +16,31 @@ import os
 import time
 import traceback
 import uuid
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from .transport import Unsupported
+
+if TYPE_CHECKING:
+    import multiprocessing.queues
+
+    import numpy.typing as npt
+    from py_sharedmemory import SharedMemoryReceiver, SharedMemorySender
+
+    from ringshm import Queue, Ring
+
+    Array = npt.NDArray[Any]
+    Shape = tuple[int, ...]
+    #: (call, close) from a peer's sender() / receiver().
+    Sender = tuple[Callable[[Array], object], Callable[[], object]]
+    Receiver = tuple[Callable[[], Array], Callable[[], object]]
+
+    class ArrayFifo(Protocol):
+        """What the arrays workload uses of a faster_fifo.Queue (untyped)."""
+
+        def put(self, array: Array) -> None: ...
+
+        def get(self, timeout: float) -> Array: ...
 
 _fork = multiprocessing.get_context("fork")
 STOP = -1
@@ -30,7 +53,7 @@ CASES = (("1920×1080×3 uint8 frame", (1080, 1920, 3), "uint8"),
 _CHECK = slice(4096, 4160)   # a stretch of the pattern every consumer compares
 
 
-def template(shape, dtype):
+def template(shape: Shape, dtype: npt.DTypeLike) -> Array:
     """The array a producer stamps and sends."""
     import numpy as np
     array = np.zeros(shape, dtype=dtype)
@@ -39,7 +62,7 @@ def template(shape, dtype):
     return array
 
 
-def stamp(array, seq):
+def stamp(array: Array, seq: int) -> None:
     """Write seq into the first and last 8 bytes of array."""
     flat = array.reshape(-1).view("<i8")
     flat[0] = flat[-1] = seq
@@ -48,14 +71,14 @@ def stamp(array, seq):
 class Checker:
     """Counts what a consumer received and what was wrong with it."""
 
-    def __init__(self, shape, dtype):
+    def __init__(self, shape: Shape, dtype: npt.DTypeLike) -> None:
         self.expect = template(shape, dtype).reshape(-1).view("u1")[_CHECK].copy()
         self.shape = shape
         self.received = 0
         self.bad = 0        # torn, wrong, repeated or out of order
         self.last = -1
 
-    def check(self, array):
+    def check(self, array: Array) -> bool:
         """False at the end marker; counts one array otherwise. (A gap in
         the sequence shows as sent - received.)"""
         ends = array.reshape(-1).view("<i8")
@@ -71,7 +94,8 @@ class Checker:
         return True
 
 
-def _pump(send, shape, dtype, seconds):
+def _pump(send: Callable[[Array], object], shape: Shape, dtype: npt.DTypeLike,
+          seconds: float) -> int:
     """The producer's loop; returns how many arrays it sent."""
     array = template(shape, dtype)
     stop_at = time.perf_counter() + seconds
@@ -93,7 +117,7 @@ class ArrayPeer:
     key = label = ""
     module: str | None = None   # the import that must work, for missing()
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         if self.module is None:
             return None
         try:
@@ -102,13 +126,19 @@ class ArrayPeer:
             return f"{self.label}: {self.module} is not installed ({exc})"
         return None
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> Any:
         return None
 
-    def teardown(self, state):
+    def sender(self, state: Any) -> Sender:
+        raise NotImplementedError
+
+    def receiver(self, state: Any) -> Receiver:
+        raise NotImplementedError
+
+    def teardown(self, state: Any) -> None:
         pass
 
-    def run(self, shape, dtype, seconds):
+    def run(self, shape: Shape, dtype: str, seconds: float) -> dict[str, Any]:
         """One measured run: {"sent", "received", "bad", "seconds"}."""
         import numpy as np
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -154,7 +184,7 @@ class ArrayPeer:
                 "seconds": elapsed}
 
 
-def _capacity(nbytes):
+def _capacity(nbytes: int) -> int:
     need = max(4 << 20, IN_FLIGHT * (nbytes + 4096))
     return 1 << (need - 1).bit_length()
 
@@ -162,48 +192,50 @@ def _capacity(nbytes):
 class RingshmQueue(ArrayPeer):
     key, label = "ringshm-queue", "ringshm.Queue (pickle 5, out-of-band)"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> Queue[Array]:
         from ringshm import Queue
         return Queue(capacity=_capacity(nbytes))
 
-    def sender(self, q):
+    def sender(self, q: Queue[Array]) -> Sender:
         return q.put, q.close
 
-    def receiver(self, q):
+    def receiver(self, q: Queue[Array]) -> Receiver:
         return q.get, lambda: None
 
-    def teardown(self, q):
+    def teardown(self, q: Queue[Array]) -> None:
         q.close()
 
 
 class RingshmRaw(ArrayPeer):
     key, label = "ringshm-ring", "ringshm Ring, reserve() + view() + .copy()"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> tuple[Ring, Shape, str]:
         from ringshm import Ring
         return Ring.create(capacity=_capacity(nbytes)), shape, dtype
 
-    def sender(self, state):
+    def sender(self, state: tuple[Ring, Shape, str]) -> Sender:
         ring, _, _ = state
         reserve = ring.reserve
 
-        def send(array):
-            source = memoryview(array).cast("B")
+        def send(array: Array) -> None:
+            # The stubs declare __buffer__ (typing's Buffer) only on Python 3.12+;
+            # an ndarray exports its buffer on every version.
+            source = memoryview(array).cast("B")  # type: ignore[arg-type, unused-ignore]
             with reserve(source.nbytes) as space:
                 space[:] = source
         return send, ring.close
 
-    def receiver(self, state):
+    def receiver(self, state: tuple[Ring, Shape, str]) -> Receiver:
         import numpy as np
         ring, shape, dtype = state
         view = ring.view
 
-        def receive():
+        def receive() -> Array:
             with view() as message:
                 return np.frombuffer(message, dtype=dtype).reshape(shape).copy()
         return receive, lambda: None
 
-    def teardown(self, state):
+    def teardown(self, state: tuple[Ring, Shape, str]) -> None:
         state[0].close()
 
 
@@ -213,34 +245,36 @@ class MPQueue(ArrayPeer):
 
     key, label = "mp-queue", "multiprocessing.Queue"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str
+              ) -> multiprocessing.queues.Queue[Array]:
         return _fork.Queue(maxsize=IN_FLIGHT)
 
-    def sender(self, q):
-        def close():
+    def sender(self, q: multiprocessing.queues.Queue[Array]) -> Sender:
+        def close() -> None:
             q.close()
             q.join_thread()
         return lambda array: q.put(array.copy()), close
 
-    def receiver(self, q):
+    def receiver(self, q: multiprocessing.queues.Queue[Array]) -> Receiver:
         return q.get, lambda: None
 
-    def teardown(self, q):
+    def teardown(self, q: multiprocessing.queues.Queue[Array]) -> None:
         q.close()
 
 
 class FasterFifo(ArrayPeer):
     key, label, module = "faster-fifo", "faster-fifo Queue (pickle)", "faster_fifo"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> ArrayFifo:
         import faster_fifo
-        return faster_fifo.Queue(max_size_bytes=_capacity(nbytes))
+        fifo: ArrayFifo = faster_fifo.Queue(max_size_bytes=_capacity(nbytes))
+        return fifo
 
-    def sender(self, q):
+    def sender(self, q: ArrayFifo) -> Sender:
         return q.put, lambda: None
 
-    def receiver(self, q):
-        def receive():
+    def receiver(self, q: ArrayFifo) -> Receiver:
+        def receive() -> Array:
             while True:
                 try:
                     return q.get(timeout=10)
@@ -253,28 +287,31 @@ class FasterFifo(ArrayPeer):
 class PySharedMemory(ArrayPeer):
     key, label, module = "py-sharedmemory", "py-sharedmemory", "py_sharedmemory"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str
+              ) -> tuple[SharedMemorySender, SharedMemoryReceiver]:
         from py_sharedmemory import create_shared_memory_pair
         # One producer per pair, as its documentation says.
-        return create_shared_memory_pair(capacity=IN_FLIGHT, ctx=_fork)
+        pair: tuple[SharedMemorySender, SharedMemoryReceiver] = create_shared_memory_pair(
+            capacity=IN_FLIGHT, ctx=_fork)
+        return pair   # typed here: the package may be installed without its types
 
-    def sender(self, pair):
+    def sender(self, pair: tuple[SharedMemorySender, SharedMemoryReceiver]) -> Sender:
         sender, _ = pair
 
-        def close():
+        def close() -> None:
             sender.wait_for_all_ack()
             sender.close()
         return sender.put, close
 
-    def receiver(self, pair):
+    def receiver(self, pair: tuple[SharedMemorySender, SharedMemoryReceiver]) -> Receiver:
         _, receiver = pair
         return receiver.get, receiver.close
 
-    def teardown(self, pair):
+    def teardown(self, pair: tuple[SharedMemorySender, SharedMemoryReceiver]) -> None:
         pair[0].close()
 
 
-def _wait_count(stream, count):
+def _wait_count(stream: Any, count: int) -> None:
     """Until pyshmem `stream` has been written `count` times. Its own
     read_new() waits for a write after the call and can miss one that
     landed just before (its docstring says to poll the count instead)."""
@@ -289,7 +326,7 @@ class PyShmem(ArrayPeer):
 
     key, label, module = "pyshmem", "pyshmem (with an ack stream)", "pyshmem"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> tuple[str, Any, Any]:
         import numpy as np
         import pyshmem
         name = f"ringshm-bench-{uuid.uuid4().hex[:12]}"
@@ -297,41 +334,47 @@ class PyShmem(ArrayPeer):
         ack = pyshmem.create(name + "-ack", shape=(1,), dtype=np.int64)
         return name, data, ack
 
-    def _open(self, state):
+    def _open(self, state: tuple[str, Any, Any]
+              ) -> tuple[tuple[Any, Any], Callable[[], object]]:
         import pyshmem
         name, data, ack = state
         opened = pyshmem.open(name), pyshmem.open(name + "-ack")
         return opened, (lambda: [stream.close() for stream in opened])
 
-    def sender(self, state):
+    def sender(self, state: tuple[str, Any, Any]) -> Sender:
         (data, ack), close = self._open(state)
         written = [ack.count]
 
-        def send(array):
+        def send(array: Array) -> None:
             data.write(array)
             written[0] += 1
             _wait_count(ack, written[0])
         return send, close
 
-    def receiver(self, state):
+    def receiver(self, state: tuple[str, Any, Any]) -> Receiver:
         import numpy as np
         (data, ack), close = self._open(state)
         seen = [data.count]
         count = np.zeros(1, dtype=np.int64)
 
-        def receive():
+        def receive() -> Array:
             seen[0] += 1
             _wait_count(data, seen[0])
-            array = data.read()
+            array: Array = data.read()
             ack.write(count)
             return array
         return receive, close
 
-    def teardown(self, state):
+    def teardown(self, state: tuple[str, Any, Any]) -> None:
         _, data, ack = state
         for stream in (data, ack):
             stream.close()
             stream.unlink()
+
+
+#: (service name, bytes of an array, its shape, its dtype, the "publisher
+#: made" pipe, the "subscriber connected" pipe).
+Iceoryx2State = tuple[str, int, "Shape", str, tuple[int, int], tuple[int, int]]
 
 
 class Iceoryx2(ArrayPeer):
@@ -344,17 +387,17 @@ class Iceoryx2(ArrayPeer):
 
     key, label, module = "iceoryx2", "iceoryx2 (loaned sample)", "iceoryx2"
 
-    def setup(self, nbytes, shape, dtype):
+    def setup(self, nbytes: int, shape: Shape, dtype: str) -> Iceoryx2State:
         # Two pipes for the handshake: publisher made -> subscriber connected.
         return (f"ringshm-bench-{uuid.uuid4().hex[:12]}", nbytes, shape, dtype,
                 os.pipe(), os.pipe())
 
-    def teardown(self, state):
+    def teardown(self, state: Iceoryx2State) -> None:
         for fd in (*state[4], *state[5]):
             os.close(fd)
 
     @staticmethod
-    def _service(name, nbytes):
+    def _service(name: str, nbytes: int) -> tuple[ModuleType, Any, Any]:
         import iceoryx2 as iox2
         iox2.set_log_level(iox2.LogLevel.Error)
         node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
@@ -366,7 +409,7 @@ class Iceoryx2(ArrayPeer):
                    .open_or_create())
         return iox2, node, service
 
-    def sender(self, state):
+    def sender(self, state: Iceoryx2State) -> Sender:
         name, nbytes, _, _, made, connected = state
         iox2, node, service = self._service(name, nbytes)
         publisher = (service.publisher_builder().initial_max_slice_len(nbytes)
@@ -377,19 +420,19 @@ class Iceoryx2(ArrayPeer):
         os.read(connected[0], 1)   # samples sent before it connected are dropped
         memmove = ctypes.memmove
 
-        def send(array):
+        def send(array: Array) -> None:
             sample = publisher.loan_slice_uninit(nbytes)
             memmove(sample.payload_ptr, array.ctypes.data, nbytes)
             sample.assume_init().send()
 
         ports = [node, service, publisher]   # alive until close()
 
-        def close():
+        def close() -> None:
             publisher.delete()
             ports.clear()
         return send, close
 
-    def receiver(self, state):
+    def receiver(self, state: Iceoryx2State) -> Receiver:
         import numpy as np
         name, nbytes, shape, dtype, made, connected = state
         _, node, service = self._service(name, nbytes)
@@ -398,7 +441,7 @@ class Iceoryx2(ArrayPeer):
         yield_cpu = os.sched_yield
         waiting = [True]
 
-        def receive():
+        def receive() -> Array:
             if waiting[0]:   # the producer's publisher exists: connect to it
                 os.read(made[0], 1)
                 subscriber.has_samples()
@@ -410,20 +453,23 @@ class Iceoryx2(ArrayPeer):
                     break
                 yield_cpu()
             payload = buffer_type.from_address(sample.payload_ptr)
-            array = np.frombuffer(payload, dtype=dtype).reshape(shape).copy()
+            # A ctypes array is a buffer; its stubs say so only on Python 3.12+.
+            array: Array = np.frombuffer(payload, dtype=dtype  # type: ignore[call-overload, unused-ignore]
+                                         ).reshape(shape).copy()
             sample.delete()
             return array
 
-        def close():
+        def close() -> None:
             subscriber.delete()
         return receive, close
 
 
-PEERS = (RingshmQueue(), RingshmRaw(), MPQueue(), FasterFifo(), PySharedMemory(), PyShmem(),
-         Iceoryx2())
+PEERS: tuple[ArrayPeer, ...] = (RingshmQueue(), RingshmRaw(), MPQueue(), FasterFifo(),
+                                PySharedMemory(), PyShmem(), Iceoryx2())
 
 
-def run(seconds, repeats, peers=PEERS, log=None):
+def run(seconds: float, repeats: int, peers: tuple[ArrayPeer, ...] = PEERS,
+        log: Optional[Callable[[str], object]] = None) -> list[dict[str, Any]]:
     """Every case over every peer, repeats outermost; the best repeat counts.
     Returns a list of records (label, case, arrays_per_s, gb_per_s, sent,
     received, bad, skipped, error)."""
@@ -433,7 +479,7 @@ def run(seconds, repeats, peers=PEERS, log=None):
     except ImportError:
         return [{"case": case, "key": p.key, "label": p.label, "skipped": "numpy is not installed",
                  "error": None, "repeats": []} for case, _, _ in CASES for p in peers]
-    records = []
+    records: list[dict[str, Any]] = []
     for case, shape, dtype in CASES:
         for peer in peers:
             records.append({"case": case, "shape": shape, "dtype": dtype, "key": peer.key,
@@ -470,7 +516,7 @@ def run(seconds, repeats, peers=PEERS, log=None):
     return records
 
 
-def format_table(records):
+def format_table(records: list[dict[str, Any]]) -> str:
     """The arrays table: arrays/s and GB/s per peer and case."""
     lines = ["Arrays, 1→1 (each consumer ends with its own writable copy, contents checked)"]
     for case, _, _ in CASES:

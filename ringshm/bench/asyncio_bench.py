@@ -29,9 +29,17 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Optional, Sequence, cast
 
 from ringshm import Empty, Full, Queue, Ring
 from ringshm.asyncio import AsyncQueue, AsyncRing
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.synchronize import Event
+
+    import zmq
+    import zmq.asyncio
 
 SIZE = 64
 CAPACITY = 1 << 20
@@ -42,12 +50,13 @@ PAYLOAD = b"x" * SIZE
 
 # -- the blocking ends (forked) ------------------------------------------------
 
-def _ring_echo(inbound, outbound, count):
+def _ring_echo(inbound: Ring, outbound: Ring, count: int) -> None:
     for _ in range(count):
         outbound.put(inbound.get())
 
 
-def _trickle(send_nowait, again, done):
+def _trickle(send_nowait: Callable[[], object], again: type[BaseException], done: Event
+             ) -> None:
     # After the timed messages, one more every millisecond until the
     # receiver is done: zmq.asyncio can miss the wake-up of the last
     # messages of a burst (pyzmq issues #1065, #2173) and a new arrival
@@ -60,21 +69,22 @@ def _trickle(send_nowait, again, done):
         time.sleep(0.001)
 
 
-def _ring_send(ring, count, go, done):
+def _ring_send(ring: Ring, count: int, go: Event, done: Event) -> None:
     go.wait()
     for _ in range(count):
         ring.put(PAYLOAD)
     _trickle(lambda: ring.put_nowait(PAYLOAD), Full, done)
 
 
-def _queue_send(queue, count, go, done):
+def _queue_send(queue: Queue[bytes], count: int, go: Event, done: Event) -> None:
     go.wait()
     for _ in range(count):
         queue.put(PAYLOAD)
     _trickle(lambda: queue.put_nowait(PAYLOAD), Full, done)
 
 
-def _zmq_connected(kind, address, linger):
+def _zmq_connected(kind: int, address: str, linger: int
+                   ) -> tuple[zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:
     import zmq
     context = zmq.Context()
     sock = context.socket(kind)
@@ -83,7 +93,7 @@ def _zmq_connected(kind, address, linger):
     return context, sock
 
 
-def _zmq_echo(address, count):
+def _zmq_echo(address: str, count: int) -> None:
     import zmq
     context, sock = _zmq_connected(zmq.PAIR, address, -1)   # deliver every echo
     for _ in range(count):
@@ -92,7 +102,7 @@ def _zmq_echo(address, count):
     context.term()
 
 
-def _zmq_send(address, count, go, done):
+def _zmq_send(address: str, count: int, go: Event, done: Event) -> None:
     import zmq
     # The receiver stops after `count`: what the tail left unread is dropped.
     context, sock = _zmq_connected(zmq.PUSH, address, 0)
@@ -106,19 +116,19 @@ def _zmq_send(address, count, go, done):
 
 # -- the asyncio ends ------------------------------------------------------------
 
-def _percentiles(samples):
+def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50_us": statistics.median(ordered) * 1e6,
             "p99_us": ordered[int(len(ordered) * 0.99) - 1] * 1e6}
 
 
-async def _ring_round_trips(count):
+async def _ring_round_trips(count: int) -> dict[str, float]:
     with Ring.create(capacity=CAPACITY) as out, Ring.create(capacity=CAPACITY) as back:
         peer = _fork.Process(target=_ring_echo, args=(out, back, count + WARMUP))
         peer.start()
         sender, receiver = AsyncRing(out), AsyncRing(back)
         try:
-            samples = []
+            samples: list[float] = []
             for i in range(count + WARMUP):
                 start = time.perf_counter()
                 await sender.put(PAYLOAD)
@@ -132,7 +142,7 @@ async def _ring_round_trips(count):
     return _percentiles(samples)
 
 
-async def _zmq_round_trips(address, count):
+async def _zmq_round_trips(address: str, count: int) -> dict[str, float]:
     import zmq
     import zmq.asyncio
     context = zmq.asyncio.Context()
@@ -141,7 +151,7 @@ async def _zmq_round_trips(address, count):
     peer = _fork.Process(target=_zmq_echo, args=(address, count + WARMUP))
     peer.start()
     try:
-        samples = []
+        samples: list[float] = []
         for i in range(count + WARMUP):
             start = time.perf_counter()
             await sock.send(PAYLOAD)
@@ -155,7 +165,8 @@ async def _zmq_round_trips(address, count):
     return _percentiles(samples)
 
 
-async def _receive(start_peer, receive_one, count):
+async def _receive(start_peer: Callable[[Event, Event], BaseProcess],
+                   receive_one: Callable[[], Awaitable[object]], count: int) -> dict[str, float]:
     """Messages a second: start the sender, time ``count`` receptions."""
     go, done = _fork.Event(), _fork.Event()
     peer = start_peer(go, done)
@@ -170,15 +181,16 @@ async def _receive(start_peer, receive_one, count):
         peer.join()
 
 
-def _started(target, *args):
+def _started(target: Callable[..., None], *args: Any) -> BaseProcess:
     peer = _fork.Process(target=target, args=args)
     peer.start()
     return peer
 
 
-def _busy(get_nowait, again):
+def _busy(get_nowait: Callable[[], object], again: type[BaseException]
+          ) -> Callable[[], Awaitable[object]]:
     """A coroutine function that spins on a non-blocking receive."""
-    async def receive_one():
+    async def receive_one() -> object:
         while True:
             try:
                 return get_nowait()
@@ -187,7 +199,7 @@ def _busy(get_nowait, again):
     return receive_one
 
 
-async def _ring_throughput(count, how):
+async def _ring_throughput(count: int, how: str) -> dict[str, float]:
     with Ring.create(capacity=CAPACITY) as ring:
         aring = AsyncRing(ring)
         try:
@@ -198,9 +210,10 @@ async def _ring_throughput(count, how):
             aring.close()
 
 
-async def _queue_throughput(count, how):
+async def _queue_throughput(count: int, how: str) -> dict[str, float]:
+    queue: Queue[bytes]
     with Queue(capacity=CAPACITY) as queue:
-        aqueue = AsyncQueue(queue=queue)
+        aqueue: AsyncQueue[bytes] = AsyncQueue(queue=queue)
         try:
             receive = aqueue.get if how == "await" else _busy(queue.get_nowait, Empty)
             return await _receive(lambda go, done: _started(_queue_send, queue, count, go, done),
@@ -209,15 +222,17 @@ async def _queue_throughput(count, how):
             aqueue.close()
 
 
-async def _zmq_throughput(address, count, how):
+async def _zmq_throughput(address: str, count: int, how: str) -> dict[str, float]:
     import zmq
     import zmq.asyncio
     context = zmq.asyncio.Context() if how == "await" else zmq.Context()
     sock = context.socket(zmq.PULL)
     sock.bind(address)
     try:
+        receive: Callable[[], Awaitable[object]]
         if how == "await":
-            receive = sock.recv
+            # A zmq.asyncio socket (the context above): recv() is awaitable.
+            receive = cast("zmq.asyncio.Socket", sock).recv
         else:
             receive = _busy(lambda: sock.recv(zmq.NOBLOCK), zmq.Again)
         return await _receive(lambda go, done: _started(_zmq_send, address, count, go, done),
@@ -229,7 +244,8 @@ async def _zmq_throughput(address, count, how):
 
 # -- the run and its table ---------------------------------------------------------
 
-def run(messages=200_000, round_trips=20_000, log=print):
+def run(messages: int = 200_000, round_trips: int = 20_000,
+        log: Callable[[str], object] = print) -> list[dict[str, Any]]:
     """Every case once; returns a list of rows (dicts)."""
     try:
         import zmq  # noqa: F401
@@ -239,7 +255,7 @@ def run(messages=200_000, round_trips=20_000, log=print):
         log("pyzmq is not installed (pip install pyzmq): its rows are skipped")
     directory = tempfile.mkdtemp(prefix="ringshm-bench-asyncio-")
     address = f"ipc://{os.path.join(directory, 'bench.sock')}"
-    cases = [
+    cases: list[tuple[str, str, Callable[[], Coroutine[Any, Any, dict[str, float]]]]] = [
         ("round trip", "ringshm AsyncRing", lambda: _ring_round_trips(round_trips)),
         ("await get()", "ringshm AsyncRing", lambda: _ring_throughput(messages, "await")),
         ("get_nowait() loop", "ringshm Ring", lambda: _ring_throughput(messages, "busy")),
@@ -254,7 +270,7 @@ def run(messages=200_000, round_trips=20_000, log=print):
             ("get_nowait() loop", "zmq PULL ipc recv(NOBLOCK)",
              lambda: _zmq_throughput(address, messages, "busy")),
         ]
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for case, transport, measure in cases:
             row = {"case": case, "transport": transport, "size": SIZE,
@@ -266,13 +282,13 @@ def run(messages=200_000, round_trips=20_000, log=print):
     return rows
 
 
-def _figure(row):
+def _figure(row: dict[str, Any]) -> str:
     if "p50_us" in row:
         return f"p50 {row['p50_us']:7.1f} µs   p99 {row['p99_us']:7.1f} µs"
     return f"{row['msgs_per_s'] / 1e3:9.0f} k msg/s"
 
 
-def format_table(rows):
+def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     lines = [f"asyncio, {SIZE} B messages, the other end a blocking process",
              "", "| case | transport | figure |", "|---|---|---|"]
@@ -280,7 +296,7 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ringshm.bench.asyncio_bench``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m ringshm.bench.asyncio_bench",
                                      description=__doc__.split("\n\n")[0])

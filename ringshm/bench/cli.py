@@ -10,13 +10,14 @@ import argparse
 import dataclasses
 import json
 import sys
+from typing import Any, Optional, Sequence
 
 from ringshm.cli import parse_count, parse_size
 
 from . import arrays, futex, report, suite
 
 
-def _keys(text):
+def _keys(text: str) -> list[str]:
     keys = [key.strip() for key in text.split(",") if key.strip()]
     unknown = [key for key in keys if key not in suite.BY_KEY]
     if unknown:
@@ -25,13 +26,14 @@ def _keys(text):
     return keys
 
 
-def _sizes(text):
+def _sizes(text: str) -> tuple[int, ...]:
     return tuple(parse_size(part) for part in text.split(","))
 
 
-def _topologies(text):
+def _topologies(text: str) -> tuple[tuple[int, ...], ...]:
     try:
-        pairs = tuple(tuple(int(n) for n in part.lower().split("x")) for part in text.split(","))
+        pairs: tuple[tuple[int, ...], ...] = tuple(
+            tuple(int(n) for n in part.lower().split("x")) for part in text.split(","))
     except ValueError:
         pairs = ()
     if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
@@ -40,7 +42,7 @@ def _topologies(text):
     return pairs
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringshm bench",
         description="Throughput and ping-pong latency of ringshm against multiprocessing, "
@@ -76,7 +78,7 @@ def build_parser():
     return parser
 
 
-def _plan(args):
+def _plan(args: argparse.Namespace) -> suite.Plan:
     plan = suite.FULL if args.full else suite.SMOKE if args.smoke else suite.SHORT
     changes = {"sizes": args.sizes, "topologies": args.topologies, "seconds": args.seconds,
                "repeats": args.repeats}
@@ -84,7 +86,7 @@ def _plan(args):
     return dataclasses.replace(plan, pingpong=plan.pingpong and not args.no_pingpong)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``ringshm bench``; returns the exit status.
 
     Raises:
@@ -97,12 +99,12 @@ def main(argv=None):
     transports = tuple(suite.BY_KEY[k] for k in args.transports) if args.transports \
         else suite.TRANSPORTS
 
-    def log(line):
+    def log(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
     plan = _plan(args)
-    results = suite.run(plan, transports, log)
+    results: dict[str, Any] = suite.run(plan, transports, log)
     if args.arrays or args.full or args.smoke:
         results["arrays"] = arrays.run(plan.seconds * 2, plan.repeats, log=log)
     if args.futex:

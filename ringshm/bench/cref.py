@@ -16,12 +16,14 @@ import shutil
 import subprocess
 import tempfile
 from importlib import resources
+from typing import Any, Optional
 
 from .transport import Transport, Unsupported
 
 
 @functools.cache
-def compile_program(source_name, include_core_headers=False):
+def compile_program(source_name: str, include_core_headers: bool = False
+                    ) -> tuple[Optional[str], Optional[str]]:
     """Compile the packaged C file ``source_name`` into a temporary directory
     (removed at exit). ``include_core_headers`` puts the ringshm package on the
     include path, so a program can use the core's own _atomic.h and _futex.h.
@@ -47,12 +49,12 @@ def compile_program(source_name, include_core_headers=False):
     return executable, None
 
 
-def compile_cring():
+def compile_cring() -> tuple[Optional[str], Optional[str]]:
     """The reference ring: (path of the executable, None) or (None, why not)."""
     return compile_program("cring.c")
 
 
-def _run(args, timeout):
+def _run(args: list[Any], timeout: float) -> dict[str, Any]:
     executable, why = compile_cring()
     if executable is None:
         raise Unsupported(why)
@@ -60,7 +62,8 @@ def _run(args, timeout):
                           text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"cring {' '.join(map(str, args))}: {done.stderr.strip()}")
-    return json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 class CRing(Transport):
@@ -70,14 +73,16 @@ class CRing(Transport):
     max_consumers = 1
     external = True
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         return compile_cring()[1]
 
-    def throughput(self, size, capacity, seconds, timeout):
+    def throughput(self, size: int, capacity: int, seconds: float, timeout: float
+                   ) -> dict[str, Any]:
         """One run: {"sent", "received", "received_bytes", "seconds"}."""
         return _run(["throughput", size, capacity, seconds], timeout)
 
-    def round_trips(self, size, count, warmup, timeout):
+    def round_trips(self, size: int, count: int, warmup: int, timeout: float
+                    ) -> dict[str, Any]:
         """One ping-pong run: {"count", "received", "p50_us", "p99_us", ...}."""
         return _run(["pingpong", size, count, warmup], timeout)
 

@@ -18,11 +18,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 BASELINE_MESSAGES = 1  # the producer sends one clock-check block: 1,024 at 64 B
 
 
-def _parse(summary):
+def _parse(summary: str) -> tuple[int, int]:
     """(calls, errors) of futex in strace -c output."""
     for line in summary.splitlines():
         fields = line.split()
@@ -32,7 +33,8 @@ def _parse(summary):
     return 0, 0
 
 
-def _traced(strace, key, messages, size, timeout):
+def _traced(strace: str, key: str, messages: float, size: int, timeout: float
+            ) -> tuple[int, int, int, int]:
     import ringshm
     root = os.path.dirname(os.path.dirname(os.path.abspath(ringshm.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -51,7 +53,8 @@ def _traced(strace, key, messages, size, timeout):
     return calls, errors, sent, received
 
 
-def count_futex(key="ringshm", messages=1_000_000, size=64, timeout=600):
+def count_futex(key: str = "ringshm", messages: int = 1_000_000, size: int = 64,
+                timeout: float = 600) -> dict[str, Any]:
     """Returns {"transport", "messages", "futex_calls", "futex_errors",
     "baseline_calls", "calls_per_message", "ok"}.
 
@@ -69,7 +72,7 @@ def count_futex(key="ringshm", messages=1_000_000, size=64, timeout=600):
             "ok": sent == received}
 
 
-def format_count(count):
+def format_count(count: dict[str, Any]) -> str:
     return (f"futex calls, {count['transport']}, {count['messages']:,} messages of "
             f"{count['size']} B 1→1: {count['futex_calls']:,} "
             f"({count['futex_errors']:,} errors; {count['baseline_calls']:,} in a run of "
@@ -77,7 +80,7 @@ def format_count(count):
             + ("" if count["ok"] else "  LOST MESSAGES"))
 
 
-def _child(key, messages, size):
+def _child(key: str, messages: int, size: int) -> None:
     from . import runner
     from .suite import BY_KEY
     run = runner.throughput(BY_KEY[key], size, 1, 1, seconds=3600.0, limit=messages)

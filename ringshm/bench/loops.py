@@ -14,13 +14,17 @@ with one pipe per consumer send one sentinel down each pipe, see
 transports.py).
 """
 
+from __future__ import annotations
+
 from itertools import repeat
 from time import perf_counter, perf_counter_ns
+from typing import Any, Callable, ContextManager, Sized
 
 SENTINEL = b""
 
 
-def pump(put, item, per_call, stop_at, check_every, limit):
+def pump(put: Callable[[Any], object], item: Any, per_call: int, stop_at: float,
+         check_every: int, limit: float) -> int:
     """put(item) until the clock passes stop_at or limit messages went out
     (the futex count wants a fixed amount of work); returns how many went
     out. item is one message (per_call 1) or a put_many batch."""
@@ -34,7 +38,7 @@ def pump(put, item, per_call, stop_at, check_every, limit):
             return sent
 
 
-def drain_items(get, sentinels):
+def drain_items(get: Callable[[], Any], sentinels: int) -> int:
     """get() returning a sized message (bytes, a zmq Frame) or, through
     functools.partial, get_into(buffer) returning a length."""
     received = 0
@@ -48,7 +52,7 @@ def drain_items(get, sentinels):
                 return received
 
 
-def drain_views(view, sentinels):
+def drain_views(view: Callable[[], ContextManager[Sized]], sentinels: int) -> int:
     """``with view() as mv``: zero-copy read; the payload is not touched, so
     this row measures what the ring itself costs a reader."""
     received = 0
@@ -63,7 +67,8 @@ def drain_views(view, sentinels):
             return received
 
 
-def drain_batches(get_many, put_back, sentinels):
+def drain_batches(get_many: Callable[[], list[Any]], put_back: Callable[[bytes], object],
+                  sentinels: int) -> int:
     """get_many() returning a list. A batch can hold sentinels meant for
     another consumer; those are put back."""
     received = 0
@@ -82,11 +87,12 @@ def drain_batches(get_many, put_back, sentinels):
             return received
 
 
-def ping(send, recv, message, count, warmup, stop_at):
+def ping(send: Callable[[Any], object], recv: Callable[[], Sized], message: bytes, count: int,
+         warmup: int, stop_at: float) -> tuple[list[int], int]:
     """Round trips: send, wait for the echo. Returns (round-trip times in ns
     after the warm-up, echoes of the wrong length)."""
     size = len(message)
-    times = []
+    times: list[int] = []
     record = times.append
     wrong = 0
     clock = perf_counter_ns
@@ -106,7 +112,7 @@ def ping(send, recv, message, count, warmup, stop_at):
     return times, wrong
 
 
-def pong(send, recv):
+def pong(send: Callable[[Any], object], recv: Callable[[], Any]) -> None:
     """Echo every message until the sentinel."""
     while True:
         message = recv()

@@ -12,8 +12,18 @@ import os
 import queue
 import shutil
 import tempfile
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 from .transport import GET_MANY_LIMIT, BatchMixin, Endpoint, Transport, Unsupported
+
+if TYPE_CHECKING:
+    import multiprocessing.queues
+    from multiprocessing.connection import Connection
+
+    import faster_fifo
+    import posix_ipc
+    import zmq
 
 _fork = multiprocessing.get_context("fork")
 
@@ -29,19 +39,21 @@ class MPQueue(Transport):
     key = "mp-queue"
     label = "multiprocessing.Queue"
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int
+             ) -> multiprocessing.queues.Queue[bytes]:
         # Bounded like the ring; unbounded, the producer's deque grows
         # without limit and the run would end long after the time budget.
         return _fork.Queue(maxsize=max(2, capacity // (size + 8)))
 
-    def close(self, channel):
+    def close(self, channel: multiprocessing.queues.Queue[bytes]) -> None:
         channel.close()
         channel.join_thread()
 
-    def producer(self, channel, index):
+    def producer(self, channel: multiprocessing.queues.Queue[bytes], index: int) -> Endpoint:
         return Endpoint(put=channel.put)
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: multiprocessing.queues.Queue[bytes], index: int, size: int
+                 ) -> Endpoint:
         return Endpoint(put=channel.put, get=channel.get)
 
 
@@ -54,25 +66,27 @@ class MPPipe(Transport):
     max_producers = 1
     max_consumers = 1
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int
+             ) -> tuple[Connection, Connection]:
         return _fork.Pipe(duplex=False)
 
-    def close(self, channel):
+    def close(self, channel: tuple[Connection, Connection]) -> None:
         for connection in channel:
             connection.close()
 
-    def producer(self, channel, index):
+    def producer(self, channel: tuple[Connection, Connection], index: int) -> Endpoint:
         return Endpoint(put=channel[1].send_bytes)
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: tuple[Connection, Connection], index: int, size: int
+                 ) -> Endpoint:
         return Endpoint(get=channel[0].recv_bytes)
 
 
-def _retry_empty(get):
+def _retry_empty(get: Callable[[], Any]) -> Callable[[], Any]:
     """faster-fifo's blocking get raises Empty when several consumers race
     for one message (and after its default 10 s timeout): wait on, as its
     users have to."""
-    def patient_get():
+    def patient_get() -> Any:
         while True:
             try:
                 return get()
@@ -88,22 +102,24 @@ class FasterFifo(Transport):
     key = "faster-fifo"
     label = "faster-fifo put/get"
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         try:
             import faster_fifo  # noqa: F401
         except ImportError:
             return "faster-fifo is not installed (pip install faster-fifo)"
         return None
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int
+             ) -> tuple[faster_fifo.Queue, int]:
         import faster_fifo
         return faster_fifo.Queue(max_size_bytes=capacity, loads=bytes, dumps=bytes), consumers
 
-    def producer(self, channel, index):
+    def producer(self, channel: tuple[faster_fifo.Queue, int], index: int) -> Endpoint:
         fifo, _ = channel
         return Endpoint(put=fifo.put, put_many=fifo.put_many)
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: tuple[faster_fifo.Queue, int], index: int, size: int
+                 ) -> Endpoint:
         fifo, consumers = channel
         get_many = functools.partial(fifo.get_many, max_messages_to_get=GET_MANY_LIMIT)
         if consumers == 1:  # no race: faster-fifo as it is, no wrapper to pay for
@@ -117,7 +133,7 @@ class FasterFifoBatch(BatchMixin, FasterFifo):
     label = "faster-fifo put_many/get_many"
 
 
-def _mqueue_limit(name, default):
+def _mqueue_limit(name: str, default: int) -> int:
     """A Linux limit from /proc/sys/fs/mqueue (msg_max, msgsize_max)."""
     try:
         with open(f"/proc/sys/fs/mqueue/{name}") as limit:
@@ -134,19 +150,20 @@ class PosixMQ(Transport):
     key = "posix-mq"
     label = "posix_ipc.MessageQueue"
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         import posix_ipc
         if not posix_ipc.MESSAGE_QUEUES_SUPPORTED:
             return "POSIX message queues are not supported here"
         return None
 
-    def check(self, size, producers, consumers):
+    def check(self, size: int, producers: int, consumers: int) -> None:
         super().check(size, producers, consumers)
         largest = _mqueue_limit("msgsize_max", 8192)
         if size > largest:
             raise Unsupported(f"{size} B > fs.mqueue.msgsize_max {largest} B")
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int
+             ) -> posix_ipc.MessageQueue:
         import posix_ipc
         depth = max(1, min(_mqueue_limit("msg_max", 10), capacity // max(size, 1)))
         try:
@@ -155,19 +172,30 @@ class PosixMQ(Transport):
         except (OSError, ValueError, posix_ipc.Error) as exc:
             raise Unsupported(str(exc)) from exc
 
-    def close(self, channel):
+    def close(self, channel: posix_ipc.MessageQueue) -> None:
         channel.close()
         channel.unlink()
 
-    def producer(self, channel, index):
+    def producer(self, channel: posix_ipc.MessageQueue, index: int) -> Endpoint:
         return Endpoint(put=channel.send)
 
-    def consumer(self, channel, index, size):
-        receive = channel.receive
+    def consumer(self, channel: posix_ipc.MessageQueue, index: int, size: int) -> Endpoint:
+        receive: Callable[[], tuple[bytes, int]] = channel.receive
 
-        def get():
+        def get() -> bytes:
             return receive()[0]  # (message, priority)
         return Endpoint(put=channel.send, get=get)
+
+
+#: Zmq's channel: (temporary directory, one ipc:// address per consumer,
+#: high-water mark in messages, zero-copy sends and receives).
+ZmqChannel = tuple[str, list[str], int, bool]
+
+
+class ZmqPushEnd(Endpoint):
+    """A Zmq producer: its end() sends a sentinel down each PUSH socket."""
+
+    sockets: list[zmq.Socket[bytes]]
 
 
 class Zmq(Transport):
@@ -183,27 +211,27 @@ class Zmq(Transport):
     key = "zmq"
     label = "pyzmq PUSH/PULL ipc"
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         try:
             import zmq  # noqa: F401
         except ImportError:
             return "pyzmq is not installed (pip install pyzmq)"
         return None
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int) -> ZmqChannel:
         directory = tempfile.mkdtemp(prefix="ringshm-bench-zmq-")
         endpoints = [f"ipc://{os.path.join(directory, str(i))}" for i in range(consumers)]
         # High-water marks in messages, set to the ring's bytes in flight.
         return directory, endpoints, max(2, capacity // (size + 8)), size >= ZMQ_COPY_THRESHOLD
 
-    def close(self, channel):
+    def close(self, channel: ZmqChannel) -> None:
         shutil.rmtree(channel[0], ignore_errors=True)
 
-    def producer(self, channel, index):
+    def producer(self, channel: ZmqChannel, index: int) -> Endpoint:
         import zmq
         _, endpoints, hwm, zero_copy = channel
         context = zmq.Context()
-        sockets = []
+        sockets: list[zmq.Socket[bytes]] = []
         for endpoint in endpoints:
             socket = context.socket(zmq.PUSH)
             socket.setsockopt(zmq.SNDHWM, hwm)
@@ -214,25 +242,27 @@ class Zmq(Transport):
             socket.connect(endpoint)
             sockets.append(socket)
         sends = [functools.partial(socket.send, copy=not zero_copy) for socket in sockets]
+        put: Callable[[bytes], object]
         if len(sends) == 1:
             put = sends[0]
         else:
             turn = itertools.cycle(sends)
 
-            def put(message):
+            def put(message: bytes) -> None:
                 next(turn)(message)
 
-        def close():
+        def close() -> None:
             for socket in sockets:
                 socket.close()
             context.term()
-        return Endpoint(close, put=put, sockets=sockets)
+        return ZmqPushEnd(close, put=put, sockets=sockets)
 
-    def end(self, endpoint, consumers):
-        for socket in endpoint.sockets:
+    def end(self, endpoint: Endpoint, consumers: int) -> None:
+        # Only this producer()'s ZmqPushEnd comes here.
+        for socket in cast(ZmqPushEnd, endpoint).sockets:
             socket.send(b"")
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: ZmqChannel, index: int, size: int) -> Endpoint:
         import zmq
         _, endpoints, hwm, zero_copy = channel
         context = zmq.Context()
@@ -240,10 +270,15 @@ class Zmq(Transport):
         socket.setsockopt(zmq.RCVHWM, hwm)
         socket.bind(endpoints[index])
 
-        def close():
+        def close() -> None:
             socket.close(linger=0)
             context.term()
         return Endpoint(close, get=functools.partial(socket.recv, copy=not zero_copy))
+
+
+#: Iceoryx2's channel: (service name, message size, subscriber buffer depth,
+#: producers, the "publisher made" pipe, the "subscriber connected" pipe).
+Iceoryx2Channel = tuple[str, int, int, int, tuple[int, int], tuple[int, int]]
 
 
 class Iceoryx2(Transport):
@@ -261,24 +296,25 @@ class Iceoryx2(Transport):
     label = "iceoryx2 publish-subscribe"
     max_consumers = 1
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         try:
             import iceoryx2  # noqa: F401
         except ImportError:
             return "iceoryx2 is not installed (pip install iceoryx2)"
         return None
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int
+             ) -> Iceoryx2Channel:
         depth = max(2, min(1024, capacity // (size + 64)))
         return (f"ringshm-bench-{os.getpid()}-{next(_iceoryx2_names)}", size, depth, producers,
                 os.pipe(), os.pipe())
 
-    def close(self, channel):
+    def close(self, channel: Iceoryx2Channel) -> None:
         for fd in (*channel[4], *channel[5]):
             os.close(fd)
 
     @staticmethod
-    def _service(channel):
+    def _service(channel: Iceoryx2Channel) -> tuple[ModuleType, Any, Any]:
         import ctypes
 
         import iceoryx2 as iox2
@@ -292,7 +328,7 @@ class Iceoryx2(Transport):
                    .open_or_create())
         return iox2, node, service
 
-    def producer(self, channel, index):
+    def producer(self, channel: Iceoryx2Channel, index: int) -> Endpoint:
         import ctypes
         iox2, node, service = self._service(channel)
         publisher = (service.publisher_builder().initial_max_slice_len(max(channel[1], 1))
@@ -303,7 +339,7 @@ class Iceoryx2(Transport):
         made, connected = channel[4], channel[5]
         first = [True]
 
-        def put(message):
+        def put(message: bytes) -> None:
             if first[0]:   # the first send: the subscriber connects first
                 os.write(made[1], b"!")
                 os.read(connected[0], 1)
@@ -312,12 +348,12 @@ class Iceoryx2(Transport):
             sample = publisher.loan_slice_uninit(len(message))
             memmove(sample.payload_ptr, message, len(message))
             sample.assume_init().send()
-        def close():
+        def close() -> None:
             publisher.delete()
             ports.clear()
         return Endpoint(close, put=put)
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: Iceoryx2Channel, index: int, size: int) -> Endpoint:
         import ctypes
         _, node, service = self._service(channel)
         subscriber = service.subscriber_builder().buffer_size(channel[2]).create()
@@ -327,7 +363,7 @@ class Iceoryx2(Transport):
         producers, made, connected = channel[3], channel[4], channel[5]
         first = [True]
 
-        def get():
+        def get() -> bytes:
             if first[0]:   # the first get: connect once every publisher exists
                 for _ in range(producers):
                     os.read(made[0], 1)
@@ -343,7 +379,7 @@ class Iceoryx2(Transport):
             sample.delete()
             return message
 
-        def close():
+        def close() -> None:
             subscriber.delete()
             ports.clear()
         return Endpoint(close, get=get)

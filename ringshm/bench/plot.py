@@ -9,6 +9,8 @@ plots are skipped with a note).
 from __future__ import annotations
 
 import os
+from types import ModuleType
+from typing import Any
 
 from .report import human_size
 from .suite import TRANSPORTS
@@ -18,22 +20,26 @@ from .suite import TRANSPORTS
 _PYTHON_ROWS = [t.key for t in TRANSPORTS if t.key != "c-ring"]
 _COLOURS = {key: f"C{index % 10}" for index, key in enumerate(_PYTHON_ROWS)}
 _COLOURS["c-ring"] = "black"
+#: One suite record (JSON-like: see suite._record).
+Record = dict[str, Any]
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
     matplotlib.use("Agg")  # files only; no display needed
     from matplotlib import pyplot
-    return pyplot
+    module: ModuleType = pyplot   # Any where matplotlib is missing (mypy)
+    return module
 
 
-def _measured(results, kind, field):
+def _measured(results: list[Record], kind: str, field: str) -> list[Record]:
     return [r for r in results if r["kind"] == kind and field in r and not r["skipped"]]
 
 
-def _throughput(pyplot, records, producers, consumers, path):
+def _throughput(pyplot: ModuleType, records: list[Record], producers: int, consumers: int,
+                path: str) -> None:
     figure, (by_count, by_bytes) = pyplot.subplots(1, 2, figsize=(15, 5.5))
-    lines = {}
+    lines: dict[str, list[Record]] = {}
     for record in records:
         lines.setdefault(record["label"], []).append(record)
     for label, points in lines.items():
@@ -61,7 +67,7 @@ def _throughput(pyplot, records, producers, consumers, path):
     pyplot.close(figure)
 
 
-def _pingpong(pyplot, records, path):
+def _pingpong(pyplot: ModuleType, records: list[Record], path: str) -> None:
     records = sorted(records, key=lambda r: r["p50_us"])
     labels = [r["label"] for r in records]
     positions = range(len(records))
@@ -79,7 +85,7 @@ def _pingpong(pyplot, records, path):
     pyplot.close(figure)
 
 
-def write_plots(suite, directory):
+def write_plots(suite: dict[str, Any], directory: str) -> list[str]:
     """Writes the PNGs into directory; returns their paths.
 
     Raises:
@@ -108,7 +114,7 @@ def write_plots(suite, directory):
     return paths
 
 
-def _arrays(pyplot, records, path):
+def _arrays(pyplot: ModuleType, records: list[Record], path: str) -> None:
     """Arrays/s and GB/s per peer, one pair of bar charts per array case."""
     cases = list(dict.fromkeys(r["case"] for r in records))
     figure, axes = pyplot.subplots(len(cases), 2, figsize=(12, 3.2 * len(cases)), squeeze=False)

@@ -4,20 +4,24 @@ the issue #4 targets, with every peer's ratio to ringshm and to the C ring.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 from . import targets
 from .suite import BY_KEY
 
 NAME_WIDTH = 32
+#: One suite record (JSON-like: see suite._record).
+Record = dict[str, Any]
 
 
-def human_size(size):
+def human_size(size: int) -> str:
     for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale and size % scale == 0:
             return f"{size // scale} {unit}"
     return f"{size} B"
 
 
-def _rate(value):
+def _rate(value: float) -> str:
     if value >= 1e6:
         return f"{value / 1e6:.2f} M"
     if value >= 1e3:
@@ -25,22 +29,24 @@ def _rate(value):
     return f"{value:.0f}"
 
 
-def _times(value):
+def _times(value: Optional[float]) -> str:
     return "" if value is None else f"{value:,.1f}×" if value < 100 else f"{value:,.0f}×"
 
 
-def _is_reference(record):
+def _is_reference(record: Record) -> bool:
     """ringshm's own rows and the C ring are not compared with ringshm."""
-    return record["transport"].startswith("ringshm") or record["transport"] == "c-ring"
+    transport: str = record["transport"]
+    return transport.startswith("ringshm") or transport == "c-ring"
 
 
-def _status(record):
+def _status(record: Record) -> str:
     if record["error"]:
         return f"ERROR {record['error'][:60]}"
     return "" if record["ok"] else f"LOST {record['sent'] - record['received']} messages"
 
 
-def _table(header, group, field, columns):
+def _table(header: str, group: list[Record], field: str, columns: Callable[[Record], str]
+           ) -> list[str]:
     """header, then one row per measured record: its label, columns(record)
     (the figures) and its status; then the skipped ones."""
     lines = [header]
@@ -52,11 +58,11 @@ def _table(header, group, field, columns):
     return lines + [f"  skipped {r['label']}: {r['skipped']}" for r in group if r["skipped"]]
 
 
-def _throughput_table(title, group):
+def _throughput_table(title: str, group: list[Record]) -> list[str]:
     by_key = {r["transport"]: r for r in group if "msgs_per_s" in r}
     c_ring = by_key.get("c-ring")
 
-    def columns(record):
+    def columns(record: Record) -> str:
         rate = record["msgs_per_s"]
         of_c = f"{100 * rate / c_ring['msgs_per_s']:.0f}%" if c_ring else ""
         counterpart = by_key.get(BY_KEY[record["transport"]].counterpart)
@@ -67,11 +73,11 @@ def _throughput_table(title, group):
     return _table(header, group, "msgs_per_s", columns)
 
 
-def _pingpong_table(group):
+def _pingpong_table(group: list[Record]) -> list[str]:
     by_key = {r["transport"]: r for r in group if "p50_us" in r}
     c_ring, ours = by_key.get("c-ring"), by_key.get("ringshm")
 
-    def columns(record):
+    def columns(record: Record) -> str:
         p50 = record["p50_us"]
         of_c = _times(p50 / c_ring["p50_us"]) if c_ring else ""
         gain = None if _is_reference(record) or not ours else p50 / ours["p50_us"]
@@ -81,7 +87,7 @@ def _pingpong_table(group):
     return _table(header, group, "p50_us", columns)
 
 
-def _targets_table(results):
+def _targets_table(results: list[Record]) -> list[str]:
     lines = [f"{'Targets (issue #4)':<40} {'measured':>10} {'goal':>10}  verdict"]
     for name, value, goal, verdict, unit in targets.evaluate(results):
         shown = "—" if value is None else f"{value:,.2f}{unit}"
@@ -92,7 +98,7 @@ def _targets_table(results):
     return lines
 
 
-def format_report(suite):
+def format_report(suite: dict[str, Any]) -> str:
     """The whole report as text."""
     results = suite["results"]
     meta = suite["meta"]
@@ -103,7 +109,7 @@ def format_report(suite):
               "MB = 10^6 bytes. 'ringshm ×': how many times the matching ringshm row is faster."
               .format(**meta["plan"]))
     lines = [header, method, ""]
-    groups = {}
+    groups: dict[tuple[int, int, int], list[Record]] = {}
     for record in results:
         if record["kind"] == "throughput":
             key = (record["producers"], record["consumers"], record["size"])
@@ -117,6 +123,6 @@ def format_report(suite):
     return "\n".join(lines)
 
 
-def failures(suite):
+def failures(suite: dict[str, Any]) -> list[Record]:
     """Records that lost messages or failed: a bug, not a slow transport."""
     return [r for r in suite["results"] if r["error"] or not r["ok"]]

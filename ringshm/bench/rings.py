@@ -8,17 +8,21 @@ whose methods the ring does not have (yet) is skipped with a note.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import loops
 from .transport import BatchMixin, Endpoint, Transport
+
+if TYPE_CHECKING:
+    from ringshm import Ring
 
 
 class RingPutGet(Transport):
     key = "ringshm"
     label = "ringshm put/get"
-    needs = ("put", "get")
+    needs: tuple[str, ...] = ("put", "get")
 
-    def missing(self):
+    def missing(self) -> Optional[str]:
         try:
             from ringshm import Ring
         except ImportError as exc:
@@ -26,22 +30,22 @@ class RingPutGet(Transport):
         absent = [name for name in self.needs if not hasattr(Ring, name)]
         return f"Ring has no {', '.join(absent)}" if absent else None
 
-    def open(self, size, capacity, producers, consumers):
+    def open(self, size: int, capacity: int, producers: int, consumers: int) -> Ring:
         from ringshm import Ring
         return Ring.create(capacity=capacity)
 
-    def close(self, channel):
+    def close(self, channel: Ring) -> None:
         channel.close()
 
-    def _attach(self, channel):
+    def _attach(self, channel: Ring) -> Ring:
         from ringshm import Ring
         return Ring.open(channel.name)
 
-    def producer(self, channel, index):
+    def producer(self, channel: Ring, index: int) -> Endpoint:
         ring = self._attach(channel)
         return Endpoint(ring.close, put=ring.put, put_many=getattr(ring, "put_many", None))
 
-    def consumer(self, channel, index, size):
+    def consumer(self, channel: Ring, index: int, size: int) -> Endpoint:
         ring = self._attach(channel)
         return Endpoint(ring.close, put=ring.put, get=ring.get,
                         get_many=getattr(ring, "get_many", None),
@@ -55,13 +59,13 @@ class RingBatch(BatchMixin, RingPutGet):
     needs = ("put_many", "get_many")
 
 
-def _drain_into(endpoint, producers, size):
+def _drain_into(endpoint: Endpoint, producers: int, size: int) -> int:
     # One buffer for the whole run, as a reader that reuses one would.
     get = functools.partial(endpoint.get_into, bytearray(max(size, 1)))
     return loops.drain_items(get, producers)
 
 
-def _drain_views(endpoint, producers, size):
+def _drain_views(endpoint: Endpoint, producers: int, size: int) -> int:
     return loops.drain_views(endpoint.view, producers)
 
 
@@ -71,13 +75,13 @@ class RingReader(RingPutGet):
 
     pingpong = False
 
-    def __init__(self, method, drain):
+    def __init__(self, method: str, drain: Callable[[Endpoint, int, int], int]) -> None:
         self.key = f"ringshm-{method}"
         self.label = f"ringshm put/{method}"
         self.needs = ("put", method)
         self._drain = drain
 
-    def drain(self, endpoint, producers, size):
+    def drain(self, endpoint: Endpoint, producers: int, size: int) -> int:
         return self._drain(endpoint, producers, size)
 
 

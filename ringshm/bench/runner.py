@@ -14,9 +14,16 @@ import math
 import multiprocessing
 import queue
 import time
+from typing import Any, Callable, Optional, Sequence
 
 from . import loops
-from .transport import Unsupported, capacity_for
+from .transport import Endpoint, Transport, Unsupported, capacity_for
+
+#: What a child reports: (count, start, end) for throughput, summarize()'s
+#: dict for a pinger, None for a ponger; it comes back through a queue.
+Report = Any
+#: (name, open_ends() -> endpoints, work(*endpoints) -> report)
+Child = tuple[str, Callable[[], list[Endpoint]], Callable[..., Report]]
 
 _fork = multiprocessing.get_context("fork")
 
@@ -28,7 +35,8 @@ GRACE = 30.0
 ABORT_GRACE = 2.0
 
 
-def _child(name, open_ends, work, barrier, finished, results):
+def _child(name: str, open_ends: Callable[[], list[Endpoint]], work: Callable[..., Report],
+           barrier: Any, finished: Any, results: Any) -> None:
     """Body of every child: open_ends() -> endpoints, the barrier, then
     work(*endpoints) -> the report sent to the parent as (name, report, error).
 
@@ -36,7 +44,7 @@ def _child(name, open_ends, work, barrier, finished, results):
     PUSH socket that closes while its PULL peer's queue is full loses what
     was still in flight, even with LINGER -1.
     """
-    ends = []
+    ends: list[Endpoint] = []
     try:
         ends = open_ends()
         barrier.wait(BARRIER_TIMEOUT)
@@ -50,7 +58,7 @@ def _child(name, open_ends, work, barrier, finished, results):
             end.close()
 
 
-def _run_children(children, deadline):
+def _run_children(children: Sequence[Child], deadline: float) -> dict[str, Report]:
     """children: [(name, open_ends, work)]. Forks one process per child,
     collects {name: report}, reaps them all (killing any left behind).
 
@@ -64,7 +72,8 @@ def _run_children(children, deadline):
                                daemon=True) for child in children]
     for process in processes:
         process.start()
-    reports, errors = {}, []
+    reports: dict[str, Report] = {}
+    errors: list[str] = []
     try:
         while len(reports) < len(processes):
             try:
@@ -91,7 +100,8 @@ def _run_children(children, deadline):
     return reports
 
 
-def _produce(transport, args, endpoint):
+def _produce(transport: Transport, args: dict[str, Any], endpoint: Endpoint
+             ) -> tuple[int, float, float]:
     start = time.perf_counter()
     count = transport.produce(endpoint, b"x" * args["size"], start + args["seconds"],
                               args["limit"])
@@ -99,13 +109,15 @@ def _produce(transport, args, endpoint):
     return count, start, time.perf_counter()
 
 
-def _drain(transport, args, endpoint):
+def _drain(transport: Transport, args: dict[str, Any], endpoint: Endpoint
+           ) -> tuple[int, float, float]:
     start = time.perf_counter()
     count = transport.drain(endpoint, args["producers"], args["size"])
     return count, start, time.perf_counter()
 
 
-def throughput(transport, size, producers, consumers, seconds, limit=math.inf, capacity=None):
+def throughput(transport: Transport, size: int, producers: int, consumers: int, seconds: float,
+               limit: float = math.inf, capacity: Optional[int] = None) -> dict[str, Any]:
     """One run. Returns {"sent", "received", "seconds"}.
 
     Raises:
@@ -121,12 +133,12 @@ def throughput(transport, size, producers, consumers, seconds, limit=math.inf, c
             "producers": producers, "consumers": consumers}
     channel = transport.open(size, capacity, producers, consumers)
     try:
-        def producer_ends(index):
+        def producer_ends(index: int) -> list[Endpoint]:
             return [transport.producer(channel, index)]
 
-        def consumer_ends(index):
+        def consumer_ends(index: int) -> list[Endpoint]:
             return [transport.consumer(channel, index, size)]
-        children = [(f"producer {i}", functools.partial(producer_ends, i),
+        children: list[Child] = [(f"producer {i}", functools.partial(producer_ends, i),
                      functools.partial(_produce, transport, args)) for i in range(producers)]
         children += [(f"consumer {i}", functools.partial(consumer_ends, i),
                       functools.partial(_drain, transport, args)) for i in range(consumers)]
@@ -140,7 +152,7 @@ def throughput(transport, size, producers, consumers, seconds, limit=math.inf, c
             "seconds": max(r[2] for r in drained) - start}
 
 
-def summarize(times_ns, wrong):
+def summarize(times_ns: list[int], wrong: int) -> dict[str, Any]:
     """Percentiles of round-trip times, indexed as cring.c does."""
     times = sorted(times_ns)
     count = len(times)
@@ -151,17 +163,18 @@ def summarize(times_ns, wrong):
             "min_us": times[0] / 1e3, "mean_us": sum(times) / count / 1e3}
 
 
-def _ping(args, there, back):
+def _ping(args: dict[str, Any], there: Endpoint, back: Endpoint) -> dict[str, Any]:
     times, wrong = loops.ping(there.put, back.get, b"x" * args["size"], args["count"],
                               args["warmup"], time.perf_counter() + args["seconds"])
     return summarize(times, wrong)
 
 
-def _pong(there, back):
+def _pong(there: Endpoint, back: Endpoint) -> None:
     loops.pong(back.put, there.get)
 
 
-def round_trips(transport, size, count, warmup, seconds):
+def round_trips(transport: Transport, size: int, count: int, warmup: int, seconds: float
+                ) -> dict[str, Any]:
     """One ping-pong run over two channels. Returns summarize()'s dict.
 
     Raises:
@@ -178,10 +191,10 @@ def round_trips(transport, size, count, warmup, seconds):
     try:
         back = transport.open(size, capacity, 1, 1)
         try:
-            def pinger_ends():
+            def pinger_ends() -> list[Endpoint]:
                 return [transport.producer(there, 0), transport.consumer(back, 0, size)]
 
-            def ponger_ends():
+            def ponger_ends() -> list[Endpoint]:
                 return [transport.consumer(there, 0, size), transport.producer(back, 0)]
             reports = _run_children(
                 [("pinger", pinger_ends, functools.partial(_ping, args)),
@@ -191,4 +204,5 @@ def round_trips(transport, size, count, warmup, seconds):
             transport.close(back)
     finally:
         transport.close(there)
-    return reports["pinger"]
+    pinger: dict[str, Any] = reports["pinger"]
+    return pinger

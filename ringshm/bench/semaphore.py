@@ -20,6 +20,7 @@ import json
 import signal
 import subprocess
 import sys
+from typing import Any, Optional, Sequence
 
 from .cref import compile_program
 
@@ -32,14 +33,14 @@ PATTERN_LABELS = {
 }
 
 
-def _program():
+def _program() -> str:
     executable, why = compile_program("semaphore.c", include_core_headers=True)
     if executable is None:
         raise RuntimeError(why)
     return executable
 
 
-def run_case(*args, timeout=120):
+def run_case(*args: object, timeout: float = 120) -> dict[str, Any]:
     """Run one case of semaphore.c; returns its JSON, or for a process that
     died, {"died": "SIGABRT", "stderr": ...}."""
     done = subprocess.run([_program(), *map(str, args)], check=False, capture_output=True,
@@ -50,13 +51,14 @@ def run_case(*args, timeout=120):
     if done.returncode != 0:
         raise RuntimeError(f"semaphore {' '.join(map(str, args))}: exit {done.returncode}: "
                            f"{done.stderr.strip()}")
-    return json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
-def _median_pingpongs(round_trips, repeats):
+def _median_pingpongs(round_trips: int, repeats: int) -> dict[str, dict[str, Any]]:
     """{kind: the run with the median p50 of ``repeats``}. The kinds take
     turns, so a noisy neighbour on this shared machine hits both alike."""
-    runs = {kind: [] for kind in KINDS}
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     for _ in range(repeats):
         for kind in KINDS:
             runs[kind].append(run_case("pingpong", kind, round_trips))
@@ -64,7 +66,8 @@ def _median_pingpongs(round_trips, repeats):
             for kind, found in runs.items()}
 
 
-def measure(round_trips=20_000, posts=1_000_000, repeats=5):
+def measure(round_trips: int = 20_000, posts: int = 1_000_000, repeats: int = 5
+            ) -> dict[str, Any]:
     """All three measurements for both kinds: {"pingpong": {kind: ...},
     "killed": {kind: ...}, "damaged": {kind: {pattern: ...}}}."""
     return {
@@ -75,7 +78,7 @@ def measure(round_trips=20_000, posts=1_000_000, repeats=5):
     }
 
 
-def _damage_outcome(result):
+def _damage_outcome(result: dict[str, Any]) -> str:
     if "died" in result:
         return f"killed by {result['died']} ({result['stderr'] or 'no message'})"
     if result["returned"] == 0:
@@ -83,14 +86,14 @@ def _damage_outcome(result):
     return f"timed out after {result['ms']:.0f} ms, as asked"
 
 
-def format_table(results):
+def format_table(results: dict[str, Any]) -> str:
     """The table of docs/DESIGN.md, as Markdown."""
     ping, killed, damaged = results["pingpong"], results["killed"], results["damaged"]
     label = {"sem": "`sem_t` (pshared)", "futex": "futex wait queue (the core's)"}
     lines = ["| | " + " | ".join(label[k] for k in KINDS) + " |",
              "|---|" + "---|" * len(KINDS)]
 
-    def row(name, cells):
+    def row(name: str, cells: list[str]) -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("(a) sleeping ping-pong round trip, p50 / p99",
@@ -107,7 +110,7 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringshm.bench.semaphore",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

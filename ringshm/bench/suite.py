@@ -13,11 +13,12 @@ import datetime
 import os
 import platform
 import sys
+from typing import Any, Callable, Optional, Sequence
 
 from . import cref, peers, rings, runner
-from .transport import Unsupported, capacity_for
+from .transport import Transport, Unsupported, capacity_for
 
-TRANSPORTS = rings.TRANSPORTS + cref.TRANSPORTS + peers.TRANSPORTS
+TRANSPORTS: tuple[Transport, ...] = rings.TRANSPORTS + cref.TRANSPORTS + peers.TRANSPORTS
 BY_KEY = {transport.key: transport for transport in TRANSPORTS}
 PINGPONG_SIZE = 64
 
@@ -25,8 +26,8 @@ PINGPONG_SIZE = 64
 @dataclasses.dataclass(frozen=True)
 class Plan:
     name: str
-    sizes: tuple
-    topologies: tuple          # (producers, consumers)
+    sizes: tuple[int, ...]
+    topologies: tuple[tuple[int, int], ...]         # (producers, consumers)
     seconds: float             # time budget of one throughput run
     repeats: int
     pingpong: bool = True
@@ -44,9 +45,10 @@ SMOKE = Plan("smoke", sizes=(64, 1 << 20), topologies=((1, 1), (4, 1)), seconds=
              round_trips=200, warmup=20, pingpong_seconds=0.5)
 
 
-def _cases(plan, transports):
+def _cases(plan: Plan, transports: Sequence[Transport]
+           ) -> list[tuple[str, Transport, int, int, int]]:
     """(kind, transport, size, producers, consumers) in table order."""
-    cases = []
+    cases: list[tuple[str, Transport, int, int, int]] = []
     for producers, consumers in plan.topologies:
         for size in plan.sizes:
             cases += [("throughput", t, size, producers, consumers) for t in transports]
@@ -56,13 +58,14 @@ def _cases(plan, transports):
     return cases
 
 
-def _record(kind, transport, size, producers, consumers):
+def _record(kind: str, transport: Transport, size: int, producers: int, consumers: int
+            ) -> dict[str, Any]:
     return {"kind": kind, "transport": transport.key, "label": transport.label,
             "size": size, "producers": producers, "consumers": consumers,
             "skipped": None, "error": None, "ok": True, "repeats": []}
 
 
-def _measure_once(plan, record, transport):
+def _measure_once(plan: Plan, record: dict[str, Any], transport: Transport) -> str:
     """One repeat into record; returns a line for the progress log."""
     kind, size = record["kind"], record["size"]
     if kind == "pingpong":
@@ -84,19 +87,20 @@ def _measure_once(plan, record, transport):
     return f"{rate / 1e6:.3f} M msg/s, {rate * size / 1e6:,.0f} MB/s{lost}"
 
 
-def describe(record):
+def describe(record: dict[str, Any]) -> str:
     topology = f"{record['producers']}→{record['consumers']}"
     return f"{record['label']}, {record['size']} B, {topology}, {record['kind']}"
 
 
-def run(plan, transports=TRANSPORTS, log=None):
+def run(plan: Plan, transports: Sequence[Transport] = TRANSPORTS,
+        log: Optional[Callable[[str], object]] = None) -> dict[str, Any]:
     """Measure plan over transports. Returns {"meta": ..., "results": [...]}."""
     log = log or (lambda line: None)
-    records = []
+    records: list[dict[str, Any]] = []
     missing = {t.key: t.missing() for t in transports}
     for note in sorted({why for why in missing.values() if why}):
         log(f"skipped: {note}")
-    pending = []
+    pending: list[tuple[dict[str, Any], Transport]] = []
     for kind, transport, size, producers, consumers in _cases(plan, transports):
         record = _record(kind, transport, size, producers, consumers)
         records.append(record)
@@ -123,7 +127,7 @@ def run(plan, transports=TRANSPORTS, log=None):
     return {"meta": _meta(plan), "results": records}
 
 
-def _meta(plan):
+def _meta(plan: Plan) -> dict[str, Any]:
     from ringshm._version import __version__
     try:
         with open("/proc/cpuinfo") as cpuinfo:

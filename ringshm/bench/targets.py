@@ -7,10 +7,16 @@ never a pass.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 MIB = 1 << 20
+#: One suite record (JSON-like: see runner.record).
+Record = dict[str, Any]
+Compare = Callable[[Optional[float], float, str], tuple[Optional[float], str, Optional[bool]]]
 
 
-def find(results, transport, size, producers=1, consumers=1, kind="throughput"):
+def find(results: list[Record], transport: str, size: int, producers: int = 1,
+         consumers: int = 1, kind: str = "throughput") -> Optional[Record]:
     """The measured record for this case, or None."""
     for record in results:
         if (record["kind"], record["transport"], record["size"],
@@ -20,41 +26,51 @@ def find(results, transport, size, producers=1, consumers=1, kind="throughput"):
     return None
 
 
-def _rate(results, transport, size, producers=1, consumers=1):
+def _field(record: Optional[Record], name: str) -> Optional[float]:
+    """record[name] of a measured record (None when it was not measured)."""
+    value: Optional[float] = None if record is None else record.get(name)
+    return value
+
+
+def _rate(results: list[Record], transport: str, size: int, producers: int = 1,
+          consumers: int = 1) -> Optional[float]:
     record = find(results, transport, size, producers, consumers)
-    return record and record.get("msgs_per_s")
+    return _field(record, "msgs_per_s")
 
 
-def _mbps(results, transport, size):
+def _mbps(results: list[Record], transport: str, size: int) -> Optional[float]:
     record = find(results, transport, size)
-    return record and record.get("mb_per_s")
+    return _field(record, "mb_per_s")
 
 
-def _p50(results, transport):
+def _p50(results: list[Record], transport: str) -> Optional[float]:
     record = find(results, transport, 64, kind="pingpong")
-    return record and record.get("p50_us")
+    return _field(record, "p50_us")
 
 
-def _ratio(top, bottom):
+def _ratio(top: Optional[float], bottom: Optional[float]) -> Optional[float]:
     return top / bottom if top and bottom else None
 
 
-def _at_least(value, goal, unit):
+def _at_least(value: Optional[float], goal: float, unit: str
+              ) -> tuple[Optional[float], str, Optional[bool]]:
     return value, f"≥ {goal:g}{unit}", None if value is None else value >= goal
 
 
-def _at_most(value, goal, unit):
+def _at_most(value: Optional[float], goal: float, unit: str
+             ) -> tuple[Optional[float], str, Optional[bool]]:
     return value, f"≤ {goal:g}{unit}", None if value is None else value <= goal
 
 
-def evaluate(results):
+def evaluate(results: list[Record]
+             ) -> list[tuple[str, Optional[float], str, Optional[bool], str]]:
     """[(target, measured value or None, goal text, True/False/None, unit)]."""
     r = results
     put_get = _rate(r, "ringshm", 64)
     batch = _rate(r, "ringshm-batch", 64)
     c_mbps = _mbps(r, "c-ring", MIB)
     pp = _p50(r, "ringshm")
-    rows = [
+    rows: list[tuple[str, Optional[float], Compare, float, str]] = [
         ("64 B 1→1 put/get, M msg/s", put_get and put_get / 1e6, _at_least, 4, ""),
         ("  … × pyzmq PUSH/PULL", _ratio(put_get, _rate(r, "zmq", 64)), _at_least, 5, "×"),
         ("  … × faster-fifo put/get", _ratio(put_get, _rate(r, "faster-fifo", 64)),
@@ -73,16 +89,16 @@ def evaluate(results):
         ("ping-pong p50, × C spin ping-pong", _ratio(pp, _p50(r, "c-ring")), _at_most, 3, "×"),
         ("ping-pong p50, × better than pyzmq", _ratio(_p50(r, "zmq"), pp), _at_least, 10, "×"),
     ]
-    out = []
+    out: list[tuple[str, Optional[float], str, Optional[bool], str]] = []
     for name, value, compare, goal, unit in rows:
         value, goal_text, verdict = compare(value, goal, unit)
         out.append((name, value, goal_text, verdict, unit))
     record = find(r, "ringshm", 64, kind="pingpong")
-    p99 = record and record.get("p99_us")
+    p99 = _field(record, "p99_us")
     out.append(("ping-pong p99, µs (reported)", p99, "reported", None if p99 is None else True, ""))
     return out
 
 
-def _percent(part, whole):
+def _percent(part: Optional[float], whole: Optional[float]) -> Optional[float]:
     ratio = _ratio(part, whole)
     return None if ratio is None else 100 * ratio
