@@ -384,20 +384,21 @@ def put_record(ring: Ring, record: Record, block: bool, timeout: Optional[float]
         ringshm.Full, ringshm.ShutDown: as Ring.put.
         OSError: ENOSPC, no room in /dev/shm for an item beyond the ring.
     """
-    if record.__class__ is not Frame:
-        # A bytes-like message (mypy does not narrow `__class__ is not`);
-        # nbytes, not len(): a custom dumps may return any buffer.
-        message = cast(Buffer, record)
-        if memoryview(message).nbytes <= ring.max_message_size:
-            ring.put(message, block=block, timeout=timeout)
+    if not isinstance(record, Frame):
+        # A bytes-like message; nbytes, not len(): a custom dumps may return
+        # any buffer.
+        if memoryview(record).nbytes <= ring.max_message_size:
+            ring.put(record, block=block, timeout=timeout)
             return
-        record = Frame.whole(message)
+        frame = Frame.whole(record)
+    else:
+        frame = record
     wait = timeout if block else 0
-    if record.size > ring.max_message_size:
-        sidefile.put(ring, record, wait)
+    if frame.size > ring.max_message_size:
+        sidefile.put(ring, frame, wait)
         return
-    with ring.reserve(record.size, timeout=wait) as space:
-        record.write_to(space)
+    with ring.reserve(frame.size, timeout=wait) as space:
+        frame.write_to(space)
 
 
 def remaining(block: bool, timeout: Optional[float], started: float) -> Optional[float]:
@@ -433,17 +434,16 @@ def put_many_records(ring: Ring, codec: Codec, objs: Iterable[Any]) -> list[Buff
     batch: list[Buffer] = []
     for obj in objs:
         record = codec.encode(obj)
-        if record.__class__ is Frame:
+        if isinstance(record, Frame):
             if record.size > ring.max_message_size:
                 raise MessageTooLarge(
                     f"put_many: an item of {record.size} bytes exceeds max_message_size "
                     f"({ring.max_message_size}); put() it on its own")
             space = bytearray(record.size)
             record.write_to(space)
-            record = space
-        # Not a Frame now; mypy does not narrow `__class__ is` negatively, and
-        # isinstance() would cost a call per item.
-        batch.append(record)  # type: ignore[arg-type]
+            batch.append(space)
+        else:
+            batch.append(record)
     return batch
 
 
