@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import join_or_kill
+from conftest import closing, join_or_kill
 
 from ringshm import Empty, Full, Queue, ShutDown
 from ringshm.asyncio import AsyncQueue, AsyncRing
@@ -38,16 +38,7 @@ def aring(make_ring):
 
 @pytest.fixture
 def make_aqueue():
-    made = []
-
-    def make(*args, **kwargs):
-        aq = AsyncQueue(*args, **kwargs)
-        made.append(aq)
-        return aq
-
-    yield make
-    for aq in made:
-        aq.close()
+    yield from closing(AsyncQueue)
 
 
 # -- children (the blocking end, in another process) ---------------------------

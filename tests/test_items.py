@@ -9,6 +9,7 @@ import pickle
 import struct
 
 import pytest
+from conftest import closing
 
 from ringshm import Queue, Ring, _items, _sidefile
 from ringshm.errors import Empty, RingCorrupted
@@ -28,16 +29,7 @@ def json_loads(data):
 
 @pytest.fixture
 def make_queue():
-    made = []
-
-    def make(*args, **kwargs):
-        q = Queue(*args, **kwargs)
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        q.close()
+    yield from closing(Queue)
 
 
 def raw_message(q):

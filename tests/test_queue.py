@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import closing
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -35,16 +36,7 @@ START_METHODS = [m for m in ("fork", "spawn", "forkserver")
 @pytest.fixture
 def make_queue():
     """Queue factory whose queues are all closed (their rings unlinked) after the test."""
-    made = []
-
-    def make(*args, **kwargs):
-        q = Queue(*args, **kwargs)
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        q.close()
+    yield from closing(Queue)
 
 
 def timed(fn, *args, **kwargs):

@@ -11,7 +11,7 @@ import time
 
 import faultkit
 import pytest
-from conftest import join_or_kill
+from conftest import closing, join_or_kill
 from faultkit import RawHeader
 from test_faults import dead_token
 
@@ -28,16 +28,7 @@ START_METHODS = [m for m in ("fork", "spawn", "forkserver")
 @pytest.fixture
 def make_queue():
     """make_queue(cls=Queue, ...): queues closed (rings unlinked) afterwards."""
-    made = []
-
-    def make(cls=Queue, *args, **kwargs):
-        q = cls(*args, **kwargs)
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        q.close()
+    yield from closing(lambda cls=Queue, *args, **kwargs: cls(*args, **kwargs))
 
 
 class TaggedQueue(Queue):
