@@ -149,3 +149,16 @@ def closing(factory):
     yield make
     for obj in made:
         obj.close()
+
+
+def fill(ring, size=1):
+    """put_nowait messages of ``size`` bytes until Full; return how many."""
+    from ringshm import Full
+
+    count = 0
+    while True:
+        try:
+            ring.put_nowait(bytes([count % 256]) * size)
+        except Full:
+            return count
+        count += 1

@@ -16,7 +16,7 @@ import time
 
 import posix_ipc
 import pytest
-from conftest import SHM_PREFIX, join_or_kill, remove_segment, shm_path
+from conftest import SHM_PREFIX, fill, join_or_kill, remove_segment, shm_path
 
 from ringshm import (
     Empty,
@@ -42,17 +42,6 @@ def record_size(n):
     """Bytes a message of n bytes takes in the ring (DESIGN: 8-byte header,
     payload padded to 8)."""
     return 8 + (n + 7) // 8 * 8
-
-
-def fill(ring, size=1):
-    """put_nowait messages of ``size`` bytes until Full; return how many."""
-    count = 0
-    while True:
-        try:
-            ring.put_nowait(bytes([count % 256]) * size)
-        except Full:
-            return count
-        count += 1
 
 
 def run_forked(target, *args):

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import fill
 from faultkit import GET_LOCK, PUT_LOCK, Child, RawHeader, wait_until
 from test_faults import get_then_report, put_then_report, wait_asleep
 
@@ -47,16 +48,6 @@ def stopped(child):
 def _state(pid):
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
-
-
-def fill(ring, size):
-    count = 0
-    while True:
-        try:
-            ring.put_nowait(bytes([count % 251]) * size)
-        except Full:
-            return count
-        count += 1
 
 
 # ---------------------------------------------------------------- stopped waiters
