@@ -498,7 +498,11 @@ cdef class RingCore:
         through a 32 MiB ring ran at half speed; docs/PERFORMANCE.md).  The
         padding costs no room: the batch fits before the head."""
         cdef uint64_t pos = head & self.mask
-        if pos < REWIND_MIN_BYTES or pos < total_span or (head & 7) != 0:
+        # Small messages never rewind: they gain nothing from it, and the
+        # look at the tail below would pull the consumers' cache line into
+        # every put once the head is past REWIND_MIN_BYTES.
+        if (total_span < NOGIL_COPY_BYTES or pos < REWIND_MIN_BYTES or pos < total_span
+                or (head & 7) != 0):
             return False
         self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
         if self.cached_tail != head or not self._has_room(head, self._capacity - pos
@@ -851,7 +855,9 @@ cdef class RingCore:
                 # before paying for releasing the GIL.
                 self.cached_head = rs_load_acquire(&h.producer.position)
                 rc = self._next_record_fast()
-            if rc != RS_OK:
+            if rc != RS_OK and self.cached_head != self.read_tail:
+                # Padding, a record the fast look refused, or damage (an
+                # empty ring, just looked at, needs no second look).
                 with nogil:
                     rc = self._next_record()
             if rc == RS_OK:
@@ -962,8 +968,7 @@ cdef class RingCore:
             RingCorrupted: the next record fails validation.
         """
         cdef int64_t deadline = fast_deadline(block, timeout)
-        self._check_open()
-        self._begin_get(deadline)
+        self._begin_get(deadline)   # it checks that the ring is open
         return self._take_record()
 
     def _get_untagged(self, bytes tags, block=True, timeout=None):
@@ -971,8 +976,7 @@ cdef class RingCore:
         the bytes of `tags`: then None, and the message stays for view().  Queue reads
         its framed items in place this way (ringshm/_items.py)."""
         cdef int64_t deadline = fast_deadline(block, timeout)
-        self._check_open()
-        self._begin_get(deadline)
+        self._begin_get(deadline)   # it checks that the ring is open
         if self._record_tagged(tags):
             self._end_get(0, 0)
             self._leave()
@@ -1076,8 +1080,7 @@ cdef class RingCore:
         byte_limit = 0xFFFFFFFFFFFFFFFF if max_bytes is None else \
             check_positive_int(max_bytes, "max_bytes")
         cdef uint64_t first
-        self._check_open()
-        self._begin_get(deadline)
+        self._begin_get(deadline)   # it checks that the ring is open
         first = self.read_tail
         out = []
         try:
