@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Optional
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
 from .errors import RingCorrupted
+from .ring import SHM_DIR, shm_path
 
 if TYPE_CHECKING:
     from ._items import Codec, Frame, RecordSource, Taken, ViewSource
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["put", "take", "consumed", "sweep", "remove_all", "sweep_orphans",
            "SHM_DIR", "PREFIX"]
 
-SHM_DIR = "/dev/shm"
 PREFIX = "ringshm-item."
 MAGIC = b"RSITEM\x00\x01"
 HEADER_SIZE = 64
@@ -256,7 +256,7 @@ def remove_all(ring_name: Optional[str], creator_pid: int) -> None:
             _unlink(os.path.join(SHM_DIR, name))
 
 
-def sweep_orphans(ring_prefix: str = "ringshm.") -> int:
+def sweep_orphans() -> int:
     """Remove this user's side files whose ring's name is gone and whose
     producer is dead. Returns how many it removed."""
     removed = 0
@@ -267,7 +267,7 @@ def sweep_orphans(ring_prefix: str = "ringshm.") -> int:
         parsed = _parse(name[len(PREFIX) + len(ring_name) + 1:])
         if not ring_name or parsed is None:
             continue
-        if os.path.exists(os.path.join(SHM_DIR, ring_prefix + ring_name)):
+        if os.path.exists(shm_path(ring_name)):
             continue
         pid, start = parsed
         if not (0 < pid < PID_LIMIT and process_alive(pid, start)):

@@ -17,7 +17,7 @@ import stat
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
-from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring
+from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file
 
 __all__ = ["Mappers", "census", "escape_name", "still_the_same"]
@@ -109,7 +109,7 @@ def _entries() -> Iterator[str]:
 
 def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
     """One row: name, path, states, and the ring's stats when it is ours."""
-    path = os.path.join(SHM_DIR, SHM_PREFIX + name)
+    path = shm_path(name)
     row: Dict[str, Any] = {"name": name, "path": path, "states": []}
     try:
         st = os.lstat(path)

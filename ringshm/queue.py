@@ -47,7 +47,7 @@ Loads = Callable[[bytes], Any]
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
 _OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
-                             "_encode", "_decode", "_in_place", "_no_buffers",
+                             "_encode", "_decode", "_in_place", "_no_buffers", "_custom",
                              "_side_files"})
 
 
@@ -112,6 +112,7 @@ class _QueueBase(Generic[T]):
         self._codec = codec = _items.Codec(dumps, loads)
         self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
         self._no_buffers = codec.no_buffers
+        self._custom = codec.custom
 
     def __reduce__(self) -> tuple[Any, ...]:
         ring = self._open_ring()
@@ -144,7 +145,7 @@ class _QueueBase(Generic[T]):
         record: Any
         if obj.__class__ in self._no_buffers:
             record = _pickle_dumps(obj, 5)   # it cannot hold a buffer
-        elif self._codec.custom or obj.__class__.__name__ in _items.SPECIAL_NAMES:
+        elif self._custom or obj.__class__.__name__ in _items.SPECIAL_NAMES:
             record = self._encode(obj)
         else:
             buffers: list[pickle.PickleBuffer] = []
@@ -179,8 +180,9 @@ class _QueueBase(Generic[T]):
         return obj
 
     def _get_items(self, max_messages: int, block: bool, timeout: Optional[float]) -> list[T]:
-        items: list[T] = _items.get_many_items(self._open_ring(), self._codec, max_messages,
-                                               block, timeout)
+        ring = self._ring   # get_many() checked that the queue is open
+        assert ring is not None
+        items: list[T] = _items.get_many_items(ring, self._codec, max_messages, block, timeout)
         return items
 
     # -- state and lifecycle -----------------------------------------------
@@ -307,7 +309,6 @@ class Queue(_QueueBase[T]):
             ValueError: the queue is closed, or ``timeout`` is negative.
             Exception: whatever ``dumps`` raises; nothing was put.
         """
-        self._open_ring()
         self._put_items(objs, block, _check_timeout(block, timeout))
 
     # -- get ---------------------------------------------------------------
