@@ -12,7 +12,8 @@ import time
 import faultkit
 import pytest
 
-from ringshm import Queue, _items, _sidefile
+import ringshm.ring
+from ringshm import Queue, _items, _sidefile, watcher
 
 np = pytest.importorskip("numpy", reason="some items are NumPy arrays")
 
@@ -270,6 +271,9 @@ def test_consumer_killed_after_consuming_leaves_a_file_that_is_swept(make_queue)
 
 def _create_put_and_die(link, size):
     q = Queue(capacity=64 << 10)
+    # As if its watcher had died with it (what `ringshm gc` cleans up): the
+    # ring's name must outlive this process for the test, not go within 1 s.
+    watcher.unregister(ringshm.ring.shm_path(q.name))
     q.put(pattern(size, "orphan"))
     stop_here(link, q.name)
 
