@@ -22,10 +22,13 @@ any size"). A file is garbage, and any process of the queue removes it
 A file of a live creator is otherwise left alone: it is being written, or
 its message waits in the ring.
 
-The files of items still queued go with the ring's name: the creating Queue
-removes them when it closes or is collected (``remove_all``), and a new
-Queue removes those of rings whose name is gone and whose producer is dead
-(``sweep_orphans``: what a SIGKILLed creator left).
+The files of items still queued go with the ring itself, not with its name:
+a process attached to the ring may still read them after the creator closed
+(the name is gone, the mapping lives). So whichever Queue closes last removes
+them (``release``: the ring's name is gone and no other live process maps
+the ring), and a new Queue removes those of rings whose name is gone, whose
+producer is dead and which no live process maps (``sweep_orphans``: what
+SIGKILLed processes left).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
+from .census import Mappers
 from .errors import RingCorrupted
 from .ring import SHM_DIR, shm_path
 
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
     from ._items import Codec, Frame, RecordSource, Taken, ViewSource
     from .ring import Ring
 
-__all__ = ["put", "take", "consumed", "sweep", "remove_all", "sweep_orphans",
+__all__ = ["put", "take", "consumed", "sweep", "release", "sweep_orphans",
            "SHM_DIR", "PREFIX"]
 
 PREFIX = "ringshm-item."
@@ -245,21 +249,35 @@ def _own_files(prefix: str) -> dict[str, Optional[tuple[int, int]]]:
     return found
 
 
-def remove_all(ring_name: Optional[str], creator_pid: int) -> None:
-    """Remove every side file of the ring (its creating Queue closes or is
-    collected); a forked copy of the creator (another pid) does nothing."""
-    if os.getpid() != creator_pid:
+def _name_is(ring_name: Optional[str], dev: int, ino: int) -> bool:
+    """True while the ring's name still names the segment (dev, ino)."""
+    try:
+        info = os.lstat(shm_path(str(ring_name)))
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (dev, ino)
+
+
+def release(ring_name: Optional[str], dev: int, ino: int) -> None:
+    """A Queue of the ring (dev, ino) has closed, or was collected: remove
+    the ring's side files if nobody can read them any more, that is when its
+    name no longer names it (a process attaching later could not find it)
+    and no other live process maps it."""
+    files = [name for name, parsed in _own_files(f"{PREFIX}{ring_name}.").items()
+             if parsed is not None]
+    if not files or _name_is(ring_name, dev, ino):
         return
-    prefix = f"{PREFIX}{ring_name}."
-    for name, parsed in _own_files(prefix).items():
-        if parsed is not None:
-            _unlink(os.path.join(SHM_DIR, name))
+    if Mappers(exclude_pid=os.getpid()).maps_inode(dev, ino):
+        return   # an attached process may still get these items
+    for name in files:
+        _unlink(os.path.join(SHM_DIR, name))
 
 
 def sweep_orphans() -> int:
-    """Remove this user's side files whose ring's name is gone and whose
-    producer is dead. Returns how many it removed."""
-    removed = 0
+    """Remove this user's side files whose ring's name is gone, whose
+    producer is dead, and whose ring no live process maps. Returns how many
+    it removed."""
+    candidates = []
     for name in _own_files(PREFIX):
         ring_name, _, rest = name[len(PREFIX):].rpartition(".")  # drop SEQ
         ring_name, _, _ = ring_name.rpartition(".")              # START
@@ -271,6 +289,13 @@ def sweep_orphans() -> int:
             continue
         pid, start = parsed
         if not (0 < pid < PID_LIMIT and process_alive(pid, start)):
+            candidates.append((name, ring_name))
+    if not candidates:
+        return 0
+    mappers = Mappers()   # read once, and only when there is something to judge
+    removed = 0
+    for name, ring_name in candidates:
+        if not mappers.maps_removed(shm_path(ring_name)):
             _unlink(os.path.join(SHM_DIR, name))
             removed += 1
     return removed

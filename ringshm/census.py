@@ -53,10 +53,11 @@ class Mappers:
     /proc/*/maps, read once, for read-only mappings of the processes we may
     inspect.  When neither look can be made, the file counts as mapped."""
 
-    def __init__(self, proc: str = "/proc") -> None:
+    def __init__(self, proc: str = "/proc", exclude_pid: int = 0) -> None:
         self.mapped: Set[Tuple[int, int]] = set()
+        self.removed: Set[bytes] = set()   # paths of mapped files since unlinked
         for entry in os.listdir(proc):
-            if entry.isdigit():
+            if entry.isdigit() and int(entry) != exclude_pid:
                 self._read(os.path.join(proc, entry, "maps"))
 
     def _read(self, maps_path: str) -> None:
@@ -74,10 +75,25 @@ class Mappers:
                 self.mapped.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
             except ValueError:
                 continue
+            if fields[5].endswith(_DELETED):
+                self.removed.add(fields[5][:-len(_DELETED)])
 
     def maybe_mapped(self, path: str, st: os.stat_result) -> bool:
         """True unless no live process maps the file ``st`` of ``path``."""
-        return (st.st_dev, st.st_ino) in self.mapped or _open_for_writing(path, st)
+        return self.maps_inode(st.st_dev, st.st_ino) or _open_for_writing(path, st)
+
+    def maps_inode(self, dev: int, ino: int) -> bool:
+        """True if a process maps the file (dev, ino): /proc only, for a
+        file whose name is gone (no lease can be taken on it)."""
+        return (dev, ino) in self.mapped
+
+    def maps_removed(self, path: str) -> bool:
+        """True if a process maps a file that was called ``path`` and has
+        been unlinked since."""
+        return os.fsencode(path) in self.removed
+
+
+_DELETED = b" (deleted)"
 
 
 def _open_for_writing(path: str, st: os.stat_result) -> bool:

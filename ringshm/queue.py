@@ -16,7 +16,6 @@ multiprocessing.Queue runs unchanged.
 
 from __future__ import annotations
 
-import os
 import pickle
 import weakref
 from pickle import dumps as _pickle_dumps
@@ -75,6 +74,7 @@ def _rebuild(cls: type[_QueueBase[Any]], ring: Ring, maxsize: int, dumps: Dumps,
     self._set_codec(dumps, loads)
     self._ring = ring
     self._closed = False
+    self._release_side_files_at_the_end()
     return self
 
 
@@ -101,11 +101,16 @@ class _QueueBase(Generic[T]):
         self._set_codec(dumps, loads)
         self._ring = Ring.create(name, capacity=capacity, max_messages=self._maxsize)
         self._closed = False
-        # Items larger than the ring live in side files, which go with the
-        # ring's name (ringshm/_sidefile.py).
-        self._side_files = weakref.finalize(self, _sidefile.remove_all, self._ring.name,
-                                            os.getpid())
+        self._release_side_files_at_the_end()
         _sidefile.sweep_orphans()
+
+    def _release_side_files_at_the_end(self) -> None:
+        # Items larger than the ring live in side files, which go with the
+        # ring itself: whichever Queue of it closes (or is collected) last
+        # removes them (ringshm/_sidefile.py).
+        assert self._ring is not None
+        self._side_files = weakref.finalize(self, _sidefile.release, self._ring.name,
+                                            *self._ring._inode)
 
     def _set_codec(self, dumps: Dumps, loads: Loads) -> None:
         # The item I/O's callables, bound once (ringshm/_items.py).
@@ -206,10 +211,10 @@ class _QueueBase(Generic[T]):
         if self._ring is not None and not self._closed:
             _sidefile.sweep(self._ring)   # what a crash left of big items
         self._closed = True
-        if self._side_files is not None:
-            self._side_files()            # the creator: items still queued go
         if self._ring is not None:
-            self._ring.close()
+            self._ring.close()            # the creator's also removes the name
+        if self._side_files is not None:
+            self._side_files()            # the last one out: items still queued go
 
     def __del__(self) -> None:
         # Close quietly what a dropped copy attached (a Pool task's argument,

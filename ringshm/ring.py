@@ -225,6 +225,8 @@ class Ring(RingCore):
     # Class-level defaults, so close() and __del__ work even after a
     # constructor that failed half-way.
     _name: Optional[str] = None
+    #: (st_dev, st_ino) of the segment: which file it is, whatever its name.
+    _inode: tuple[int, int] = (0, 0)
     _path: Optional[str] = None
     _finalizer: Optional[weakref.finalize[Any, Any]] = None
     _anonymous = False
@@ -306,8 +308,9 @@ class Ring(RingCore):
             self._name = label
         creator = os.getpid()
         try:
+            st = os.fstat(fd)
+            self._inode = (st.st_dev, st.st_ino)
             if not persist:
-                st = os.fstat(fd)
                 watcher.register(os.path.abspath(where), st.st_dev, st.st_ino)
             # open()'s mode is filtered by the umask: set exactly what was asked.
             os.fchmod(fd, mode)
@@ -365,6 +368,8 @@ class Ring(RingCore):
         # A creator that won the race of create(exist_ok=True) may still be
         # sizing the segment or writing its header: give it a moment.
         give_up = time.monotonic() + CREATOR_GRACE
+        st = os.fstat(fd)
+        self._inode = (st.st_dev, st.st_ino)
         while True:
             size = os.fstat(fd).st_size
             if size >= HEADER_SIZE:

@@ -7,11 +7,13 @@ half item and leaves no file behind. Plus a port of faster-fifo's test of
 import array
 import hashlib
 import os
+import pickle
 import time
 
 import faultkit
 import pytest
 
+import ringshm.queue
 import ringshm.ring
 from ringshm import Queue, _items, _sidefile, watcher
 
@@ -299,6 +301,85 @@ def test_closing_the_creator_removes_the_files_of_queued_items(make_queue):
     q.put(pattern(1 << 20, "left too"))
     name = q.name
     q.close()
+    assert not [n for n in os.listdir(_sidefile.SHM_DIR)
+                if n.startswith(f"{_sidefile.PREFIX}{name}.")]
+
+
+def _attach_wait_and_digest(link, q, count):
+    # Attached (a forked copy of the creator's Queue); reads only after the
+    # parent has closed its queue, so the ring's name is gone by then.
+    link.ready("attached")
+    link.wait_go()
+    for _ in range(count):
+        data = q.get(timeout=TIMEOUT)
+        link.ready(hashlib.sha256(data).hexdigest())
+    q.close()
+    link.ready("closed")
+
+
+@pytest.mark.multiprocess
+def test_an_attached_process_gets_big_items_after_the_creator_closed(make_queue):
+    q = make_queue(capacity=64 << 10)
+    items = [pattern(1 << 20, ("after close", n)) for n in range(2)]
+    name = q.name
+    with faultkit.Child(_attach_wait_and_digest, q, len(items)) as child:
+        assert child.wait_ready() == "attached"
+        for item in items:
+            q.put(item)
+        q.close()                     # the name goes; the child still maps the ring
+        assert not os.path.exists(ringshm.ring.shm_path(name))
+        assert len(side_files(q)) == len(items)
+        child.go()
+        for item in items:
+            assert child.wait_ready() == hashlib.sha256(item).hexdigest()
+        assert child.wait_ready() == "closed"
+        assert child.join() == 0
+    # The child closed last: it removed what was left (nothing, all consumed).
+    assert side_files(q) == []
+
+
+def _attach_put_and_linger(link, q, size):
+    q.put(pattern(size, "left queued"))
+    link.ready("put")
+    link.wait_go()
+    q.close()                         # the last one out
+    link.ready("closed")
+
+
+@pytest.mark.multiprocess
+def test_the_last_process_to_close_removes_the_files_of_queued_items(make_queue):
+    q = make_queue(capacity=64 << 10)
+    with faultkit.Child(_attach_put_and_linger, q, 1 << 20) as child:
+        assert child.wait_ready() == "put"
+        q.close()                     # the child still maps the ring: kept
+        assert len(side_files(q)) == 1
+        make_queue()                  # a new queue's orphan sweep keeps it too
+        assert len(side_files(q)) == 1
+        child.go()
+        assert child.wait_ready() == "closed"
+        assert child.join() == 0
+    assert side_files(q) == []
+
+
+def _create_put_and_wait(link, size):
+    q = Queue(capacity=64 << 10)
+    q.put(pattern(size, "creator died"))
+    stop_here(link, q.name)
+
+
+@pytest.mark.fault
+def test_big_items_outlive_a_killed_creator_while_a_process_maps_the_ring(make_queue):
+    with faultkit.Child(_create_put_and_wait, 1 << 20) as child:
+        name = child.wait_ready()
+        attached = ringshm.queue._rebuild(Queue, ringshm.Ring.open(name), 0,
+                                          pickle.dumps, pickle.loads)
+        child.kill()
+    try:
+        faultkit.wait_until(lambda: not os.path.exists(ringshm.ring.shm_path(name)))
+        make_queue()                  # its orphan sweep: the ring is still mapped here
+        assert attached.get(timeout=TIMEOUT) == pattern(1 << 20, "creator died")
+    finally:
+        attached.close()
     assert not [n for n in os.listdir(_sidefile.SHM_DIR)
                 if n.startswith(f"{_sidefile.PREFIX}{name}.")]
 
