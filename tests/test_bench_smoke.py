@@ -6,6 +6,7 @@ checked: every measured run delivered exactly what was sent, and the report
 has its tables. Timings are never asserted: they belong to bench/, not tests.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,9 +24,17 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run(
-        [sys.executable, "-m", "ringshm.bench", "--smoke", "--quiet", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    with subprocess.Popen(
+            [sys.executable, "-m", "ringshm.bench", "--smoke", "--quiet", "--json", str(out)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True) as bench:
+        try:
+            stdout, stderr = bench.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            bench.kill()
+            raise
+    done = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
+    done.pid = bench.pid
     return done, json.loads(out.read_text()) if out.exists() else None
 
 
@@ -85,3 +94,17 @@ def test_arrays_workload_counts_every_array(smoke):
         assert record["error"] is None, record
         assert record["ok"] and record["lost"] == 0 and record["bad"] == 0, record
         assert record["received"] > 0
+
+
+def test_peers_leave_nothing_behind(smoke):
+    # iceoryx2 keeps a node's management segment in /dev/shm and directories
+    # in /tmp after the node is gone: each channel has its own namespace,
+    # named after the bench process, which it removes (bench/iox2_sandbox.py).
+    done, results = smoke
+    if importlib.util.find_spec("iceoryx2") is not None:
+        # Installed: its rows ran, so the look below means something.
+        iceoryx2_rows = [r for r in results["arrays"] if r["key"] == "iceoryx2"]
+        assert iceoryx2_rows and not any(r["skipped"] for r in iceoryx2_rows)
+    ours = f"ringshm-bench-{done.pid}-"
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(ours)]
+    assert not [n for n in os.listdir("/tmp") if n.startswith(ours)]

@@ -19,6 +19,7 @@ import uuid
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from . import iox2_sandbox
 from .transport import Unsupported
 
 if TYPE_CHECKING:
@@ -389,18 +390,19 @@ class Iceoryx2(ArrayPeer):
 
     def setup(self, nbytes: int, shape: Shape, dtype: str) -> Iceoryx2State:
         # Two pipes for the handshake: publisher made -> subscriber connected.
-        return (f"ringshm-bench-{uuid.uuid4().hex[:12]}", nbytes, shape, dtype,
+        return (f"ringshm-bench-{os.getpid()}-{uuid.uuid4().hex[:12]}", nbytes, shape, dtype,
                 os.pipe(), os.pipe())
 
     def teardown(self, state: Iceoryx2State) -> None:
         for fd in (*state[4], *state[5]):
             os.close(fd)
+        iox2_sandbox.remove(state[0])
 
     @staticmethod
     def _service(name: str, nbytes: int) -> tuple[ModuleType, Any, Any]:
         import iceoryx2 as iox2
         iox2.set_log_level(iox2.LogLevel.Error)
-        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        node = iox2_sandbox.node(iox2, name)
         service = (node.service_builder(iox2.ServiceName.new(name))
                    .publish_subscribe(iox2.Slice[ctypes.c_uint8])
                    .enable_safe_overflow(False)

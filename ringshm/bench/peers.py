@@ -15,6 +15,7 @@ import tempfile
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
+from . import iox2_sandbox
 from .transport import GET_MANY_LIMIT, BatchMixin, Endpoint, Transport, Unsupported
 
 if TYPE_CHECKING:
@@ -312,6 +313,7 @@ class Iceoryx2(Transport):
     def close(self, channel: Iceoryx2Channel) -> None:
         for fd in (*channel[4], *channel[5]):
             os.close(fd)
+        iox2_sandbox.remove(channel[0])
 
     @staticmethod
     def _service(channel: Iceoryx2Channel) -> tuple[ModuleType, Any, Any]:
@@ -320,7 +322,7 @@ class Iceoryx2(Transport):
         import iceoryx2 as iox2
         name, _, depth, producers = channel[:4]
         iox2.set_log_level(iox2.LogLevel.Error)
-        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        node = iox2_sandbox.node(iox2, name)
         service = (node.service_builder(iox2.ServiceName.new(name))
                    .publish_subscribe(iox2.Slice[ctypes.c_uint8])
                    .enable_safe_overflow(False).subscriber_max_buffer_size(depth)
