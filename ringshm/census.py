@@ -14,8 +14,10 @@ import fcntl
 import os
 import signal
 import stat
+import struct
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from ringshm._ring import LAYOUT_VERSION
 from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file
@@ -144,7 +146,13 @@ def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
     except RingNotFound:
         return None
     except RingCorrupted as exc:
-        row.update(states=["corrupt"], error=str(exc))
+        version = _other_layout_version(path, st)
+        if version is not None:
+            # A ring, of a ringshm that lays segments out otherwise (0.1
+            # wrote version 1): not to be mistaken for garbage.
+            row.update(states=[f"layout {version}"], error=str(exc), layout=version)
+        else:
+            row.update(states=["corrupt"], error=str(exc))
         return row
     except RingPermissionError:
         row["states"] = ["no access"]
@@ -170,6 +178,31 @@ def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
             states.append("stale")
     row["states"] = states or ["ok"]
     return row
+
+
+def _other_layout_version(path: str, st: os.stat_result) -> Optional[int]:
+    """The layout version in the header of the ring file ``st`` of
+    ``path`` when it has ringshm's magic and a version this ringshm does not
+    read; else None."""
+    fd = open_same_file(path, st.st_dev, st.st_ino)
+    if fd is None:
+        return None
+    try:
+        head = os.pread(fd, _IDENTITY.size, 0)
+    finally:
+        os.close(fd)
+    if len(head) < _IDENTITY.size:
+        return None
+    magic, version = _IDENTITY.unpack(head)
+    if magic != LAYOUT_MAGIC or version == LAYOUT_VERSION:
+        return None
+    return int(version)
+
+
+#: The first bytes of every layout version's header: magic, version
+#: (docs/FORMAT.md; 0.1's layout 1 starts the same way).
+_IDENTITY = struct.Struct("<8sI")
+LAYOUT_MAGIC = b"RINGSHM\x00"
 
 
 def census() -> List[Dict[str, Any]]:

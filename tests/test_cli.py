@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -152,6 +153,24 @@ def test_ls_lists_a_corrupt_segment_and_rm_removes_it(name):
                if line.split()[0] == name)
     assert row[-1] == "corrupt"
     assert_error(ringshm("info", name), 1)
+    assert ringshm("rm", name).returncode == 0
+    assert not os.path.exists(shm_path(name))
+
+
+def test_ls_names_a_ring_of_another_layout_version_and_rm_removes_it(name):
+    # A 0.1 ring (layout 1): the magic, then version 1, then 0.1's header.
+    Ring.create(name, capacity=4096, persist=True).close()
+    with open(shm_path(name), "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 1))
+    result = ringshm("ls", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = [r for r in json.loads(result.stdout) if r["name"] == name]
+    assert row["state"] == "layout 1"
+    assert "version 1" in row["error"]
+    assert_error(ringshm("info", name), 1)
+    assert ringshm("gc", "--persistent").returncode == 0
+    assert os.path.exists(shm_path(name))      # gc leaves it to rm, as a corrupt one
     assert ringshm("rm", name).returncode == 0
     assert not os.path.exists(shm_path(name))
 
