@@ -22,7 +22,7 @@ from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissio
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file
 
-__all__ = ["Mappers", "census", "escape_name", "still_the_same"]
+__all__ = ["Mappers", "census", "escape_name", "still_the_same", "unescape_name"]
 
 # fcntl.F_SETSIG is missing from some Pythons' fcntl; Linux's value.
 F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
@@ -43,6 +43,38 @@ def escape_name(name: str) -> str:
         else:
             out.append(c)
     return "".join(out)
+
+
+def unescape_name(printed: str) -> str:
+    """The name that ``escape_name`` printed as ``printed``.
+
+    Raises:
+        ValueError: ``printed`` is not something escape_name prints (a lone
+            backslash, or ``\\x`` without two hex digits).
+    """
+    out = []
+    i = 0
+    while i < len(printed):
+        c = printed[i]
+        if c != "\\":
+            out.append(c)
+            i += 1
+        elif printed[i + 1:i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif printed[i + 1:i + 2] == "x" and _is_hex(printed[i + 2:i + 4]):
+            code = int(printed[i + 2:i + 4], 16)
+            # escape_name printed a control character, or a byte that was
+            # not UTF-8 (a surrogate, as os.listdir gives it).
+            out.append(chr(code) if code < 0x80 else chr(0xDC00 + code))
+            i += 4
+        else:
+            raise ValueError(f"not an escaped name as `ringshm ls` prints it: {printed!r}")
+    return "".join(out)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 class Mappers:

@@ -217,11 +217,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     """Remove rings by name: any regular file of that name (a corrupt
     segment too), never a directory or what a symbolic link points to."""
+    from .census import unescape_name
     from .ring import _check_name, shm_path
     status = 0
     for name in args.names:
         try:
-            _check_name(name)
+            if args.escaped:
+                # A planted name with control characters or bytes that are
+                # not UTF-8: given as `ls` prints it.  Only the rules that
+                # keep the path inside /dev/shm apply.
+                name = unescape_name(name)
+                _check_name(name.translate(_CONTROL_TO_SPACE))
+            else:
+                _check_name(name)
             path = shm_path(name)
             mode = os.lstat(path).st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
@@ -234,6 +242,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
             _error(f"{name!r}: {_describe(exc)}")
             status = 1
     return status
+
+
+_CONTROL_TO_SPACE = {code: " " for code in [*range(0x20), 0x7F]}
 
 
 def _kind(mode: int) -> str:
@@ -417,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rm", help="remove rings (also corrupt ones)")
     p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--escaped", action="store_true",
+                   help="NAMEs are as `ringshm ls` prints them (\\xNN for control characters "
+                        "and bytes that are not UTF-8, \\\\ for a backslash)")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("shutdown", help="shut a ring down: recv drains it and exits")

@@ -434,6 +434,29 @@ def test_ls_escapes_control_characters_in_names(name):
         os.unlink(shm_path(evil))
 
 
+@pytest.mark.parametrize("tail", ["\x1b[2J\nx", "\\x41\x7f", "\udcff\udc80"],
+                         ids=["escape-newline", "backslash-del", "not-utf8"])
+def test_rm_escaped_removes_a_planted_name_as_ls_prints_it(name, tail):
+    evil = name + tail
+    with open(shm_path(evil), "wb") as f:
+        f.write(b"x" * 100)
+    try:
+        out = ringshm("ls").stdout.decode()
+        (printed,) = [line.split()[0] for line in out.splitlines() if line.startswith(name)]
+        assert_error(ringshm("rm", printed), 1)      # as printed, it names nothing
+        assert os.path.lexists(shm_path(evil))
+        assert ringshm("rm", "--escaped", printed).returncode == 0
+        assert not os.path.lexists(shm_path(evil))
+    finally:
+        if os.path.lexists(shm_path(evil)):
+            os.unlink(shm_path(evil))
+
+
+def test_rm_escaped_refuses_what_ls_never_prints_and_names_outside_dev_shm(name):
+    for bad in (name + "\\", name + "\\x4", name + "\\q", "..", "a\\x2fb"):
+        assert_error(ringshm("rm", "--escaped", bad), 1)
+
+
 @pytest.mark.parametrize("command", ["info", "rm"])
 def test_info_and_rm_of_a_planted_directory_are_clear_errors(planted, command):
     name = planted("directory")
