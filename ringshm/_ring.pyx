@@ -1289,11 +1289,14 @@ cdef class RingCore:
     def shutdown(self):
         """End the ring for everyone: blocked callers wake at once; put()
         raises ShutDown; get() returns what is left, then raises ShutDown.
-        Returns once a put that was publishing elsewhere has finished (at
-        most 1 s: a holder that is stopped is not waited for longer), so
-        nothing appears in the ring after it."""
+        Returns once a put that was publishing elsewhere (another process,
+        or another thread of this one) has finished (at most 1 s: a holder
+        that is stopped is not waited for longer), so nothing appears in the
+        ring after it."""
         cdef rs_header *h
+        cdef bint in_own_block
         self._check_open()
+        in_own_block = self._reserve_is_mine()
         h = self.hdr
         rs_fetch_or(&h.flags, RS_FLAG_SHUTDOWN)
         wake_all(&h.put_lock.waitq)
@@ -1301,22 +1304,30 @@ cdef class RingCore:
         wake_all(&h.data_waitq)
         wake_all(&h.space_waitq)
         with nogil:
-            self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS)
+            self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS, in_own_block)
 
-    cdef void _let_publishing_put_finish(self, int64_t deadline) noexcept nogil:
+    cdef void _let_publishing_put_finish(self, int64_t deadline,
+                                         bint in_own_block) noexcept nogil:
         # A put that took its lock before the flag was set may still be
         # copying: wait until it lets the lock go, so that nothing is
         # published after shutdown() returns (shutdown(immediate=True) of a
         # Queue drains, and must leave it empty).  Bounded: a holder that is
-        # stopped, or this thread's own reserve() block, must not hang us.
+        # stopped must not hang us.  Our own token names every thread of
+        # this process: the holder is this thread only inside its own
+        # reserve() block (waiting would be waiting for ourselves), else it
+        # is another thread, alive since we are.
         cdef timespec pause
         cdef uint64_t owner
         pause.tv_sec = 0
         pause.tv_nsec = 20000
         while now_ns() < deadline:
             owner = rs_load_acquire(&self.hdr.put_lock.owner)
-            if owner == 0 or owner == self.presence.token or not rs_holder_alive(
-                    self.presence, <char *>self.hdr, owner):
+            if owner == 0:
+                return
+            if owner == self.presence.token:
+                if in_own_block:
+                    return
+            elif not rs_holder_alive(self.presence, <char *>self.hdr, owner):
                 return
             nanosleep(&pause, NULL)
 

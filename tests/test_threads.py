@@ -182,3 +182,38 @@ def test_close_while_another_thread_waits(make_ring, kind):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr}"
     assert done.stdout.strip() not in ("still waiting", "returned"), done.stdout
+
+
+def test_shutdown_waits_for_a_put_another_thread_is_publishing(make_ring):
+    # Both threads share one lock token: the holder of the put lock looks
+    # like ourselves.  shutdown() must still wait for the other thread's
+    # put, or the message appears after shutdown() returned.
+    ring = make_ring(capacity=64 << 10)
+    holding = threading.Event()
+
+    def put_slowly():
+        with ring.reserve(100) as space:
+            holding.set()
+            threading.Event().wait(0.3)   # still copying when shutdown() comes
+            space[:] = bytes(100)
+
+    writer = threading.Thread(target=put_slowly)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        ring.shutdown()
+        after_shutdown = ring.qsize()
+    finally:
+        writer.join(10)
+    assert after_shutdown == ring.qsize() == 1
+    assert ring.get(timeout=1) == bytes(100)
+    with pytest.raises(ShutDown):
+        ring.get(timeout=1)
+
+
+def test_shutdown_inside_its_own_reserve_block_still_commits_it(make_ring):
+    ring = make_ring(capacity=64 << 10)
+    with ring.reserve(10) as space:
+        ring.shutdown()                   # returns at once, not after 1 s
+        space[:] = bytes(10)
+    assert ring.get(timeout=1) == bytes(10)
