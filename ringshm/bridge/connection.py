@@ -100,8 +100,10 @@ async def connect(options: NatsOptions, lost: asyncio.Event) -> Client:
         kwargs["user_credentials"] = options.creds
     return await nats.connect(
         servers=[url.strip() for url in options.url.split(",")],
+        # One try per server (nats-py: 0 would mean for ever); the session
+        # loop does the waiting, with back-off and a line on stderr.
         allow_reconnect=False, connect_timeout=options.connect_timeout,
-        max_reconnect_attempts=0, closed_cb=closed, disconnected_cb=closed,
+        max_reconnect_attempts=1, reconnect_time_wait=0, closed_cb=closed, disconnected_cb=closed,
         error_cb=quiet, **kwargs)
 
 

@@ -173,23 +173,30 @@ class _InBridge:
         chunks the ring takes, then acknowledge them; False when the ring
         was shut down (nothing more is acknowledged)."""
         loop = asyncio.get_running_loop()
+        waiting = len(messages)   # fetched, not yet acknowledged: messages[-waiting:]
+        reported = loop.time()    # when JetStream last heard they are in progress
         for chunk in self._chunks(messages):
             payloads = [message.data for message in chunk]
             tag = chunk[-1].metadata.sequence.stream
             while True:
+                if loop.time() - reported >= PROGRESS_EVERY:
+                    # A slow ring: the whole rest of the batch waits, not
+                    # only this chunk, and each put may be quick.
+                    for message in messages[-waiting:]:
+                        await message.in_progress()
+                    reported = loop.time()
                 try:
                     await loop.run_in_executor(None, self._put_chunk, payloads, tag)
                     break
                 except Full:
                     if lost.is_set():
                         raise SessionLost("connection closed") from None
-                    for message in chunk:
-                        await message.in_progress()
                 except ShutDown:
                     return False
             self.ring._bridge_count("put", len(chunk))
             for message in chunk:
                 await message.ack()
+            waiting -= len(chunk)
         return True
 
     def _put_chunk(self, payloads: list[bytes], tag: int) -> None:
