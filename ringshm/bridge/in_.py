@@ -43,6 +43,11 @@ from ringshm.ring import Ring
 #: Messages asked for per fetch, and how long a fetch waits for the first.
 BATCH = 256
 FETCH_WAIT = 0.5
+#: After a fetch that brought less than a quarter of a batch, the next one
+#: waits this long: messages trickling in one by one would otherwise cost a
+#: fetch round trip each (20,000 fetches for 20,000 64 B messages, and a
+#: third of the throughput; docs/PERFORMANCE.md).
+TRICKLE_PAUSE = 0.005
 #: The consumer's ack_wait: a message not acknowledged (nor reported in
 #: progress) within this many seconds is delivered again.
 ACK_WAIT = 30.0
@@ -137,6 +142,8 @@ class _InBridge:
                     await message.ack()
             if not await self._put(accepted, lost):
                 return True
+            if len(messages) < self.batch // 4:
+                await asyncio.sleep(TRICKLE_PAUSE)
             if gap is not None:
                 notice("in", f"stream message {gap} came before {last + 1}: making the "
                              f"consumer again from {last + 1}")
