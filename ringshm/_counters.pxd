@@ -47,3 +47,33 @@ cdef inline void repair(rs_side *side) noexcept nogil:
     if rs_load_acquire(&side.position) == rs_load_acquire(&side.intent.position):
         rs_store_release(&side.messages, rs_load_relaxed(&side.intent.messages))
         rs_store_release(&side.bytes, rs_load_relaxed(&side.intent.bytes))
+
+
+# A tagged put (put_many(..., tag=T); the in bridge's stream sequence) stores
+# its tag with the same discipline: the tag's intent before the head, the
+# tag after it, so that the tag changes exactly when the put is published,
+# even if the producer dies between any two stores.  Untagged puts never
+# touch these words: the hot path pays nothing.
+
+cdef inline void intend_tag(rs_side *side, uint64_t position, uint64_t tag) noexcept nogil:
+    """Before publish(): name the head the tag goes with, then the tag.  The
+    position goes first: until publish() stores the head, it names a head
+    not yet published, so repair_tag() ignores a half-written value."""
+    rs_store_release(&side.tag.position, position)
+    rs_store_release(&side.tag.value, tag)
+
+
+cdef inline void settle_tag(rs_side *side, uint64_t tag) noexcept nogil:
+    """After publish(): the put is published, its tag is the last one."""
+    rs_store_release(&side.tag.last, tag)
+
+
+cdef inline void repair_tag(rs_side *side) noexcept nogil:
+    """After taking the put lock from a dead owner (following repair()): if
+    it published a tagged put, finish its tag; then forget the intent, so a
+    later put that happens to end at the same head (the dead one's was never
+    published) cannot revive it: 1 is no head (heads are multiples of 8).
+    Idempotent, like repair()."""
+    if rs_load_acquire(&side.position) == rs_load_acquire(&side.tag.position):
+        rs_store_release(&side.tag.last, rs_load_relaxed(&side.tag.value))
+    rs_store_release(&side.tag.position, 1)

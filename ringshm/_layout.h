@@ -53,6 +53,18 @@ typedef struct {
     char _reserved[48];
 } rs_waitq;
 
+/* The tag of a tagged put (put_many(..., tag=T)), published with its head:
+ * `position` names the head the tag belongs to and `value` the tag, both
+ * written before the head; `last` is the tag of the last tagged put.  A
+ * process that takes the put lock from a dead holder copies `value` to
+ * `last` when the head is `position`, then clears `position` (repair_tag).
+ * Only the producer side uses it; the consumer side's stays zero. */
+typedef struct {
+    uint64_t position;
+    uint64_t value;
+    uint64_t last;
+} rs_tag;
+
 /* One side of the ring: its counter (head for producers, tail for
  * consumers), its statistics and its intent, on a 128-byte block of its own. */
 typedef struct {
@@ -62,8 +74,21 @@ typedef struct {
     uint64_t waits;      /* calls that had to wait for room, or for a message */
     uint64_t timeouts;   /* calls that raised Full, or Empty */
     rs_intent intent;
-    char _pad[128 - 64];
+    rs_tag tag;          /* producer side only */
+    char _pad[128 - 88];
 } rs_side;
+
+/* Counters of the NATS bridges (ringshm.bridge), for `ringshm info`: the
+ * out bridge counts on its source ring, the in bridge on its destination.
+ * Statistics only (relaxed adds), never read by the protocol. */
+typedef struct {
+    uint64_t sent;          /* out: messages published to JetStream */
+    uint64_t acked;         /* out: messages JetStream acknowledged, then consumed */
+    uint64_t received;      /* in: messages fetched from JetStream */
+    uint64_t redelivered;   /* in: fetched again after a crash or a lost ack: dropped */
+    uint64_t put;           /* in: messages put into the ring */
+    uint64_t _reserved;
+} rs_bridge;
 
 typedef struct {
     uint64_t owner;        /* holder's token (generation << 32 | slot), 0 = free */
@@ -109,6 +134,12 @@ typedef struct {
     uint64_t tasks_done;
     char _pad7[64 - 8];
     rs_waitq joined_waitq;   /* 960: join() sleeps here */
+
+    /* 1024: 128 random bits, written once by the creator before the magic:
+     * which ring this is, across renames and restarts (the bridges' message
+     * ids).  All zero in a ring made before it existed. */
+    uint8_t identity[16];
+    rs_bridge bridge;        /* 1040..1087 */
 } rs_header;
 
 _Static_assert(sizeof(rs_waitq) == 64, "rs_waitq");
@@ -122,7 +153,10 @@ _Static_assert(offsetof(rs_header, data_waitq) == 640, "data_waitq");
 _Static_assert(offsetof(rs_header, space_waitq) == 768, "space_waitq");
 _Static_assert(offsetof(rs_header, tasks_done) == 896, "tasks_done");
 _Static_assert(offsetof(rs_header, joined_waitq) == 960, "joined_waitq");
-_Static_assert(sizeof(rs_header) == 1024, "rs_header");
+_Static_assert(offsetof(rs_side, tag) == 64, "tag");
+_Static_assert(offsetof(rs_header, identity) == 1024, "identity");
+_Static_assert(offsetof(rs_header, bridge) == 1040, "bridge");
+_Static_assert(sizeof(rs_header) == 1088, "rs_header");
 _Static_assert(sizeof(rs_header) <= RS_HEADER_SIZE, "header page");
 
 /* 2048..4095: the slot table of lock-holder liveness (_liveness.h).  A

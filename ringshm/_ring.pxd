@@ -89,6 +89,11 @@ cdef extern from "_layout.h" nogil:
         uint64_t messages
         uint64_t bytes
 
+    ctypedef struct rs_tag:
+        uint64_t position
+        uint64_t value
+        uint64_t last
+
     ctypedef struct rs_side:
         uint64_t position
         uint64_t messages
@@ -96,6 +101,14 @@ cdef extern from "_layout.h" nogil:
         uint64_t waits
         uint64_t timeouts
         rs_intent intent
+        rs_tag tag
+
+    ctypedef struct rs_bridge:
+        uint64_t sent
+        uint64_t acked
+        uint64_t received
+        uint64_t redelivered
+        uint64_t put
 
     ctypedef struct rs_waitq:
         uint64_t wanted
@@ -126,6 +139,8 @@ cdef extern from "_layout.h" nogil:
         rs_waitq space_waitq
         uint64_t tasks_done
         rs_waitq joined_waitq
+        unsigned char identity[16]
+        rs_bridge bridge
 
     ctypedef struct rs_record:
         uint32_t length

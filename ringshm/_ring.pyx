@@ -38,7 +38,7 @@ from libc.string cimport memchr, memcpy, memcmp, memset
 
 from ringshm._args cimport get_buffer, check_positive_int, check_nonnegative_int
 from ringshm._clock cimport NS, now_ns, deadline_from, fast_deadline, lock_deadline
-from ringshm._counters cimport publish, repair
+from ringshm._counters cimport intend_tag, publish, repair, repair_tag, settle_tag
 from ringshm._locks cimport try_lock, unlock
 from ringshm._records cimport record_span
 from ringshm._waitq cimport Wait, wait_init, start_wait, wait_turn, wake, wake_all
@@ -69,6 +69,8 @@ MIN_CAPACITY = RS_MIN_CAPACITY
 MAX_CAPACITY = RS_MAX_CAPACITY
 MAX_PAYLOAD = RS_MAX_PAYLOAD
 LAYOUT_VERSION = RS_VERSION
+# The bridges' counters in the header, in the order of rs_bridge's fields.
+BRIDGE_COUNTERS = ("sent", "acked", "received", "redelivered", "put")
 
 
 include "_process.pxi"
@@ -174,6 +176,8 @@ cdef class RingCore:
         h.recovery_interval_us = <uint32_t>(recovery_interval * 1e6)
         h.spin_ns = <uint32_t>(spin * 1e3)
         h.flags = RS_FLAG_EPHEMERAL if ephemeral else 0
+        identity = os.urandom(16)
+        memcpy(h.identity, PyBytes_AS_STRING(identity), 16)
         # The magic goes last: an opener that sees it sees a whole header.
         rs_store_release(<uint64_t *>h.magic, (<uint64_t *>RS_MAGIC)[0])
         self._adopt_header(h)
@@ -344,6 +348,8 @@ cdef class RingCore:
                     if rs_cas(&lk.owner, owner, token):
                         rs_add_relaxed(&lk.recoveries, 1)
                         repair(&self.hdr.producer if producer else &self.hdr.consumer)
+                        if producer:
+                            repair_tag(&self.hdr.producer)
                         return RS_OK
                     continue
                 if last_look:
@@ -751,20 +757,26 @@ cdef class RingCore:
         """put(data, block=False)."""
         return self.put(data, False)
 
-    def put_many(self, messages, block=True, timeout=None):
+    def put_many(self, messages, block=True, timeout=None, tag=None):
         """Append a batch of messages, all or nothing: they become visible
         together, one after another, and no other producer's message lands
         among them.
 
+        `tag` (a positive int, private: the in bridge's stream sequence) is
+        stored with the batch, atomically: _last_tag() returns it exactly
+        when the batch is published, even if this process dies half-way.
+
         Raises:
             Full: the whole batch did not fit in time (nothing was put).
             MessageTooLarge: the batch can never fit in the ring.
-            ShutDown, TypeError: as put().
+            ShutDown, TypeError: as put().  ValueError: a tag that is not
+                positive.
         """
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t count, i, got = 0
         cdef Py_buffer *bufs
         cdef uint64_t span = 0, nbytes = 0, at
+        cdef uint64_t tag_value = 0 if tag is None else check_positive_int(tag, "tag")
         cdef char *dst
         self._check_open()
         if isinstance(messages, (bytes, bytearray, memoryview, str)):
@@ -807,7 +819,13 @@ cdef class RingCore:
                 for i in range(count):
                     dst = self._place(&at, i, bufs[i].len)
                     memcpy(dst, bufs[i].buf, bufs[i].len)
-                self._end_put(at, count, nbytes)
+                if tag_value:
+                    intend_tag(&self.hdr.producer, at, tag_value)
+                    self._publish_head(at, count, nbytes)
+                    settle_tag(&self.hdr.producer, tag_value)
+                    unlock(&self.hdr.put_lock)
+                else:
+                    self._end_put(at, count, nbytes)
             self._leave()
         finally:
             for i in range(got):
@@ -841,11 +859,7 @@ cdef class RingCore:
                 rc = self._wait_step(AWAIT_DATA, 0, &w, &waited, deadline)
                 if rc != RS_OK:
                     return self._raise(rc, False)
-            if try_lock(&h.get_lock, self._token()):
-                rc = RS_OK
-            else:
-                with nogil:
-                    rc = self._lock_slow(&h.get_lock, lock_deadline(deadline), False)
+            rc = self._lock_get(deadline)
             if rc != RS_OK:
                 return self._raise(rc, False)
             self.read_tail = rs_load_relaxed(&h.consumer.position)
@@ -872,6 +886,15 @@ cdef class RingCore:
                 if rc == RS_OK:
                     continue
             return self._raise(rc, False)
+
+    cdef inline int _lock_get(self, int64_t deadline) except -1:
+        """Take the get lock (RS_OK, or why not)."""
+        cdef int rc
+        if try_lock(&self.hdr.get_lock, self._token()):
+            return RS_OK
+        with nogil:
+            rc = self._lock_slow(&self.hdr.get_lock, lock_deadline(deadline), False)
+        return rc
 
     cdef inline bint _looks_empty(self) noexcept nogil:
         # No record between the tail and the head: looks at the head only
@@ -1109,6 +1132,160 @@ cdef class RingCore:
         self._end_get(taken, nbytes)
         self._leave()
         return out
+
+    # -- the out bridge's window --------------------------------------------
+    # The NATS out bridge publishes many messages before JetStream has
+    # acknowledged any, and consumes each only after its acknowledgement:
+    # it looks past the messages in flight without consuming (_peek_many),
+    # then consumes the acknowledged ones (_consume).  Both take the get
+    # lock, so a consumer that died holding it is repaired first and
+    # messages_got is exact: message k of the ring (counting from 0 at its
+    # creation) is the one _peek_many numbers k, whatever crashed before.
+
+    def _peek_many(self, start, max_messages, max_bytes=None, timeout=None):
+        """Copies of the messages after the first `start` unconsumed ones
+        (at most `max_messages`, and `max_bytes` payload bytes but at least
+        one), consuming nothing: (sequence, messages), where `sequence` is
+        the ring's count of consumed messages plus `start` (the number of
+        the first message returned).  An empty list when there are no more.
+
+        Raises:
+            Empty: the get lock did not come within `timeout`.
+            RingCorrupted: a record fails validation.
+            TypeError, ValueError: bad limits, or the ring is closed.
+        """
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef Py_ssize_t skip = check_nonnegative_int(start, "start")
+        cdef Py_ssize_t limit = check_positive_int(max_messages, "max_messages")
+        cdef uint64_t byte_limit = 0xFFFFFFFFFFFFFFFF if max_bytes is None else \
+            check_positive_int(max_bytes, "max_bytes")
+        cdef uint64_t nbytes = 0, sequence
+        cdef int rc
+        out = []
+        self._enter()
+        try:
+            rc = self._lock_get(deadline)
+            if rc != RS_OK:
+                return self._raise(rc, False)
+            self.read_tail = rs_load_relaxed(&self.hdr.consumer.position)
+            sequence = rs_load_acquire(&self.hdr.consumer.messages) + skip
+            try:
+                while len(out) < limit:
+                    rc = self._next_record()
+                    if rc == RS_TIMEOUT:
+                        break
+                    if rc != RS_OK:
+                        return self._raise(rc, False)
+                    if skip > 0:
+                        skip -= 1
+                    elif out and nbytes + self.rec_length > byte_limit:
+                        break
+                    else:
+                        out.append(PyBytes_FromStringAndSize(self.data + self.rec_offset,
+                                                             self.rec_length))
+                        nbytes += self.rec_length
+                    self._consume_record()
+            finally:
+                # Nothing is consumed, not even the padding skipped.
+                unlock(&self.hdr.get_lock)
+        finally:
+            self._leave()
+        return sequence, out
+
+    def _consume(self, n, sequence, timeout=None):
+        """Consume the `n` oldest messages, which _peek_many numbered from
+        `sequence` (the count of consumed messages must still be that: the
+        caller is the ring's only consumer).  Published like get_many()'s,
+        so a process killed here leaves the counters exact.
+
+        Raises:
+            RingError: another consumer took messages (the count moved), or
+                fewer than `n` messages are in the ring; nothing consumed.
+            Empty: the get lock did not come within `timeout`.
+            RingCorrupted: a record fails validation.
+        """
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef Py_ssize_t count = check_nonnegative_int(n, "n")
+        cdef uint64_t expected = check_nonnegative_int(sequence, "sequence")
+        cdef uint64_t nbytes = 0, got
+        cdef Py_ssize_t done = 0
+        cdef int rc = RS_OK
+        if count == 0:
+            return
+        self._enter()
+        try:
+            rc = self._lock_get(deadline)
+            if rc != RS_OK:
+                return self._raise(rc, False)
+            self.read_tail = rs_load_relaxed(&self.hdr.consumer.position)
+            got = rs_load_acquire(&self.hdr.consumer.messages)
+            if got != expected:
+                unlock(&self.hdr.get_lock)
+                raise RingError(f"the ring's consumed count is {got}, not {expected}: "
+                                "another consumer took messages")
+            with nogil:
+                while done < count:
+                    rc = self._next_record()
+                    if rc != RS_OK:
+                        break
+                    nbytes += self.rec_length
+                    self._consume_record()
+                    done += 1
+                if done == count:
+                    self._end_get(count, nbytes)
+                else:
+                    unlock(&self.hdr.get_lock)
+            if rc == RS_TIMEOUT:
+                raise RingError(f"only {done} of the {count} messages to consume are in "
+                                "the ring")
+            if rc != RS_OK:
+                return self._raise(rc, False)
+        finally:
+            self._leave()
+
+    def _last_tag(self, timeout=None):
+        """The tag of the last tagged put_many() (0: none).  Takes the put
+        lock, so a tagged put that a dead producer left half-published is
+        settled first (counted and tagged, or neither).
+
+        Raises:
+            Full: the put lock did not come within `timeout`.
+            ShutDown: the ring was shut down.
+        """
+        cdef int64_t deadline = deadline_from(True, timeout)
+        cdef int rc
+        cdef uint64_t tag
+        self._enter()
+        try:
+            rc = self._lock_put(deadline)
+            if rc != RS_OK:
+                return self._raise(rc, True)
+            tag = rs_load_acquire(&self.hdr.producer.tag.last)
+            unlock(&self.hdr.put_lock)
+        finally:
+            self._leave()
+        return tag
+
+    def _identity(self):
+        """The ring's 16 random bytes of identity (zero: made before 0.2
+        wrote one)."""
+        self._check_open()
+        return PyBytes_FromStringAndSize(<char *>self.hdr.identity, 16)
+
+    def _bridge_count(self, str counter, n):
+        """Add `n` to one of the bridges' counters in the header ("sent",
+        "acked", "received", "redelivered", "put"): statistics only.
+
+        Raises:
+            KeyError: no such counter.
+        """
+        cdef Py_ssize_t index = BRIDGE_COUNTERS.index(counter) if counter in BRIDGE_COUNTERS \
+            else -1
+        cdef uint64_t count = check_nonnegative_int(n, "n")
+        self._check_open()
+        if index < 0:
+            raise KeyError(counter)
+        rs_add_relaxed(&self.hdr.bridge.sent + index, count)
 
     # -- zero copy ---------------------------------------------------------
 
@@ -1401,6 +1578,11 @@ cdef class RingCore:
             "created": h.created_ns / 1e9,
             "head": head,
             "tail": tail,
+            "bridge_sent": rs_load_relaxed(&h.bridge.sent),
+            "bridge_acked": rs_load_relaxed(&h.bridge.acked),
+            "bridge_received": rs_load_relaxed(&h.bridge.received),
+            "bridge_redelivered": rs_load_relaxed(&h.bridge.redelivered),
+            "bridge_put": rs_load_relaxed(&h.bridge.put),
         }
 
     def _lock_owners(self):

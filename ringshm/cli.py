@@ -374,6 +374,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
                compare_messages=0 if args.no_compare else args.compare_messages)
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """Run a bridge (ringshm.bridge) until its ring is shut down."""
+    try:
+        from .bridge.command import run_bridge
+    except ModuleNotFoundError as exc:
+        if exc.name != "nats":
+            raise
+        _error("the bridges need nats-py: pip install 'ringshm[bridge]'")
+        return 1
+    return run_bridge(args)
+
+
+def _add_bridge_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    bridge = sub.add_parser("bridge", help="a ring to NATS JetStream, or JetStream to a ring",
+                            description="Bridge rings across machines through NATS JetStream: "
+                                        "each message arrives once, in order, across crashes of "
+                                        "the bridges and restarts of the server.")
+    kinds = bridge.add_subparsers(dest="direction", metavar="DIRECTION")
+    kinds.required = True
+    out = kinds.add_parser("out", help="publish a ring's messages to JetStream")
+    out.add_argument("ring", metavar="RING")
+    out.add_argument("url", metavar="URL", help="nats://HOST:PORT (several: comma-separated)")
+    inward = kinds.add_parser("in", help="put a JetStream subject's messages into a ring")
+    inward.add_argument("url", metavar="URL", help="nats://HOST:PORT (several: comma-separated)")
+    for p in (out, inward):
+        p.add_argument("--subject", required=True, help="the NATS subject")
+        p.add_argument("--stream", help="the JetStream stream (created when missing; "
+                                        "default ringshm_SUBJECT)")
+        p.add_argument("--creds", metavar="FILE", help="a NATS credentials file")
+        p.add_argument("--tls-ca", metavar="PEM", help="CA certificates to trust")
+        p.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+        p.add_argument("--tls-key", metavar="PEM", help="the client certificate's key")
+        p.add_argument("--tls-hostname", metavar="NAME",
+                       help="the name the server's certificate must have")
+        p.add_argument("--wait", action="store_true",
+                       help="wait for a server that is down at start (default: exit 1)")
+        p.add_argument("--progress", action="store_true", help="show the rate and the backlog")
+    inward.add_argument("ring", metavar="RING")
+    out.add_argument("--window", type=parse_count, default=512, metavar="N",
+                     help="messages in flight before their acknowledgements (default 512)")
+    inward.add_argument("--durable", help="the durable consumer (default STREAM_in)")
+    inward.add_argument("--batch", type=parse_count, default=256, metavar="N",
+                        help="messages per fetch (default 256)")
+    bridge.set_defaults(func=cmd_bridge)
+
+
 def _delegate(module_name: str, argv: list[str]) -> int:
     """Run ``ringshm.<module_name>.main(argv)``, if that part is installed."""
     import importlib
@@ -469,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compare", action="store_true",
                    help="skip the multiprocessing.Queue comparison")
     p.set_defaults(func=cmd_demo)
+
+    _add_bridge_parser(sub)
 
     # bench and stress parse their own arguments; listed here for --help.
     sub.add_parser("bench", help="the benchmark suite: a table and a plot", add_help=False)

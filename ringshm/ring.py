@@ -428,6 +428,17 @@ class Ring(RingCore):
         """The backing file of a file-backed ring, else None."""
         return self._path
 
+    @property
+    def identity(self) -> str:
+        """128 random bits written by the creator, as 32 hex digits: which
+        ring this is, whatever its name (the NATS bridges' message ids).
+        All zeros for a ring made before ringshm wrote one.
+
+        Raises:
+            ValueError: the ring is closed.
+        """
+        return self._identity().hex()
+
     def __repr__(self) -> str:
         where = (f"name={self._name!r}" if self._name else
                  f"path={self._path!r}" if self._path else "anonymous")

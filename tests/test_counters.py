@@ -51,15 +51,17 @@ def producer_child(name):
     Ring.open(name).put(LATE, timeout=30)
 
 
-def start_stepping(make_ring, side):
+def start_stepping(make_ring, side, work=None):
     """A ring whose `side` lock a traced child waits for, the child stopped
-    and the lock free: returns (ring, raw header, child pid)."""
+    and the lock free: returns (ring, raw header, child pid).  The child
+    runs `work(name)` (default: one get() or put())."""
     ring = make_ring(capacity=4096, spin=0)
     for message in MESSAGES:
         ring.put(message)
     raw = RawHeader(ring.name)
-    queue, block, work = (("get lock", ring.view, consumer_child) if side == "get"
-                          else ("put lock", lambda: ring.reserve(8), producer_child))
+    queue, block, default = (("get lock", ring.view, consumer_child) if side == "get"
+                             else ("put lock", lambda: ring.reserve(8), producer_child))
+    work = work or default
     pid = None
     try:
         with block():
@@ -86,11 +88,14 @@ def start_stepping(make_ring, side):
     return ring, raw, pid
 
 
-def survey(make_ring, side):
+def survey(make_ring, side, work=None, intent_at=None):
     """Step a child through its whole call: (first step holding the lock,
-    first step of the intent, step that let it go)."""
-    lock, intent_at = SIDES[side]
-    ring, raw, pid = start_stepping(make_ring, side)
+    first step of the intent, step that let it go).  `intent_at`: the
+    header offset whose first change marks the intent (default the side's
+    intent position)."""
+    lock, side_intent = SIDES[side]
+    intent_at = intent_at or side_intent
+    ring, raw, pid = start_stepping(make_ring, side, work)
     steps = 0
     locked = intent = unlocked = None
     intent_before = raw.u64(intent_at)
@@ -120,8 +125,8 @@ def kill_points(locked, intent, unlocked):
     return sorted(dense | set(range(locked, unlocked, SPARSE)))
 
 
-def kill_at(make_ring, side, k):
-    ring, raw, pid = start_stepping(make_ring, side)
+def kill_at(make_ring, side, k, work=None):
+    ring, raw, pid = start_stepping(make_ring, side, work)
     try:
         for _ in range(k):
             assert stepper.step(pid), "the child exited early"
