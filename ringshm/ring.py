@@ -167,7 +167,14 @@ class Ring(RingCore):
                     self._initialize_in(backing, settings, persist, size, reserve, made=False):
                 return self
         # Another process initialises it (or did): attach as any opener.
-        self._attach_existing(backing)
+        try:
+            self._attach_existing(backing)
+        except RingCorrupted as exc:
+            if backing.adopts_blank and backing.size() < size:
+                raise RingCorrupted(
+                    f"{backing.label}: {exc}; and it is too small to be made a ring of "
+                    f"capacity {cap}: {backing.size()} bytes, {size} needed") from None
+            raise
         return self
 
     def _initialize_in(self, backing: Backing, settings: tuple[int, float, float, int],

@@ -23,11 +23,12 @@ import time
 import traceback
 
 import pytest
-from conftest import shm_path
+from conftest import remove_sysv, shm_path, sysv_companion, unique_sysv_key
 
 from ringshm import Queue, Ring, RingCorrupted, RingError, RingPermissionError
+from ringshm._ring import sysv_get, sysv_stat
 
-KINDS = ["shm", "file"]
+KINDS = ["shm", "file", "sysv"]
 
 
 @pytest.fixture
@@ -44,10 +45,16 @@ def public_dir():
 
 @pytest.fixture
 def make(make_ring, public_dir):
-    """make(kind, **kwargs) -> (ring, file holding it, {name or path})."""
+    """make(kind, **kwargs) -> (ring, file holding it, {name, path or
+    sysv_key}); for a System V ring the "file" is ("sysv", key)."""
     count = [0]
+    keys = []
 
     def make(kind, **kwargs):
+        if kind == "sysv":
+            keys.append(unique_sysv_key())
+            ring = make_ring.track(Ring.create(sysv_key=keys[-1], capacity=4096, **kwargs))
+            return ring, ("sysv", keys[-1]), {"sysv_key": keys[-1]}
         if kind == "shm":
             ring = make_ring(**kwargs)
             return ring, shm_path(ring.name), {"name": ring.name}
@@ -56,7 +63,9 @@ def make(make_ring, public_dir):
         ring = make_ring(path=path, **kwargs)
         return ring, path, {"path": path}
 
-    return make
+    yield make
+    for key in keys:
+        remove_sysv(key)
 
 
 @contextlib.contextmanager
@@ -69,6 +78,12 @@ def umask(mask):
 
 
 def mode_of(path):
+    """The mode of a file, or of a System V segment (("sysv", key)), whose
+    lock file must have the same (less the execute bits)."""
+    if isinstance(path, tuple):
+        mode = sysv_stat(sysv_get(path[1], 0, 0))["mode"]
+        assert stat.S_IMODE(os.stat(sysv_companion(path[1])).st_mode) == mode & 0o666
+        return mode
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
