@@ -645,7 +645,7 @@ class SysvBacking(Backing):
             info = sysv_stat(self.shmid)
         except OSError:
             return False
-        return bool(info["creator_pid"] == self.creator_pid)
+        return bool(info["creator_pid"] == self.creator_pid and not info["removed"])
 
     def remove(self) -> None:
         if self.made and self._still_ours():
@@ -660,13 +660,9 @@ class SysvBacking(Backing):
         if self.watched:
             watcher.unregister_sysv(self.shmid)
             watcher.unregister(self.companion)
-        try:
-            sysv_remove(self.shmid)
-        except OSError as e:
-            if e.errno in (errno.EINVAL, errno.EIDRM):
-                raise RingNotFound(errno.ENOENT, "the segment was removed already",
-                                   self.label) from None
-            raise
+        if not self._still_ours():
+            raise RingNotFound(errno.ENOENT, "the segment was removed already", self.label)
+        sysv_remove(self.shmid)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.companion)
 

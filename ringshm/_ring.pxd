@@ -70,6 +70,7 @@ cdef extern from "<sys/shm.h>" nogil:
     int IPC_STAT
     int SHM_RDONLY
     int SHM_NORESERVE
+    int SHM_DEST
 
 
 cdef extern from "_atomic.h" nogil:

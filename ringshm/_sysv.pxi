@@ -31,7 +31,8 @@ def sysv_get(int key, size_t size, int flags):
 
 def sysv_stat(int shmid):
     """IPC_STAT of a segment, before anything is attached: a dict of its
-    owner (uid), creator (cuid), mode, size, creator pid and attachments.
+    owner (uid), creator (cuid), mode, size, creator pid, attachments, and
+    whether it was removed (IPC_RMID: it lives on until the last detach).
 
     Raises:
         OSError: as shmctl(2) (EINVAL: removed; EACCES: no read permission).
@@ -40,7 +41,8 @@ def sysv_stat(int shmid):
     check_sysv(shmctl(shmid, IPC_STAT, &ds))
     return {"uid": ds.shm_perm.uid, "cuid": ds.shm_perm.cuid,
             "mode": ds.shm_perm.mode & 0o777, "size": ds.shm_segsz,
-            "creator_pid": ds.shm_cpid, "attached": ds.shm_nattch}
+            "creator_pid": ds.shm_cpid, "attached": ds.shm_nattch,
+            "removed": bool(ds.shm_perm.mode & SHM_DEST)}
 
 
 def sysv_remove(int shmid):
