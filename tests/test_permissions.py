@@ -23,7 +23,7 @@ import time
 import traceback
 
 import pytest
-from conftest import remove_sysv, shm_path, sysv_companion, unique_sysv_key
+from conftest import remove_sysv, shm_path, sysv_companion, sysv_segments, unique_sysv_key
 
 from ringshm import Queue, Ring, RingCorrupted, RingError, RingPermissionError
 from ringshm._ring import sysv_get, sysv_stat
@@ -295,6 +295,57 @@ def test_a_squatted_name_is_refused(squat, ring_name):
         Ring.open(ring_name)
     with Ring.open(ring_name, any_owner=True) as theirs:   # asked for: allowed
         assert theirs.get(timeout=1) == b"planted"
+
+
+@as_root
+def test_a_squatted_sysv_key_is_refused(other_user):
+    """The other user makes the segment (shm_perm.uid and cuid are theirs),
+    mode 0o666, and plants a message: refused before a byte is read, unless
+    any_owner; a pickled ring of that key applies the rule too."""
+    key = unique_sysv_key()
+
+    def plant():
+        ring = Ring.create(sysv_key=key, capacity=4096, mode=0o666, persist=True)
+        ring.put(b"planted")
+        ring.close()
+        return "planted"
+
+    try:
+        with Ring.create(sysv_key=key, capacity=4096) as ours:
+            pickled = pickle.dumps(ours)
+        assert run_as(other_user, plant) == "planted"
+        with pytest.raises(RingPermissionError, match="belongs to uid"):
+            Ring.open(sysv_key=key)
+        with pytest.raises(RingPermissionError):
+            Ring.create(sysv_key=key, capacity=4096, exist_ok=True)
+        with pytest.raises(RingPermissionError):
+            pickle.loads(pickled)
+        with Ring.open(sysv_key=key, any_owner=True) as theirs:   # asked for: allowed
+            assert theirs.get(timeout=1) == b"planted"
+    finally:
+        remove_sysv(key)
+
+
+@as_root
+def test_a_squatted_sysv_lock_file_is_refused(other_user):
+    """The other user plants the lock file of a key before we create its
+    ring: create() refuses rather than share the other user's file, and
+    leaves no segment behind."""
+    key = unique_sysv_key()
+
+    def plant():
+        fd = os.open(sysv_companion(key), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+        os.close(fd)
+        return "planted"
+
+    try:
+        assert run_as(other_user, plant) == "planted"
+        with pytest.raises(RingPermissionError, match="lock file"):
+            Ring.create(sysv_key=key, capacity=4096)
+        assert not any(k == key for k, _ in sysv_segments())
+        assert os.stat(sysv_companion(key)).st_uid == other_user.pw_uid
+    finally:
+        remove_sysv(key)
 
 
 @as_root
