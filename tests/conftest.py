@@ -260,8 +260,8 @@ class BackingFactory:
     """make(capacity=4096, **create options) -> a Ring of one backing;
     handle(ring) -> what a child passes to open_where() to attach: the
     Ring.open() keywords that find it, or for an anonymous ring (shared
-    only with forked children) the ring object itself.  Everything it made
-    is closed and removed at teardown."""
+    only with forked children) the ring object itself (faultkit.handle).
+    Everything it made is closed and removed at teardown."""
 
     def __init__(self, kind, make_ring, tmp_path):
         self.kind = kind
@@ -288,13 +288,9 @@ class BackingFactory:
 
     @staticmethod
     def handle(ring):
-        if ring.name is not None:
-            return {"name": ring.name}
-        if ring.path is not None:
-            return {"path": ring.path}
-        if ring.sysv_key is not None:
-            return {"sysv_key": ring.sysv_key}
-        return ring
+        from faultkit import handle
+
+        return handle(ring)
 
     def cleanup(self):
         self._make_ring.cleanup()
@@ -303,18 +299,6 @@ class BackingFactory:
             if remove_sysv(key) and not persist:
                 errors.append(f"the creator of System V key 0x{key:08x} did not remove it")
         assert not errors, errors
-
-
-def open_where(where_or_ring):
-    """In a child: Ring.open(**where), or (an anonymous ring, handed over
-    by fork) the ring object itself."""
-    from ringshm import Ring
-
-    if isinstance(where_or_ring, Ring):
-        return where_or_ring
-    if isinstance(where_or_ring, str):
-        return Ring.open(where_or_ring)
-    return Ring.open(**where_or_ring)
 
 
 @pytest.fixture(params=BACKINGS)

@@ -2,27 +2,24 @@
 is adopted by create(exist_ok=True) and opened by key; two unrelated
 programs exchange 100,000 messages through one; `ipcs -m` lists it,
 `ringshm ls/info` show it and `ringshm rm --sysv-key` removes it; a
-persist=False segment and its lock file go with their creator, however it
-dies; the lock file is checked (missing, replaced, a link); `ringshm gc`
-removes a stale one.  Behaviour, fault, wait and hostile-segment tests run
+persist=False segment and its lock file go with their creator (killed:
+test_creator_death); the lock file is checked (missing, replaced, a link);
+`ringshm gc` removes a stale one.  Behaviour, fault, wait and hostile-segment tests run
 on System V rings through their backing parametrization (conftest.backing,
 test_faults, test_waits, test_hostile, test_permissions)."""
 
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from conftest import remove_sysv, sysv_companion, sysv_segments, track_sysv_key, unique_sysv_key
 from faultkit import RawHeader
 from privateshm import in_private_tmpfs, needs_unshare
-from test_creator_death import Creator
 
 from ringshm import Ring, RingCorrupted, RingExists, RingNotFound, RingPermissionError
 
@@ -310,33 +307,6 @@ def test_close_removes_the_segment_and_its_lock_file_unless_persist():
                 ring.unlink()
     finally:
         remove_sysv(kept)
-
-
-@pytest.mark.fault
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_creators_segment_goes(tmp_path, signum):
-    key = unique_sysv_key()
-    with Creator(f"""
-        ring = Ring.create(sysv_key={key}, capacity=4096)
-        ring.put(b"left by the creator")
-        report(pid=os.getpid())
-        sleep()
-    """, tmp_path) as creator:
-        creator.facts()
-        opened = Ring.open(sysv_key=key)
-        try:
-            creator.kill(signum)
-            # The watcher: the key and the lock file within 1 s.
-            deadline = time.monotonic() + 1.0
-            while segment_of(key) is not None or os.path.exists(sysv_companion(key)):
-                assert time.monotonic() < deadline, "the segment outlived 1 s"
-                time.sleep(0.01)
-            assert opened.get_nowait() == b"left by the creator"
-            opened.put(b"after")
-            assert opened.get_nowait() == b"after"
-        finally:
-            opened.close()
-            remove_sysv(key)
 
 
 # ---------------------------------------------------------------- the lock file
