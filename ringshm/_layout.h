@@ -159,6 +159,21 @@ _Static_assert(offsetof(rs_header, bridge) == 1040, "bridge");
 _Static_assert(sizeof(rs_header) == 1088, "rs_header");
 _Static_assert(sizeof(rs_header) <= RS_HEADER_SIZE, "header page");
 
+/* 1088: the identity of the file on which presences hold their OFD locks
+ * (_liveness.h), when that file is not the segment itself: a System V
+ * segment has no file, so its lock slots live on a companion file.  The
+ * creator writes its device and inode here; an opener whose companion is
+ * another file refuses the ring, so two processes never judge liveness on
+ * different files.  Zero for a segment that is its own lock file. */
+#define RS_LIVENESS_ID_OFFSET 1088u
+
+typedef struct {
+    uint64_t dev;
+    uint64_t ino;
+} rs_liveness_id;
+
+_Static_assert(RS_LIVENESS_ID_OFFSET >= sizeof(rs_header), "liveness identity after the header");
+
 /* 2048..4095: the slot table of lock-holder liveness (_liveness.h).  A
  * process holds an OFD lock on its slot's bytes while it is attached. */
 #define RS_SLOT_TABLE_OFFSET 2048u

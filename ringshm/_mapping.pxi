@@ -11,39 +11,84 @@ import os
 pthread_atfork(NULL, NULL, rs_presences_after_fork)
 
 
-cdef class Mapping:
-    """Owns one mmap of a segment; unmapped when the last reference (a ring
-    or a memoryview handed out by reserve()/view()) goes away, so no view
-    can ever point at unmapped memory.  It also holds this process's share
-    of the segment's presence (_liveness.h): the slot that names it in lock
-    words stays its own as long as any mapping of the segment lives."""
-    cdef char *base
-    cdef size_t length
-    cdef rs_presence *presence
+# How a Mapping gives its memory back: munmap for a file's mapping, shmdt
+# for a System V segment (_sysv.pxi).
+ctypedef int (*unmap_function)(char *base, size_t length) noexcept nogil
 
-    def __cinit__(self, int fd, size_t length):
-        cdef void *p
+
+cdef int unmap_file(char *base, size_t length) noexcept nogil:
+    return munmap(base, length)
+
+
+cdef class Mapping:
+    """Owns one attachment of a segment, whatever its backing (a base
+    pointer and the function that gives it back); unmapped when the last
+    reference (a ring or a memoryview handed out by reserve()/view()) goes
+    away, so no view can ever point at unmapped memory.  It also holds this
+    process's share of the segment's presence (_liveness.h), taken from the
+    file its lock slots live on: the slot that names it in lock words stays
+    its own as long as any mapping of the segment lives."""
+    cdef char *base
+    cdef readonly size_t length   # bytes attached
+    cdef unmap_function unmap
+    cdef rs_presence *presence
+    # The presence's file is not the segment (a System V segment's
+    # companion): the ring header records which file it is.
+    cdef bint separate_liveness
+
+    def __cinit__(self):
         self.base = NULL
         self.length = 0
+        self.unmap = NULL
         self.presence = NULL
-        if fd < 0:
-            raise ValueError("a ring is mapped from a file descriptor "
-                             "(an anonymous ring from a memfd)")
+        self.separate_liveness = False
+
+    cdef void adopt(self, char *base, size_t length, unmap_function unmap):
+        self.base = base
+        self.length = length
+        self.unmap = unmap
+
+    def bind_liveness(self, int fd, bint separate):
+        """Take this process's presence from the file open as `fd` (the
+        segment's own, or a companion when `separate`).  Once only.
+
+        Raises:
+            OSError: no /proc to open the file afresh, or it cannot be opened.
+        """
+        if self.presence != NULL:
+            raise RuntimeError("the mapping already has its lock file")
         self.presence = rs_presence_attach(fd)
         if self.presence == NULL:
             raise OSError(errno, os.strerror(errno))
-        p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if p == MAP_FAILED:
-            raise OSError(errno, os.strerror(errno))
-        self.base = <char *>p
-        self.length = length
+        self.separate_liveness = separate
 
     def __dealloc__(self):
         if self.base != NULL:
-            munmap(self.base, self.length)
+            self.unmap(self.base, self.length)
             self.base = NULL
         rs_presence_release(self.presence)
         self.presence = NULL
+
+
+def map_file(int fd, size_t length):
+    """A Mapping of the first `length` bytes of the file open as `fd`,
+    whose lock slots live on the same file.
+
+    Raises:
+        ValueError: no descriptor.
+        OSError: mmap or the presence failed.
+    """
+    cdef void *p
+    cdef Mapping mapping = Mapping.__new__(Mapping)
+    if fd < 0:
+        raise ValueError("a ring is mapped from a file descriptor "
+                         "(an anonymous ring from a memfd)")
+    p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    if p == MAP_FAILED:
+        raise OSError(errno, os.strerror(errno))
+    mapping.adopt(<char *>p, length, unmap_file)
+    mapping.bind_liveness(fd, False)   # on failure the mapping unmaps itself
+    return mapping
 
 
 cdef class Span:

@@ -48,6 +48,31 @@ cdef extern from "<sys/mman.h>" nogil:
     void *MAP_FAILED
 
 
+cdef extern from "<sys/shm.h>" nogil:
+    # System V shared memory (the sysv_key backing, _sysv.pxi).
+    ctypedef int key_t
+    cdef struct ipc_perm:
+        unsigned int uid
+        unsigned int cuid
+        unsigned int mode
+    cdef struct shmid_ds:
+        ipc_perm shm_perm
+        size_t shm_segsz
+        int shm_cpid
+        unsigned long shm_nattch
+    int shmget(key_t key, size_t size, int flags)
+    void *shmat(int shmid, const void *address, int flags)
+    int shmdt(const void *address)
+    int shmctl(int shmid, int command, shmid_ds *buf)
+    int IPC_CREAT
+    int IPC_EXCL
+    int IPC_RMID
+    int IPC_STAT
+    int SHM_RDONLY
+    int SHM_NORESERVE
+    int SHM_DEST
+
+
 cdef extern from "_atomic.h" nogil:
     uint64_t rs_load_relaxed(const uint64_t *p)
     uint64_t rs_load_acquire(const uint64_t *p)
@@ -146,9 +171,16 @@ cdef extern from "_layout.h" nogil:
         uint32_t length
         uint32_t kind
 
+    unsigned int RS_LIVENESS_ID_OFFSET
+    ctypedef struct rs_liveness_id:
+        uint64_t dev
+        uint64_t ino
+
 
 cdef extern from "_liveness.h" nogil:
     ctypedef struct rs_presence:
+        uint64_t dev
+        uint64_t ino
         uint64_t token
     rs_presence *rs_presence_attach(int fd)
     void rs_presence_release(rs_presence *p)

@@ -12,7 +12,8 @@ The parts live in units of their own, so each is found by its name:
     _process.pxi    processes by pid: the creator fields, process_alive()
     _counters.pxd   publishing a head/tail with its intent; repair after a death
     _records.pxd    the record layout
-    _mapping.pxi    the mmap and the spans that zero-copy views export
+    _mapping.pxi    the mapping (of any backing) and the spans that zero-copy views export
+    _sysv.pxi       System V segments: shmget/shmat/shmctl, and their Mapping
     _blocks.pxi     the reserve()/view() context managers
     _args.pxd       argument checks
 
@@ -75,6 +76,11 @@ BRIDGE_COUNTERS = ("sent", "acked", "received", "redelivered", "put")
 
 include "_process.pxi"
 include "_mapping.pxi"
+include "_sysv.pxi"
+
+# What a claimed blank segment holds in its magic while its claimer writes
+# the header (RingCore._claim_blank): not the magic, not zero.
+cdef uint64_t CLAIMED_MAGIC = 0x54494e49474e4952   # "RINGINIT" little-endian
 
 # Forks this process is the child of, counted by a pthread_atfork handler.
 # A zero-copy block notes the count when it opens: a forked child's copy of
@@ -151,20 +157,56 @@ cdef class RingCore:
 
     # -- attaching ---------------------------------------------------------
 
-    def _map(self, int fd, size_t length):
-        """Map `length` bytes of `fd`."""
-        self._mapping = Mapping(fd, length)
-        self.hdr = <rs_header *>self._mapping.base
-        self.presence = self._mapping.presence
+    def _use(self, Mapping mapping):
+        """Attach to `mapping` (made by a backing, ringshm/_backing.py)."""
+        self._mapping = mapping
+        self.hdr = <rs_header *>mapping.base
+        self.presence = mapping.presence
         self._closing = False   # open() maps again after a creator was slow
+
+    def _bind_liveness(self, int fd):
+        """Give the mapping its lock file, a companion of the segment open
+        as `fd` (see Mapping.bind_liveness)."""
+        self._mapping.bind_liveness(fd, True)
+        self.presence = self._mapping.presence
+
+    cdef inline rs_liveness_id *_liveness_id(self) noexcept:
+        return <rs_liveness_id *>(<char *>self.hdr + RS_LIVENESS_ID_OFFSET)
+
+    def _claim_blank(self, bint whole):
+        """True if this process may write the header of this blank segment
+        (and must: nobody else will).  A segment made outside ringshm
+        (a C program's shmget) is blank only when every byte (`whole`) is
+        zero; a segment this process has just made, when its magic is.  The
+        claim is a compare-and-swap on the magic, so of two processes
+        racing to adopt the same segment one wins; the other waits for the
+        magic as any opener."""
+        cdef uint64_t *magic = <uint64_t *>self.hdr.magic
+        cdef const char *p = <const char *>self.hdr
+        cdef size_t i
+        if whole:
+            for i in range(self._mapping.length):
+                if p[i] != 0:
+                    return False
+        return rs_cas(magic, 0, CLAIMED_MAGIC)
 
     def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
                     uint64_t max_messages, bint ephemeral=False):
         """Write a fresh header (the creator only, before anyone attaches).
-        `ephemeral`: made with persist=False (RS_FLAG_EPHEMERAL)."""
+        `ephemeral`: made with persist=False (RS_FLAG_EPHEMERAL).
+
+        Raises:
+            RuntimeError: the mapping has no lock file yet.
+        """
         cdef rs_header *h = self.hdr
         cdef timespec ts
-        memset(h, 0, RS_HEADER_SIZE)
+        if self.presence == NULL:
+            raise RuntimeError("a ring needs its lock file before its header")
+        # Not the magic: a claimed blank segment says so until the last store.
+        memset(<char *>h + 8, 0, RS_HEADER_SIZE - 8)
+        if self._mapping.separate_liveness:
+            self._liveness_id().dev = self.presence.dev
+            self._liveness_id().ino = self.presence.ino
         h.version = RS_VERSION
         h.header_size = RS_HEADER_SIZE
         h.capacity = capacity
@@ -182,15 +224,23 @@ cdef class RingCore:
         rs_store_release(<uint64_t *>h.magic, (<uint64_t *>RS_MAGIC)[0])
         self._adopt_header(h)
 
-    def _validate(self, size_t mapped_length):
+    def _validate(self, size_t mapped_length, bint exact=True):
         """Check a header written by somebody else before trusting it.
+        `exact`: the segment must be exactly one header and the capacity
+        (a file); else at least (a System V segment, which never shrinks
+        and which a C program may have made larger).
 
         Raises:
-            RingCorrupted: not a ring, unknown version, or a size that does
-                not match the mapping.
+            RingCorrupted: not a ring, unknown version, a size that does
+                not match the mapping, or lock slots on another file than
+                the one the creator recorded.
+            RuntimeError: the mapping has no lock file yet.
         """
         cdef rs_header *h = self.hdr
         cdef uint64_t cap
+        cdef uint64_t dev = 0, ino = 0, need
+        if self.presence == NULL:
+            raise RuntimeError("a ring needs its lock file before it is used")
         if mapped_length < RS_HEADER_SIZE:
             raise RingCorrupted(f"segment is truncated: {mapped_length} bytes, "
                                 f"less than one header ({RS_HEADER_SIZE})")
@@ -204,9 +254,17 @@ cdef class RingCore:
         cap = h.capacity
         if cap < RS_MIN_CAPACITY or cap > RS_MAX_CAPACITY or (cap & (cap - 1)) != 0:
             raise RingCorrupted(f"invalid capacity {cap}")
-        if RS_HEADER_SIZE + cap != mapped_length:
+        need = RS_HEADER_SIZE + cap
+        if need > mapped_length or (exact and need != mapped_length):
             raise RingCorrupted(f"segment is {mapped_length} bytes but its header "
-                                f"says {RS_HEADER_SIZE + cap}: truncated or damaged")
+                                f"says {need}: truncated or damaged")
+        if self._mapping.separate_liveness:
+            dev, ino = self.presence.dev, self.presence.ino
+        if self._liveness_id().dev != dev or self._liveness_id().ino != ino:
+            raise RingCorrupted(
+                "the ring's lock slots live on another file than this one: "
+                f"the header names device {self._liveness_id().dev} inode "
+                f"{self._liveness_id().ino}, this process has {dev}, {ino}")
         self._adopt_header(h)
 
     cdef void _adopt_header(self, rs_header *h):
@@ -261,7 +319,9 @@ cdef class RingCore:
             self._forget_mapping()
 
     def _magic_present(self):
-        return rs_load_acquire(<uint64_t *>self.hdr.magic) != 0
+        """False while the creator may still be writing the header."""
+        cdef uint64_t magic = rs_load_acquire(<uint64_t *>self.hdr.magic)
+        return magic != 0 and magic != CLAIMED_MAGIC
 
     cdef inline int _check_open(self) except -1:
         if self.hdr == NULL or self._closing:

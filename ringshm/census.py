@@ -1,7 +1,9 @@
-"""What is in /dev/shm, for `ringshm ls` and `ringshm gc`: each ``ringshm.*``
-entry classified without ever blocking on it or reading another user's
-segment, and whether some live process maps it (a write lease and
-/proc/*/maps, see Mappers).
+"""What is in /dev/shm and in System V shared memory, for `ringshm ls` and
+`ringshm gc`: each ``ringshm.*`` entry classified without ever blocking on
+it or reading another user's segment, and whether some live process maps it
+(a write lease and /proc/*/maps, see Mappers); each System V ring (a
+segment of this user with a lock file /dev/shm/ringshm-sysv.0xKEY, or a
+ring's magic) from /proc/sysvipc/shm, whose attach count says who maps it.
 
 A ring is *stale* when it was made with persist=False, its creator is dead
 and no live process maps it: what a crash left before the watcher could
@@ -10,19 +12,26 @@ persistent /dev/shm).  A persistent ring that no live process maps is
 *idle*.  See docs/DESIGN.md, "No name outlives its creator".
 """
 
+import contextlib
+import errno
 import fcntl
+import functools
 import os
 import signal
 import stat
 import struct
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from ringshm._ring import LAYOUT_VERSION
+from ringshm._backing import companion_path
+from ringshm._ring import HEADER_SIZE, LAYOUT_VERSION, sysv_peek, sysv_remove
 from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
-from ringshm.watcher import open_same_file
+from ringshm.watcher import open_same_file, sysv_segments
 
-__all__ = ["Mappers", "census", "escape_name", "still_the_same", "unescape_name"]
+__all__ = ["Mappers", "census", "escape_name", "remove", "remove_companion", "still_the_same",
+           "unescape_name"]
+
+_MAGIC = b"RINGSHM\0"
 
 # fcntl.F_SETSIG is missing from some Pythons' fcntl; Linux's value.
 F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
@@ -160,7 +169,7 @@ def _entries() -> Iterator[str]:
 def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
     """One row: name, path, states, and the ring's stats when it is ours."""
     path = shm_path(name)
-    row: Dict[str, Any] = {"name": name, "path": path, "states": []}
+    row: Dict[str, Any] = {"kind": "shm", "name": name, "path": path, "states": []}
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -173,50 +182,62 @@ def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
         # Never read another user's segment (SPEC: safe to attach).
         row["states"] = ["other user"]
         return row
+    states = _states(lambda: Ring.open(name), row,
+                     lambda: mappers.maybe_mapped(path, st))
+    if states is None:
+        return None
+    row["states"] = states
+    return row
+
+
+def _states(attach: Callable[[], Ring], row: Dict[str, Any],
+            maybe_mapped: Callable[[], bool]) -> Optional[List[str]]:
+    """Open the ring with ``attach``, put its stats into ``row`` and return
+    its states (None: it went away meanwhile)."""
     try:
-        ring = Ring.open(name)
+        ring = attach()
     except RingNotFound:
         return None
     except RingCorrupted as exc:
-        version = _other_layout_version(path, st)
+        version = _other_layout_version(row)
+        row["error"] = str(exc)
         if version is not None:
             # A ring, of a ringshm that lays segments out otherwise (0.1
             # wrote version 1): not to be mistaken for garbage.
-            row.update(states=[f"layout {version}"], error=str(exc), layout=version)
-        else:
-            row.update(states=["corrupt"], error=str(exc))
-        return row
+            row["layout"] = version
+            return [f"layout {version}"]
+        return ["corrupt"]
     except RingPermissionError:
-        row["states"] = ["no access"]
-        return row
+        return ["no access"]
     except (RingError, OSError, ValueError) as exc:
-        row.update(states=["error"], error=str(exc))
-        return row
+        row["error"] = str(exc)
+        return ["error"]
     try:
         stats = ring.stats()
     except RingCorrupted as exc:
-        row.update(states=["corrupt"], error=str(exc))
-        return row
+        row["error"] = str(exc)
+        return ["corrupt"]
     finally:
         ring.close()
     row.update(stats)
     states = []
     if stats["shutdown"]:
         states.append("shutdown")
-    if not mappers.maybe_mapped(path, st):
+    if not maybe_mapped():
         if not stats["ephemeral"]:
             states.append("idle")
         elif not stats["creator_alive"]:
             states.append("stale")
-    row["states"] = states or ["ok"]
-    return row
+    return states or ["ok"]
 
 
-def _other_layout_version(path: str, st: os.stat_result) -> Optional[int]:
-    """The layout version in the header of the ring file ``st`` of
-    ``path`` when it has ringshm's magic and a version this ringshm does not
-    read; else None."""
-    fd = open_same_file(path, st.st_dev, st.st_ino)
+def _other_layout_version(row: Dict[str, Any]) -> Optional[int]:
+    """The layout version in the header of the ring file of ``row`` (a
+    /dev/shm entry) when it has ringshm's magic and a version this ringshm
+    does not read; else None."""
+    if row["kind"] != "shm":
+        return None
+    fd = open_same_file(row["path"], row["dev"], row["ino"])
     if fd is None:
         return None
     try:
@@ -226,7 +247,7 @@ def _other_layout_version(path: str, st: os.stat_result) -> Optional[int]:
     if len(head) < _IDENTITY.size:
         return None
     magic, version = _IDENTITY.unpack(head)
-    if magic != LAYOUT_MAGIC or version == LAYOUT_VERSION:
+    if magic != _MAGIC or version == LAYOUT_VERSION:
         return None
     return int(version)
 
@@ -234,22 +255,97 @@ def _other_layout_version(path: str, st: os.stat_result) -> Optional[int]:
 #: The first bytes of every layout version's header: magic, version
 #: (docs/FORMAT.md; 0.1's layout 1 starts the same way).
 _IDENTITY = struct.Struct("<8sI")
-LAYOUT_MAGIC = b"RINGSHM\x00"
 
 
-def census() -> List[Dict[str, Any]]:
-    """Every ``ringshm.*`` entry of /dev/shm, classified, sorted by name.
-    The mappings are read before any ring is opened (opening maps it)."""
+def _sysv_rows(all_users: bool) -> Iterator[Dict[str, Any]]:
+    """The System V rings: this user's (every user's with ``all_users``,
+    never read), as /proc/sysvipc/shm lists them before we attach."""
+    euid = os.geteuid()
+    for seg in sorted(sysv_segments(), key=lambda seg: seg["key"]):
+        key = seg["key"]
+        if key == 0:
+            continue   # removed (IPC_RMID) and still attached: gone by name
+        companion = companion_path(key)
+        row: Dict[str, Any] = {"kind": "sysv", "name": f"0x{key:08x}", "key": key,
+                               "shmid": seg["shmid"], "uid": seg["uid"],
+                               "nattch": seg["nattch"], "creator": seg["cpid"],
+                               "path": companion, "states": []}
+        if seg["uid"] != euid or seg["cuid"] != euid:
+            if all_users and os.path.lexists(companion):
+                row["states"] = ["other user"]
+                yield row
+            continue
+        if not os.path.lexists(companion):
+            # A segment of some other program, unless it holds our magic.
+            if seg["size"] < HEADER_SIZE or not _holds_magic(seg["shmid"]):
+                continue
+        attached = seg["nattch"] != 0
+        states = _states(functools.partial(Ring.open, sysv_key=key), row,
+                         functools.partial(bool, attached))
+        if states is not None:
+            row["states"] = states
+            yield row
+
+
+def _holds_magic(shmid: int) -> bool:
+    try:
+        return bool(sysv_peek(shmid, len(_MAGIC)) == _MAGIC)
+    except OSError:
+        return False
+
+
+def census(all_users: bool = False) -> List[Dict[str, Any]]:
+    """Every ``ringshm.*`` entry of /dev/shm, classified, sorted by name,
+    then the System V rings of this user (of all users with
+    ``all_users``), by key.  The mappings are read before any ring is
+    opened (opening maps it)."""
     mappers = Mappers()
     rows = (_classify(name, mappers) for name in _entries())
-    return [row for row in rows if row is not None]
+    return [row for row in rows if row is not None] + list(_sysv_rows(all_users))
 
 
 def still_the_same(row: Dict[str, Any]) -> bool:
-    """True if the entry of ``row`` is still the file it was classified as
-    (not removed and made again meanwhile)."""
+    """True if the entry of ``row`` is still the file (or System V segment,
+    by key, shmid and creator pid) it was classified as (not removed and
+    made again meanwhile)."""
+    if row["kind"] == "sysv":
+        return any((seg["key"], seg["shmid"], seg["cpid"]) ==
+                   (row["key"], row["shmid"], row["creator"]) for seg in sysv_segments())
     try:
         st = os.lstat(row["path"])
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == (row["dev"], row["ino"])
+
+
+def remove(row: Dict[str, Any]) -> None:
+    """Remove the ring of ``row``: unlink its file; a System V ring's
+    segment (IPC_RMID) and its lock file.
+
+    Raises:
+        FileNotFoundError: already gone.
+        OSError: the system refused.
+    """
+    if row["kind"] != "sysv":
+        os.unlink(row["path"])
+        return
+    try:
+        sysv_remove(row["shmid"])
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EIDRM):
+            raise FileNotFoundError(errno.ENOENT, "already removed", row["name"]) from None
+        raise
+    remove_companion(row["key"])
+
+
+def remove_companion(key: int) -> None:
+    """Unlink the lock file of the System V ring of ``key`` if it is this
+    user's regular file (never another user's, never a link's target)."""
+    path = companion_path(key)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

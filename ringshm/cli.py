@@ -19,7 +19,7 @@ import stat
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from ._version import __version__
 from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
@@ -107,6 +107,20 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_sysv_key(text: str) -> int:
+    """``"0x5201abcd"`` or ``"1375841229"`` -> the key (as ipcs -m prints it).
+
+    Raises:
+        argparse.ArgumentTypeError: not a non-zero 32-bit key.
+    """
+    from ._backing import check_sysv_key
+    try:
+        return check_sysv_key(int(text, 0))
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"invalid System V key {text!r} (0x... or decimal, not 0)") from None
+
+
 def human_size(n: int) -> str:
     """``1536`` -> ``"1.5K"``; bytes below 1 KiB stay exact."""
     if n < 1024:
@@ -143,9 +157,9 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List every ring on the machine."""
+    """List every ring on the machine: named ones, then System V ones."""
     from .census import census, escape_name
-    rows = census()
+    rows = census(all_users=args.all_users)
     for row in rows:
         row["state"] = ", ".join(row.pop("states"))
         for key in ("dev", "ino"):
@@ -153,38 +167,61 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    table = [("NAME", "CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")]
+    counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")
+    named: list[tuple[str, ...]] = [("NAME",) + counters]
+    sysv: list[tuple[str, ...]] = [("KEY", "SHMID", "OWNER", "NATTCH") + counters]
     for row in rows:
-        name = escape_name(row["name"])
-        if "capacity" in row:
-            table.append((name, human_size(row["capacity"]),
-                          human_size(row["used_bytes"]), str(row["messages"]),
-                          str(row["creator_pid"]), "yes" if row["creator_alive"] else "no",
-                          row["state"]))
+        if row["kind"] == "sysv":
+            sysv.append((row["name"], str(row["shmid"]), _user(row["uid"]),
+                         str(row["nattch"])) + _counter_cells(row))
         else:
-            table.append((name, "-", "-", "-", "-", "-", row["state"]))
+            named.append((escape_name(row["name"]),) + _counter_cells(row))
+    _print_table(named)
+    if len(sysv) > 1:
+        print("\nSystem V rings (ipcs -m):")
+        _print_table(sysv)
+    return 0
+
+
+def _counter_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    if "capacity" not in row:
+        return ("-", "-", "-", "-", "-", row["state"])
+    return (human_size(row["capacity"]), human_size(row["used_bytes"]), str(row["messages"]),
+            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", row["state"])
+
+
+def _user(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-    return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove this user's stale rings (and idle ones with --persistent)."""
-    from .census import census, escape_name, still_the_same
+    from .census import census, escape_name, remove, still_the_same
     doomed = {"stale", "idle"} if args.persistent else {"stale"}
     status = 0
     for row in census():
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
         label = f"{escape_name(row['name'])} ({', '.join(row['states'])})"
+        if row["kind"] == "sysv":
+            label = f"sysv key {label}"
         if args.dry_run:
             print(f"would remove {label}")
             continue
         if not still_the_same(row):
             continue   # removed, or made again, since we looked
         try:
-            os.unlink(row["path"])
+            remove(row)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -195,13 +232,30 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return status
 
 
+def _open_ring(args: argparse.Namespace) -> Ring:
+    """The ring a command names: NAME, or --sysv-key KEY.
+
+    Raises:
+        ValueError: both or neither (exit status 2).
+    """
+    if (args.name is None) == (args.sysv_key is None):
+        raise ValueError("give a ring NAME or --sysv-key KEY (one of them)")
+    if args.sysv_key is not None:
+        return _ring_cls().open(sysv_key=args.sysv_key)
+    return _ring_cls().open(args.name)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a ring's header and counters."""
-    with _ring_cls().open(args.name) as ring:
-        from .ring import shm_path
-        # Opened by this name, so ring.name is args.name (never None).
-        info: dict[str, object] = {"name": args.name, "path": shm_path(args.name),
-                "max_message_size": ring.max_message_size}
+    with _open_ring(args) as ring:
+        from ._backing import companion_path, shm_path
+        info: dict[str, object]
+        if args.sysv_key is not None:
+            info = {"sysv_key": f"0x{ring.sysv_key:08x}",
+                    "lock_file": companion_path(args.sysv_key & 0xFFFFFFFF)}
+        else:
+            info = {"name": args.name, "path": shm_path(args.name)}
+        info["max_message_size"] = ring.max_message_size
         info.update(ring.stats())
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -216,10 +270,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """Remove rings by name: any regular file of that name (a corrupt
-    segment too), never a directory or what a symbolic link points to."""
+    segment too), never a directory or what a symbolic link points to;
+    and System V rings by key (IPC_RMID, and the lock file)."""
+    from ._backing import check_name, shm_path
     from .census import unescape_name
-    from .ring import _check_name, shm_path
+    if not args.names and not args.sysv_key:
+        raise ValueError("give ring NAMEs or --sysv-key KEY to remove")
     status = 0
+    for key in args.sysv_key:
+        status |= _remove_sysv(key)
     for name in args.names:
         try:
             if args.escaped:
@@ -227,9 +286,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
                 # not UTF-8: given as `ls` prints it.  Only the rules that
                 # keep the path inside /dev/shm apply.
                 name = unescape_name(name)
-                _check_name(name.translate(_CONTROL_TO_SPACE))
+                check_name(name.translate(_CONTROL_TO_SPACE))
             else:
-                _check_name(name)
+                check_name(name)
             path = shm_path(name)
             mode = os.lstat(path).st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
@@ -245,6 +304,24 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 _CONTROL_TO_SPACE = {code: " " for code in [*range(0x20), 0x7F]}
+
+
+def _remove_sysv(key: int) -> int:
+    # Any segment of that key (a corrupt one too), as ipcrm -M would; the
+    # kernel refuses another user's (EPERM).
+    from ._ring import sysv_get, sysv_remove
+    from .census import remove_companion
+    label = f"sysv key 0x{key & 0xFFFFFFFF:08x}"
+    try:
+        sysv_remove(sysv_get(key - (1 << 32) if key >= 1 << 31 else key, 0, 0))
+    except FileNotFoundError:
+        _error(f"no System V segment has {label}")
+        return 1
+    except OSError as exc:
+        _error(f"{label}: {_describe(exc)}")
+        return 1
+    remove_companion(key & 0xFFFFFFFF)
+    return 0
 
 
 def _kind(mode: int) -> str:
@@ -459,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list every ring on this machine")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--all-users", action="store_true",
+                   help="also list other users' System V rings (never read)")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("gc", help="remove this user's stale rings (a dead creator's, unmapped)")
@@ -468,12 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("info", help="a ring's header and counters")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--sysv-key", type=parse_sysv_key, metavar="KEY",
+                   help="the System V ring of this key (0x... or decimal) instead of NAME")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("rm", help="remove rings (also corrupt ones)")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--sysv-key", type=parse_sysv_key, action="append", default=[],
+                   metavar="KEY", help="remove the System V ring of this key (IPC_RMID and "
+                                       "its lock file); may be repeated")
     p.add_argument("--escaped", action="store_true",
                    help="NAMEs are as `ringshm ls` prints them (\\xNN for control characters "
                         "and bytes that are not UTF-8, \\\\ for a backslash)")

@@ -9,6 +9,9 @@ however it died (SIGKILL included): the watcher removes what is still
 registered and exits.  Before removing a file it checks that the file is
 still the one registered (device, inode, and the creator pid in its header),
 so a name that somebody re-created after ours was removed is never touched.
+A System V segment is registered by key, shmid and creator pid (shm_cpid),
+and removed (IPC_RMID) only while /proc/sysvipc/shm still lists that very
+segment under that key.
 
 The watcher runs this file as a script (``python -I -S watcher.py``): the
 top level imports only the standard library, so it starts in milliseconds
@@ -24,17 +27,28 @@ import subprocess
 import sys
 import threading
 import warnings
-from typing import BinaryIO, Dict, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
-__all__ = ["register", "unregister", "open_same_file"]
+__all__ = ["register", "unregister", "register_sysv", "unregister_sysv", "open_same_file",
+           "sysv_segments"]
 
 # The creator pid is the int64 at byte 32 of the header (docs/FORMAT.md).
 _CREATOR_PID_OFFSET = 32
+SYSV_LIST = "/proc/sysvipc/shm"
+_IPC_RMID = 0
 
 
 def _line(op: str, dev: int, ino: int, path: str) -> bytes:
     # The path in hex: a file name may hold any byte but "/" and NUL.
     return f"{op} {dev} {ino} {os.fsencode(path).hex()}\n".encode()
+
+
+def _sysv_line(op: str, key: int, shmid: int, creator_pid: int) -> bytes:
+    return f"{op}sysv {key} {shmid} {creator_pid}\n".encode()
+
+
+def _sysv_entry(shmid: int) -> str:
+    return f"sysv:{shmid}"
 
 
 class _Client:
@@ -49,21 +63,22 @@ class _Client:
         self._pid: Optional[int] = None    # the process that started the watcher
         self._sock: Optional[socket.socket] = None   # our end of the socket pair
         self._process: Optional[subprocess.Popen[bytes]] = None  # its first process
-        self._names: Dict[str, Tuple[int, int]] = {}   # path -> (dev, ino)
+        # What is registered: a path or "sysv:SHMID" -> its "+" and "-" lines.
+        self._names: Dict[str, Tuple[bytes, bytes]] = {}
 
-    def register(self, path: str, dev: int, ino: int) -> None:
+    def register(self, entry: str, add: bytes, drop: bytes) -> None:
         with self._lock:
             self._forget_if_forked()
             self._reap()
-            self._names[path] = (dev, ino)
-            self._send(_line("+", dev, ino, path))
+            self._names[entry] = (add, drop)
+            self._send(add)
 
-    def unregister(self, path: str) -> None:
+    def unregister(self, entry: str) -> None:
         with self._lock:
             self._forget_if_forked()
-            entry = self._names.pop(path, None)
-            if entry is not None and self._sock is not None:
-                self._send(_line("-", entry[0], entry[1], path))
+            lines = self._names.pop(entry, None)
+            if lines is not None and self._sock is not None:
+                self._send(lines[1])
 
     def after_fork_in_child(self) -> None:
         # The child's copies of the parent's rings are not its own (their
@@ -89,8 +104,8 @@ class _Client:
                 pass   # the watcher died (killed?), or hangs: start another
         try:
             sock = self._start()
-            for path, (dev, ino) in self._names.items():
-                sock.sendall(_line("+", dev, ino, path), socket.MSG_NOSIGNAL)
+            for add, _ in self._names.values():
+                sock.sendall(add, socket.MSG_NOSIGNAL)
         except OSError as exc:
             self._close()
             warnings.warn(f"ringshm: no watcher for persist=False names ({exc}); a crash "
@@ -138,12 +153,25 @@ os.register_at_fork(after_in_child=_client.after_fork_in_child)
 def register(path: str, dev: int, ino: int) -> None:
     """Have the watcher remove file ``path`` (device ``dev``, inode ``ino``)
     if this process dies before unregister(path)."""
-    _client.register(path, dev, ino)
+    _client.register(path, _line("+", dev, ino, path), _line("-", dev, ino, path))
 
 
 def unregister(path: str) -> None:
     """The name was removed (or persists by choice): forget it."""
     _client.unregister(path)
+
+
+def register_sysv(key: int, shmid: int, creator_pid: int) -> None:
+    """Have the watcher remove (IPC_RMID) System V segment ``shmid`` of
+    ``key``, created by ``creator_pid``, if this process dies before
+    unregister_sysv(shmid)."""
+    _client.register(_sysv_entry(shmid), _sysv_line("+", key, shmid, creator_pid),
+                     _sysv_line("-", key, shmid, creator_pid))
+
+
+def unregister_sysv(shmid: int) -> None:
+    """The segment was removed (or persists by choice): forget it."""
+    _client.unregister(_sysv_entry(shmid))
 
 
 # ---------------------------------------------------------------- the watcher
@@ -178,23 +206,73 @@ def _still_ours(path: bytes, dev: int, ino: int, creator_pid: int) -> bool:
     return len(header) < 8 or int(struct.unpack("<q", header)[0]) in (creator_pid, 0)
 
 
-def watch(stream: BinaryIO, creator_pid: int) -> None:
-    """Read registrations from ``stream`` until end of file, then remove
-    every file still registered that is still the one registered."""
-    names: Dict[bytes, Tuple[int, int]] = {}
-    for line in stream:
-        parts = line.split()
-        if len(parts) != 4 or parts[0] not in (b"+", b"-"):
+def sysv_segments(listing: str = SYSV_LIST) -> List[Dict[str, int]]:
+    """Every System V segment /proc/sysvipc/shm lists (as ``ipcs -m``):
+    key (unsigned), shmid, perms, size, cpid, nattch, uid, cuid.  Empty
+    where the kernel has no System V IPC."""
+    try:
+        with open(listing) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    if not lines:
+        return []
+    names = lines[0].split()
+    rows = []
+    for line in lines[1:]:
+        values = line.split()
+        if len(values) < len(names):
             continue
         try:
-            op, dev, ino = parts[0], int(parts[1]), int(parts[2])
+            row = {name: int(value) for name, value in zip(names, values)
+                   if name in ("key", "shmid", "perms", "size", "cpid", "nattch", "uid",
+                               "cuid")}
+        except ValueError:
+            continue
+        row["key"] &= 0xFFFFFFFF
+        rows.append(row)
+    return rows
+
+
+def _remove_segment(key: int, shmid: int, creator_pid: int) -> None:
+    """IPC_RMID of ``shmid`` if it is still the segment of ``key`` that
+    ``creator_pid`` made.  Through ctypes: the watcher imports nothing of
+    ringshm (see the top of this file)."""
+    if not any((row["key"], row["shmid"], row["cpid"]) == (key, shmid, creator_pid)
+               for row in sysv_segments()):
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmctl(ctypes.c_int(shmid), ctypes.c_int(_IPC_RMID), None)
+
+
+def watch(stream: BinaryIO, creator_pid: int) -> None:
+    """Read registrations from ``stream`` until end of file, then remove
+    every file still registered that is still the one registered, and
+    every System V segment likewise."""
+    names: Dict[bytes, Tuple[int, int]] = {}
+    segments: Dict[int, Tuple[int, int]] = {}   # shmid -> (key, creator pid)
+    for line in stream:
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        try:
+            op, first, second = parts[0], int(parts[1]), int(parts[2])
+            if op in (b"+sysv", b"-sysv"):
+                if op == b"+sysv":
+                    segments[second] = (first, int(parts[3]))
+                else:
+                    segments.pop(second, None)
+                continue
             path = bytes.fromhex(parts[3].decode())
         except ValueError:
             continue
         if op == b"+":
-            names[path] = (dev, ino)
-        else:
+            names[path] = (first, second)
+        elif op == b"-":
             names.pop(path, None)
+    for shmid, (key, segment_creator) in segments.items():
+        _remove_segment(key, shmid, segment_creator)
     for path, (dev, ino) in names.items():
         if _still_ours(path, dev, ino, creator_pid):
             try:

@@ -1,11 +1,15 @@
-"""Fixtures shared by every test file: unique ring names, rings that always
-clean up after themselves, and a guard that fails the run when a test leaves
-a segment behind in /dev/shm.
+"""Fixtures shared by every test file: unique ring names and System V keys,
+rings that always clean up after themselves, a ``backing`` fixture that
+makes a ring of each kind (shm_open, file, anonymous, System V), and a guard
+that fails the run when a test leaves a segment behind in /dev/shm or in
+System V shared memory (/proc/sysvipc/shm, what ``ipcs -m`` lists).
 
 Keep these generic: test files written by others (queue, cli, fault) use
 them too.
 """
 
+import ctypes
+import itertools
 import os
 import uuid
 
@@ -16,6 +20,15 @@ SHM_DIR = "/dev/shm"
 # Our segments are /dev/shm/ringshm.<name> (ringshm.ring.SHM_PREFIX); it is
 # spelled out here so that the guard works even when ringshm cannot import.
 SHM_PREFIX = "ringshm."
+# A System V ring's lock file is /dev/shm/ringshm-sysv.0xKEY
+# (ringshm._backing.companion_path).
+SYSV_COMPANION_PREFIX = "ringshm-sysv."
+SYSV_LIST = "/proc/sysvipc/shm"
+# unique_sysv_key(): 0x52 (R), the low 16 bits of this pytest's pid, a counter.
+_SYSV_KEY_TAG = 0x52
+_sysv_counter = itertools.count(1)
+# Keys a test made some other way (ftok in a C program): the guard checks them too.
+_tracked_sysv_keys = set()
 
 
 def unique_ring_name():
@@ -37,6 +50,75 @@ def remove_segment(name):
     except posix_ipc.ExistentialError:
         return False
     return True
+
+
+def _sysv_key_base():
+    return (_SYSV_KEY_TAG << 24) | ((os.getpid() & 0xFFFF) << 8)
+
+
+def unique_sysv_key():
+    """A System V key that only this test session uses (256 a session;
+    each test removes its segment, so reuse after a wrap finds none)."""
+    return _sysv_key_base() | (next(_sysv_counter) % 255 + 1)
+
+
+def track_sysv_key(key):
+    """Have the leak guard check a key made otherwise (an ftok key)."""
+    _tracked_sysv_keys.add(key & 0xFFFFFFFF)
+    return key
+
+
+def sysv_segments():
+    """(key, shmid) of every System V segment the kernel lists."""
+    try:
+        with open(SYSV_LIST) as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    return [(int(line.split()[0]) & 0xFFFFFFFF, int(line.split()[1])) for line in lines]
+
+
+def sysv_companion(key):
+    return os.path.join(SHM_DIR, f"{SYSV_COMPANION_PREFIX}0x{key & 0xFFFFFFFF:08x}")
+
+
+def remove_sysv(key):
+    """IPC_RMID the segment of ``key`` and unlink its lock file, if there;
+    True if either was."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = False
+    for seg_key, shmid in sysv_segments():
+        if seg_key == key & 0xFFFFFFFF:
+            found = libc.shmctl(shmid, 0, None) == 0 or found   # IPC_RMID
+    try:
+        os.unlink(sysv_companion(key))
+        found = True
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def made_by_this_run_sysv(key):
+    """True for the keys of unique_sysv_key() in this session, and those
+    tracked with track_sysv_key()."""
+    return (key & ~0xFF) == _sysv_key_base() or key in _tracked_sysv_keys
+
+
+def _leaked_sysv():
+    keys = {key for key, _ in sysv_segments() if made_by_this_run_sysv(key)}
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if entry.startswith(SYSV_COMPANION_PREFIX):
+            try:
+                key = int(entry[len(SYSV_COMPANION_PREFIX):], 16)
+            except ValueError:
+                continue
+            if made_by_this_run_sysv(key):
+                keys.add(key)
+    return keys
 
 
 def join_or_kill(process, timeout=10):
@@ -78,7 +160,12 @@ def no_leaked_segments():
     leaked = sorted(e for e in _ring_entries() - before if made_by_this_run(e))
     for entry in leaked:
         remove_segment(entry[len(SHM_PREFIX):])
+    leaked_sysv = sorted(_leaked_sysv())
+    for key in leaked_sysv:
+        remove_sysv(key)
     assert not leaked, f"tests left ringshm segments in {SHM_DIR}: {leaked}"
+    assert not leaked_sysv, ("tests left System V segments or their lock files: keys "
+                             + ", ".join(f"0x{key:08x}" for key in leaked_sysv))
 
 
 @pytest.fixture
@@ -162,3 +249,61 @@ def fill(ring, size=1):
         except Full:
             return count
         count += 1
+
+
+# ------------------------------------------------------------ every backing
+
+BACKINGS = ["shm", "file", "anonymous", "sysv"]
+
+
+class BackingFactory:
+    """make(capacity=4096, **create options) -> a Ring of one backing;
+    handle(ring) -> what a child passes to open_where() to attach: the
+    Ring.open() keywords that find it, or for an anonymous ring (shared
+    only with forked children) the ring object itself (faultkit.handle).
+    Everything it made is closed and removed at teardown."""
+
+    def __init__(self, kind, make_ring, tmp_path):
+        self.kind = kind
+        self._make_ring = make_ring
+        self._tmp_path = tmp_path
+        self._keys = []
+        self._count = 0
+
+    def __call__(self, capacity=4096, **kwargs):
+        from ringshm import Ring
+
+        if self.kind == "shm":
+            return self._make_ring(capacity=capacity, **kwargs)
+        if self.kind == "file":
+            self._count += 1
+            return self._make_ring(path=str(self._tmp_path / f"ring{self._count}"),
+                                   capacity=capacity, **kwargs)
+        if self.kind == "anonymous":
+            kwargs.pop("persist", None)
+            return self._make_ring.track(Ring.anonymous(capacity=capacity, **kwargs))
+        key = unique_sysv_key()
+        self._keys.append((key, kwargs.get("persist", False)))
+        return self._make_ring.track(Ring.create(sysv_key=key, capacity=capacity, **kwargs))
+
+    @staticmethod
+    def handle(ring):
+        from faultkit import handle
+
+        return handle(ring)
+
+    def cleanup(self):
+        self._make_ring.cleanup()
+        errors = []
+        for key, persist in self._keys:
+            if remove_sysv(key) and not persist:
+                errors.append(f"the creator of System V key 0x{key:08x} did not remove it")
+        assert not errors, errors
+
+
+@pytest.fixture(params=BACKINGS)
+def backing(request, tmp_path):
+    """A BackingFactory for each backing in turn: the test runs once per kind."""
+    factory = BackingFactory(request.param, RingFactory(), tmp_path)
+    yield factory
+    factory.cleanup()

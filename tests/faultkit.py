@@ -7,6 +7,7 @@ COUNT messages between a forked producer and this process through the
 existing ring NAME; test_faults.py runs that under ``strace -c``.
 """
 
+import ctypes
 import mmap
 import os
 import select
@@ -60,12 +61,64 @@ def slot_flock(kind, slot):
     return struct.pack("hhqqi4x", kind, os.SEEK_SET, SLOT_TABLE + 8 * slot, 8, 0)
 
 
-class RawHeader:
-    """The header page of the named ring, mapped a second time so that a
-    test can read and write fields the API does not show (FORMAT.md)."""
+def handle(ring):
+    """What a child needs to attach to `ring`: the Ring.open() keywords
+    that find it, or (an anonymous ring, shared only through fork) the
+    ring object itself.  See open_where()."""
+    if ring.name is not None:
+        return {"name": ring.name}
+    if ring.path is not None:
+        return {"path": ring.path}
+    if ring.sysv_key is not None:
+        return {"sysv_key": ring.sysv_key}
+    return ring
 
-    def __init__(self, name):
-        self.path = os.path.join(SHM_DIR, SHM_PREFIX + name)
+
+def open_where(where):
+    """Attach in a child: Ring.open(NAME) for a str, Ring.open(**where) for
+    keywords, and the (forked copy of the) ring itself for a Ring."""
+    from ringshm import Ring
+
+    if isinstance(where, Ring):
+        return where
+    if isinstance(where, str):
+        return Ring.open(where)
+    return Ring.open(**where)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.shmat.restype = ctypes.c_void_p
+_libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.shmdt.argtypes = [ctypes.c_void_p]
+
+
+class RawHeader:
+    """The header page and data of a ring (a name, or open_where()'s
+    keywords), mapped a second time so that a test can read and write
+    fields the API does not show (FORMAT.md).  A System V segment is
+    attached with shmat (ctypes) instead."""
+
+    def __init__(self, where):
+        if isinstance(where, str):
+            where = {"name": where}
+        self._address = None
+        if "sysv_key" in where:
+            key = where["sysv_key"]
+            self.path = f"/SYSV{key:08x}"   # as /proc/PID/maps names the segment
+            shmid = _sysv_shmid(key)
+            with open("/proc/sysvipc/shm") as f:
+                sizes = {int(line.split()[1]): int(line.split()[3]) for line in f.readlines()[1:]}
+            address = _libc.shmat(shmid, None, 0)
+            if address in (None, ctypes.c_void_p(-1).value):
+                raise OSError(ctypes.get_errno(), "shmat")
+            self._address = address
+            segment = (ctypes.c_char * sizes[shmid]).from_address(address)
+            self._map = memoryview(segment).cast("B")
+            # The capacity the header gives (a segment may be larger).
+            self.capacity = (_U64.unpack_from(self._map, 16)[0]
+                             if len(self._map) >= HEADER_SIZE else 0)
+            return
+        self.path = where.get("path") or os.path.join(SHM_DIR, SHM_PREFIX + where["name"])
         fd = os.open(self.path, os.O_RDWR)
         try:
             self.capacity = os.fstat(fd).st_size - HEADER_SIZE
@@ -74,7 +127,12 @@ class RawHeader:
             os.close(fd)
 
     def close(self):
-        self._map.close()
+        if self._address is not None:
+            self._map.release()
+            _libc.shmdt(self._address)
+            self._address = None
+        else:
+            self._map.close()
 
     def __enter__(self):
         return self
@@ -127,6 +185,15 @@ class RawHeader:
         struct.pack_into("<II", self._map, pos, len(payload), KIND_DATA)
         self._map[pos + 8:pos + 8 + len(payload)] = payload
         return at + ((8 + len(payload) + 7) & ~7)
+
+
+def _sysv_shmid(key):
+    with open("/proc/sysvipc/shm") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[0]) & 0xFFFFFFFF == key:
+                return int(fields[1])
+    raise FileNotFoundError(f"no System V segment of key 0x{key:08x}")
 
 
 def sleeping_on(pid, raw, queue):
@@ -280,13 +347,11 @@ class Child:
 
 # ---------------------------------------------------------------- children
 
-def hold_put_lock(link, name, payload=b"reserved", path=None):
+def hold_put_lock(link, where, payload=b"reserved", path=None):
     """Write a message inside reserve() and sleep there, holding the put lock
     (report the lock token); after go(), commit it and exit.  Opens the ring
-    `name`, or the file-backed ring at `path`."""
-    from ringshm import Ring
-
-    ring = Ring.open(path=path) if path else Ring.open(name)
+    `where` (see open_where), or the file-backed ring at `path`."""
+    ring = open_where({"path": path} if path else where)
     with ring.reserve(len(payload)) as buf:
         buf[:] = payload
         link.ready(str(ring._liveness_token()))
@@ -294,12 +359,10 @@ def hold_put_lock(link, name, payload=b"reserved", path=None):
     ring.close()
 
 
-def hold_a_slot(link, name):
-    """Take a liveness slot of the ring (report the lock token it gives)
-    and wait for go()."""
-    from ringshm import Ring
-
-    ring = Ring.open(name)
+def hold_a_slot(link, where):
+    """Take a liveness slot of the ring `where` (report the lock token it
+    gives) and wait for go()."""
+    ring = open_where(where)
     link.ready(str(ring._liveness_token()))
     link.wait_go()
     ring.close()

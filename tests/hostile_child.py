@@ -293,6 +293,8 @@ class Server:
         try:
             if "path" in request:
                 ring = Ring.open(path=request["path"])
+            elif "sysv_key" in request:
+                ring = Ring.open(sysv_key=request["sysv_key"])
             else:
                 ring = Ring.open(request["name"])
         except Exception as e:  # noqa: BLE001 -- reported, judged by the test

@@ -1,7 +1,8 @@
 """Run a Python snippet in a mount namespace of its own (``unshare -m``)
-with a private tmpfs on /dev/shm (or another directory): what it makes
-there, or fills, or removes, never touches the machine's /dev/shm, and all
-of it goes with the namespace."""
+with a private tmpfs on /dev/shm (or another directory), and an IPC
+namespace of its own (``-i``: System V segments): what it makes there, or
+fills, or removes, never touches the machine's /dev/shm or segments, and
+all of it goes with the namespaces."""
 
 import json
 import os
@@ -39,7 +40,7 @@ def in_private_tmpfs(code, size="16M", mount_on="/dev/shm"):
     script = (f"import json, os, sys\nsys.path.insert(0, {ROOT!r})\n"
               f"MOUNT = {mount_on!r}\n" + FILL + textwrap.dedent(code))
     done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+        ["unshare", "-m", "-i", "--propagation", "private", "sh", "-c",
          f'mount -t tmpfs -o size={size} tmpfs "$1" && exec "$2" -c "$3"', "sh",
          mount_on, sys.executable, script],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})

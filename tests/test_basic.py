@@ -304,8 +304,8 @@ def test_exist_ok_opens_an_existing_file_backed_ring(make_ring, tmp_path):
 @pytest.mark.parametrize("asked, real", [
     (1, 4096), (4096, 4096), (4097, 8192), (5000, 8192), ((1 << 16) + 1, 1 << 17),
 ])
-def test_capacity_rounds_up_to_a_power_of_two(make_ring, asked, real):
-    ring = make_ring(capacity=asked)
+def test_capacity_rounds_up_to_a_power_of_two(backing, asked, real):
+    ring = backing(capacity=asked)
     assert ring.capacity == real
     assert ring.stats()["capacity"] == real
 
@@ -345,8 +345,8 @@ def test_context_manager_closes_and_unlinks(ring_name):
     assert not os.path.exists(shm_path(ring_name))
 
 
-def test_len_qsize_empty_full(make_ring):
-    ring = make_ring()
+def test_len_qsize_empty_full(backing):
+    ring = backing()
     assert (len(ring), ring.qsize(), ring.empty(), ring.full()) == (0, 0, True, False)
     for _ in range(3):
         ring.put(b"abc")
@@ -357,8 +357,8 @@ def test_len_qsize_empty_full(make_ring):
     assert len(ring) == count - 1 and not ring.full()
 
 
-def test_stats_keys_and_counters(make_ring):
-    ring = make_ring()
+def test_stats_keys_and_counters(backing):
+    ring = backing()
     stats = ring.stats()
     assert STATS_KEYS <= set(stats)
     assert stats["creator_pid"] == os.getpid() and stats["creator_alive"] is True
@@ -410,8 +410,8 @@ def test_default_recovery_interval_is_at_most_a_second(make_ring):
 
 # ----------------------------------------------------------------- shutdown
 
-def test_iteration_ends_after_shutdown_and_drain(make_ring):
-    ring = make_ring()
+def test_iteration_ends_after_shutdown_and_drain(backing):
+    ring = backing()
     messages = [b"a", b"bb", b""]
     for message in messages:
         ring.put(message)
@@ -468,8 +468,8 @@ def test_error_hierarchy():
     assert issubclass(RingNotFound, FileNotFoundError)
 
 
-def test_message_too_large_raises_at_once(make_ring):
-    ring = make_ring()
+def test_message_too_large_raises_at_once(backing):
+    ring = backing()
     with pytest.raises(MessageTooLarge):
         ring.put(bytes(ring.max_message_size + 1))   # block=True: must not wait
     with pytest.raises(MessageTooLarge):
@@ -512,8 +512,8 @@ def test_pickling_an_anonymous_ring_says_to_use_a_named_one():
 
 # ------------------------------------------------------------------ batches
 
-def test_put_many_then_get_many_keeps_order(make_ring):
-    ring = make_ring()
+def test_put_many_then_get_many_keeps_order(backing):
+    ring = backing()
     batch = [b"%d" % n * n for n in range(20)]
     ring.put_many(batch)
     assert ring.get_many(max_messages=100, block=False) == batch
@@ -525,8 +525,8 @@ def test_put_many_of_nothing_is_a_no_op(make_ring):
     assert len(ring) == 0 and ring.stats()["messages_put"] == 0
 
 
-def test_put_many_is_all_or_nothing(make_ring):
-    ring = make_ring()
+def test_put_many_is_all_or_nothing(backing):
+    ring = backing()
     ring.put(b"first" * 400)
     ring.put(b"second" * 100)
     # Would fit an empty ring (2032 bytes, half the ring at most), not next
@@ -590,8 +590,8 @@ def test_put_many_from_a_generator_that_fails_puts_nothing(make_ring):
     assert len(ring) == 0 and ring.stats()["messages_put"] == 0
 
 
-def test_get_many_limits(make_ring):
-    ring = make_ring()
+def test_get_many_limits(backing):
+    ring = backing()
     ring.put_many([bytes([n]) * 10 for n in range(10)])
     assert ring.get_many(max_messages=3, block=False) == [bytes([n]) * 10 for n in range(3)]
     # 35 bytes allow three 10-byte messages, not four.
@@ -616,8 +616,8 @@ def test_get_many_takes_256_kib_by_default_and_everything_with_none(make_ring):
 
 # ------------------------------------------------------------ zero copy
 
-def test_get_into(make_ring):
-    ring = make_ring()
+def test_get_into(backing):
+    ring = backing()
     ring.put(b"hello")
     with pytest.raises(ValueError):
         ring.get_into(bytearray(4))
@@ -629,8 +629,8 @@ def test_get_into(make_ring):
         ring.get_into(buffer, block=False)
 
 
-def test_reserve_publishes_on_exit_and_discards_on_error(make_ring):
-    ring = make_ring()
+def test_reserve_publishes_on_exit_and_discards_on_error(backing):
+    ring = backing()
     with pytest.raises(RuntimeError):
         with ring.reserve(3) as buffer:
             buffer[:] = b"bad"
@@ -642,8 +642,8 @@ def test_reserve_publishes_on_exit_and_discards_on_error(make_ring):
     assert ring.get_nowait() == b"vroom"
 
 
-def test_view_consumes_on_exit_and_leaves_on_error(make_ring):
-    ring = make_ring()
+def test_view_consumes_on_exit_and_leaves_on_error(backing):
+    ring = backing()
     ring.put(b"seen twice")
     with pytest.raises(RuntimeError):
         with ring.view() as view:
@@ -655,10 +655,10 @@ def test_view_consumes_on_exit_and_leaves_on_error(make_ring):
     assert len(ring) == 0
 
 
-def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(make_ring):
+def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(backing):
     # The lock owner is the process: without a check these would wait for
     # themselves for ever.
-    ring = make_ring()
+    ring = backing()
     ring.put(b"m")
     with ring.view():
         for get in (ring.get, ring.get_nowait, ring.get_many,
@@ -678,8 +678,8 @@ def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(make_ring):
 
 # ------------------------------------------------------------------- inputs
 
-def test_every_size_round_trips_across_many_wraps(make_ring):
-    ring = make_ring()
+def test_every_size_round_trips_across_many_wraps(backing):
+    ring = backing()
     for size in range(700):
         message = bytes((size + i) % 251 for i in range(size))
         ring.put_nowait(message)
@@ -697,8 +697,8 @@ def test_message_of_max_size_on_a_fresh_ring(make_ring):
         ring.put_nowait(message + b"!")
 
 
-def test_message_of_max_size_fits_an_empty_ring_after_traffic(make_ring):
-    ring = make_ring()
+def test_message_of_max_size_fits_an_empty_ring_after_traffic(backing):
+    ring = backing()
     ring.put(b"x" * 100)   # moves head off the start of the data area
     ring.get()
     # The ring is empty: a message of max_message_size must go in now,
@@ -722,9 +722,9 @@ def test_message_of_max_size_reaches_a_waiting_consumer_after_traffic(make_ring)
 
 
 @pytest.mark.parametrize("size", [32767, 32768, 50000])
-def test_large_messages_round_trip_every_way(make_ring, size):
+def test_large_messages_round_trip_every_way(backing, size):
     # From 32 KiB on the copies run without the GIL: another code path.
-    ring = make_ring(capacity=1 << 18)   # the batch of two: half the ring at most
+    ring = backing(capacity=1 << 18)   # the batch of two: half the ring at most
     message = bytes(range(256)) * (size // 256) + bytes(size % 256)
     ring.put(message, timeout=5)   # timeouts: a bug fails the test, not hangs it
     ring.put_many([message, message[::-1]], timeout=5)

@@ -12,7 +12,15 @@ import textwrap
 import time
 
 import pytest
-from conftest import remove_segment, shm_path, unique_ring_name
+from conftest import (
+    remove_segment,
+    remove_sysv,
+    shm_path,
+    sysv_companion,
+    sysv_segments,
+    unique_ring_name,
+    unique_sysv_key,
+)
 from faultkit import process_state, wait_until
 
 from ringshm import Ring
@@ -112,18 +120,26 @@ def the_watcher_of(creator_pid, timeout=10.0):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
-def test_a_killed_creators_ring_name_goes(ring_name, signum, tmp_path):
+@pytest.mark.parametrize("kind", ["name", "sysv_key"])
+def test_a_killed_creators_ring_name_goes(ring_name, signum, tmp_path, kind):
+    """A name, or a System V segment (the watcher's IPC_RMID) and its lock
+    file."""
+    where = {kind: ring_name if kind == "name" else unique_sysv_key()}
     with Creator(f"""
-        ring = Ring.create({ring_name!r}, capacity=4096)
+        ring = Ring.create(**{where!r}, capacity=4096)
         ring.put(b"left by the creator")
         report(pid=os.getpid())
         sleep()
     """, tmp_path) as creator:
         creator.facts()
-        opened = Ring.open(ring_name)
+        opened = Ring.open(**where)
         try:
             died = creator.kill(signum)
-            assert gone_after(shm_path(ring_name), died)
+            if kind == "name":
+                assert gone_after(shm_path(ring_name), died)
+            else:
+                assert gone_after(sysv_companion(where[kind]), died)
+                assert not any(key == where[kind] for key, _ in sysv_segments())
             # The one who had it open keeps working.
             assert opened.get_nowait() == b"left by the creator"
             opened.put(b"after")
@@ -131,6 +147,8 @@ def test_a_killed_creators_ring_name_goes(ring_name, signum, tmp_path):
         finally:
             opened.close()
             remove_segment(ring_name)
+            if kind == "sysv_key":
+                remove_sysv(where[kind])
 
 
 def test_a_killed_creators_queue_goes(ring_name, tmp_path):

@@ -24,9 +24,19 @@ import time
 
 import faultkit
 import pytest
-from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock, sleeping_on, wait_until
+from conftest import BackingFactory, RingFactory
+from faultkit import (
+    Child,
+    RawHeader,
+    handle,
+    hold_a_slot,
+    hold_put_lock,
+    open_where,
+    sleeping_on,
+    wait_until,
+)
 
-from ringshm import Empty, Full, Ring
+from ringshm import Empty, Full
 
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
 
@@ -38,14 +48,18 @@ BOUND = RECOVERY + MARGIN
 KILLS = 20            # recovery measurements
 
 
-@pytest.fixture
-def ring(make_ring):
-    return make_ring(capacity=4096, recovery_interval=RECOVERY)
+# Every backing whose bytes a test can map a second time (RawHeader): an
+# anonymous ring's memfd is held by the ring alone.
+@pytest.fixture(params=["shm", "file", "sysv"])
+def ring(request, tmp_path):
+    factory = BackingFactory(request.param, RingFactory(), tmp_path)
+    yield factory(capacity=4096, recovery_interval=RECOVERY)
+    factory.cleanup()
 
 
 @pytest.fixture
 def raw(ring):
-    with RawHeader(ring.name) as header:
+    with RawHeader(handle(ring)) as header:
         yield header
 
 
@@ -56,7 +70,7 @@ def raw(ring):
 def hold_get_lock(link, name):
     """view() the oldest message (reported as hex) and sleep there, holding
     the get lock; after go(), consume it and exit."""
-    ring = Ring.open(name)
+    ring = open_where(name)
     with ring.view() as mv:
         link.ready(bytes(mv).hex())
         link.wait_go()
@@ -65,7 +79,7 @@ def hold_get_lock(link, name):
 
 def put_then_report(link, name, payload):
     """put() (waiting for the lock, or room), then report when it returned."""
-    ring = Ring.open(name)
+    ring = open_where(name)
     link.ready()
     ring.put(payload, timeout=60)
     link.ready(repr(time.monotonic()))
@@ -75,7 +89,7 @@ def put_then_report(link, name, payload):
 def get_then_report(link, name):
     """get() (waiting for the lock, or data), then report when it returned
     and what."""
-    ring = Ring.open(name)
+    ring = open_where(name)
     link.ready()
     message = ring.get(timeout=60)
     link.ready(f"{time.monotonic()!r} {message.hex()}")
@@ -107,7 +121,7 @@ def dead_token(name):
 def test_producer_killed_inside_reserve(ring):
     ring.put(b"c0")
     ring.put(b"c1")
-    with Child(hold_put_lock, ring.name) as holder:
+    with Child(hold_put_lock, handle(ring)) as holder:
         holder.wait_ready()
         assert ring._lock_owners() == (holder.pid, 0)
         holder.kill()
@@ -125,7 +139,7 @@ def test_producer_killed_inside_reserve(ring):
 def test_consumer_killed_inside_view_leaves_the_message(ring):
     ring.put(b"m0")
     ring.put(b"m1")
-    with Child(hold_get_lock, ring.name) as holder:
+    with Child(hold_get_lock, handle(ring)) as holder:
         assert holder.wait_ready() == b"m0".hex()
         assert ring._lock_owners() == (0, holder.pid)
         holder.kill()
@@ -143,7 +157,7 @@ def test_nonblocking_call_takes_over_a_dead_lock(ring, side):
     it takes the lock over at the end of that moment instead of failing."""
     ring.put(b"m0")
     holder_target = hold_put_lock if side == "put" else hold_get_lock
-    with Child(holder_target, ring.name) as holder:
+    with Child(holder_target, handle(ring)) as holder:
         holder.wait_ready()
         holder.kill()
     if side == "put":
@@ -157,7 +171,7 @@ def test_nonblocking_call_takes_over_a_dead_lock(ring, side):
 def nonblocking_gets_on_dead_locks(link, name, attempts, dead):
     """get_nowait() `attempts` times, each with a message in the ring and the
     get lock held by the dead token `dead`; reports how many said Empty."""
-    ring = Ring.open(name)
+    ring = open_where(name)
     empties = 0
     with RawHeader(name) as raw:
         for _ in range(attempts):
@@ -180,9 +194,9 @@ def test_a_preempted_nonblocking_call_still_takes_over_a_dead_lock(ring):
     failed with Empty although the owner was dead.  Here the caller is
     stopped (SIGSTOP) at random moments, so that the moment often ends while
     it is stopped; every call must still take the lock over."""
-    dead = dead_token(ring.name)
+    dead = dead_token(handle(ring))
     stop = threading.Event()
-    with Child(nonblocking_gets_on_dead_locks, ring.name, 1500, dead) as caller:
+    with Child(nonblocking_gets_on_dead_locks, handle(ring), 1500, dead) as caller:
 
         def preempt():
             rng = random.Random(8)
@@ -219,7 +233,7 @@ def test_recovery_time(ring, raw):
         if side == "get":
             ring.put(message)
         holder_target = hold_put_lock if side == "put" else hold_get_lock
-        with Child(holder_target, ring.name) as holder:
+        with Child(holder_target, handle(ring)) as holder:
             holder.wait_ready()
             if survivor_was == "arriving":
                 killed_at = time.monotonic()
@@ -231,9 +245,9 @@ def test_recovery_time(ring, raw):
                 done_at = time.monotonic()
             else:
                 if side == "put":
-                    survivor = Child(put_then_report, ring.name, b"survivor")
+                    survivor = Child(put_then_report, handle(ring), b"survivor")
                 else:
-                    survivor = Child(get_then_report, ring.name)
+                    survivor = Child(get_then_report, handle(ring))
                 with survivor:
                     survivor.wait_ready()
                     wait_asleep(survivor, raw, f"{side} lock")
@@ -266,7 +280,7 @@ def test_recovery_time(ring, raw):
 def test_dead_holder_not_yet_reaped(ring, side):
     ring.put(b"m0")
     holder_target = hold_put_lock if side == "put" else hold_get_lock
-    with Child(holder_target, ring.name) as holder:
+    with Child(holder_target, handle(ring)) as holder:
         holder.wait_ready()
         holder.kill_unreaped()
         # This process is the holder's parent: it reaps only after the call.
@@ -284,7 +298,7 @@ def test_slot_taken_again_is_a_dead_holder(ring, raw, side):
     at an earlier generation: its holder then was another process, gone."""
     ring.put(b"m0")
     lock = faultkit.PUT_LOCK if side == "put" else faultkit.GET_LOCK
-    with Child(hold_a_slot, ring.name) as other:
+    with Child(hold_a_slot, handle(ring)) as other:
         token = int(other.wait_ready())
         slot = faultkit.token_slot(token)
         generation, pid = raw.slot(slot)
@@ -308,7 +322,7 @@ def test_live_holder_is_not_taken_over(ring, raw, side):
     ring.put(b"m0")
     lock = faultkit.PUT_LOCK if side == "put" else faultkit.GET_LOCK
     holder_target = hold_put_lock if side == "put" else hold_get_lock
-    with Child(holder_target, ring.name) as holder:
+    with Child(holder_target, handle(ring)) as holder:
         holder.wait_ready()
         owner = raw.owner(lock)
         generation, pid = raw.slot(faultkit.token_slot(owner))
@@ -350,7 +364,7 @@ def test_producer_dies_after_each_step_of_a_put(ring, raw, step):
     done = PUT_STEPS[:PUT_STEPS.index(step) + 1]
     head = raw.u64(faultkit.HEAD)
     messages, nbytes = raw.u64(faultkit.MESSAGES_PUT), raw.u64(faultkit.BYTES_PUT)
-    raw.set_u64(faultkit.PUT_LOCK, dead_token(ring.name))
+    raw.set_u64(faultkit.PUT_LOCK, dead_token(handle(ring)))
     new_head = raw.write_record(head, b"dying") if "written" in done else head
     if "intent" in done:
         for i, value in enumerate((new_head, messages + 1, nbytes + 5)):
@@ -385,7 +399,7 @@ def test_consumer_dies_after_each_step_of_a_get(ring, raw, step):
     done = GET_STEPS[:GET_STEPS.index(step) + 1]
     tail = raw.u64(faultkit.TAIL)
     new_tail = tail + 16   # past m0: 8-byte header + 2 bytes, rounded to 8
-    raw.set_u64(faultkit.GET_LOCK, dead_token(ring.name))
+    raw.set_u64(faultkit.GET_LOCK, dead_token(handle(ring)))
     if "intent" in done:
         for i, value in enumerate((new_tail, 1, 2)):
             raw.set_u64(faultkit.GET_INTENT + 8 * i, value)
@@ -417,7 +431,7 @@ def kill_sleepers(ring, raw):
     armed = {}
     assert len(ring) == 0
 
-    with Child(get_then_report, ring.name) as sleeper:      # for data
+    with Child(get_then_report, handle(ring)) as sleeper:      # for data
         sleeper.wait_ready()
         wait_asleep(sleeper, raw, "data")
         armed["data"] = raw.wanted("data")
@@ -430,7 +444,7 @@ def kill_sleepers(ring, raw):
         except Full:
             break
         filler += 1
-    with Child(put_then_report, ring.name, b"x" * 100) as sleeper:   # for room
+    with Child(put_then_report, handle(ring), b"x" * 100) as sleeper:   # for room
         sleeper.wait_ready()
         wait_asleep(sleeper, raw, "space")
         armed["space"] = raw.wanted("space")
@@ -440,9 +454,9 @@ def kill_sleepers(ring, raw):
 
     ring.put(b"held")
     for side, holder_target, waiter in (
-            ("get", hold_get_lock, (get_then_report, ring.name)),
-            ("put", hold_put_lock, (put_then_report, ring.name, b"y"))):
-        with Child(holder_target, ring.name) as holder:      # for a lock
+            ("get", hold_get_lock, (get_then_report, handle(ring))),
+            ("put", hold_put_lock, (put_then_report, handle(ring), b"y"))):
+        with Child(holder_target, handle(ring)) as holder:      # for a lock
             holder.wait_ready()
             with Child(*waiter) as sleeper:
                 sleeper.wait_ready()
@@ -521,7 +535,7 @@ def test_dead_sleepers_leave_no_lasting_syscalls(make_ring):
     count = 200_000
     ring = make_ring(capacity=1 << 16, recovery_interval=RECOVERY)
     before = futex_calls(ring.name, count)
-    with RawHeader(ring.name) as raw:
+    with RawHeader(handle(ring)) as raw:
         kill_sleepers(ring, raw)
     ring.put(b"heal")
     ring.get()

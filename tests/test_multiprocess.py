@@ -110,17 +110,13 @@ def test_many_producers_and_consumers(make_ring, method, capacity):
     exchange(multiprocessing.get_context(method), make_ring(capacity=capacity))
 
 
-def test_many_processes_on_a_file_backed_ring(make_ring, tmp_path):
-    exchange(multiprocessing.get_context("fork"),
-             make_ring(path=str(tmp_path / "busy.ring"), capacity=4096))
-
-
-def test_many_processes_on_an_anonymous_ring():
-    ring = Ring.anonymous(capacity=4096)
-    try:
-        exchange(multiprocessing.get_context("fork"), ring)
-    finally:
-        ring.close()
+# The other backings (shm above): the same exchange; an anonymous ring only
+# with fork (nothing else can share it), a System V one pickled as its key.
+@pytest.mark.parametrize("backing, method", [("file", "fork"), ("anonymous", "fork"),
+                                             ("sysv", "fork"), ("sysv", "spawn")],
+                         indirect=["backing"])
+def test_many_processes_on_every_backing(backing, method):
+    exchange(multiprocessing.get_context(method), backing(capacity=4096))
 
 
 def exchange(ctx, ring):

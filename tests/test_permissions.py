@@ -23,11 +23,12 @@ import time
 import traceback
 
 import pytest
-from conftest import shm_path
+from conftest import remove_sysv, shm_path, sysv_companion, sysv_segments, unique_sysv_key
 
 from ringshm import Queue, Ring, RingCorrupted, RingError, RingPermissionError
+from ringshm._ring import sysv_get, sysv_stat
 
-KINDS = ["shm", "file"]
+KINDS = ["shm", "file", "sysv"]
 
 
 @pytest.fixture
@@ -44,10 +45,16 @@ def public_dir():
 
 @pytest.fixture
 def make(make_ring, public_dir):
-    """make(kind, **kwargs) -> (ring, file holding it, {name or path})."""
+    """make(kind, **kwargs) -> (ring, file holding it, {name, path or
+    sysv_key}); for a System V ring the "file" is ("sysv", key)."""
     count = [0]
+    keys = []
 
     def make(kind, **kwargs):
+        if kind == "sysv":
+            keys.append(unique_sysv_key())
+            ring = make_ring.track(Ring.create(sysv_key=keys[-1], capacity=4096, **kwargs))
+            return ring, ("sysv", keys[-1]), {"sysv_key": keys[-1]}
         if kind == "shm":
             ring = make_ring(**kwargs)
             return ring, shm_path(ring.name), {"name": ring.name}
@@ -56,7 +63,9 @@ def make(make_ring, public_dir):
         ring = make_ring(path=path, **kwargs)
         return ring, path, {"path": path}
 
-    return make
+    yield make
+    for key in keys:
+        remove_sysv(key)
 
 
 @contextlib.contextmanager
@@ -69,6 +78,12 @@ def umask(mask):
 
 
 def mode_of(path):
+    """The mode of a file, or of a System V segment (("sysv", key)), whose
+    lock file must have the same (less the execute bits)."""
+    if isinstance(path, tuple):
+        mode = sysv_stat(sysv_get(path[1], 0, 0))["mode"]
+        assert stat.S_IMODE(os.stat(sysv_companion(path[1])).st_mode) == mode & 0o666
+        return mode
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
@@ -246,27 +261,36 @@ class Evil:
 
 @pytest.fixture
 def squat(other_user, public_dir):
-    """squat(name=... or path=..., payload=...): the other user creates that
-    ring first, mode 0o666, persistent, with `payload` in it.  Whatever it
-    made is removed afterwards."""
+    """squat(name=..., path=... or sysv_key=..., payload=...): the other
+    user creates that ring first, mode 0o666, persistent, with `payload` in
+    it.  Whatever it made is removed afterwards."""
     made = []
+    keys = []
 
-    def squat(name=None, path=None, payload=b"planted"):
-        made.append(shm_path(name) if name is not None else path)
+    def squat(name=None, path=None, sysv_key=None, payload=b"planted"):
+        if sysv_key is not None:
+            keys.append(sysv_key)
+        else:
+            made.append(shm_path(name) if name is not None else path)
 
         def plant():
-            ring = Ring.create(name, path=path, capacity=4096, mode=0o666, persist=True)
+            ring = Ring.create(name, path=path, sysv_key=sysv_key, capacity=4096, mode=0o666,
+                               persist=True)
             ring.put(payload)
             ring.close()
             return "planted"
 
         assert run_as(other_user, plant) == "planted"
-        assert os.stat(made[-1]).st_uid == other_user.pw_uid
+        owner = (os.stat(made[-1]).st_uid if sysv_key is None
+                 else sysv_stat(sysv_get(sysv_key, 0, 0))["uid"])
+        assert owner == other_user.pw_uid
 
     yield squat
     for where in made:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(where)
+    for key in keys:
+        remove_sysv(key)
 
 
 @as_root
@@ -280,6 +304,28 @@ def test_a_squatted_name_is_refused(squat, ring_name):
         Ring.open(ring_name)
     with Ring.open(ring_name, any_owner=True) as theirs:   # asked for: allowed
         assert theirs.get(timeout=1) == b"planted"
+
+
+@as_root
+def test_a_squatted_sysv_lock_file_is_refused(other_user):
+    """The other user plants the lock file of a key before we create its
+    ring: create() refuses rather than share the other user's file, and
+    leaves no segment behind."""
+    key = unique_sysv_key()
+
+    def plant():
+        fd = os.open(sysv_companion(key), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+        os.close(fd)
+        return "planted"
+
+    try:
+        assert run_as(other_user, plant) == "planted"
+        with pytest.raises(RingPermissionError, match="lock file"):
+            Ring.create(sysv_key=key, capacity=4096)
+        assert not any(k == key for k, _ in sysv_segments())
+        assert os.stat(sysv_companion(key)).st_uid == other_user.pw_uid
+    finally:
+        remove_sysv(key)
 
 
 @as_root
@@ -301,19 +347,25 @@ def test_a_squatted_queue_runs_no_code(squat, ring_name, public_dir):
 
 
 @as_root
-def test_a_squatted_path_in_a_sticky_directory_is_refused(squat, public_dir):
+@pytest.mark.parametrize("kind", ["path", "sysv_key"])
+def test_a_squatted_path_or_sysv_key_is_refused(squat, public_dir, kind):
+    """A path in a sticky directory, or a System V key (shm_perm.uid and
+    cuid the other user's): refused before a byte is read, unless
+    any_owner; a pickled ring applies the rule too."""
     os.chmod(public_dir, 0o1777)
-    path = os.path.join(public_dir, "jobs")
-    ring = Ring.create(path=path, capacity=4096)
+    where = {kind: os.path.join(public_dir, "jobs") if kind == "path" else unique_sysv_key()}
+    ring = Ring.create(**where, capacity=4096)
     pickled_ring = pickle.dumps(ring)
-    ring.close()   # the file is gone: the other user takes the path
-    squat(path=path)
+    ring.close()   # the file or key is gone: the other user takes it
+    squat(**where)
     with pytest.raises(RingPermissionError, match="belongs to uid"):
-        Ring.open(path=path)
+        Ring.open(**where)
     with pytest.raises(RingPermissionError):
-        Ring.create(path=path, capacity=4096, exist_ok=True)
+        Ring.create(**where, capacity=4096, exist_ok=True)
     with pytest.raises(RingPermissionError):
         pickle.loads(pickled_ring)
+    with Ring.open(**where, any_owner=True) as theirs:   # asked for: allowed
+        assert theirs.get(timeout=1) == b"planted"
 
 
 @as_root

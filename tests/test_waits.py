@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from conftest import fill
-from faultkit import GET_LOCK, PUT_LOCK, Child, RawHeader, wait_until
+from conftest import BackingFactory, RingFactory, fill
+from faultkit import GET_LOCK, PUT_LOCK, Child, RawHeader, handle, open_where, wait_until
 from test_faults import get_then_report, put_then_report, wait_asleep
 
 from ringshm import Empty, Full, MessageTooLarge, Ring
@@ -28,14 +28,18 @@ PROMPT = 0.1    # the issue's bound for the next message to reach a peer
 SLOW = 10.0     # bound on waits that may take a moment on a busy machine
 
 
-@pytest.fixture
-def ring(make_ring):
-    return make_ring(capacity=4096, recovery_interval=SLICE)
+# The waits are the core's, above the mapping: a POSIX segment and a System
+# V one (whose lock slots live on a companion file) stand for the backings.
+@pytest.fixture(params=["shm", "sysv"])
+def ring(request, tmp_path):
+    factory = BackingFactory(request.param, RingFactory(), tmp_path)
+    yield factory(capacity=4096, recovery_interval=SLICE)
+    factory.cleanup()
 
 
 @pytest.fixture
 def raw(ring):
-    with RawHeader(ring.name) as header:
+    with RawHeader(handle(ring)) as header:
         yield header
 
 
@@ -70,8 +74,8 @@ def stopped_waiter_and_another(raw, queue, frozen, other):
 
 
 def test_stopped_consumer_waiting_for_data_delays_nobody(ring, raw):
-    with stopped_waiter_and_another(raw, "data", Child(get_then_report, ring.name),
-                                    Child(get_then_report, ring.name)) as other:
+    with stopped_waiter_and_another(raw, "data", Child(get_then_report, handle(ring)),
+                                    Child(get_then_report, handle(ring))) as other:
         sent = time.monotonic()
         ring.put(b"next")
         got_at, message = other.wait_ready(timeout=SLOW).split()
@@ -87,8 +91,8 @@ def test_stopped_producer_waiting_for_room_delays_nobody(ring, raw):
     size = 500                      # 8 records of 512 bytes fill 4096
     assert fill(ring, size) == 8
     with stopped_waiter_and_another(raw, "space",
-                                    Child(put_then_report, ring.name, b"F" * size),
-                                    Child(put_then_report, ring.name, b"O" * size)) as other:
+                                    Child(put_then_report, handle(ring), b"F" * size),
+                                    Child(put_then_report, handle(ring), b"O" * size)) as other:
         freed = time.monotonic()
         ring.get()
         put_at = float(other.wait_ready(timeout=SLOW))
@@ -106,7 +110,7 @@ def test_stopped_producer_waiting_for_room_delays_nobody(ring, raw):
 
 def take_and_forward(link, name, results):
     """get() messages for ever, forwarding each to the `results` ring."""
-    ring = Ring.open(name)
+    ring = open_where(name)
     link.ready()
     while True:
         results.put(ring.get())
@@ -116,7 +120,7 @@ def take_and_forward(link, name, results):
 def test_many_consumers_sleep_and_none_misses_a_wake(ring, raw, sleepers):
     rounds = 3
     results = Ring.anonymous(1 << 16)
-    children = [Child(take_and_forward, ring.name, results) for _ in range(sleepers)]
+    children = [Child(take_and_forward, handle(ring), results) for _ in range(sleepers)]
     try:
         for child in children:
             child.wait_ready()
@@ -143,7 +147,7 @@ def test_many_consumers_sleep_and_none_misses_a_wake(ring, raw, sleepers):
 
 
 def put_all(link, name, tag, count):
-    ring = Ring.open(name)
+    ring = open_where(name)
     link.ready()
     for i in range(count):
         ring.put(f"{tag}:{i}".encode().ljust(200, b"."))
@@ -154,7 +158,7 @@ def test_many_producers_sleep_for_room_and_order_holds(ring, raw):
     producers, each = 4, 50
     fill(ring, 200)
     left = len(ring)
-    children = [Child(put_all, ring.name, p, each) for p in range(producers)]
+    children = [Child(put_all, handle(ring), p, each) for p in range(producers)]
     try:
         for child in children:
             child.wait_ready()
@@ -189,7 +193,7 @@ def test_wait_data_takes_nothing(ring):
 
 
 def put_later(link, name, delay):
-    ring = Ring.open(name)
+    ring = open_where(name)
     link.ready()
     time.sleep(delay)
     ring.put(b"later")
@@ -197,7 +201,7 @@ def put_later(link, name, delay):
 
 
 def test_wait_data_wakes_when_a_message_comes(ring):
-    with Child(put_later, ring.name, 0.2) as child:
+    with Child(put_later, handle(ring), 0.2) as child:
         child.wait_ready()
         start = time.monotonic()
         assert ring._wait_data(timeout=SLOW) is True
@@ -215,12 +219,12 @@ def test_wait_data_returns_on_shutdown(ring):
 
 def test_wait_data_holds_no_lock(ring, raw):
     def wait_in_child(link, name):
-        r = Ring.open(name)
+        r = open_where(name)
         link.ready()
         r._wait_data(timeout=60)
         link.ready("woke")
 
-    with Child(wait_in_child, ring.name) as child:
+    with Child(wait_in_child, handle(ring)) as child:
         child.wait_ready()
         wait_asleep(child, raw, "data")
         stopped(child)
