@@ -15,6 +15,7 @@ The parts live in units of their own, so each is found by its name:
     _mapping.pxi    the mmap and the spans that zero-copy views export
     _blocks.pxi     the reserve()/view() context managers
     _args.pxd       argument checks
+    _scan.pxi       holds_no_buffer(): may Queue pickle an object without a callback?
 
 This file holds what ties them together: attaching, the put and get paths,
 the zero-copy blocks' begin and end, stats.  Hot paths are cdef functions
@@ -1493,3 +1494,4 @@ cdef class RingCore:
 
 
 include "_blocks.pxi"
+include "_scan.pxi"
