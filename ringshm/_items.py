@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union, cast
 
 from . import _sidefile as sidefile
+from ._ring import holds_no_buffer
 from ._typing import Buffer
 from .errors import MessageTooLarge, RingCorrupted
 
@@ -128,10 +129,6 @@ class Frame:
 #: Class names Queue._put_item hands to Codec.encode rather than pickling
 #: inline (their records are not the pickle's).
 SPECIAL_NAMES = frozenset(("ndarray", "bytearray"))
-# Objects that cannot hold an out-of-band buffer: pickled without a
-# buffer_callback, which costs a list and a bound method per item.
-_NO_BUFFERS: frozenset[type] = frozenset((bytes, str, int, float, bool, complex, type(None)))
-_NO_CLASSES: frozenset[type] = frozenset()   # a custom codec's: none
 _pickle_dumps = pickle.dumps
 _pickle_loads = pickle.loads
 
@@ -143,7 +140,9 @@ Record = Union[Buffer, Frame]
 def _encode_pickle(obj: Any) -> Union[bytes, Frame]:
     """The default dumps: a plain pickle, an array record, or a Frame of a
     pickle-5 stream and its out-of-band buffers."""
-    if obj.__class__ in _NO_BUFFERS:
+    if holds_no_buffer(obj):
+        # Scalars and small containers of them: no buffer_callback, which
+        # costs a list and a bound method per item.
         return _pickle_dumps(obj, 5)
     if obj.__class__.__name__ == "ndarray":
         record = encode_array(obj)
@@ -265,12 +264,11 @@ class Codec:
     whatever dumps/loads raise.
     """
 
-    __slots__ = ("loads", "custom", "in_place", "encode", "decode", "no_buffers")
+    __slots__ = ("loads", "custom", "in_place", "encode", "decode")
 
     loads: Callable[[bytes], Any]
     encode: Callable[[Any], Record]
     decode: Callable[[bytes], Any]
-    no_buffers: frozenset[type]
 
     def __init__(self, dumps: Callable[[Any], Buffer] = pickle.dumps,
                  loads: Callable[[bytes], Any] = pickle.loads) -> None:
@@ -279,9 +277,6 @@ class Codec:
         self.in_place = _IN_PLACE_CUSTOM if self.custom else _IN_PLACE_PICKLE
         self.encode = dumps if self.custom else _encode_pickle
         self.decode = loads if self.custom else _pickle_loads
-        # Classes a caller may pickle with plain pickle.dumps (none for a
-        # custom codec).
-        self.no_buffers = _NO_CLASSES if self.custom else _NO_BUFFERS
 
     def take(self, source: RecordSource, allow_big: bool = True) -> Taken:
         """Copy one record out of ``source`` (a memoryview of a ring message,

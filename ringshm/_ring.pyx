@@ -16,6 +16,7 @@ The parts live in units of their own, so each is found by its name:
     _sysv.pxi       System V segments: shmget/shmat/shmctl, and their Mapping
     _blocks.pxi     the reserve()/view() context managers
     _args.pxd       argument checks
+    _scan.pxi       holds_no_buffer(): may Queue pickle an object without a callback?
 
 This file holds what ties them together: attaching, the put and get paths,
 the zero-copy blocks' begin and end, stats.  Hot paths are cdef functions
@@ -48,9 +49,9 @@ from ringshm.errors import (
     Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
 )
 
-# A producer that finds the ring empty with its head at least this far into
-# the lap starts over at 0 (RingCore._rewind).
-cdef uint64_t REWIND_MIN_BYTES = 256 * 1024
+# A batch of at least this many bytes starts at the next lap's start when
+# the consumers have already freed the room there (RingCore._early_wrap).
+cdef uint64_t EARLY_WRAP_MIN_BYTES = 32 * 1024
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
@@ -555,28 +556,31 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
-    cdef inline bint _rewind(self, uint64_t head, uint64_t total_span,
-                             Py_ssize_t count) noexcept nogil:
-        """An empty ring whose head is far into the lap starts the batch
-        over at 0, after padding to the end: a stream the consumer keeps up
-        with then reuses the first bytes of the ring, warm in the caches and
-        the TLB, instead of cycling through the whole capacity (6 MB frames
-        through a 32 MiB ring ran at half speed; docs/PERFORMANCE.md).  The
-        padding costs no room: the batch fits before the head."""
+    cdef inline bint _early_wrap(self, uint64_t head, uint64_t total_span,
+                                 Py_ssize_t count) noexcept nogil:
+        """A big batch goes to the start of the next lap, after padding to
+        the end, when the room there is free already: with h' that start,
+        h' + total_span - tail <= capacity.  The working set is then what is
+        in flight, as a pool of samples' is, not the whole capacity (6 MB
+        frames through a 32 MiB ring ran at half speed; docs/DESIGN.md,
+        "Early wraps").  The padding costs no wait: the batch fits."""
         cdef uint64_t pos = head & self.mask
-        # Small messages never rewind: they gain nothing from it, and the
-        # look at the tail below would pull the consumers' cache line into
-        # every put once the head is past REWIND_MIN_BYTES.
-        if (total_span < NOGIL_COPY_BYTES or pos < REWIND_MIN_BYTES or pos < total_span
-                or (head & 7) != 0):
+        cdef uint64_t pad = self._capacity - pos
+        # Small batches never wrap early: they gain nothing from it, and the
+        # look at the tail below would put the consumers' cache line into
+        # every put.  pos < total_span: the room at the lap's start cannot be
+        # free (the tail is at most the head).  The padding's length field
+        # is 32 bits.
+        if (total_span < EARLY_WRAP_MIN_BYTES or pos < total_span or (head & 7) != 0
+                or pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD):
             return False
         self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
-        if self.cached_tail != head or not self._has_room(head, self._capacity - pos
-                                                          + total_span, count):
-            return False
+        if head - self.cached_tail > self._capacity or not self._has_room(
+                head, pad + total_span, count):
+            return False   # no room there yet (or damage, which _find_room reports)
         self.span_start = head
         self.wrap_index = 0
-        self.wrap_pad = self._capacity - pos
+        self.wrap_pad = pad
         return True
 
     cdef inline bint _has_room(self, uint64_t head, uint64_t need,
@@ -749,7 +753,7 @@ cdef class RingCore:
         # The fast path: no wrap, room by the cached tail (refreshed once).
         cdef rs_header *h = self.hdr
         cdef uint64_t head = rs_load_relaxed(&h.producer.position)
-        if self._rewind(head, total_span, count):
+        if self._early_wrap(head, total_span, count):
             return True
         if (head & self.mask) + total_span <= self._capacity and (head & 7) == 0:
             if not self._has_room(head, total_span, count):
@@ -1746,3 +1750,4 @@ cdef class RingCore:
 
 
 include "_blocks.pxi"
+include "_scan.pxi"

@@ -23,6 +23,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 from ringshm import _items, _sidefile
+from ringshm._ring import holds_no_buffer as _holds_no_buffer
 from ringshm._typing import Buffer, Self
 from ringshm.errors import Empty, MessageTooLarge, ShutDown
 from ringshm.ring import Ring
@@ -46,7 +47,7 @@ Loads = Callable[[bytes], Any]
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
 _OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
-                             "_encode", "_decode", "_in_place", "_no_buffers", "_custom",
+                             "_encode", "_decode", "_in_place", "_custom",
                              "_side_files"})
 
 
@@ -116,7 +117,6 @@ class _QueueBase(Generic[T]):
         # The item I/O's callables, bound once (ringshm/_items.py).
         self._codec = codec = _items.Codec(dumps, loads)
         self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
-        self._no_buffers = codec.no_buffers
         self._custom = codec.custom
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -146,11 +146,15 @@ class _QueueBase(Generic[T]):
         # Serialise and write one item: any size, one ring message.  The
         # default pickle is inlined (_items.Codec.encode does the same): a
         # small object costs no call more than it must.
-        ring = self._open_ring()
+        ring = self._ring
+        if self._closed or ring is None:
+            ring = self._open_ring()   # raises
         record: Any
-        if obj.__class__ in self._no_buffers:
-            record = _pickle_dumps(obj, 5)   # it cannot hold a buffer
-        elif self._custom or obj.__class__.__name__ in _items.SPECIAL_NAMES:
+        if self._custom:
+            record = self._encode(obj)
+        elif _holds_no_buffer(obj):
+            record = _pickle_dumps(obj, 5)   # scalars, or containers of them
+        elif obj.__class__.__name__ in _items.SPECIAL_NAMES:
             record = self._encode(obj)
         else:
             buffers: list[pickle.PickleBuffer] = []
@@ -174,7 +178,9 @@ class _QueueBase(Generic[T]):
     def _get_item(self, block: bool, timeout: Optional[float]) -> T:
         # Read and rebuild one item; inline for a message that is not read
         # in place (the small-object fast path).
-        ring = self._open_ring()
+        ring = self._ring
+        if self._closed or ring is None:
+            ring = self._open_ring()   # raises
         started = _monotonic() if timeout else 0.0
         data = ring._get_untagged(self._in_place, block, timeout)
         obj: T

@@ -173,6 +173,43 @@ def test_small_objects_stay_plain_pickles(make_queue):
         assert pickle.loads(message) == obj
 
 
+class _Tuple(tuple):
+    """A subclass may reduce to anything, buffers included."""
+
+
+@pytest.mark.parametrize("obj, plain", [
+    (b"x", True), ("s", True), (1, True), (2.5, True), (True, True), (1j, True),
+    (None, True), ((1, "a", 2.0), True), ({"k": 1, "v": [1, 2]}, True),
+    ([[[[1]]]], True),                     # 4 containers deep: the most allowed
+    ([[[[[1]]]]], False),
+    (list(range(64)), True), (list(range(65)), False),   # the budget of parts
+    ({i: i for i in range(32)}, True), ({i: i for i in range(33)}, False),
+    (bytearray(b"x"), False), ((1, bytearray(b"x")), False), ({"a": [memoryview(b"")]}, False),
+    ({bytearray(b"x").__class__: 1}, False), (_Tuple((1,)), False), ({1, 2}, False),
+    ((np.zeros(2),), False), (pickle.PickleBuffer(b"x"), False),
+], ids=repr)
+def test_holds_no_buffer_says_true_only_for_builtin_scalars_and_containers(obj, plain):
+    from ringshm._ring import holds_no_buffer
+    assert holds_no_buffer(obj) is plain
+
+
+@pytest.mark.parametrize("wrap", [tuple, list, lambda parts: dict(enumerate(parts))],
+                         ids=["tuple", "list", "dict"])
+def test_a_container_of_a_big_buffer_still_goes_out_of_band(make_queue, wrap):
+    # The scan that spares small containers the buffer_callback must not
+    # put a container's array in-band.
+    q = make_queue(capacity=4 << 20)
+    array = np.arange(200_000, dtype=np.float32)
+    obj = wrap([1, "a", array])
+    q.put(obj)
+    message = raw_message(q)
+    assert message[:1] == b"O"
+    assert len(message) < array.nbytes + 512   # the array's bytes once
+    q.put(obj)
+    got = q.get(timeout=TIMEOUT)
+    assert np.array_equal(got[2], array) and got[2].flags.writeable
+
+
 def test_get_many_and_put_many_with_arrays(make_queue):
     q = make_queue(capacity=4 << 20)
     arrays = [np.full(1000 * (i + 1), i, dtype=np.int32) for i in range(5)]

@@ -1,9 +1,12 @@
-"""A hypothesis state machine: a small Ring against a collections.deque.
+"""A hypothesis state machine: a small Ring against a model of its bytes.
 
-Every message is unique, so a get that returns anything but the model's
-oldest message (lost, duplicated, reordered, torn by the wrap) fails. Exact
-fullness depends on where the wrap falls, so a non-blocking put may raise
-Full only when the model says it might not fit; see certainly_fits().
+The model lays records out as the ring must (docs/FORMAT.md: a PADDING
+record where a record would cross the end; docs/DESIGN.md "Early wraps": a
+batch of 32 KiB or more goes to the next lap's start when the room there is
+free), so it knows the head, the tail and every counter exactly. Every
+message is unique, so a get that returns anything but the model's oldest
+message (lost, duplicated, reordered, torn by the wrap) fails, and a put
+must raise Full exactly when the model says it does not fit.
 
 Each step goes through one of two objects on the same segment, the creator
 and an opener: each keeps its own cache of the other side's counter, and a
@@ -24,6 +27,7 @@ CAPACITY = 4096
 HEADER = 8
 # Contract: half the ring, so that an empty ring takes any single message.
 MAX_SIZE = CAPACITY // 2 - HEADER
+EARLY_WRAP_MIN_BYTES = 32 * 1024   # ringshm/_ring.pyx
 
 
 def record_size(n):
@@ -37,22 +41,37 @@ sizes = st.one_of(
     st.integers(0, 24), st.integers(0, 600), st.integers(900, MAX_SIZE),
     st.integers(MAX_SIZE - 24, MAX_SIZE + 8),
 )
+# A 256 KiB ring: records from a few bytes to max_message_size (128 KiB), so
+# that batches of 32 KiB and more meet a lap start that is free or not.
+BIG_CAPACITY = 256 << 10
+BIG_MAX_SIZE = BIG_CAPACITY // 2 - HEADER
+big_sizes = st.one_of(
+    st.integers(0, 600), st.integers(20_000, 40_000), st.integers(30_000, BIG_MAX_SIZE),
+    st.integers(BIG_MAX_SIZE - 24, BIG_MAX_SIZE + 8),
+)
 timeouts = st.sampled_from([{"block": False}, {"timeout": 0}, {"timeout": 0.001}])
 handles = st.sampled_from([0, 1])   # the creator or the opener
 
 
 class RingMachine(RuleBasedStateMachine):
     max_messages = 0
+    capacity = CAPACITY
+    max_size = MAX_SIZE
+    sizes = sizes
 
     def __init__(self):
         super().__init__()
-        creator = Ring.create(unique_ring_name(), capacity=CAPACITY,
+        creator = Ring.create(unique_ring_name(), capacity=self.capacity,
                               max_messages=self.max_messages)
         self.rings = (creator, Ring.open(creator.name))
-        self.model = deque()
+        # The records between tail and head, oldest first: (message, span),
+        # message None for a PADDING record.
+        self.records = deque()
+        self.head = self.tail = 0
+        self.put_count = self.put_bytes = self.got_count = self.got_bytes = 0
         self.counter = 0
         self.shut = False
-        assert creator.max_message_size == MAX_SIZE
+        assert creator.max_message_size == self.max_size
 
     def teardown(self):
         for ring in reversed(self.rings):
@@ -66,23 +85,60 @@ class RingMachine(RuleBasedStateMachine):
         stamp = self.counter.to_bytes(4, "little")
         return (stamp * (size // 4 + 1))[:size]
 
-    def model_bytes(self):
-        return sum(record_size(len(m)) for m in self.model)
+    @property
+    def model(self):
+        """The messages in the ring, oldest first."""
+        return [m for m, _ in self.records if m is not None]
 
-    def certainly_fits(self, payload_sizes):
-        """True when messages of these sizes fit now wherever head stands.
+    def layout(self, payload_sizes):
+        """Where the ring puts a batch of these sizes now: (index of the
+        record the padding goes before, padding bytes, bytes the head
+        moves), or None when it does not fit (Full)."""
+        cap = self.capacity
+        spans = [record_size(n) for n in payload_sizes]
+        total = sum(spans)
+        if self.max_messages and len(self.model) + len(spans) > self.max_messages:
+            return None
+        pos = self.head % cap
+        pad = cap - pos
+        if (total >= EARLY_WRAP_MIN_BYTES and pos >= total
+                and self.head + pad + total - self.tail <= cap):
+            return 0, pad, pad + total   # the early wrap
+        wrap, need, at = (None, 0), 0, pos
+        for index, span in enumerate(spans):
+            if wrap[0] is None and at + span > cap:
+                wrap = (index, cap - at)   # an ordinary wrap
+                need += cap - at
+                at = 0
+            at += span
+            need += span
+        if self.head - self.tail + need > cap:
+            return None
+        return wrap[0], wrap[1], need
 
-        Between tail and head there is at most one PADDING record (the span
-        crosses the end of the data area at most once), and it is shorter
-        than the record that made it: the model's largest record if that one
-        is still in the ring, or the largest new record if the new ones wrap.
-        Only one of the two can exist, so the worst case adds the larger.
-        """
-        records = [record_size(n) for n in payload_sizes]
-        if self.max_messages and len(self.model) + len(records) > self.max_messages:
-            return False
-        largest = max(records + [record_size(len(m)) for m in self.model], default=0)
-        return self.model_bytes() + sum(records) + largest - HEADER <= CAPACITY
+    def apply(self, messages, plan):
+        """The batch went in as `plan` (layout()) said."""
+        wrap_index, pad, need = plan
+        for index, message in enumerate(messages):
+            if index == wrap_index:
+                self.records.append((None, pad))
+            self.records.append((message, record_size(len(message))))
+        self.head += need
+        self.put_count += len(messages)
+        self.put_bytes += sum(len(m) for m in messages)
+
+    def skip_padding(self):
+        # A consumer that looks for a record skips (and hands back) padding.
+        while self.records and self.records[0][0] is None:
+            self.tail += self.records.popleft()[1]
+
+    def take(self):
+        """The oldest message, consumed in the model."""
+        message, span = self.records.popleft()
+        self.tail += span
+        self.got_count += 1
+        self.got_bytes += len(message)
+        return message
 
     def expect_nothing(self, error):
         """A get raised ``error``: right only when the model is empty, and
@@ -91,8 +147,9 @@ class RingMachine(RuleBasedStateMachine):
         assert isinstance(error, ShutDown if self.shut else Empty), repr(error)
 
     def expect_get(self, got):
-        assert self.model, f"got {got[:16]!r}... from a ring the model says is empty"
-        expected = self.model.popleft()
+        self.skip_padding()
+        assert self.records, f"got {got[:16]!r}... from a ring the model says is empty"
+        expected = self.take()
         assert got == expected, (
             f"got {len(got)} bytes {got[:16]!r}, expected {len(expected)} "
             f"bytes {expected[:16]!r}")
@@ -101,11 +158,12 @@ class RingMachine(RuleBasedStateMachine):
 
     def try_put(self, put, messages, sizes=None):
         """Run put(), which publishes ``messages`` (writing ``sizes``, their
-        sizes unless given): it must succeed when they certainly fit, and a
-        Full must leave the ring as it was (the invariants check that)."""
+        sizes unless given): it must succeed exactly when the model lays
+        them out, and a Full must leave the ring as it was (the invariants
+        check that)."""
         if sizes is None:
             sizes = [len(m) for m in messages]
-        if max(sizes, default=0) > MAX_SIZE:
+        if max(sizes, default=0) > self.max_size:
             try:
                 put()
             except (MessageTooLarge, ShutDown) as error:
@@ -120,33 +178,36 @@ class RingMachine(RuleBasedStateMachine):
             # An empty batch puts nothing: no need to refuse it.
             assert not sizes, "a put after shutdown() went in"
             return
-        must_fit = self.certainly_fits(sizes)
+        plan = self.layout(sizes)
         try:
             put()
         except Full:
-            assert not must_fit, (
-                f"Full for {sizes} with {self.model_bytes()} bytes in the ring")
+            assert plan is None, (
+                f"Full for {sizes} with head {self.head}, tail {self.tail}")
             return
-        self.model.extend(messages)
+        assert plan is not None, f"{sizes} went in with head {self.head}, tail {self.tail}"
+        if messages:
+            self.apply(messages, plan)
 
-    @rule(handle=handles, size=sizes, how=timeouts)
-    def put(self, handle, size, how):
-        message = self.message(size)
+    @rule(handle=handles, data=st.data(), how=timeouts)
+    def put(self, handle, data, how):
+        message = self.message(data.draw(self.sizes))
         self.try_put(lambda: self.rings[handle].put(message, **how), [message])
 
-    @rule(handle=handles, size=sizes)
-    def put_nowait(self, handle, size):
-        message = self.message(size)
+    @rule(handle=handles, data=st.data())
+    def put_nowait(self, handle, data):
+        message = self.message(data.draw(self.sizes))
         self.try_put(lambda: self.rings[handle].put_nowait(message), [message])
 
-    @rule(handle=handles, batch=st.lists(sizes, max_size=6), how=timeouts)
-    def put_many(self, handle, batch, how):
+    @rule(handle=handles, data=st.data(), how=timeouts)
+    def put_many(self, handle, data, how):
         ring = self.rings[handle]
+        batch = data.draw(st.lists(self.sizes, max_size=6))
         messages = [self.message(n) for n in batch]
         # Contract: a batch, like a message, takes at most half the ring.
-        never_fits = sum(record_size(n) for n in batch) > CAPACITY // 2 or (
+        never_fits = sum(record_size(n) for n in batch) > self.capacity // 2 or (
             self.max_messages and len(batch) > self.max_messages) or (
-            max(batch, default=0) > MAX_SIZE)
+            max(batch, default=0) > self.max_size)
         if never_fits:
             try:
                 ring.put_many(messages, **how)
@@ -156,8 +217,9 @@ class RingMachine(RuleBasedStateMachine):
             raise AssertionError("a batch that can never fit was accepted")
         self.try_put(lambda: ring.put_many(messages, **how), messages)
 
-    @rule(handle=handles, size=sizes, keep=st.booleans())
-    def reserve(self, handle, size, keep):
+    @rule(handle=handles, data=st.data(), keep=st.booleans())
+    def reserve(self, handle, data, keep):
+        size = data.draw(self.sizes)
         message = self.message(size)
 
         def write():
@@ -185,7 +247,7 @@ class RingMachine(RuleBasedStateMachine):
             assert full, "full() was False but a 1-byte put raised Full"
             return
         assert not full, "full() was True but a 1-byte put went in"
-        self.model.append(message)
+        self.apply([message], self.layout([1]))
 
     # ---------------------------------------------------------------- gets
 
@@ -197,6 +259,7 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule(handle=handles, how=timeouts)
     def get(self, handle, how):
+        self.skip_padding()   # whether a message follows or not
         try:
             got = self.rings[handle].get(**how)
         except (Empty, ShutDown) as error:
@@ -206,6 +269,7 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule(handle=handles, slack=st.integers(-3, 40))
     def get_into(self, handle, slack):
+        self.skip_padding()
         buffer = bytearray(max(0, len(self.model[0]) + slack) if self.model else 8)
         try:
             length = self.rings[handle].get_into(buffer, block=False)
@@ -221,6 +285,7 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule(handle=handles, keep=st.booleans())
     def view(self, handle, keep):
+        self.skip_padding()
         try:
             with self.rings[handle].view(timeout=0) as view:
                 got = bytes(view)
@@ -238,9 +303,14 @@ class RingMachine(RuleBasedStateMachine):
           max_bytes=st.none() | st.integers(1, 5000), how=timeouts)
     def get_many(self, handle, max_messages, max_bytes, how):
         # Single-threaded every message is ready: get_many takes as many as
-        # the limits allow, and always at least one.
+        # the limits allow, and always at least one; it skips padding after
+        # a message unless it has all it may take.
+        self.skip_padding()
         expected, total = [], 0
-        for message in self.model:
+        records = list(self.records)
+        for message, _ in records:
+            if message is None:
+                continue
             if len(expected) == max_messages:
                 break
             if expected and max_bytes is not None and total + len(message) > max_bytes:
@@ -254,8 +324,10 @@ class RingMachine(RuleBasedStateMachine):
             self.expect_nothing(error)
             return
         assert [len(m) for m in got] == [len(m) for m in expected]
-        for message in got:
+        for index, message in enumerate(got):
             self.expect_get(message)
+            if index + 1 < max_messages:
+                self.skip_padding()
 
     # ---------------------------------------------------------- invariants
 
@@ -267,14 +339,22 @@ class RingMachine(RuleBasedStateMachine):
             assert ring.is_shutdown == self.shut
 
     @invariant()
-    def used_bytes_match(self):
+    def positions_and_counters_match(self):
         stats = self.rings[0].stats()
+        assert (stats["head"], stats["tail"]) == (self.head, self.tail)
+        assert stats["used_bytes"] == self.head - self.tail
         assert stats["messages"] == len(self.model)
-        # What the model holds, plus at most one PADDING record shorter than
-        # the largest record in the ring.
-        low = self.model_bytes()
-        high = low + max((record_size(len(m)) - HEADER for m in self.model), default=0)
-        assert low <= stats["used_bytes"] <= high, (stats["used_bytes"], low, high)
+        assert (stats["messages_put"], stats["bytes_put"]) == (self.put_count, self.put_bytes)
+        assert (stats["messages_got"], stats["bytes_got"]) == (self.got_count, self.got_bytes)
+
+
+class BigRecordRingMachine(RingMachine):
+    """The same in a 256 KiB ring with records up to 128 KiB: batches of 32
+    KiB and more wrap early."""
+
+    capacity = BIG_CAPACITY
+    max_size = BIG_MAX_SIZE
+    sizes = big_sizes
 
 
 class BoundedRingMachine(RingMachine):
@@ -297,3 +377,5 @@ TestRing = RingMachine.TestCase
 TestRing.settings = CI_SETTINGS
 TestBoundedRing = BoundedRingMachine.TestCase
 TestBoundedRing.settings = CI_SETTINGS
+TestBigRecordRing = BigRecordRingMachine.TestCase
+TestBigRecordRing.settings = CI_SETTINGS
