@@ -43,7 +43,8 @@ from ringshm.errors import (
 
 __all__ = ["Backing", "FileBacking", "MemfdBacking", "ShmBacking", "SysvBacking",
            "SHM_DIR", "SHM_PREFIX", "SYSV_COMPANION_PREFIX", "backing_for", "check_name",
-           "check_path", "check_sysv_key", "companion_path", "open_file", "refuse", "shm_path"]
+           "check_path", "check_sysv_key", "companion_path", "open_file", "refuse", "shm_path",
+           "signed_key"]
 
 #: Every named ring is the POSIX shared-memory object "/" + SHM_PREFIX + name
 #: (on Linux the file /dev/shm/ringshm.NAME), so `ringshm ls` can find them.
@@ -129,6 +130,11 @@ def check_sysv_key(key: object) -> int:
     return key & 0xFFFFFFFF
 
 
+def signed_key(key: int) -> int:
+    """An unsigned 32-bit key as the C ``key_t`` shmget takes."""
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
 def _kind_of(mode: int) -> str:
     for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -145,6 +151,25 @@ def _refuse_owner(uid: int, label: str, any_owner: bool) -> None:
             errno.EPERM, f"the segment belongs to uid {uid}, not to this user "
             f"(uid {euid}); another user could read or forge its messages "
             f"(any_owner=True attaches anyway)", label)
+
+
+def _refuse_mode(info: dict[str, int], label: str) -> None:
+    """Raise unless shm_perm.mode lets this process read and write the
+    segment, as shmat would decide (root, with CAP_IPC_OWNER, may anyway):
+    said before anything is attached, in a message that names the mode.
+
+    Raises:
+        RingPermissionError: the mode forbids it.
+    """
+    euid = os.geteuid()
+    if euid == 0:
+        return
+    shift = 6 if euid == info["uid"] else 3 if info["gid"] in (os.getegid(), *os.getgroups()) \
+        else 0
+    if (info["mode"] >> shift) & 0o6 != 0o6:
+        raise RingPermissionError(
+            errno.EACCES, f"the segment's mode {info['mode']:#o} does not let uid {euid} "
+            "read and write it", label)
 
 
 def refuse(st: os.stat_result, label: str, any_owner: bool) -> None:
@@ -524,15 +549,12 @@ class SysvBacking(Backing):
         self.made = False              # the segment is ours to remove
         self.companion_identity: Optional[Tuple[int, int]] = None
 
-    def _signed_key(self) -> int:
-        return self.key - (1 << 32) if self.key >= 1 << 31 else self.key
-
     def make(self, mode: int, size: int, reserve: bool) -> bool:
         # Without SHM_NORESERVE the kernel accounts the whole segment at
         # shmget (overcommit): too little memory fails here, not later.
         flags = SYSV_CREATE | mode | (0 if reserve else SYSV_NORESERVE)
         try:
-            self.shmid = sysv_get(self._signed_key(), size, flags)
+            self.shmid = sysv_get(signed_key(self.key), size, flags)
         except FileExistsError:
             return False
         except PermissionError as e:
@@ -551,7 +573,7 @@ class SysvBacking(Backing):
 
     def find(self, any_owner: bool) -> None:
         try:
-            self.shmid = sysv_get(self._signed_key(), 0, 0)
+            self.shmid = sysv_get(signed_key(self.key), 0, 0)
         except FileNotFoundError:
             raise RingNotFound(errno.ENOENT, "no System V segment has this key",
                                self.label) from None
@@ -575,6 +597,7 @@ class SysvBacking(Backing):
         # Its owner can be changed (IPC_SET), its creator cannot: both ours.
         _refuse_owner(info["uid"], self.label, any_owner)
         _refuse_owner(info["cuid"], self.label, any_owner)
+        _refuse_mode(info, self.label)
         self.segment_size = info["size"]
         self.creator_pid = info["creator_pid"]
         return info

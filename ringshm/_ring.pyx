@@ -1353,15 +1353,20 @@ cdef class RingCore:
         most 1 s: a holder that is stopped is not waited for longer), so
         nothing appears in the ring after it."""
         cdef rs_header *h
-        self._check_open()
-        h = self.hdr
-        rs_fetch_or(&h.flags, RS_FLAG_SHUTDOWN)
-        wake_all(&h.put_lock.waitq)
-        wake_all(&h.get_lock.waitq)
-        wake_all(&h.data_waitq)
-        wake_all(&h.space_waitq)
-        with nogil:
-            self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS)
+        # Busy while the GIL is released below: a close() from another
+        # thread meanwhile must not unmap the header under us.
+        self._enter()
+        try:
+            h = self.hdr
+            rs_fetch_or(&h.flags, RS_FLAG_SHUTDOWN)
+            wake_all(&h.put_lock.waitq)
+            wake_all(&h.get_lock.waitq)
+            wake_all(&h.data_waitq)
+            wake_all(&h.space_waitq)
+            with nogil:
+                self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS)
+        finally:
+            self._leave()
 
     cdef void _let_publishing_put_finish(self, int64_t deadline) noexcept nogil:
         # A put that took its lock before the flag was set may still be
