@@ -1,12 +1,14 @@
-"""Where a ring's bytes live: one interface, four backings.
+"""Where a ring's bytes live: the interface of the four backings, and the
+file handling they share.
 
 Ring (ring.py) makes and attaches every ring through a Backing and never
 asks which one it holds: a POSIX shared-memory name (the file
 /dev/shm/ringshm.NAME), a file at a path, an anonymous memfd, or a System V
 segment found by key.  A backing makes or finds the storage (the owner rule
 before one byte is read), sizes it, maps it into a core Mapping, gives the
-mapping the file its lock slots live on, and removes it.  See
-docs/DESIGN.md, "Backings".
+mapping the file its lock slots live on, and removes it.  The backings
+are in _file_backing.py (name, path, memfd) and _sysv_backing.py (System
+V).  See docs/DESIGN.md, "Backings".
 
 Files are opened with os.open as glibc's shm_open would, so that we choose
 the flags (never follow a symbolic link, never block on a FIFO) and look at
@@ -18,32 +20,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from typing import Any, Callable, Optional, Tuple
 
 from ringshm import watcher
-from ringshm._ring import (
-    SYSV_CREATE,
-    SYSV_NORESERVE,
-    Mapping,
-    RingCore,
-    map_file,
-    map_sysv,
-    sysv_get,
-    sysv_remove,
-    sysv_stat,
-)
-from ringshm.errors import (
-    RingCorrupted,
-    RingNoSpace,
-    RingNotFound,
-    RingPermissionError,
-)
+from ringshm._ring import Mapping, RingCore
+from ringshm.errors import RingCorrupted, RingNoSpace, RingNotFound, RingPermissionError
 
-__all__ = ["Backing", "FileBacking", "MemfdBacking", "ShmBacking", "SysvBacking",
-           "SHM_DIR", "SHM_PREFIX", "SYSV_COMPANION_PREFIX", "backing_for", "check_name",
-           "check_path", "check_sysv_key", "companion_path", "open_file", "refuse", "shm_path"]
+__all__ = ["Backing", "SHM_DIR", "SHM_PREFIX", "SYSV_COMPANION_PREFIX", "allocate_file",
+           "backing_for", "check_name", "check_path", "check_sysv_key", "companion_path",
+           "create_file", "open_file", "refuse", "refuse_owner", "shm_path", "signed_key",
+           "unlink_same"]
 
 #: Every named ring is the POSIX shared-memory object "/" + SHM_PREFIX + name
 #: (on Linux the file /dev/shm/ringshm.NAME), so `ringshm ls` can find them.
@@ -129,6 +116,11 @@ def check_sysv_key(key: object) -> int:
     return key & 0xFFFFFFFF
 
 
+def signed_key(key: int) -> int:
+    """An unsigned 32-bit key as the C ``key_t`` shmget takes."""
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
 def _kind_of(mode: int) -> str:
     for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -138,7 +130,12 @@ def _kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def _refuse_owner(uid: int, label: str, any_owner: bool) -> None:
+def refuse_owner(uid: int, label: str, any_owner: bool) -> None:
+    """Raise unless ``uid`` is this process's effective uid or ``any_owner``.
+
+    Raises:
+        RingPermissionError: another user's.
+    """
     euid = os.geteuid()
     if not any_owner and uid != euid:
         raise RingPermissionError(
@@ -159,7 +156,7 @@ def refuse(st: os.stat_result, label: str, any_owner: bool) -> None:
         raise RingPermissionError(errno.ELOOP, "refusing to follow a symbolic link", label)
     if not stat.S_ISREG(st.st_mode):
         raise RingCorrupted(f"{label!r} is not a ring: {_kind_of(st.st_mode)}")
-    _refuse_owner(st.st_uid, label, any_owner)
+    refuse_owner(st.st_uid, label, any_owner)
 
 
 def open_file(where: str, label: str, any_owner: bool) -> int:
@@ -196,7 +193,7 @@ def open_file(where: str, label: str, any_owner: bool) -> int:
     return fd
 
 
-def _create_file(where: str, label: str, mode: int) -> Optional[int]:
+def create_file(where: str, label: str, mode: int) -> Optional[int]:
     """A new file at ``where`` with exactly ``mode`` (open()'s mode passes
     through the umask); None when the name exists.
 
@@ -217,7 +214,7 @@ def _create_file(where: str, label: str, mode: int) -> Optional[int]:
     return fd
 
 
-def _allocate(fd: int, size: int, label: str) -> None:
+def allocate_file(fd: int, size: int, label: str) -> None:
     """Allocate ``size`` bytes of the file behind ``fd`` now, so that a page
     is never missing later (a SIGBUS on a full /dev/shm).
 
@@ -237,7 +234,7 @@ def _allocate(fd: int, size: int, label: str) -> None:
         raise
 
 
-def _unlink_same(path: str, identity: Optional[Tuple[int, int]]) -> None:
+def unlink_same(path: str, identity: Optional[Tuple[int, int]]) -> None:
     """Unlink ``path`` if it is still the file of ``identity`` (device,
     inode): a name somebody made again since is left alone."""
     if identity is None:
@@ -359,326 +356,6 @@ class Backing:
                         "to pass it to other processes")
 
 
-class FileBacking(Backing):
-    """A file at a path (``Ring.create(path=...)``); the base of the
-    shm_open backing, whose file is /dev/shm/ringshm.NAME."""
-
-    kind = "file"
-
-    def __init__(self, path: str) -> None:
-        self.where = path
-        self.label = path
-        self.fd = -1
-        self.identity: Optional[Tuple[int, int]] = None   # (dev, ino) of what we made
-
-    def make(self, mode: int, size: int, reserve: bool) -> bool:
-        fd = _create_file(self.where, self.label, mode)
-        if fd is None:
-            return False
-        self.fd = fd
-        st = os.fstat(fd)
-        self.identity = (st.st_dev, st.st_ino)
-        return True
-
-    def find(self, any_owner: bool) -> None:
-        self.fd = open_file(self.where, self.label, any_owner)
-
-    def adopt_descriptor(self, fd: int) -> None:
-        """Attach through ``fd`` (a spawned child's duplicate), never the name.
-
-        Raises:
-            RingCorrupted, RingPermissionError: as find() (no opt-out).
-        """
-        refuse(os.fstat(fd), self.label, False)
-        self.fd = fd
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def allocate(self, size: int, reserve: bool) -> None:
-        os.ftruncate(self.fd, size)
-        if reserve:
-            _allocate(self.fd, size, self.label)
-
-    def map(self, size: int) -> Mapping:
-        mapping: Mapping = map_file(self.fd, size)
-        st = os.fstat(self.fd)
-        self.inode = (st.st_dev, st.st_ino)
-        return mapping
-
-    def watch(self) -> None:
-        assert self.identity is not None
-        watcher.register(os.path.abspath(self.where), *self.identity)
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.where)
-        watcher.unregister(os.path.abspath(self.where))
-
-    def unlink(self) -> None:
-        watcher.unregister(os.path.abspath(self.where))
-        try:
-            os.unlink(self.where)
-        except FileNotFoundError:
-            raise RingNotFound(errno.ENOENT, "no such ring", self.label) from None
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def describe(self) -> str:
-        return f"path={self.where!r}"
-
-    def pickle_as(self) -> dict[str, Any]:
-        """The Ring.open() argument that finds this ring again."""
-        return {"path": self.where}
-
-    def reopen(self, spawning: bool) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        from ringshm import ring
-        if spawning:
-            return ring.reduce_for_spawned_child(self)
-        return ring.open_ring, (self.pickle_as(),)
-
-
-class ShmBacking(FileBacking):
-    """A POSIX shared-memory name: the file /dev/shm/ringshm.NAME, or a
-    fresh unique name when ``name`` is None."""
-
-    kind = "shm"
-
-    def __init__(self, name: Optional[str]) -> None:
-        self.unique = name is None
-        super().__init__("")
-        self._name(name if name is not None else _unique_name())
-
-    def _name(self, name: str) -> None:
-        self.name = name
-        self.label = name
-        self.where = shm_path(name)
-
-    def make(self, mode: int, size: int, reserve: bool) -> bool:
-        while not super().make(mode, size, reserve):
-            if not self.unique:
-                return False
-            self._name(_unique_name())   # a unique name that was not: draw again
-        return True
-
-    def describe(self) -> str:
-        return f"name={self.name!r}"
-
-    def pickle_as(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-
-def _unique_name() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(6)}"
-
-
-class MemfdBacking(Backing):
-    """An anonymous ring: a memfd (no name, shared with the children forked
-    after it), not MAP_ANONYMOUS: lock-holder liveness needs a file to hold
-    OFD locks on (DESIGN.md, "Liveness")."""
-
-    kind = "anonymous"
-
-    def __init__(self) -> None:
-        self.fd = -1
-
-    def make(self, mode: int, size: int, reserve: bool) -> bool:
-        self.fd = os.memfd_create("ringshm-anonymous", os.MFD_CLOEXEC)
-        return True
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def allocate(self, size: int, reserve: bool) -> None:
-        os.ftruncate(self.fd, size)
-
-    def map(self, size: int) -> Mapping:
-        mapping: Mapping = map_file(self.fd, size)
-        return mapping
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class SysvBacking(Backing):
-    """A System V shared-memory segment found by key (shmget/shmat), whose
-    lock slots live on a companion file, /dev/shm/ringshm-sysv.0xKEY: a
-    segment has no descriptor to hold OFD locks on.  The companion takes
-    the segment's mode; its identity is recorded in the ring header, so an
-    opener whose companion is another file refuses the ring."""
-
-    kind = "sysv"
-    exact_size = False
-    adopts_blank = True
-
-    def __init__(self, key: int) -> None:
-        self.key = key
-        self.label = f"sysv key 0x{key:08x}"
-        self.companion = companion_path(key)
-        self.shmid = -1
-        self.mode = 0o600
-        self.segment_size = 0
-        self.creator_pid = 0           # shm_cpid: with the shmid, the segment's identity
-        self.any_owner = False
-        self.watched = False
-        self.made = False              # the segment is ours to remove
-        self.companion_identity: Optional[Tuple[int, int]] = None
-
-    def _signed_key(self) -> int:
-        return self.key - (1 << 32) if self.key >= 1 << 31 else self.key
-
-    def make(self, mode: int, size: int, reserve: bool) -> bool:
-        # Without SHM_NORESERVE the kernel accounts the whole segment at
-        # shmget (overcommit): too little memory fails here, not later.
-        flags = SYSV_CREATE | mode | (0 if reserve else SYSV_NORESERVE)
-        try:
-            self.shmid = sysv_get(self._signed_key(), size, flags)
-        except FileExistsError:
-            return False
-        except PermissionError as e:
-            raise RingPermissionError(e.errno, e.strerror, self.label) from None
-        except OSError as e:
-            if e.errno in (errno.ENOMEM, errno.ENOSPC):
-                raise RingNoSpace(size, None, self.label) from None
-            if e.errno == errno.EINVAL:
-                raise ValueError(f"capacity: {size} bytes is more than this system allows "
-                                 "for a System V segment (kernel.shmmax)") from None
-            raise
-        self.made = True
-        self._stat(True)
-        self.mode = mode
-        return True
-
-    def find(self, any_owner: bool) -> None:
-        try:
-            self.shmid = sysv_get(self._signed_key(), 0, 0)
-        except FileNotFoundError:
-            raise RingNotFound(errno.ENOENT, "no System V segment has this key",
-                               self.label) from None
-        except PermissionError as e:
-            raise RingPermissionError(e.errno, e.strerror, self.label) from None
-        self.any_owner = any_owner
-        info = self._stat(any_owner)
-        self.mode = info["mode"]
-
-    def _stat(self, any_owner: bool) -> dict[str, int]:
-        # IPC_STAT, before shmat: nothing of the segment is read yet.
-        try:
-            info: dict[str, int] = sysv_stat(self.shmid)
-        except PermissionError as e:
-            raise RingPermissionError(e.errno, e.strerror, self.label) from None
-        except OSError as e:
-            if e.errno in (errno.EINVAL, errno.EIDRM):
-                raise RingNotFound(errno.ENOENT, "the segment was removed",
-                                   self.label) from None
-            raise
-        # Its owner can be changed (IPC_SET), its creator cannot: both ours.
-        _refuse_owner(info["uid"], self.label, any_owner)
-        _refuse_owner(info["cuid"], self.label, any_owner)
-        self.segment_size = info["size"]
-        self.creator_pid = info["creator_pid"]
-        return info
-
-    def size(self) -> int:
-        return self.segment_size
-
-    def map(self, size: int) -> Mapping:
-        try:
-            mapping: Mapping = map_sysv(self.shmid, size)
-        except PermissionError as e:
-            raise RingPermissionError(e.errno, "the segment's mode forbids this user",
-                                      self.label) from None
-        return mapping
-
-    def bind_liveness(self, ring: RingCore, creating: bool) -> None:
-        if creating:
-            fd = self._make_companion()
-        else:
-            try:
-                fd = open_file(self.companion, self.companion, self.any_owner)
-            except RingNotFound:
-                raise RingCorrupted(f"{self.label}: its lock file {self.companion} is "
-                                    "missing (removed by hand?): not a usable ring") from None
-        try:
-            ring._bind_liveness(fd)
-        finally:
-            os.close(fd)
-
-    def _make_companion(self) -> int:
-        # We claimed the blank segment: no ring lives in it yet, so a
-        # companion already there is a dead ring's (its segment removed)
-        # and is replaced, never shared.
-        while True:
-            fd = _create_file(self.companion, self.companion, self.mode & 0o666)
-            if fd is not None:
-                break
-            st = os.lstat(self.companion)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                raise RingPermissionError(
-                    errno.EEXIST, "the lock file's name is taken by what is not this "
-                    "user's regular file", self.companion)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.companion)
-        st = os.fstat(fd)
-        self.companion_identity = (st.st_dev, st.st_ino)
-        if self.watched:
-            watcher.register(self.companion, st.st_dev, st.st_ino)
-        return fd
-
-    def watch(self) -> None:
-        self.watched = True
-        watcher.register_sysv(self.key, self.shmid, self.creator_pid)
-        if self.companion_identity is not None:
-            watcher.register(self.companion, *self.companion_identity)
-
-    def adopt(self) -> None:
-        self.made = True
-
-    def disown(self) -> None:
-        if self.watched:
-            watcher.unregister_sysv(self.shmid)
-            self.watched = False
-        self.made = False
-
-    def _still_ours(self) -> bool:
-        try:
-            info = sysv_stat(self.shmid)
-        except OSError:
-            return False
-        return bool(info["creator_pid"] == self.creator_pid and not info["removed"])
-
-    def remove(self) -> None:
-        if self.made and self._still_ours():
-            with contextlib.suppress(OSError):
-                sysv_remove(self.shmid)
-        _unlink_same(self.companion, self.companion_identity)
-        if self.watched:
-            watcher.unregister_sysv(self.shmid)
-            watcher.unregister(self.companion)
-
-    def unlink(self) -> None:
-        if self.watched:
-            watcher.unregister_sysv(self.shmid)
-            watcher.unregister(self.companion)
-        if not self._still_ours():
-            raise RingNotFound(errno.ENOENT, "the segment was removed already", self.label)
-        sysv_remove(self.shmid)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.companion)
-
-    def describe(self) -> str:
-        return f"sysv_key=0x{self.key:08x}"
-
-    def reopen(self, spawning: bool) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        from ringshm import ring
-        return ring.open_ring, ({"sysv_key": self.key},)
-
-
 def backing_for(name: Optional[str], path: Optional[str], sysv_key: Optional[int]) -> Backing:
     """The backing of ``Ring.create``/``open``'s arguments (name None too:
     a fresh unique name).
@@ -686,6 +363,10 @@ def backing_for(name: Optional[str], path: Optional[str], sysv_key: Optional[int
     Raises:
         ValueError, TypeError: more than one given, or a bad one.
     """
+    # The backings build on this module: imported here, not at the top.
+    from ringshm._file_backing import FileBacking, ShmBacking
+    from ringshm._sysv_backing import SysvBacking
+
     if sum(x is not None for x in (name, path, sysv_key)) > 1:
         raise ValueError("give one of name, path or sysv_key, not several")
     if path is not None:
@@ -695,4 +376,3 @@ def backing_for(name: Optional[str], path: Optional[str], sysv_key: Optional[int
     if name is not None:
         check_name(name)
     return ShmBacking(name)
-

@@ -53,6 +53,7 @@ cdef extern from "<sys/shm.h>" nogil:
     ctypedef int key_t
     cdef struct ipc_perm:
         unsigned int uid
+        unsigned int gid
         unsigned int cuid
         unsigned int mode
     cdef struct shmid_ds:

@@ -1536,16 +1536,22 @@ cdef class RingCore:
         ring after it."""
         cdef rs_header *h
         cdef bint in_own_block
-        self._check_open()
-        in_own_block = self._reserve_is_mine()
-        h = self.hdr
-        rs_fetch_or(&h.flags, RS_FLAG_SHUTDOWN)
-        wake_all(&h.put_lock.waitq)
-        wake_all(&h.get_lock.waitq)
-        wake_all(&h.data_waitq)
-        wake_all(&h.space_waitq)
-        with nogil:
-            self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS, in_own_block)
+        # Busy while the GIL is released below: a close() from another
+        # thread meanwhile must not unmap the header under us.
+        self._enter()
+        try:
+            in_own_block = self._reserve_is_mine()
+            h = self.hdr
+            rs_fetch_or(&h.flags, RS_FLAG_SHUTDOWN)
+            wake_all(&h.put_lock.waitq)
+            wake_all(&h.get_lock.waitq)
+            wake_all(&h.data_waitq)
+            wake_all(&h.space_waitq)
+            with nogil:
+                self._let_publishing_put_finish(now_ns() + SHUTDOWN_PATIENCE_NS,
+                                                in_own_block)
+        finally:
+            self._leave()
 
     cdef void _let_publishing_put_finish(self, int64_t deadline,
                                          bint in_own_block) noexcept nogil:

@@ -31,7 +31,7 @@ def sysv_get(int key, size_t size, int flags):
 
 def sysv_stat(int shmid):
     """IPC_STAT of a segment, before anything is attached: a dict of its
-    owner (uid), creator (cuid), mode, size, creator pid, attachments, and
+    owner (uid, gid), creator (cuid), mode, size, creator pid, attachments, and
     whether it was removed (IPC_RMID: it lives on until the last detach).
 
     Raises:
@@ -39,7 +39,7 @@ def sysv_stat(int shmid):
     """
     cdef shmid_ds ds
     check_sysv(shmctl(shmid, IPC_STAT, &ds))
-    return {"uid": ds.shm_perm.uid, "cuid": ds.shm_perm.cuid,
+    return {"uid": ds.shm_perm.uid, "gid": ds.shm_perm.gid, "cuid": ds.shm_perm.cuid,
             "mode": ds.shm_perm.mode & 0o777, "size": ds.shm_segsz,
             "creator_pid": ds.shm_cpid, "attached": ds.shm_nattch,
             "removed": bool(ds.shm_perm.mode & SHM_DEST)}

@@ -252,7 +252,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         info: dict[str, object]
         if args.sysv_key is not None:
             info = {"sysv_key": f"0x{ring.sysv_key:08x}",
-                    "lock_file": companion_path(args.sysv_key & 0xFFFFFFFF)}
+                    "lock_file": companion_path(args.sysv_key)}
         else:
             info = {"name": args.name, "path": shm_path(args.name)}
         info["max_message_size"] = ring.max_message_size
@@ -309,18 +309,19 @@ _CONTROL_TO_SPACE = {code: " " for code in [*range(0x20), 0x7F]}
 def _remove_sysv(key: int) -> int:
     # Any segment of that key (a corrupt one too), as ipcrm -M would; the
     # kernel refuses another user's (EPERM).
+    from ._backing import signed_key
     from ._ring import sysv_get, sysv_remove
     from .census import remove_companion
-    label = f"sysv key 0x{key & 0xFFFFFFFF:08x}"
+    label = f"sysv key 0x{key:08x}"
     try:
-        sysv_remove(sysv_get(key - (1 << 32) if key >= 1 << 31 else key, 0, 0))
+        sysv_remove(sysv_get(signed_key(key), 0, 0))
     except FileNotFoundError:
         _error(f"no System V segment has {label}")
         return 1
     except OSError as exc:
         _error(f"{label}: {_describe(exc)}")
         return 1
-    remove_companion(key & 0xFFFFFFFF)
+    remove_companion(key)
     return 0
 
 

@@ -19,17 +19,8 @@ import warnings
 import weakref
 from typing import Any, Iterator, Optional
 
-from ringshm._backing import (
-    SHM_DIR,
-    SHM_PREFIX,
-    Backing,
-    FileBacking,
-    MemfdBacking,
-    ShmBacking,
-    backing_for,
-    open_file,
-    shm_path,
-)
+from ringshm._backing import SHM_DIR, SHM_PREFIX, Backing, backing_for, open_file, shm_path
+from ringshm._file_backing import FileBacking, MemfdBacking, ShmBacking
 from ringshm._ring import HEADER_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCore
 from ringshm.errors import RingCorrupted, RingExists, ShutDown
 

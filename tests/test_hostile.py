@@ -205,6 +205,9 @@ DAMAGE = {
     "version 0": put_u32(8, 0),
     "header_size 8192": put_u32(12, 8192),
     "header_size 0": put_u32(12, 0),
+    # The lock file's identity (FORMAT.md, 1088): another file's, or, for a
+    # segment that is its own lock file, any at all.
+    "lock file identity of another file": put_u64(1096, 0xDEADBEEF),
     # Each capacity case sizes the file to match what the header claims,
     # so that only the check named is in the way.
     "capacity not a power of two": capacity_and_size(6144, HEADER_SIZE + 6144),

@@ -15,7 +15,15 @@ import time
 import warnings
 
 import pytest
-from conftest import SHM_DIR, SHM_PREFIX, remove_segment, shm_path, unique_ring_name
+from conftest import (
+    SHM_DIR,
+    SHM_PREFIX,
+    remove_segment,
+    shm_path,
+    sysv_companion,
+    sysv_segments,
+    unique_ring_name,
+)
 
 from ringshm import Ring
 
@@ -350,7 +358,7 @@ def wait_for(pid, timeout=20.0):
 
 INNER_TESTS = '''
 import os, subprocess, sys, uuid
-from conftest import unique_ring_name
+from conftest import unique_ring_name, unique_sysv_key
 from ringshm import Ring
 
 def test_a_user_makes_a_ring_meanwhile():
@@ -361,6 +369,12 @@ def test_a_user_makes_a_ring_meanwhile():
 def test_that_leaks():
     if os.environ.get("LEAK"):
         Ring.create(unique_ring_name(), capacity=4096, persist=True).close()
+
+def test_that_leaks_a_sysv_ring():
+    if os.environ.get("LEAK_SYSV"):
+        key = unique_sysv_key()
+        Ring.create(sysv_key=key, capacity=4096, persist=True).close()
+        print(f"LEAKED 0x{key:08x}")
 '''
 
 
@@ -402,6 +416,18 @@ def test_the_leak_guard_still_catches_a_leak_of_the_run(tmp_path):
         assert os.path.exists(shm_path(foreign))
     finally:
         remove_segment(foreign)
+
+
+def test_the_leak_guard_catches_a_sysv_segment_and_its_lock_file(tmp_path):
+    result = run_inner_session(tmp_path, LEAK_SYSV="1")
+    assert result.returncode != 0
+    leaked = re.findall(r"tests left System V segments or their lock files: keys (0x[0-9a-f]{8})",
+                        result.stdout)
+    assert leaked, result.stdout
+    key = int(leaked[0], 16)
+    assert key >> 24 == 0x52
+    assert not any(k == key for k, _ in sysv_segments())   # removed, with its lock file
+    assert not os.path.exists(sysv_companion(key))
 
 
 def test_a_script_run_from_an_unbuilt_checkout_says_what_to_do(tmp_path):

@@ -10,9 +10,10 @@ import zlib
 from typing import NamedTuple
 
 import pytest
-from conftest import remove_segment, shm_path
+from conftest import remove_segment, remove_sysv, shm_path, unique_sysv_key
 
 from ringshm import Ring, ShutDown
+from ringshm._ring import SYSV_CREATE, sysv_get
 
 pytestmark = pytest.mark.multiprocess
 
@@ -193,24 +194,30 @@ def exchange(ctx, ring, load=SMALL):
 
 # ------------------------------------------------ create(exist_ok) race
 
-def create_or_open_and_put(name, start, index):
+def create_or_open_and_put(where, start, index):
     start.wait(20)
     # persist: the first creator must not remove the name while the others
     # are still attaching to it.
-    ring = Ring.create(name, capacity=4096, exist_ok=True, persist=True)
+    ring = Ring.create(**where, capacity=4096, exist_ok=True, persist=True)
     ring.put(b"%d" % index)
     ring.close()
 
 
 # Regression: an opener that found no magic yet once got a ring marked
 # closed (the retry went through close's path).
-def test_racing_create_exist_ok_all_share_one_ring(ring_name):
-    """Processes that create(exist_ok=True) the same name at the same moment
-    end up on one ring: an opener waits for the winner's header instead of
-    failing on a half-made segment."""
+@pytest.mark.parametrize("kind", ["name", "sysv_key", "blank sysv segment"])
+def test_racing_create_exist_ok_all_share_one_ring(ring_name, kind):
+    """Processes that create(exist_ok=True) the same name (or System V key)
+    at the same moment end up on one ring: an opener waits for the winner's
+    header instead of failing on a half-made segment.  On a blank segment
+    made beforehand (as a C program's shmget would) all race to adopt it:
+    one writes the header, once."""
+    where = {"name": ring_name} if kind == "name" else {"sysv_key": unique_sysv_key()}
+    if kind == "blank sysv segment":
+        sysv_get(where["sysv_key"], 4096 + 4096, SYSV_CREATE | 0o600)
     ctx = multiprocessing.get_context("fork")
     start = ctx.Event()
-    children = [ctx.Process(target=create_or_open_and_put, args=(ring_name, start, i))
+    children = [ctx.Process(target=create_or_open_and_put, args=(where, start, i))
                 for i in range(8)]
     try:
         for child in children:
@@ -219,12 +226,15 @@ def test_racing_create_exist_ok_all_share_one_ring(ring_name):
         for child in children:
             child.join(30)
         assert [child.exitcode for child in children] == [0] * 8
-        with Ring.open(ring_name) as ring:
+        with Ring.open(**where) as ring:
             assert sorted(ring.get_many(max_messages=100, block=False)) == sorted(
                 b"%d" % i for i in range(8))
+            assert ring.stats()["messages_put"] == 8   # one header, never rewritten
     finally:
         stop(children)
         remove_segment(ring_name)
+        if "sysv_key" in where:
+            remove_sysv(where["sysv_key"])
 
 
 # ---------------------------------------------------- rings as arguments

@@ -307,6 +307,22 @@ def test_a_squatted_name_is_refused(squat, ring_name):
 
 
 @as_root
+def test_ls_lists_other_users_sysv_rings_only_when_asked(squat):
+    key = unique_sysv_key()
+    squat(sysv_key=key)
+
+    def rows(*flags):
+        done = subprocess.run([sys.executable, "-m", "ringshm", "ls", "--json", *flags],
+                              capture_output=True, text=True, check=True)
+        return [row for row in json.loads(done.stdout) if row.get("key") == key]
+
+    assert rows() == []
+    [row] = rows("--all-users")
+    assert (row["kind"], row["state"]) == ("sysv", "other user")
+    assert "capacity" not in row   # never read
+
+
+@as_root
 def test_a_squatted_sysv_lock_file_is_refused(other_user):
     """The other user plants the lock file of a key before we create its
     ring: create() refuses rather than share the other user's file, and

@@ -16,7 +16,16 @@ import time
 
 import pytest
 from conftest import BackingFactory, RingFactory, fill
-from faultkit import GET_LOCK, PUT_LOCK, Child, RawHeader, handle, open_where, wait_until
+from faultkit import (
+    GET_LOCK,
+    PUT_LOCK,
+    Child,
+    RawHeader,
+    handle,
+    hold_put_lock,
+    open_where,
+    wait_until,
+)
 from test_faults import get_then_report, put_then_report, wait_asleep
 
 from ringshm import Empty, Full, MessageTooLarge, Ring
@@ -322,3 +331,19 @@ def test_a_signal_handler_interrupts_a_wait(ring):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_close_while_shutdown_waits_for_a_publishing_put(ring):
+    """shutdown() lets a put that is publishing elsewhere finish (up to 1 s,
+    the GIL released); a close() from another thread meanwhile must not
+    unmap the header under it (it crashed the interpreter: shutdown did not
+    count as an operation in progress)."""
+    with Child(hold_put_lock, handle(ring)) as holder:
+        holder.wait_ready()
+        done = []
+        waiter = threading.Thread(target=lambda: done.append(ring.shutdown()))
+        waiter.start()
+        time.sleep(0.2)            # inside its wait for the holder
+        ring.close()
+        waiter.join(SLOW)
+        assert done == [None] and ring.closed
