@@ -15,7 +15,6 @@ from bridgekit import Bridge, NatsServer, free_port, nats_server, require_nats_s
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError
 
-from ringshm import Ring
 from ringshm.bridge import BridgeError, in_, run_in, run_out
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
 

@@ -31,12 +31,17 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from ringshm._ring import RECORD_HEADER
 from ringshm.bridge.connection import (
-    BridgeError, NatsOptions, SessionLost, ensure_stream, notice, run_sessions,
+    BridgeError,
+    NatsOptions,
+    SessionLost,
+    ensure_stream,
+    notice,
+    run_sessions,
 )
 from ringshm.bridge.ids import default_durable, default_stream
 from ringshm.bridge.rings import as_ring
-from ringshm._ring import RECORD_HEADER
 from ringshm.errors import Full, ShutDown
 from ringshm.ring import Ring
 

@@ -26,14 +26,19 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from nats.aio.client import Client
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from ringshm.bridge.connection import (
-    BridgeError, NatsOptions, SessionLost, ensure_stream, notice, run_sessions,
+    BridgeError,
+    NatsOptions,
+    SessionLost,
+    ensure_stream,
+    notice,
+    run_sessions,
 )
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
 from ringshm.bridge.rings import as_ring
@@ -159,9 +164,9 @@ class _OutBridge:
 
     async def _publish(self, js: object, lost: asyncio.Event, last: int) -> bool:
         inflight: collections.deque[_InFlight] = collections.deque()
-        lost_wait = asyncio.ensure_future(lost.wait())
+        lost_wait: asyncio.Future[bool] = asyncio.ensure_future(lost.wait())
         refused = asyncio.Event()
-        refused_wait = asyncio.ensure_future(refused.wait())
+        refused_wait: asyncio.Future[bool] = asyncio.ensure_future(refused.wait())
 
         def note_refusal(ack: "asyncio.Future[PubAck]") -> None:
             if not ack.cancelled() and ack.exception() is not None:
@@ -202,13 +207,14 @@ class _OutBridge:
                 entry.ack.cancel()
 
     async def _settle(self, inflight: collections.deque[_InFlight],
-                      lost_wait: "asyncio.Future[object]",
-                      refused_wait: "asyncio.Future[object]") -> None:
+                      lost_wait: "asyncio.Future[bool]",
+                      refused_wait: "asyncio.Future[bool]") -> None:
         """Wait for the oldest acknowledgement (or any refusal: the ones
         before it may never come), then consume the prefix of the window
         that is acknowledged."""
-        done, _ = await asyncio.wait([inflight[0].ack, lost_wait, refused_wait],
-                                     timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        waits: list[asyncio.Future[Any]] = [inflight[0].ack, lost_wait, refused_wait]
+        done, _ = await asyncio.wait(waits, timeout=ACK_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
         if lost_wait in done:
             raise SessionLost("connection closed")
         if not done:
