@@ -21,8 +21,9 @@ from typing import Optional
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-# Status codes of a pull request's end (JetStream): no messages, request
-# timed out, and the conditions of 409 (too many requests, consumer deleted).
+# A reply without data and with a Status header ends the request (404 no
+# messages, 408 expired, 409 consumer deleted or too many requests), except
+# an idle heartbeat.
 _HEARTBEAT = "100"
 
 
