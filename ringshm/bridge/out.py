@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
@@ -42,6 +43,7 @@ from ringshm.bridge.connection import (
 )
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
 from ringshm.bridge.rings import as_ring
+from ringshm.errors import RingError
 from ringshm.ring import Ring
 
 #: Messages and payload bytes in flight (published, not yet acknowledged).
@@ -139,13 +141,13 @@ class _OutBridge:
             await asyncio.sleep(RESTART_PAUSE)
             await ensure_stream(js, self.stream, self.subject)
 
-    async def _reconcile(self, js: object) -> int:
+    async def _reconcile(self, js: JetStreamContext) -> int:
         """Consume what the stream already holds of this ring; return the
         stream's last sequence (the one the next message must follow)."""
         try:
-            stored = await js.get_last_msg(self.stream, self.subject)  # type: ignore[attr-defined]
+            stored = await js.get_last_msg(self.stream, self.subject)
         except NotFoundError:
-            info = await js.stream_info(self.stream)  # type: ignore[attr-defined]
+            info = await js.stream_info(self.stream)
             return int(info.state.last_seq)
         named = parse_msg_id((stored.headers or {}).get("Nats-Msg-Id"))
         if named is not None and named[0] == self.identity:
@@ -154,15 +156,13 @@ class _OutBridge:
             if count > 0:
                 try:
                     self.ring._consume(count, first)
-                except BridgeError:
-                    raise
-                except Exception as exc:
+                except RingError as exc:
                     raise BridgeError(f"the stream's last message is message {named[1]} of "
                                       f"this ring, which has not got it: {exc}") from None
                 self.ring._bridge_count("acked", count)
-        return int(stored.seq)
+        return int(stored.seq or 0)   # a stored message has a sequence
 
-    async def _publish(self, js: object, lost: asyncio.Event, last: int) -> bool:
+    async def _publish(self, js: JetStreamContext, lost: asyncio.Event, last: int) -> bool:
         inflight: collections.deque[_InFlight] = collections.deque()
         lost_wait: asyncio.Future[bool] = asyncio.ensure_future(lost.wait())
         refused = asyncio.Event()
@@ -186,7 +186,7 @@ class _OutBridge:
                         last += 1
                         headers = {"Nats-Msg-Id": msg_id(self.identity, sequence),
                                    "Nats-Expected-Last-Sequence": str(last - 1)}
-                        ack = await js.publish_async(  # type: ignore[attr-defined]
+                        ack = await js.publish_async(
                             self.subject, payload, headers=headers)
                         ack.add_done_callback(note_refusal)
                         inflight.append(_InFlight(sequence, last, len(payload), ack))
