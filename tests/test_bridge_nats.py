@@ -4,6 +4,7 @@ message ids, the server's order check, the in bridge's tag and gaps,
 backpressure, outages and the command's errors (issue 11)."""
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
@@ -316,3 +317,39 @@ def test_command_bridges_and_info_shows_the_counters(make_ring, nats_server, tmp
     finally:
         out.kill()
         inward.kill()
+
+
+def make_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "1", "-subj", "/CN=ringshm-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=localhost")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+def test_command_over_tls(make_ring, tmp_path):
+    require_nats_server()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificates to test TLS with")
+    ca, cert, key = make_certificates(tmp_path)
+    server = NatsServer(tmp_path / "js", ("--tls", "--tlscert", str(cert),
+                                          "--tlskey", str(key))).start()
+    try:
+        ring = filled(make_ring, 5)
+        # Without the CA the server's certificate is not trusted: exit 1.
+        done = ringshm("bridge", "out", ring.name, server.url, "--subject", SUBJECT)
+        assert done.returncode == 1 and "cannot connect to NATS" in done.stderr, done
+        assert len(ring) == 5
+        ring.shutdown()
+        done = ringshm("bridge", "out", ring.name, server.url, "--subject", SUBJECT,
+                       "--tls-ca", str(ca))
+        assert done.returncode == 0, done
+        assert len(ring) == 0
+    finally:
+        server.kill()
