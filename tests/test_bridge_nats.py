@@ -18,6 +18,7 @@ from nats.js.errors import APIError
 
 from ringshm.bridge import BridgeError, in_, run_in, run_out
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
+from ringshm.bridge.local_server import wait_for_port
 
 pytestmark = [pytest.mark.multiprocess]
 
@@ -353,3 +354,32 @@ def test_command_over_tls(make_ring, tmp_path):
         assert len(ring) == 0
     finally:
         server.kill()
+
+
+def test_out_stops_at_a_message_larger_than_the_server_takes(make_ring, nats_server):  # noqa: F811,E501
+    ring = make_ring(capacity=4 << 20)
+    ring.put(b"small")
+    ring.put(b"x" * (1 << 20) + b"x")   # nats-server's max_payload is 1 MiB
+    ring.put(b"after")
+    with pytest.raises(BridgeError, match="max_payload"):
+        run_out(ring, nats_server.url, SUBJECT)
+    assert [payload for payload, _ in stored(nats_server.url)] == [b"small"]
+    assert len(ring) == 2   # the large one and what follows stay
+
+
+def test_command_reports_a_server_without_jetstream(make_ring, tmp_path):
+    require_nats_server()
+    port = free_port()
+    plain = subprocess.Popen(["nats-server", "-p", str(port), "-a", "127.0.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process=plain)
+        ring = make_ring()
+        done = ringshm("bridge", "out", ring.name, f"nats://127.0.0.1:{port}",
+                       "--subject", SUBJECT)
+        assert done.returncode == 1, done
+        assert done.stderr.startswith("ringshm: error: NATS at") and "Traceback" not in \
+            done.stderr, done
+    finally:
+        plain.kill()
+        plain.wait()

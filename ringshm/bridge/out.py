@@ -131,6 +131,7 @@ class _OutBridge:
 
     async def session(self, client: Client, lost: asyncio.Event) -> bool:
         js = client.jetstream(publish_async_max_pending=self.window + 1)
+        self.max_payload = client.max_payload
         await ensure_stream(js, self.stream, self.subject)
         while True:
             last = await self._reconcile(js)
@@ -181,8 +182,16 @@ class _OutBridge:
                 if room > 0:
                     first, messages = self.ring._peek_many(
                         len(inflight), room, max(1, self.window_bytes - self.inflight_bytes))
+                    sent = 0
                     for offset, payload in enumerate(messages):
                         sequence = first + offset
+                        if len(payload) > self.max_payload and inflight:
+                            break   # let the window before it settle first
+                        if len(payload) > self.max_payload:
+                            raise BridgeError(
+                                f"message {sequence} of the ring has {len(payload)} bytes, more "
+                                f"than the server's max_payload ({self.max_payload}); it stays "
+                                "in the ring")
                         last += 1
                         headers = {"Nats-Msg-Id": msg_id(self.identity, sequence),
                                    "Nats-Expected-Last-Sequence": str(last - 1)}
@@ -191,8 +200,9 @@ class _OutBridge:
                         ack.add_done_callback(note_refusal)
                         inflight.append(_InFlight(sequence, last, len(payload), ack))
                         self.inflight_bytes += len(payload)
-                    if messages:
-                        self.ring._bridge_count("sent", len(messages))
+                        sent += 1
+                    if sent:
+                        self.ring._bridge_count("sent", sent)
                 if not inflight:
                     if self.ring.is_shutdown and len(self.ring) == 0:
                         return True
