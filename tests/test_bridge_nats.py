@@ -13,6 +13,7 @@ import time
 import nats
 import pytest
 from bridgekit import Bridge, NatsServer, free_port, nats_server, require_nats_server  # noqa: F401
+from faultkit import RawHeader
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError
 
@@ -383,3 +384,18 @@ def test_command_reports_a_server_without_jetstream(make_ring, tmp_path):
     finally:
         plain.kill()
         plain.wait()
+
+
+def test_out_refuses_a_ring_without_identity(make_ring):
+    # A ring made before ringshm wrote an identity (all zero at 1024): its
+    # message ids could be any other such ring's.
+    ring = make_ring()
+    raw = RawHeader(ring.name)
+    try:
+        raw.set_u64(1024, 0)
+        raw.set_u64(1032, 0)
+    finally:
+        raw.close()
+    assert ring.identity == "0" * 32
+    with pytest.raises(BridgeError, match="no identity"):
+        run_out(ring, "nats://127.0.0.1:1", SUBJECT)
