@@ -9,8 +9,9 @@ a publisher process sends the same N messages with ``publish_async`` in
 windows of the out bridge's size (each with a Nats-Msg-Id, as the bridge
 does), a consumer process fetches them from a durable pull consumer in
 batches of the in bridge's size and acknowledges each.  Each figure is the
-time from the first put (publish) to the last message taken; one
-nats-server (file storage, a temporary directory) on a free loopback port.
+time from the first put (publish) to the last message taken, the best of
+--repeats runs (direct and bridged alternate, so both see the same noise
+of a shared machine); one nats-server (file storage, a temporary directory) on a free loopback port.
 
 Run: .venv/bin/python bench/bridge.py [--count-64 N] [--count-64k N]
 """
@@ -20,12 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Coroutine
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
@@ -44,7 +48,7 @@ def _window(size: int) -> int:
     return max(1, min(out.WINDOW_MESSAGES, out.WINDOW_BYTES // size))
 
 
-def _take_all(name: str, count: int, done: multiprocessing.Queue) -> None:   # type: ignore[type-arg]
+def _take_all(name: str, count: int, done: multiprocessing.queues.Queue[float]) -> None:
     ring = Ring.open(name)
     got = 0
     while got < count:
@@ -57,11 +61,12 @@ def bridged(url: str, size: int, count: int, subject: str) -> float:
     """Seconds for `count` messages of `size` bytes from A to B."""
     capacity = 1 << 26
     a, b = Ring.create(capacity=capacity), Ring.create(capacity=capacity)
-    done: multiprocessing.Queue[float] = multiprocessing.Queue()
-    taker = multiprocessing.Process(target=_take_all, args=(b.name, count, done))
+    a_name, b_name = str(a.name), str(b.name)   # named rings: never None
+    done: multiprocessing.queues.Queue[float] = multiprocessing.Queue()
+    taker = multiprocessing.Process(target=_take_all, args=(b_name, count, done))
     command = [sys.executable, "-m", "ringshm", "bridge"]
-    bridges = [subprocess.Popen(command + ["out", a.name, url, "--subject", subject]),
-               subprocess.Popen(command + ["in", url, "--subject", subject, b.name])]
+    bridges = [subprocess.Popen(command + ["out", a_name, url, "--subject", subject]),
+               subprocess.Popen(command + ["in", url, "--subject", subject, b_name])]
     try:
         taker.start()
         time.sleep(1.0)   # the bridges connect and make the stream and consumer
@@ -87,7 +92,7 @@ def bridged(url: str, size: int, count: int, subject: str) -> float:
 
 
 async def _publish_direct(url: str, subject: str, size: int, count: int,
-                          ready: multiprocessing.Event) -> None:   # type: ignore[type-arg]
+                          ready: multiprocessing.synchronize.Event) -> None:
     client = await nats.connect(url)
     window = _window(size)
     js = client.jetstream(publish_async_max_pending=window + 1)
@@ -106,8 +111,8 @@ async def _publish_direct(url: str, subject: str, size: int, count: int,
 
 
 async def _consume_direct(url: str, subject: str, stream: str, count: int,
-                          ready: multiprocessing.Event,   # type: ignore[type-arg]
-                          done: multiprocessing.Queue) -> None:   # type: ignore[type-arg]
+                          ready: multiprocessing.synchronize.Event,
+                          done: multiprocessing.queues.Queue[float]) -> None:
     client = await nats.connect(url)
     js = client.jetstream()
     durable = default_durable(stream)
@@ -129,7 +134,7 @@ async def _consume_direct(url: str, subject: str, stream: str, count: int,
     await client.close()
 
 
-def _run(coroutine_function, *args) -> None:   # type: ignore[no-untyped-def]
+def _run(coroutine_function: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
     asyncio.run(coroutine_function(*args))
 
 
@@ -144,7 +149,7 @@ def direct(url: str, size: int, count: int, subject: str) -> float:
         await client.close()
     asyncio.run(make_stream())
     ready = multiprocessing.Event()
-    done: multiprocessing.Queue[float] = multiprocessing.Queue()
+    done: multiprocessing.queues.Queue[float] = multiprocessing.Queue()
     consumer = multiprocessing.Process(target=_run, args=(_consume_direct, url, subject, stream,
                                                           count, ready, done))
     consumer.start()
@@ -163,6 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count-64", type=int, default=100_000, help="64 B messages")
     parser.add_argument("--count-64k", type=int, default=5_000, help="64 KiB messages")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each, alternating; the best is kept (default 3)")
     args = parser.parse_args()
     counts = {"64 B": args.count_64, "64 KiB": args.count_64k}
     with tempfile.TemporaryDirectory() as store:
@@ -172,9 +179,12 @@ def main() -> None:
             for label, size in SIZES.items():
                 count = counts[label]
                 tag = label.replace(" ", "")
-                direct_s = direct(server.url, size, count, f"bench.direct.{tag}")
-                bridged_s = bridged(server.url, size, count, f"bench.bridged.{tag}")
-                rows.append((label, count, count / direct_s, count / bridged_s))
+                direct_s, bridged_s = [], []
+                for run in range(args.repeats):
+                    direct_s.append(direct(server.url, size, count, f"bench.direct.{tag}{run}"))
+                    bridged_s.append(bridged(server.url, size, count,
+                                             f"bench.bridged.{tag}{run}"))
+                rows.append((label, count, count / min(direct_s), count / min(bridged_s)))
         finally:
             server.kill()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "

@@ -923,7 +923,11 @@ cdef class RingCore:
                 rc = self._wait_step(AWAIT_DATA, 0, &w, &waited, deadline)
                 if rc != RS_OK:
                     return self._raise(rc, False)
-            rc = self._lock_get(deadline)
+            if try_lock(&h.get_lock, self._token()):
+                rc = RS_OK
+            else:
+                with nogil:
+                    rc = self._lock_slow(&h.get_lock, lock_deadline(deadline), False)
             if rc != RS_OK:
                 return self._raise(rc, False)
             self.read_tail = rs_load_relaxed(&h.consumer.position)
@@ -951,8 +955,9 @@ cdef class RingCore:
                     continue
             return self._raise(rc, False)
 
-    cdef inline int _lock_get(self, int64_t deadline) except -1:
-        """Take the get lock (RS_OK, or why not)."""
+    cdef int _lock_get(self, int64_t deadline) except -1:
+        """Take the get lock (RS_OK, or why not), off the hot path: get()
+        inlines the same in _lock_and_find."""
         cdef int rc
         if try_lock(&self.hdr.get_lock, self._token()):
             return RS_OK
@@ -1228,11 +1233,7 @@ cdef class RingCore:
         out = []
         self._enter()
         try:
-            rc = self._lock_get(deadline)
-            if rc != RS_OK:
-                return self._raise(rc, False)
-            self.read_tail = rs_load_relaxed(&self.hdr.consumer.position)
-            sequence = rs_load_acquire(&self.hdr.consumer.messages) + skip
+            sequence = self._lock_window(deadline) + skip
             try:
                 while len(out) < limit:
                     rc = self._next_record()
@@ -1256,6 +1257,16 @@ cdef class RingCore:
             self._leave()
         return sequence, out
 
+    cdef uint64_t _lock_window(self, int64_t deadline) except? 0xFFFFFFFFFFFFFFFF:
+        """Take the get lock (raising when it does not come in time) and
+        start reading at the tail: the count of messages consumed, exact
+        under the lock (a dead holder's publish is repaired first)."""
+        cdef int rc = self._lock_get(deadline)
+        if rc != RS_OK:
+            self._raise(rc, False)
+        self.read_tail = rs_load_relaxed(&self.hdr.consumer.position)
+        return rs_load_acquire(&self.hdr.consumer.messages)
+
     def _consume(self, n, sequence, timeout=None):
         """Consume the `n` oldest messages, which _peek_many numbered from
         `sequence` (the count of consumed messages must still be that: the
@@ -1278,11 +1289,7 @@ cdef class RingCore:
             return
         self._enter()
         try:
-            rc = self._lock_get(deadline)
-            if rc != RS_OK:
-                return self._raise(rc, False)
-            self.read_tail = rs_load_relaxed(&self.hdr.consumer.position)
-            got = rs_load_acquire(&self.hdr.consumer.messages)
+            got = self._lock_window(deadline)
             if got != expected:
                 unlock(&self.hdr.get_lock)
                 raise RingError(f"the ring's consumed count is {got}, not {expected}: "

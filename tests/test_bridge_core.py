@@ -7,10 +7,16 @@ machinery), then check that the counters and the tag tell exactly what was
 published."""
 
 import pytest
-import stepper
 from faultkit import RawHeader
 from test_counters import (
-    LATE, MESSAGES, MINE, check_counters, drain, kill_at, kill_points, survey,
+    LATE,
+    MESSAGES,
+    MINE,
+    check_counters,
+    drain,
+    kill_at,
+    kill_points,
+    survey,
 )
 
 from ringshm import Ring, RingError
@@ -113,7 +119,8 @@ def test_tag_atomic_with_the_put_killed_at_every_instruction(make_ring):
         ring.put(MINE, timeout=10)   # an untagged put cannot revive a void intent
         got = drain(ring)
         published = LATE in got
-        assert got == MESSAGES + ([LATE] if published else []) + [MINE], f"kill after step {k}: {[m[:1] for m in got]}"
+        assert got == MESSAGES + ([LATE] if published else []) + [MINE], \
+            f"kill after step {k}: {[m[:1] for m in got]}"
         assert tag == (A_TAG if published else 0), f"kill after step {k}: tag {tag}"
         assert ring._last_tag() == tag
         check_counters(ring, got)

@@ -4,6 +4,7 @@ message ids, the server's order check, the in bridge's tag and gaps,
 backpressure, outages and the command's errors (issue 11)."""
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,12 +13,13 @@ import time
 import nats
 import pytest
 from bridgekit import Bridge, NatsServer, free_port, nats_server, require_nats_server  # noqa: F401
+from faultkit import RawHeader
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError
 
-from ringshm import Ring
 from ringshm.bridge import BridgeError, in_, run_in, run_out
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
+from ringshm.bridge.local_server import wait_for_port
 
 pytestmark = [pytest.mark.multiprocess]
 
@@ -317,3 +319,83 @@ def test_command_bridges_and_info_shows_the_counters(make_ring, nats_server, tmp
     finally:
         out.kill()
         inward.kill()
+
+
+def make_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "1", "-subj", "/CN=ringshm-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=localhost")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+def test_command_over_tls(make_ring, tmp_path):
+    require_nats_server()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificates to test TLS with")
+    ca, cert, key = make_certificates(tmp_path)
+    server = NatsServer(tmp_path / "js", ("--tls", "--tlscert", str(cert),
+                                          "--tlskey", str(key))).start()
+    try:
+        ring = filled(make_ring, 5)
+        # Without the CA the server's certificate is not trusted: exit 1.
+        done = ringshm("bridge", "out", ring.name, server.url, "--subject", SUBJECT)
+        assert done.returncode == 1 and "cannot connect to NATS" in done.stderr, done
+        assert len(ring) == 5
+        ring.shutdown()
+        done = ringshm("bridge", "out", ring.name, server.url, "--subject", SUBJECT,
+                       "--tls-ca", str(ca))
+        assert done.returncode == 0, done
+        assert len(ring) == 0
+    finally:
+        server.kill()
+
+
+def test_out_stops_at_a_message_larger_than_the_server_takes(make_ring, nats_server):  # noqa: F811,E501
+    ring = make_ring(capacity=4 << 20)
+    ring.put(b"small")
+    ring.put(b"x" * (1 << 20) + b"x")   # nats-server's max_payload is 1 MiB
+    ring.put(b"after")
+    with pytest.raises(BridgeError, match="max_payload"):
+        run_out(ring, nats_server.url, SUBJECT)
+    assert [payload for payload, _ in stored(nats_server.url)] == [b"small"]
+    assert len(ring) == 2   # the large one and what follows stay
+
+
+def test_command_reports_a_server_without_jetstream(make_ring, tmp_path):
+    require_nats_server()
+    port = free_port()
+    plain = subprocess.Popen(["nats-server", "-p", str(port), "-a", "127.0.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process=plain)
+        ring = make_ring()
+        done = ringshm("bridge", "out", ring.name, f"nats://127.0.0.1:{port}",
+                       "--subject", SUBJECT)
+        assert done.returncode == 1, done
+        assert done.stderr.startswith("ringshm: error: NATS at") and "Traceback" not in \
+            done.stderr, done
+    finally:
+        plain.kill()
+        plain.wait()
+
+
+def test_out_refuses_a_ring_without_identity(make_ring):
+    # A ring made before ringshm wrote an identity (all zero at 1024): its
+    # message ids could be any other such ring's.
+    ring = make_ring()
+    raw = RawHeader(ring.name)
+    try:
+        raw.set_u64(1024, 0)
+        raw.set_u64(1032, 0)
+    finally:
+        raw.close()
+    assert ring.identity == "0" * 32
+    with pytest.raises(BridgeError, match="no identity"):
+        run_out(ring, "nats://127.0.0.1:1", SUBJECT)

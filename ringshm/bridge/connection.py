@@ -137,14 +137,18 @@ async def run_sessions(role: str, options: NatsOptions,
     """Run `session(client, lost)` on fresh connections until it returns
     True (done).  A session ends with SessionLost (or any connection error)
     when the connection goes; the next attempt waits with back-off, and an
-    outage is told on stderr once, as is the recovery.
+    outage is told on stderr once, as is the recovery.  Another NATS error
+    (JetStream not enabled or still recovering after a restart, a refused
+    request) ends the session the same way, after one line on stderr.
 
     Raises:
-        BridgeError: the first attempt failed and `wait_at_start` is False.
+        BridgeError: the first attempt failed (to connect, or with a NATS
+            error before any session ran) and `wait_at_start` is False.
     """
     backoff = BACKOFF_MIN
     down_since_told = False
     first = True
+    served = False   # a session has run (and ended) before
     while True:
         lost = asyncio.Event()
         try:
@@ -165,7 +169,6 @@ async def run_sessions(role: str, options: NatsOptions,
             notice(role, f"connected to NATS at {options.url} again")
             down_since_told = False
         first = False
-        backoff = BACKOFF_MIN
         try:
             if await session(client, lost):
                 return
@@ -173,7 +176,16 @@ async def run_sessions(role: str, options: NatsOptions,
                 asyncio.TimeoutError, OSError) as exc:
             notice(role, f"connection to NATS lost ({_describe(exc)}); reconnecting")
             down_since_told = True
+            backoff = BACKOFF_MIN
+        except nats.errors.Error as exc:
+            if not served and not wait_at_start:
+                raise BridgeError(f"NATS at {options.url}: {_describe(exc)}") from None
+            notice(role, f"NATS error ({_describe(exc)}); trying again with back-off")
+            down_since_told = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
+            served = True
             await _close(client)
 
 

@@ -26,17 +26,22 @@ from typing import Any, Optional, Union
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from ringshm._ring import RECORD_HEADER
 from ringshm.bridge.connection import (
-    BridgeError, NatsOptions, SessionLost, ensure_stream, notice, run_sessions,
+    BridgeError,
+    NatsOptions,
+    SessionLost,
+    ensure_stream,
+    notice,
+    run_sessions,
 )
 from ringshm.bridge.ids import default_durable, default_stream
+from ringshm.bridge.pull import Puller
 from ringshm.bridge.rings import as_ring
-from ringshm._ring import RECORD_HEADER
 from ringshm.errors import Full, ShutDown
 from ringshm.ring import Ring
 
@@ -111,15 +116,14 @@ class _InBridge:
         loop = asyncio.get_running_loop()
         last = await loop.run_in_executor(None, self.ring._last_tag)
         fresh = await self._consumer(js, last, recreate=False)
-        pull = await js.pull_subscribe_bind(self.durable, self.stream)
+        pull = await Puller(client, self.stream, self.durable).start()
         while True:
             if lost.is_set():
                 raise SessionLost("connection closed")
             if self.ring.is_shutdown:
                 return True
-            try:
-                messages = await pull.fetch(self.batch, timeout=FETCH_WAIT)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            messages = await pull.fetch(self.batch, FETCH_WAIT)
+            if not messages:
                 continue
             self.ring._bridge_count("received", len(messages))
             accepted: list[Msg] = []
@@ -147,9 +151,9 @@ class _InBridge:
             if gap is not None:
                 notice("in", f"stream message {gap} came before {last + 1}: making the "
                              f"consumer again from {last + 1}")
-                await pull.unsubscribe()
+                await pull.stop()
                 fresh = await self._consumer(js, last, recreate=True)
-                pull = await js.pull_subscribe_bind(self.durable, self.stream)
+                pull = await Puller(client, self.stream, self.durable).start()
 
     async def _consumer(self, js: JetStreamContext, last: int, recreate: bool) -> bool:
         """Make sure the durable consumer exists (made again, starting after

@@ -26,17 +26,24 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from ringshm.bridge.connection import (
-    BridgeError, NatsOptions, SessionLost, ensure_stream, notice, run_sessions,
+    BridgeError,
+    NatsOptions,
+    SessionLost,
+    ensure_stream,
+    notice,
+    run_sessions,
 )
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
 from ringshm.bridge.rings import as_ring
+from ringshm.errors import RingError
 from ringshm.ring import Ring
 
 #: Messages and payload bytes in flight (published, not yet acknowledged).
@@ -124,6 +131,7 @@ class _OutBridge:
 
     async def session(self, client: Client, lost: asyncio.Event) -> bool:
         js = client.jetstream(publish_async_max_pending=self.window + 1)
+        self.max_payload = client.max_payload
         await ensure_stream(js, self.stream, self.subject)
         while True:
             last = await self._reconcile(js)
@@ -134,13 +142,13 @@ class _OutBridge:
             await asyncio.sleep(RESTART_PAUSE)
             await ensure_stream(js, self.stream, self.subject)
 
-    async def _reconcile(self, js: object) -> int:
+    async def _reconcile(self, js: JetStreamContext) -> int:
         """Consume what the stream already holds of this ring; return the
         stream's last sequence (the one the next message must follow)."""
         try:
-            stored = await js.get_last_msg(self.stream, self.subject)  # type: ignore[attr-defined]
+            stored = await js.get_last_msg(self.stream, self.subject)
         except NotFoundError:
-            info = await js.stream_info(self.stream)  # type: ignore[attr-defined]
+            info = await js.stream_info(self.stream)
             return int(info.state.last_seq)
         named = parse_msg_id((stored.headers or {}).get("Nats-Msg-Id"))
         if named is not None and named[0] == self.identity:
@@ -149,19 +157,17 @@ class _OutBridge:
             if count > 0:
                 try:
                     self.ring._consume(count, first)
-                except BridgeError:
-                    raise
-                except Exception as exc:
+                except RingError as exc:
                     raise BridgeError(f"the stream's last message is message {named[1]} of "
                                       f"this ring, which has not got it: {exc}") from None
                 self.ring._bridge_count("acked", count)
-        return int(stored.seq)
+        return int(stored.seq or 0)   # a stored message has a sequence
 
-    async def _publish(self, js: object, lost: asyncio.Event, last: int) -> bool:
+    async def _publish(self, js: JetStreamContext, lost: asyncio.Event, last: int) -> bool:
         inflight: collections.deque[_InFlight] = collections.deque()
-        lost_wait = asyncio.ensure_future(lost.wait())
+        lost_wait: asyncio.Future[bool] = asyncio.ensure_future(lost.wait())
         refused = asyncio.Event()
-        refused_wait = asyncio.ensure_future(refused.wait())
+        refused_wait: asyncio.Future[bool] = asyncio.ensure_future(refused.wait())
 
         def note_refusal(ack: "asyncio.Future[PubAck]") -> None:
             if not ack.cancelled() and ack.exception() is not None:
@@ -176,18 +182,27 @@ class _OutBridge:
                 if room > 0:
                     first, messages = self.ring._peek_many(
                         len(inflight), room, max(1, self.window_bytes - self.inflight_bytes))
+                    sent = 0
                     for offset, payload in enumerate(messages):
                         sequence = first + offset
+                        if len(payload) > self.max_payload and inflight:
+                            break   # let the window before it settle first
+                        if len(payload) > self.max_payload:
+                            raise BridgeError(
+                                f"message {sequence} of the ring has {len(payload)} bytes, more "
+                                f"than the server's max_payload ({self.max_payload}); it stays "
+                                "in the ring")
                         last += 1
                         headers = {"Nats-Msg-Id": msg_id(self.identity, sequence),
                                    "Nats-Expected-Last-Sequence": str(last - 1)}
-                        ack = await js.publish_async(  # type: ignore[attr-defined]
+                        ack = await js.publish_async(
                             self.subject, payload, headers=headers)
                         ack.add_done_callback(note_refusal)
                         inflight.append(_InFlight(sequence, last, len(payload), ack))
                         self.inflight_bytes += len(payload)
-                    if messages:
-                        self.ring._bridge_count("sent", len(messages))
+                        sent += 1
+                    if sent:
+                        self.ring._bridge_count("sent", sent)
                 if not inflight:
                     if self.ring.is_shutdown and len(self.ring) == 0:
                         return True
@@ -202,13 +217,14 @@ class _OutBridge:
                 entry.ack.cancel()
 
     async def _settle(self, inflight: collections.deque[_InFlight],
-                      lost_wait: "asyncio.Future[object]",
-                      refused_wait: "asyncio.Future[object]") -> None:
+                      lost_wait: "asyncio.Future[bool]",
+                      refused_wait: "asyncio.Future[bool]") -> None:
         """Wait for the oldest acknowledgement (or any refusal: the ones
         before it may never come), then consume the prefix of the window
         that is acknowledged."""
-        done, _ = await asyncio.wait([inflight[0].ack, lost_wait, refused_wait],
-                                     timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        waits: list[asyncio.Future[Any]] = [inflight[0].ack, lost_wait, refused_wait]
+        done, _ = await asyncio.wait(waits, timeout=ACK_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
         if lost_wait in done:
             raise SessionLost("connection closed")
         if not done:
