@@ -17,7 +17,7 @@ from faultkit import RawHeader
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError
 
-from ringshm.bridge import BridgeError, in_, run_in, run_out
+from ringshm.bridge import BridgeError, in_, out, run_in, run_out
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
 from ringshm.bridge.local_server import wait_for_port
 
@@ -161,6 +161,32 @@ def test_out_goes_on_after_another_publisher_slipped_in(make_ring, nats_server):
     assert not thread.is_alive()
     mine = [payload for payload, _ in stored(nats_server.url) if payload != b"intruder"]
     assert mine == [b"a%d" % i for i in range(50)] + [b"b%d" % i for i in range(50)]
+
+
+def test_an_intruder_between_reconcile_and_the_first_publish_costs_nothing(
+        make_ring, nats_server, monkeypatch):  # noqa: F811
+    # Another publisher stores one message after the out bridge reconciled
+    # and before its first message: that message is refused (the sequence
+    # moved), and the next one, which expects the sequence the first would
+    # have had, must be refused too, or reconcile takes the first for stored.
+    make_stream(nats_server.url)
+    ring = filled(make_ring, 5)
+    ring.shutdown()
+    reconcile = out._OutBridge._reconcile
+    intruded = []
+
+    async def reconcile_then_intrude(self, js):
+        last = await reconcile(self, js)
+        if not intruded:
+            intruded.append((await js.publish(SUBJECT, b"intruder")).seq)
+        return last
+
+    monkeypatch.setattr(out._OutBridge, "_reconcile", reconcile_then_intrude)
+    run_out(ring, nats_server.url, SUBJECT)
+    assert intruded
+    assert [payload for payload, _ in stored(nats_server.url)] == \
+        [b"intruder"] + [b"m%d" % i for i in range(5)]
+    assert len(ring) == 0
 
 
 def test_out_waits_for_a_server_that_is_down_and_says_so_once(make_ring, tmp_path):

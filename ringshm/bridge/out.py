@@ -11,14 +11,21 @@ each prefix of the window whose acknowledgements came (``Ring._consume``).
 
 **Order.**  Each message carries ``Nats-Expected-Last-Sequence``: the stream
 sequence of the message before it (the stream's last one at reconcile, plus
-its place since).  The server stores a message only if the stream's last
-sequence is exactly that, so when message k is lost in a dead socket, k+1
-and what follows are refused instead of being stored ahead of it; the
-session starts over at reconcile, which finds k-1 last and sends k again.
-Duplicates never get in either: a message already stored is refused the
-same way (or dropped by its message id within the duplicate window).  The
-price: the bridge must be the stream's only publisher (a stream per out
-bridge: the default stream is made for the subject alone).
+its place since); every message but a session's first also carries
+``Nats-Expected-Last-Msg-Id``: the id of the message sent before it.  The
+server stores a message only if the stream's last message is exactly that,
+so when message k is lost in a dead socket, k+1 and what follows are refused
+instead of being stored ahead of it; the session starts over at reconcile,
+which finds k-1 last and sends k again.  The id matters when another
+publisher slips one message in between reconcile and our first: k is
+refused (the sequence moved by one) and k+1, which expects the sequence k
+would have had, would otherwise be stored after the intruder, so that
+reconcile found k+1 last and took k for stored.  Duplicates never get in
+either: a message already stored is dropped by its message id within the
+duplicate window (the server looks at the id before the expectations).
+The price: the bridge must be the stream's only publisher (a stream per out
+bridge: the default stream is made for the subject alone); another
+publisher costs restarts, never a message.
 """
 
 from __future__ import annotations
@@ -174,6 +181,7 @@ class _OutBridge:
                 refused.set()
 
         self.inflight_bytes = 0
+        previous_id: Optional[str] = None   # of the message sent last in this window
         try:
             while True:
                 if lost.is_set():
@@ -193,8 +201,12 @@ class _OutBridge:
                                 f"than the server's max_payload ({self.max_payload}); it stays "
                                 "in the ring")
                         last += 1
-                        headers = {"Nats-Msg-Id": msg_id(self.identity, sequence),
+                        this_id = msg_id(self.identity, sequence)
+                        headers = {"Nats-Msg-Id": this_id,
                                    "Nats-Expected-Last-Sequence": str(last - 1)}
+                        if previous_id is not None:
+                            headers["Nats-Expected-Last-Msg-Id"] = previous_id
+                        previous_id = this_id
                         ack = await js.publish_async(
                             self.subject, payload, headers=headers)
                         ack.add_done_callback(note_refusal)
