@@ -271,12 +271,13 @@ def test_consumer_killed_after_consuming_leaves_a_file_that_is_swept(make_queue)
 
 # -- the ring's name goes ------------------------------------------------------------
 
-def _create_put_and_die(link, size):
+def _create_put_and_die(link, size, seed="orphan", watched=False):
     q = Queue(capacity=64 << 10)
-    # As if its watcher had died with it (what `ringshm gc` cleans up): the
-    # ring's name must outlive this process for the test, not go within 1 s.
-    watcher.unregister(ringshm.ring.shm_path(q.name))
-    q.put(pattern(size, "orphan"))
+    if not watched:
+        # As if its watcher had died with it (what `ringshm gc` cleans up): the
+        # ring's name must outlive this process for the test, not go within 1 s.
+        watcher.unregister(ringshm.ring.shm_path(q.name))
+    q.put(pattern(size, seed))
     stop_here(link, q.name)
 
 
@@ -361,15 +362,9 @@ def test_the_last_process_to_close_removes_the_files_of_queued_items(make_queue)
     assert side_files(q) == []
 
 
-def _create_put_and_wait(link, size):
-    q = Queue(capacity=64 << 10)
-    q.put(pattern(size, "creator died"))
-    stop_here(link, q.name)
-
-
 @pytest.mark.fault
 def test_big_items_outlive_a_killed_creator_while_a_process_maps_the_ring(make_queue):
-    with faultkit.Child(_create_put_and_wait, 1 << 20) as child:
+    with faultkit.Child(_create_put_and_die, 1 << 20, "creator died", True) as child:
         name = child.wait_ready()
         attached = ringshm.queue._rebuild(Queue, ringshm.Ring.open(name), 0,
                                           pickle.dumps, pickle.loads)
