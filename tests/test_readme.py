@@ -24,3 +24,17 @@ def test_readme_example_runs(index, tmp_path):
     result = subprocess.run([sys.executable, str(script)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# The tests the README names ("Where the ideas come from"): `tests/F.py::name`,
+# `::name` after a comma meaning the same file, `[params]` dropped.
+NAMED_TESTS = re.findall(r"`(tests/[\w/]+\.py)?::(\w+)(?:\[[^\]]*\])?`", README.read_text())
+
+
+def test_readme_names_tests_that_exist():
+    assert len(NAMED_TESTS) >= 5
+    current = None
+    for path, name in NAMED_TESTS:
+        current = path or current
+        source = (README.parent / current).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"{current}::{name} is gone"
