@@ -248,6 +248,40 @@ def test_in_skips_what_the_rings_tag_says_it_has(make_ring, nats_server):  # noq
     assert got == [b"had 1..3", b"s4", b"s5", b"s6"] and tag == 6
 
 
+def test_in_never_puts_twice_what_a_consumer_taken_for_fresh_delivers_again(
+        make_ring, nats_server, monkeypatch):  # noqa: F811
+    # A server recovering after a crash may not show a durable consumer it
+    # has: the bridge takes the one it then finds for fresh, and that one
+    # delivers from its own ack floor, below the ring's tag.  (Seen as 24
+    # duplicates in the 100,000-message soak.)
+    make_stream(nats_server.url)
+    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+
+    async def consumer_from_the_start(js):
+        await js.add_consumer(STREAM, ConsumerConfig(
+            durable_name=STREAM + "_in", filter_subject=SUBJECT,
+            deliver_policy=DeliverPolicy.ALL))
+    with_js(nats_server.url, consumer_from_the_start)
+
+    async def taken_for_fresh(self, js, last, recreate):
+        return True
+    monkeypatch.setattr(in_._InBridge, "_consumer", taken_for_fresh)
+    ring = make_ring(capacity=1 << 16)
+    ring.put_many([b"had 1..3"], tag=3)
+    got, tag = run_in_until(ring, nats_server.url, 4)
+    assert got == [b"had 1..3", b"s4", b"s5", b"s6"] and tag == 6
+
+
+def test_in_refuses_a_stream_that_ends_below_the_rings_tag(make_ring, nats_server):  # noqa: F811
+    make_stream(nats_server.url)
+    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 3)])
+    ring = make_ring(capacity=1 << 16)
+    ring.put_many([b"from an older stream"], tag=40)
+    with pytest.raises(BridgeError, match="made again"):
+        run_in(nats_server.url, SUBJECT, ring)
+    assert len(ring) == 1
+
+
 def test_in_makes_the_consumer_again_at_a_gap(make_ring, nats_server):  # noqa: F811
     make_stream(nats_server.url)
     publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])

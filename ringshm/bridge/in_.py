@@ -15,8 +15,10 @@ messages pending, an acknowledgement lost): a sequence above T+1 is a gap,
 and the bridge makes the consumer again, starting at T+1, rather than put
 out of order.  The stream must hold the subject alone (as the stream made
 by a bridge does), so that its sequences follow each other; the first
-message a fresh consumer delivers is taken as the next, whatever its
-sequence (the stream may have dropped older ones by its limits).
+message a fresh consumer delivers above T is taken as the next, whatever
+its sequence (the stream may have dropped older ones by its limits); one at
+or below T never is, from any consumer.  A stream that ends below T was
+made again: the bridge stops with a BridgeError rather than drop it all.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class _InBridge:
         await ensure_stream(js, self.stream, self.subject)
         loop = asyncio.get_running_loop()
         last = await loop.run_in_executor(None, self.ring._last_tag)
+        stored = (await js.stream_info(self.stream)).state.last_seq
+        if stored < last:
+            raise BridgeError(f"the ring holds stream message {last} already, and stream "
+                              f"{self.stream} ends at {stored}: it was made again (a new "
+                              "stream needs a new ring, or one whose tag is not above it)")
         fresh = await self._consumer(js, last, recreate=False)
         pull = await Puller(client, self.stream, self.durable).start()
         while True:
@@ -131,7 +138,11 @@ class _InBridge:
             gap = None
             for message in messages:
                 sequence = message.metadata.sequence.stream
-                if sequence <= last and not fresh:
+                if sequence <= last:
+                    # In the ring already, its tag says so: even from a
+                    # consumer taken for fresh (one the server had and did
+                    # not show while it recovered delivers from its own
+                    # ack floor, below the tag).
                     stale.append(message)
                 elif sequence == last + 1 or fresh:
                     fresh = False
