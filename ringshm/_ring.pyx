@@ -49,8 +49,11 @@ from ringshm.errors import (
 )
 
 # A batch of at least this many bytes starts at the next lap's start when
-# the consumers have already freed the room there (RingCore._early_wrap).
+# the consumers have already freed room there for EARLY_WRAP_ROOM batches of
+# its size (RingCore._early_wrap): the wrapped one and two more, so the
+# producer can still run ahead of the consumer after the wrap.
 cdef uint64_t EARLY_WRAP_MIN_BYTES = 32 * 1024
+cdef uint64_t EARLY_WRAP_ROOM = 3
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
@@ -493,24 +496,28 @@ cdef class RingCore:
     cdef inline bint _early_wrap(self, uint64_t head, uint64_t total_span,
                                  Py_ssize_t count) noexcept nogil:
         """A big batch goes to the start of the next lap, after padding to
-        the end, when the room there is free already: with h' that start,
-        h' + total_span - tail <= capacity.  The working set is then what is
-        in flight, as a pool of samples' is, not the whole capacity (6 MB
-        frames through a 32 MiB ring ran at half speed; docs/DESIGN.md,
-        "Early wraps").  The padding costs no wait: the batch fits."""
+        the end, when the consumers have freed room there for it and two
+        more of its size: with h' that start, h' + 3 * total_span - tail <=
+        capacity.  The working set is then about what is in flight, as a
+        pool of samples' is, not the whole capacity (docs/DESIGN.md, "Early
+        wraps").  Room for the batch alone is not enough: the padding holds
+        the rest of the lap until the consumer passes it, so the producer
+        could not put the next batch before the consumer had taken this one
+        (64 KiB arrays: a wait per message on each side, a third of the
+        throughput).  The padding costs no wait: the batch fits."""
         cdef uint64_t pos = head & self.mask
         cdef uint64_t pad = self._capacity - pos
         # Small batches never wrap early: they gain nothing from it, and the
         # look at the tail below would put the consumers' cache line into
-        # every put.  pos < total_span: the room at the lap's start cannot be
-        # free (the tail is at most the head).  The padding's length field
-        # is 32 bits.
-        if (total_span < EARLY_WRAP_MIN_BYTES or pos < total_span or (head & 7) != 0
-                or pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD):
+        # every put.  The room at the lap's start cannot be free before the
+        # head is that far into the lap (the tail is at most the head).  The
+        # padding's length field is 32 bits.
+        if (total_span < EARLY_WRAP_MIN_BYTES or pos < EARLY_WRAP_ROOM * total_span
+                or (head & 7) != 0 or pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD):
             return False
         self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
         if head - self.cached_tail > self._capacity or not self._has_room(
-                head, pad + total_span, count):
+                head, pad + EARLY_WRAP_ROOM * total_span, count):
             return False   # no room there yet (or damage, which _find_room reports)
         self.span_start = head
         self.wrap_index = 0
