@@ -57,6 +57,9 @@ cdef uint64_t EARLY_WRAP_ROOM = 3
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
+# What _get_direct shows its reader of a message: enough for any header of
+# Queue's array record (docs/FORMAT.md: 8 + 8 x 32 + 16 bytes).
+cdef uint32_t DIRECT_HEAD_BYTES = 512
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
 # How long shutdown() waits for a put that is publishing as it is called.
 cdef int64_t SHUTDOWN_PATIENCE_NS = 1000000000
@@ -92,6 +95,18 @@ cdef void count_fork_in_child() noexcept nogil:
 
 
 pthread_atfork(NULL, NULL, count_fork_in_child)
+
+
+cdef void gather(char *dst, uint64_t n, Py_buffer *bufs, uint64_t *offsets,
+                 Py_ssize_t count) noexcept nogil:
+    # The pieces of _put_pieces at their offsets (checked), gaps zeroed.
+    cdef uint64_t end = 0
+    cdef Py_ssize_t i
+    for i in range(count):
+        memset(dst + end, 0, offsets[i] - end)
+        memcpy(dst + offsets[i], bufs[i].buf, bufs[i].len)
+        end = offsets[i] + <uint64_t>bufs[i].len
+    memset(dst + end, 0, n - end)
 
 
 # ---------------------------------------------------------------- the ring
@@ -762,6 +777,58 @@ cdef class RingCore:
         """put(data, block=False)."""
         return self.put(data, False)
 
+    def _put_pieces(self, pieces, size, block=True, timeout=None):
+        """Append one message of `size` bytes gathered from `pieces`, a list
+        of (offset, bytes-like) in increasing offsets: each piece copied once
+        to its offset, the gaps zeroed, under one lock round (Queue's framed
+        records, ringshm/_items.py).
+
+        Raises:
+            ValueError: a piece out of order or beyond `size`.
+            Full, ShutDown, MessageTooLarge, TypeError: as put().
+        """
+        cdef int64_t deadline = fast_deadline(block, timeout)
+        cdef uint64_t n = check_nonnegative_int(size, "size")
+        cdef Py_ssize_t count = len(pieces), i, got = 0
+        cdef Py_buffer *bufs
+        cdef uint64_t *offsets
+        cdef uint64_t end = 0, at
+        cdef Py_buffer size_only
+        cdef char *dst
+        self._check_open()
+        if n > self.max_payload:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
+                                  f"({self.max_payload})")
+        bufs = <Py_buffer *>malloc(count * sizeof(Py_buffer) + count * sizeof(uint64_t) + 1)
+        if bufs == NULL:
+            raise MemoryError()
+        offsets = <uint64_t *>(bufs + count)
+        try:
+            for i in range(count):
+                offset, piece = pieces[i]
+                offsets[i] = check_nonnegative_int(offset, "piece offset")
+                get_buffer(piece, &bufs[i], "piece", False)
+                got += 1
+                if offsets[i] < end or offsets[i] + <uint64_t>bufs[i].len > n:
+                    raise ValueError(f"piece {i} at {offsets[i]} overlaps the one before "
+                                     f"or ends beyond the message's {n} bytes")
+                end = offsets[i] + <uint64_t>bufs[i].len
+            size_only.len = <Py_ssize_t>n
+            self._begin_put(&size_only, 1, record_span(n), deadline)
+            at = self.span_start
+            dst = self._place(&at, 0, n)
+            if n >= NOGIL_COPY_BYTES:
+                with nogil:
+                    gather(dst, n, bufs, offsets, count)
+            else:
+                gather(dst, n, bufs, offsets, count)
+            self._end_put(at, 1, n)
+            self._leave()
+        finally:
+            for i in range(got):
+                PyBuffer_Release(&bufs[i])
+            free(bufs)
+
     def put_many(self, messages, block=True, timeout=None):
         """Append a batch of messages, all or nothing: they become visible
         together, one after another, and no other producer's message lands
@@ -993,6 +1060,70 @@ cdef class RingCore:
             self._leave()
             return None
         return self._take_record()
+
+    def _get_direct(self, bytes tags, bytes direct, reader, block=True, timeout=None):
+        """_get_untagged(tags, ...), except that a message beginning with a
+        byte of `direct` is read in the same lock round: ``reader(head,
+        length)`` gets the message's first bytes (at most DIRECT_HEAD_BYTES)
+        and its length, and returns (offset, destination, result); the bytes
+        from offset to the end are copied into destination (a writable
+        C-contiguous buffer of exactly that many bytes), the message is
+        consumed and result returned.  Queue's array records
+        (ringshm/_items.py).  The reader runs with the get lock held: it
+        must not touch this ring.
+
+        Raises:
+            Whatever reader raises (RingCorrupted for a bad header): the
+                message stays in the ring.
+            ValueError: destination is not a writable buffer of the size
+                reader's offset implies (the message stays).
+            Empty, ShutDown, RingCorrupted: as get().
+        """
+        cdef int64_t deadline = fast_deadline(block, timeout)
+        self._begin_get(deadline)   # it checks that the ring is open
+        if self._record_tagged(direct):
+            if self.rec_length != 0:
+                return self._read_direct(reader)
+        elif not self._record_tagged(tags):
+            return self._take_record()
+        self._end_get(0, 0)
+        self._leave()
+        return None
+
+    cdef object _read_direct(self, reader):
+        """The record _begin_get found, read by reader (see _get_direct);
+        consume it, end and leave; or leave it in the ring if anything
+        raises."""
+        cdef uint32_t n = self.rec_length
+        cdef Py_buffer buf
+        cdef const char *src
+        cdef uint64_t start
+        try:
+            head = PyBytes_FromStringAndSize(self.data + self.rec_offset,
+                                             min(n, DIRECT_HEAD_BYTES))
+            offset, destination, result = reader(head, n)
+            start = check_nonnegative_int(offset, "offset")
+            get_buffer(destination, &buf, "destination", True)
+            try:
+                if start > n or <uint64_t>buf.len != n - start:
+                    raise ValueError(f"a destination of {buf.len} bytes for bytes {start} "
+                                     f"to {n} of a message")
+                src = self.data + self.rec_offset + start
+                if buf.len >= <Py_ssize_t>NOGIL_COPY_BYTES:
+                    with nogil:
+                        memcpy(buf.buf, src, buf.len)
+                else:
+                    memcpy(buf.buf, src, buf.len)
+            finally:
+                PyBuffer_Release(&buf)
+        except BaseException:
+            self._end_get(0, 0)   # the message stays
+            self._leave()
+            raise
+        self._consume_record()
+        self._end_get(1, n)
+        self._leave()
+        return result
 
     cdef inline bint _record_tagged(self, bytes tags):
         # The record _next_record found: does its first byte appear in tags?

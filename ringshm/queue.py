@@ -48,7 +48,7 @@ Loads = Callable[[bytes], Any]
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
 _OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
-                             "_encode", "_decode", "_in_place", "_custom",
+                             "_encode", "_decode", "_in_place", "_direct", "_custom",
                              "_side_files"})
 
 
@@ -112,6 +112,7 @@ class _QueueBase(Generic[T]):
         # The item I/O's callables, bound once (ringshm/_items.py).
         self._codec = codec = _items.Codec(dumps, loads)
         self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
+        self._direct = codec.direct
         self._custom = codec.custom
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -177,10 +178,14 @@ class _QueueBase(Generic[T]):
         if self._closed or ring is None:
             ring = self._open_ring()   # raises
         started = _monotonic() if timeout else 0.0
-        data = ring._get_untagged(self._in_place, block, timeout)
+        data = ring._get_direct(self._in_place, self._direct, _items.read_array, block,
+                                timeout)
         obj: T
-        if data is not None:
+        if data.__class__ is bytes:
             obj = self._decode(data)
+            return obj
+        if data is not None:
+            obj = data   # an array, read by read_array in the same lock round
             return obj
         obj = _items.take_in_place(ring, self._codec, _items.remaining(block, timeout, started))
         return obj
