@@ -1117,12 +1117,9 @@ cdef class RingCore:
             finally:
                 PyBuffer_Release(&buf)
         except BaseException:
-            self._end_get(0, 0)   # the message stays
-            self._leave()
+            self._leave_message()
             raise
-        self._consume_record()
-        self._end_get(1, n)
-        self._leave()
+        self._consume_and_leave()
         return result
 
     cdef inline bint _record_tagged(self, bytes tags):
@@ -1149,13 +1146,21 @@ cdef class RingCore:
             else:
                 out = PyBytes_FromStringAndSize(self.data + self.rec_offset, n)
         except BaseException:
-            self._end_get(0, 0)   # MemoryError: the message stays
-            self._leave()
+            self._leave_message()   # MemoryError: the message stays
             raise
-        self._consume_record()
-        self._end_get(1, n)
-        self._leave()
+        self._consume_and_leave()
         return out
+
+    cdef inline void _consume_and_leave(self):
+        # The end of a get that took the record _begin_get found.
+        self._consume_record()
+        self._end_get(1, self.rec_length)
+        self._leave()
+
+    cdef inline void _leave_message(self):
+        # The end of a get that leaves the record in the ring.
+        self._end_get(0, 0)
+        self._leave()
 
     def get_nowait(self):
         """get(block=False)."""
