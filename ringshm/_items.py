@@ -130,7 +130,7 @@ class Frame:
             view[offset:end] = flat
 
 
-#: Class names Queue._put_item hands to Codec.encode rather than pickling
+#: Class names Queue._put_item hands to encode_special rather than pickling
 #: inline (their records are not the pickle's).
 SPECIAL_NAMES = frozenset(("ndarray", "bytearray"))
 _pickle_dumps = pickle.dumps
@@ -148,6 +148,12 @@ def _encode_pickle(obj: Any) -> Union[bytes, Frame]:
         # Scalars and small containers of them: no buffer_callback, which
         # costs a list and a bound method per item.
         return _pickle_dumps(obj, 5)
+    return encode_special(obj)
+
+
+def encode_special(obj: Any) -> Union[bytes, Frame]:
+    """_encode_pickle of an object holds_no_buffer refused (Queue._put_item
+    calls it for the classes of SPECIAL_NAMES, having asked already)."""
     if obj.__class__.__name__ == "ndarray":
         record = encode_array(obj)
         if record is not None:
@@ -287,7 +293,9 @@ def _new_array(dtype_text: str, shape: tuple[int, ...],
     Raises:
         RingCorrupted: numpy refuses the shape (a hostile one of size 0).
     """
-    import numpy
+    numpy: Any = sys.modules.get("numpy")
+    if numpy is None:   # a consumer that has not imported it yet
+        import numpy
     try:
         if flags & _FORTRAN:
             destination = numpy.empty(shape[::-1], dtype=dtype_text)

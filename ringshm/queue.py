@@ -151,7 +151,7 @@ class _QueueBase(Generic[T]):
         elif _holds_no_buffer(obj):
             record = _pickle_dumps(obj, 5)   # scalars, or containers of them
         elif obj.__class__.__name__ in _items.SPECIAL_NAMES:
-            record = self._encode(obj)
+            record = _items.encode_special(obj)
         else:
             buffers: list[pickle.PickleBuffer] = []
             record = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
