@@ -52,7 +52,15 @@ TAG_OOB = ord("O")
 # finds no reference's magic and reads it as it is).
 _IN_PLACE_PICKLE = bytes(byte for byte in range(256) if byte != TAG_PICKLE)
 _IN_PLACE_CUSTOM = bytes((sidefile.TAG_REFERENCE,))
-_DIRECT_PICKLE = b"N"
+# What Ring._get_direct does with a message, by its first byte: take it as
+# bytes, leave it for view(), or read it with read_array in the same lock
+# round. A pickle Queue takes plain pickles, reads array records, leaves
+# the rest; a custom one takes all but a reference's.
+TAKE, LEAVE, READ = 0, 1, 2
+_ACTIONS_PICKLE = bytes(TAKE if byte == TAG_PICKLE else READ if byte == ord("N") else LEAVE
+                        for byte in range(256))
+_ACTIONS_CUSTOM = bytes(LEAVE if byte == sidefile.TAG_REFERENCE else TAKE
+                        for byte in range(256))
 
 # 'O' record: tag, 3 zero bytes, u32 buffer count, u64 in-band length, then
 # one u64 length per buffer, the in-band pickle, and each buffer at the next
@@ -341,11 +349,11 @@ class Codec:
     ``dumps``/``loads`` are the Queue's; with the default pickle pair,
     out-of-band buffers go straight into the ring. ``encode(obj)`` returns
     a bytes-like message or a Frame; ``decode(data)`` rebuilds the object of
-    a message that ``_get_untagged(in_place)`` returned. Both raise
+    a message that ``Ring._get_direct(actions)`` returned as bytes. Both raise
     whatever dumps/loads raise.
     """
 
-    __slots__ = ("loads", "custom", "in_place", "direct", "encode", "decode")
+    __slots__ = ("loads", "custom", "in_place", "actions", "encode", "decode")
 
     loads: Callable[[bytes], Any]
     encode: Callable[[Any], Record]
@@ -356,9 +364,7 @@ class Codec:
         self.loads = loads
         self.custom = dumps is not pickle.dumps or loads is not pickle.loads
         self.in_place = _IN_PLACE_CUSTOM if self.custom else _IN_PLACE_PICKLE
-        # First bytes of the records Ring._get_direct reads with read_array
-        # in the lock round that finds them: the array record's.
-        self.direct = None if self.custom else _DIRECT_PICKLE
+        self.actions = _ACTIONS_CUSTOM if self.custom else _ACTIONS_PICKLE
         self.encode = dumps if self.custom else _encode_pickle
         self.decode = loads if self.custom else _pickle_loads
 
@@ -486,7 +492,7 @@ def put_record(ring: Ring, record: Record, block: bool, timeout: Optional[float]
 
 
 def remaining(block: bool, timeout: Optional[float], started: float) -> Optional[float]:
-    """The wait left for view() after _get_untagged found a message to read
+    """The wait left for view() after _get_direct found a message to read
     in place (only a race with another consumer makes view() wait)."""
     if not block:
         return 0

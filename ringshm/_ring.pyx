@@ -1049,45 +1049,40 @@ cdef class RingCore:
         self._begin_get(deadline)   # it checks that the ring is open
         return self._take_record()
 
-    def _get_untagged(self, bytes tags, block=True, timeout=None):
-        """get(), unless the oldest message is empty or begins with one of
-        the bytes of `tags`: then None, and the message stays for view().  Queue reads
-        its framed items in place this way (ringshm/_items.py)."""
-        cdef int64_t deadline = fast_deadline(block, timeout)
-        self._begin_get(deadline)   # it checks that the ring is open
-        if self._record_tagged(tags):
-            self._end_get(0, 0)
-            self._leave()
-            return None
-        return self._take_record()
-
-    def _get_direct(self, bytes tags, bytes direct, reader, block=True, timeout=None):
-        """_get_untagged(tags, ...), except that a message beginning with a
-        byte of `direct` is read in the same lock round: ``reader(head,
-        length)`` gets the message's first bytes (at most DIRECT_HEAD_BYTES)
-        and its length, and returns (offset, destination, result); the bytes
-        from offset to the end are copied into destination (a writable
-        C-contiguous buffer of exactly that many bytes), the message is
-        consumed and result returned.  Queue's array records
-        (ringshm/_items.py).  The reader runs with the get lock held: it
-        must not touch this ring.
+    def _get_direct(self, bytes actions, reader, block=True, timeout=None):
+        """get(), or not, by the oldest message's first byte: `actions` holds
+        256 bytes, one per first byte; 0 takes the message and returns it as
+        bytes; 1 leaves it in the ring and returns None (the caller reads it
+        in place with view()); 2 reads it in the same lock round:
+        ``reader(head, length)`` gets the message's first bytes (at most
+        DIRECT_HEAD_BYTES) and its length, and returns (offset, destination,
+        result); the bytes from offset to the end are copied into
+        destination (a writable C-contiguous buffer of exactly that many
+        bytes), the message is consumed and result returned.  An empty
+        message is left (1).  Queue's records (ringshm/_items.py: one table
+        look-up, where a set of first bytes cost a memchr).  The reader runs
+        with the get lock held: it must not touch this ring.
 
         Raises:
             Whatever reader raises (RingCorrupted for a bad header): the
                 message stays in the ring.
-            ValueError: destination is not a writable buffer of the size
-                reader's offset implies (the message stays).
+            ValueError: `actions` is not 256 bytes, or destination is not a
+                writable buffer of the size reader's offset implies (the
+                message stays).
             Empty, ShutDown, RingCorrupted: as get().
         """
         cdef int64_t deadline = fast_deadline(block, timeout)
+        cdef char action = 1
+        if actions is None or PyBytes_GET_SIZE(actions) != 256:
+            raise ValueError("actions must be 256 bytes, one per first byte")
         self._begin_get(deadline)   # it checks that the ring is open
-        if self._record_tagged(direct):
-            if self.rec_length != 0:
-                return self._read_direct(reader)
-        elif not self._record_tagged(tags):
+        if self.rec_length != 0:
+            action = PyBytes_AS_STRING(actions)[(<unsigned char *>self.data)[self.rec_offset]]
+        if action == 0:
             return self._take_record()
-        self._end_get(0, 0)
-        self._leave()
+        if action == 2:
+            return self._read_direct(reader)
+        self._leave_message()
         return None
 
     cdef object _read_direct(self, reader):
@@ -1217,7 +1212,7 @@ cdef class RingCore:
     def _get_many_untagged(self, bytes tags, max_messages=1024, max_bytes=256 * 1024,
                            block=True, timeout=None):
         """get_many(), stopping before the first message that is empty or
-        begins with one of the bytes of `tags` (see _get_untagged): an empty list when the
+        begins with one of the bytes of `tags` (Queue reads those in place): an empty list when the
         oldest message does."""
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t limit, taken = 0

@@ -24,6 +24,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 from ringshm import _items, _sidefile
+from ringshm._items import read_array as _read_array
 from ringshm._ring import holds_no_buffer as _holds_no_buffer
 from ringshm._typing import Buffer, Self
 from ringshm.errors import Empty, MessageTooLarge, ShutDown
@@ -48,7 +49,7 @@ Loads = Callable[[bytes], Any]
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
 _OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
-                             "_encode", "_decode", "_in_place", "_direct", "_custom",
+                             "_encode", "_decode", "_in_place", "_actions", "_custom",
                              "_side_files"})
 
 
@@ -112,7 +113,7 @@ class _QueueBase(Generic[T]):
         # The item I/O's callables, bound once (ringshm/_items.py).
         self._codec = codec = _items.Codec(dumps, loads)
         self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
-        self._direct = codec.direct
+        self._actions = codec.actions
         self._custom = codec.custom
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -178,8 +179,7 @@ class _QueueBase(Generic[T]):
         if self._closed or ring is None:
             ring = self._open_ring()   # raises
         started = _monotonic() if timeout else 0.0
-        data = ring._get_direct(self._in_place, self._direct, _items.read_array, block,
-                                timeout)
+        data = ring._get_direct(self._actions, _read_array, block, timeout)
         obj: T
         if data.__class__ is bytes:
             obj = self._decode(data)

@@ -384,9 +384,18 @@ def test_put_pieces_refuses_pieces_out_of_place_and_puts_nothing(make_ring, piec
     assert ring.get() == b"next"
 
 
+def _actions(**by_byte):
+    """The actions table of Ring._get_direct: TAKE unless given."""
+    table = bytearray([_items.TAKE]) * 256
+    for byte, action in by_byte.items():
+        table[ord(byte)] = action
+    return bytes(table)
+
+
 def test_get_direct_leaves_the_message_when_the_reader_fails(make_ring):
     ring = make_ring(capacity=1 << 16)
     ring.put(b"N" + bytes(15))
+    actions = _actions(N=_items.READ)
 
     def failing(head, length):
         raise RingCorrupted("no")
@@ -395,28 +404,34 @@ def test_get_direct_leaves_the_message_when_the_reader_fails(make_ring):
         return 0, bytearray(length - 1), None
 
     with pytest.raises(RingCorrupted):
-        ring._get_direct(None, b"N", failing, timeout=TIMEOUT)
+        ring._get_direct(actions, failing, timeout=TIMEOUT)
     with pytest.raises(ValueError):
-        ring._get_direct(None, b"N", wrong_size, timeout=TIMEOUT)
-    got = ring._get_direct(None, b"N", lambda head, length: (8, bytearray(8), "done"),
+        ring._get_direct(actions, wrong_size, timeout=TIMEOUT)
+    with pytest.raises(ValueError):
+        ring._get_direct(actions[:255], wrong_size, timeout=TIMEOUT)
+    got = ring._get_direct(actions, lambda head, length: (8, bytearray(8), "done"),
                            timeout=TIMEOUT)
     assert got == "done" and ring.empty()
 
 
-def test_get_direct_copies_from_the_offset_and_passes_other_records(make_ring):
+def test_get_direct_takes_reads_or_leaves_by_the_first_byte(make_ring):
     ring = make_ring(capacity=1 << 16)
     ring.put(b"N1234567" + b"payload!")
     ring.put(b"plain")
     ring.put(b"Oframed")
+    ring.put(b"")
     target = bytearray(8)
     seen = []
+    actions = _actions(N=_items.READ, O=_items.LEAVE)
 
     def reader(head, length):
         seen.append((head, length))
         return 8, target, target
 
-    assert ring._get_direct(b"O", b"N", reader, timeout=TIMEOUT) is target
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is target
     assert target == b"payload!" and seen == [(b"N1234567payload!", 16)]
-    assert ring._get_direct(b"O", b"N", reader, timeout=TIMEOUT) == b"plain"
-    assert ring._get_direct(b"O", b"N", reader, timeout=TIMEOUT) is None   # left for view()
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) == b"plain"
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is None   # left for view()
     assert ring.get() == b"Oframed"
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is None   # empty: left too
+    assert ring.get() == b""
