@@ -50,11 +50,17 @@ from ringshm.errors import (
 )
 
 # A batch of at least this many bytes starts at the next lap's start when
-# the consumers have already freed the room there (RingCore._early_wrap).
+# the consumers have already freed room there for EARLY_WRAP_ROOM batches of
+# its size (RingCore._early_wrap): the wrapped one and two more, so the
+# producer can still run ahead of the consumer after the wrap.
 cdef uint64_t EARLY_WRAP_MIN_BYTES = 32 * 1024
+cdef uint64_t EARLY_WRAP_ROOM = 3
 # Copies larger than this release the GIL: below it, releasing and taking
 # the GIL back costs more than the memcpy it would let run in parallel.
 cdef uint64_t NOGIL_COPY_BYTES = 32 * 1024
+# What _get_direct shows its reader of a message: enough for any header of
+# Queue's array record (docs/FORMAT.md: 8 + 8 x 32 + 16 bytes).
+cdef uint32_t DIRECT_HEAD_BYTES = 512
 cdef int64_t FIRST_OWNER_CHECK_NS = 10000000
 # How long shutdown() waits for a put that is publishing as it is called.
 cdef int64_t SHUTDOWN_PATIENCE_NS = 1000000000
@@ -97,6 +103,18 @@ cdef void count_fork_in_child() noexcept nogil:
 
 
 pthread_atfork(NULL, NULL, count_fork_in_child)
+
+
+cdef void gather(char *dst, uint64_t n, Py_buffer *bufs, uint64_t *offsets,
+                 Py_ssize_t count) noexcept nogil:
+    # The pieces of _put_pieces at their offsets (checked), gaps zeroed.
+    cdef uint64_t end = 0
+    cdef Py_ssize_t i
+    for i in range(count):
+        memset(dst + end, 0, offsets[i] - end)
+        memcpy(dst + offsets[i], bufs[i].buf, bufs[i].len)
+        end = offsets[i] + <uint64_t>bufs[i].len
+    memset(dst + end, 0, n - end)
 
 
 # ---------------------------------------------------------------- the ring
@@ -559,24 +577,28 @@ cdef class RingCore:
     cdef inline bint _early_wrap(self, uint64_t head, uint64_t total_span,
                                  Py_ssize_t count) noexcept nogil:
         """A big batch goes to the start of the next lap, after padding to
-        the end, when the room there is free already: with h' that start,
-        h' + total_span - tail <= capacity.  The working set is then what is
-        in flight, as a pool of samples' is, not the whole capacity (6 MB
-        frames through a 32 MiB ring ran at half speed; docs/DESIGN.md,
-        "Early wraps").  The padding costs no wait: the batch fits."""
+        the end, when the consumers have freed room there for it and two
+        more of its size: with h' that start, h' + 3 * total_span - tail <=
+        capacity.  The working set is then about what is in flight, as a
+        pool of samples' is, not the whole capacity (docs/DESIGN.md, "Early
+        wraps").  Room for the batch alone is not enough: the padding holds
+        the rest of the lap until the consumer passes it, so the producer
+        could not put the next batch before the consumer had taken this one
+        (64 KiB arrays: a wait per message on each side, a third of the
+        throughput).  The padding costs no wait: the batch fits."""
         cdef uint64_t pos = head & self.mask
         cdef uint64_t pad = self._capacity - pos
         # Small batches never wrap early: they gain nothing from it, and the
         # look at the tail below would put the consumers' cache line into
-        # every put.  pos < total_span: the room at the lap's start cannot be
-        # free (the tail is at most the head).  The padding's length field
-        # is 32 bits.
-        if (total_span < EARLY_WRAP_MIN_BYTES or pos < total_span or (head & 7) != 0
-                or pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD):
+        # every put.  The room at the lap's start cannot be free before the
+        # head is that far into the lap (the tail is at most the head).  The
+        # padding's length field is 32 bits.
+        if (total_span < EARLY_WRAP_MIN_BYTES or pos < EARLY_WRAP_ROOM * total_span
+                or (head & 7) != 0 or pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD):
             return False
         self.cached_tail = rs_load_acquire(&self.hdr.consumer.position)
         if head - self.cached_tail > self._capacity or not self._has_room(
-                head, pad + total_span, count):
+                head, pad + EARLY_WRAP_ROOM * total_span, count):
             return False   # no room there yet (or damage, which _find_room reports)
         self.span_start = head
         self.wrap_index = 0
@@ -821,6 +843,58 @@ cdef class RingCore:
         """put(data, block=False)."""
         return self.put(data, False)
 
+    def _put_pieces(self, pieces, size, block=True, timeout=None):
+        """Append one message of `size` bytes gathered from `pieces`, a list
+        of (offset, bytes-like) in increasing offsets: each piece copied once
+        to its offset, the gaps zeroed, under one lock round (Queue's framed
+        records, ringshm/_items.py).
+
+        Raises:
+            ValueError: a piece out of order or beyond `size`.
+            Full, ShutDown, MessageTooLarge, TypeError: as put().
+        """
+        cdef int64_t deadline = fast_deadline(block, timeout)
+        cdef uint64_t n = check_nonnegative_int(size, "size")
+        cdef Py_ssize_t count = len(pieces), i, got = 0
+        cdef Py_buffer *bufs
+        cdef uint64_t *offsets
+        cdef uint64_t end = 0, at
+        cdef Py_buffer size_only
+        cdef char *dst
+        self._check_open()
+        if n > self.max_payload:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
+                                  f"({self.max_payload})")
+        bufs = <Py_buffer *>malloc(count * sizeof(Py_buffer) + count * sizeof(uint64_t) + 1)
+        if bufs == NULL:
+            raise MemoryError()
+        offsets = <uint64_t *>(bufs + count)
+        try:
+            for i in range(count):
+                offset, piece = pieces[i]
+                offsets[i] = check_nonnegative_int(offset, "piece offset")
+                get_buffer(piece, &bufs[i], "piece", False)
+                got += 1
+                if offsets[i] < end or offsets[i] + <uint64_t>bufs[i].len > n:
+                    raise ValueError(f"piece {i} at {offsets[i]} overlaps the one before "
+                                     f"or ends beyond the message's {n} bytes")
+                end = offsets[i] + <uint64_t>bufs[i].len
+            size_only.len = <Py_ssize_t>n
+            self._begin_put(&size_only, 1, record_span(n), deadline)
+            at = self.span_start
+            dst = self._place(&at, 0, n)
+            if n >= NOGIL_COPY_BYTES:
+                with nogil:
+                    gather(dst, n, bufs, offsets, count)
+            else:
+                gather(dst, n, bufs, offsets, count)
+            self._end_put(at, 1, n)
+            self._leave()
+        finally:
+            for i in range(got):
+                PyBuffer_Release(&bufs[i])
+            free(bufs)
+
     def put_many(self, messages, block=True, timeout=None, tag=None):
         """Append a batch of messages, all or nothing: they become visible
         together, one after another, and no other producer's message lands
@@ -1063,17 +1137,73 @@ cdef class RingCore:
         self._begin_get(deadline)   # it checks that the ring is open
         return self._take_record()
 
-    def _get_untagged(self, bytes tags, block=True, timeout=None):
-        """get(), unless the oldest message is empty or begins with one of
-        the bytes of `tags`: then None, and the message stays for view().  Queue reads
-        its framed items in place this way (ringshm/_items.py)."""
+    def _get_direct(self, bytes actions, reader, block=True, timeout=None):
+        """get(), or not, by the oldest message's first byte: `actions` holds
+        256 bytes, one per first byte; 0 takes the message and returns it as
+        bytes; 1 leaves it in the ring and returns None (the caller reads it
+        in place with view()); 2 reads it in the same lock round:
+        ``reader(head, length)`` gets the message's first bytes (at most
+        DIRECT_HEAD_BYTES) and its length, and returns (offset, destination,
+        result); the bytes from offset to the end are copied into
+        destination (a writable C-contiguous buffer of exactly that many
+        bytes), the message is consumed and result returned.  An empty
+        message is left (1).  Queue's records (ringshm/_items.py: one table
+        look-up, where a set of first bytes cost a memchr).  The reader runs
+        with the get lock held: it must not touch this ring.
+
+        Raises:
+            Whatever reader raises (RingCorrupted for a bad header): the
+                message stays in the ring.
+            ValueError: `actions` is not 256 bytes, or destination is not a
+                writable buffer of the size reader's offset implies (the
+                message stays).
+            Empty, ShutDown, RingCorrupted: as get().
+        """
         cdef int64_t deadline = fast_deadline(block, timeout)
+        cdef char action = 1
+        if actions is None or PyBytes_GET_SIZE(actions) != 256:
+            raise ValueError("actions must be 256 bytes, one per first byte")
         self._begin_get(deadline)   # it checks that the ring is open
-        if self._record_tagged(tags):
-            self._end_get(0, 0)
-            self._leave()
-            return None
-        return self._take_record()
+        if self.rec_length != 0:
+            action = PyBytes_AS_STRING(actions)[(<unsigned char *>self.data)[self.rec_offset]]
+        if action == 0:
+            return self._take_record()
+        if action == 2:
+            return self._read_direct(reader)
+        self._leave_message()
+        return None
+
+    cdef object _read_direct(self, reader):
+        """The record _begin_get found, read by reader (see _get_direct);
+        consume it, end and leave; or leave it in the ring if anything
+        raises."""
+        cdef uint32_t n = self.rec_length
+        cdef Py_buffer buf
+        cdef const char *src
+        cdef uint64_t start
+        try:
+            head = PyBytes_FromStringAndSize(self.data + self.rec_offset,
+                                             min(n, DIRECT_HEAD_BYTES))
+            offset, destination, result = reader(head, n)
+            start = check_nonnegative_int(offset, "offset")
+            get_buffer(destination, &buf, "destination", True)
+            try:
+                if start > n or <uint64_t>buf.len != n - start:
+                    raise ValueError(f"a destination of {buf.len} bytes for bytes {start} "
+                                     f"to {n} of a message")
+                src = self.data + self.rec_offset + start
+                if buf.len >= <Py_ssize_t>NOGIL_COPY_BYTES:
+                    with nogil:
+                        memcpy(buf.buf, src, buf.len)
+                else:
+                    memcpy(buf.buf, src, buf.len)
+            finally:
+                PyBuffer_Release(&buf)
+        except BaseException:
+            self._leave_message()
+            raise
+        self._consume_and_leave()
+        return result
 
     cdef inline bint _record_tagged(self, bytes tags):
         # The record _next_record found: does its first byte appear in tags?
@@ -1099,13 +1229,21 @@ cdef class RingCore:
             else:
                 out = PyBytes_FromStringAndSize(self.data + self.rec_offset, n)
         except BaseException:
-            self._end_get(0, 0)   # MemoryError: the message stays
-            self._leave()
+            self._leave_message()   # MemoryError: the message stays
             raise
-        self._consume_record()
-        self._end_get(1, n)
-        self._leave()
+        self._consume_and_leave()
         return out
+
+    cdef inline void _consume_and_leave(self):
+        # The end of a get that took the record _begin_get found.
+        self._consume_record()
+        self._end_get(1, self.rec_length)
+        self._leave()
+
+    cdef inline void _leave_message(self):
+        # The end of a get that leaves the record in the ring.
+        self._end_get(0, 0)
+        self._leave()
 
     def get_nowait(self):
         """get(block=False)."""
@@ -1162,7 +1300,7 @@ cdef class RingCore:
     def _get_many_untagged(self, bytes tags, max_messages=1024, max_bytes=256 * 1024,
                            block=True, timeout=None):
         """get_many(), stopping before the first message that is empty or
-        begins with one of the bytes of `tags` (see _get_untagged): an empty list when the
+        begins with one of the bytes of `tags` (Queue reads those in place): an empty list when the
         oldest message does."""
         cdef int64_t deadline = deadline_from(block, timeout)
         cdef Py_ssize_t limit, taken = 0

@@ -38,7 +38,7 @@ import itertools
 import os
 import stat
 import struct
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
@@ -161,7 +161,12 @@ class FileSource:
 
     def read_owned(self, offset: int, length: int) -> bytearray:
         out = bytearray(length)
-        view = memoryview(out)
+        self.read_into(offset, out)
+        return out
+
+    def read_into(self, offset: int, buffer: Any) -> None:
+        # buffer: writable and C-contiguous, filled exactly.
+        view = memoryview(buffer).cast("B")
         offset += HEADER_SIZE
         while view.nbytes:
             got = os.preadv(self.fd, [view], offset)
@@ -169,7 +174,6 @@ class FileSource:
                 raise self._short()
             view = view[got:]
             offset += got
-        return out
 
 
 def is_reference(source: RecordSource) -> bool:

@@ -23,6 +23,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 from ringshm import _items, _sidefile
+from ringshm._items import read_array as _read_array
 from ringshm._ring import holds_no_buffer as _holds_no_buffer
 from ringshm._typing import Buffer, Self
 from ringshm.errors import Empty, MessageTooLarge, ShutDown
@@ -47,7 +48,7 @@ Loads = Callable[[bytes], Any]
 # What _QueueBase itself keeps in an instance; a subclass's own attributes
 # travel with a pickled queue, these are rebuilt.
 _OWN_ATTRIBUTES = frozenset({"_ring", "_closed", "_maxsize", "_dumps", "_loads", "_codec",
-                             "_encode", "_decode", "_in_place", "_custom",
+                             "_encode", "_decode", "_in_place", "_actions", "_custom",
                              "_side_files"})
 
 
@@ -117,6 +118,7 @@ class _QueueBase(Generic[T]):
         # The item I/O's callables, bound once (ringshm/_items.py).
         self._codec = codec = _items.Codec(dumps, loads)
         self._encode, self._decode, self._in_place = codec.encode, codec.decode, codec.in_place
+        self._actions = codec.actions
         self._custom = codec.custom
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -155,7 +157,7 @@ class _QueueBase(Generic[T]):
         elif _holds_no_buffer(obj):
             record = _pickle_dumps(obj, 5)   # scalars, or containers of them
         elif obj.__class__.__name__ in _items.SPECIAL_NAMES:
-            record = self._encode(obj)
+            record = _items.encode_special(obj)
         else:
             buffers: list[pickle.PickleBuffer] = []
             record = _pickle_dumps(obj, 5, buffer_callback=buffers.append)
@@ -182,10 +184,13 @@ class _QueueBase(Generic[T]):
         if self._closed or ring is None:
             ring = self._open_ring()   # raises
         started = _monotonic() if timeout else 0.0
-        data = ring._get_untagged(self._in_place, block, timeout)
+        data = ring._get_direct(self._actions, _read_array, block, timeout)
         obj: T
-        if data is not None:
+        if data.__class__ is bytes:
             obj = self._decode(data)
+            return obj
+        if data is not None:
+            obj = data   # an array, read by read_array in the same lock round
             return obj
         obj = _items.take_in_place(ring, self._codec, _items.remaining(block, timeout, started))
         return obj

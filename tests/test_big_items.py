@@ -221,11 +221,13 @@ def _get_stopping_in(link, q, where):
             return data
 
         _sidefile.FileSource.read_bytes = read_bytes
-    elif where == "copying buffers out of the ring":
-        def read_owned(self, offset, length):
+    elif where == "reading an array in the ring":
+        # Ring._get_direct's reader, with the get lock held, the record
+        # not yet consumed.
+        def new_array(dtype_text, shape, flags):
             stop_here(link, where)
 
-        _items.ViewSource.read_owned = read_owned
+        _items._new_array = new_array
     else:   # consumed, before the side file is removed
         def consumed(ring, path):
             stop_here(link, where)
@@ -235,7 +237,7 @@ def _get_stopping_in(link, q, where):
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("where", ["reading the side file", "copying buffers out of the ring"])
+@pytest.mark.parametrize("where", ["reading the side file", "reading an array in the ring"])
 def test_consumer_killed_mid_item_leaves_it_for_the_next(make_queue, where):
     q = make_queue(capacity=1 << 20)
     item = pattern(3 << 20, "again") if where == "reading the side file" else \

@@ -299,6 +299,9 @@ HOSTILE = {
     + struct.pack("<2Q", 1 << 63, 4) + b"<f4" + bytes(29),
     "array, bad flags": struct.pack("<BBHI", ord("N"), 9, 3, 1) + struct.pack("<Q", 1)
     + b"<f4" + bytes(45),
+    # Size 0, so the lengths add up, but numpy refuses the shape.
+    "array, empty with a huge extent": struct.pack("<BBHI", ord("N"), 0, 3, 2)
+    + struct.pack("<2Q", 0, 1 << 63) + b"<f4" + bytes(37),
     "reference, no such file": struct.pack("<8sQQQQ", b"\x00RSREF\x00\x01", 10, 1, 1, 1),
     "reference, pid 0": struct.pack("<8sQQQQ", b"\x00RSREF\x00\x01", 10, 0, 1, 1),
     "reference, wrong size": b"\x00RSREF\x00\x01" + bytes(8),
@@ -357,3 +360,78 @@ def test_empty_queue_still_empty(make_queue):
         q.get(timeout=0.05)
     with pytest.raises(Empty):
         q.get_nowait()
+
+
+# -- the core's one-round paths: Ring._put_pieces and Ring._get_direct -------------
+
+def test_put_pieces_writes_each_piece_at_its_offset_and_zeroes_the_gaps(make_ring):
+    ring = make_ring(capacity=1 << 16)
+    ring._put_pieces([(0, b"ab"), (8, memoryview(b"cdef")), (13, bytearray(b"g"))], 20)
+    assert ring.get() == b"ab" + bytes(6) + b"cdef" + bytes(1) + b"g" + bytes(6)
+
+
+@pytest.mark.parametrize("pieces, size", [
+    ([(0, b"abc"), (2, b"d")], 8),     # overlaps the piece before
+    ([(6, b"abc")], 8),                # ends beyond the message
+    ([(-1, b"a")], 8),
+], ids=["overlap", "beyond", "negative"])
+def test_put_pieces_refuses_pieces_out_of_place_and_puts_nothing(make_ring, pieces, size):
+    ring = make_ring(capacity=1 << 16)
+    with pytest.raises(ValueError):
+        ring._put_pieces(pieces, size)
+    assert ring.empty()
+    ring.put(b"next")   # the lock was let go
+    assert ring.get() == b"next"
+
+
+def _actions(**by_byte):
+    """The actions table of Ring._get_direct: TAKE unless given."""
+    table = bytearray([_items.TAKE]) * 256
+    for byte, action in by_byte.items():
+        table[ord(byte)] = action
+    return bytes(table)
+
+
+def test_get_direct_leaves_the_message_when_the_reader_fails(make_ring):
+    ring = make_ring(capacity=1 << 16)
+    ring.put(b"N" + bytes(15))
+    actions = _actions(N=_items.READ)
+
+    def failing(head, length):
+        raise RingCorrupted("no")
+
+    def wrong_size(head, length):
+        return 0, bytearray(length - 1), None
+
+    with pytest.raises(RingCorrupted):
+        ring._get_direct(actions, failing, timeout=TIMEOUT)
+    with pytest.raises(ValueError):
+        ring._get_direct(actions, wrong_size, timeout=TIMEOUT)
+    with pytest.raises(ValueError):
+        ring._get_direct(actions[:255], wrong_size, timeout=TIMEOUT)
+    got = ring._get_direct(actions, lambda head, length: (8, bytearray(8), "done"),
+                           timeout=TIMEOUT)
+    assert got == "done" and ring.empty()
+
+
+def test_get_direct_takes_reads_or_leaves_by_the_first_byte(make_ring):
+    ring = make_ring(capacity=1 << 16)
+    ring.put(b"N1234567" + b"payload!")
+    ring.put(b"plain")
+    ring.put(b"Oframed")
+    ring.put(b"")
+    target = bytearray(8)
+    seen = []
+    actions = _actions(N=_items.READ, O=_items.LEAVE)
+
+    def reader(head, length):
+        seen.append((head, length))
+        return 8, target, target
+
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is target
+    assert target == b"payload!" and seen == [(b"N1234567payload!", 16)]
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) == b"plain"
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is None   # left for view()
+    assert ring.get() == b"Oframed"
+    assert ring._get_direct(actions, reader, timeout=TIMEOUT) is None   # empty: left too
+    assert ring.get() == b""

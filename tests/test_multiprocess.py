@@ -35,8 +35,8 @@ class Load(NamedTuple):
 
 
 SMALL = Load(8, 200, 200_000 // PRODUCERS, 8)   # at most 8 x 208: half of 4096
-# 20-60 KB: past the early wrap's 32 KiB, in a 256 KiB ring of a few
-# records per lap, so most big puts meet a ring whose start is free or not.
+# 20-60 KB: past the early wrap's 32 KiB, in a 1 MiB ring, where a put
+# meets a lap start that is free for three records or is not.
 BIG = Load(20_000, 60_000, 1_000, 2)
 
 
@@ -137,7 +137,7 @@ def test_big_messages_that_wrap_early(make_ring):
     # Records of 32 KiB and more go to the start of the lap when the room
     # there is free (docs/DESIGN.md, "Early wraps"): nothing lost, doubled
     # or reordered, and the ring does wrap early.
-    ring = make_ring(capacity=256 << 10)
+    ring = make_ring(capacity=1 << 20)
     exchange(multiprocessing.get_context("fork"), ring, BIG)
     stats = ring.stats()
     laps = stats["head"] // ring.capacity

@@ -2,9 +2,9 @@
 
 The model lays records out as the ring must (docs/FORMAT.md: a PADDING
 record where a record would cross the end; docs/DESIGN.md "Early wraps": a
-batch of 32 KiB or more goes to the next lap's start when the room there is
-free), so it knows the head, the tail and every counter exactly. Every
-message is unique, so a get that returns anything but the model's oldest
+batch of 32 KiB or more goes to the next lap's start when the room there
+for it and two more is free), so it knows the head, the tail and every
+counter exactly. Every message is unique, so a get that returns anything but the model's oldest
 message (lost, duplicated, reordered, torn by the wrap) fails, and a put
 must raise Full exactly when the model says it does not fit.
 
@@ -28,6 +28,7 @@ HEADER = 8
 # Contract: half the ring, so that an empty ring takes any single message.
 MAX_SIZE = CAPACITY // 2 - HEADER
 EARLY_WRAP_MIN_BYTES = 32 * 1024   # ringshm/_ring.pyx
+EARLY_WRAP_ROOM = 3                # the batch and two more fit at the lap start
 
 
 def record_size(n):
@@ -101,8 +102,8 @@ class RingMachine(RuleBasedStateMachine):
             return None
         pos = self.head % cap
         pad = cap - pos
-        if (total >= EARLY_WRAP_MIN_BYTES and pos >= total
-                and self.head + pad + total - self.tail <= cap):
+        if (total >= EARLY_WRAP_MIN_BYTES
+                and self.head + pad + EARLY_WRAP_ROOM * total - self.tail <= cap):
             return 0, pad, pad + total   # the early wrap
         wrap, need, at = (None, 0), 0, pos
         for index, span in enumerate(spans):
