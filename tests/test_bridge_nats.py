@@ -385,11 +385,18 @@ def make_certificates(directory):
     """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    # The extensions Python 3.13's strict verification (VERIFY_X509_STRICT)
+    # asks of a CA and a server certificate.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "1", "-subj", "/CN=ringshm-test-ca")
+            "ca.pem", "-days", "1", "-subj", "/CN=ringshm-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
             "server.csr", "-subj", "/CN=localhost")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                       "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                       "extendedKeyUsage=serverAuth\n"
+                                       "authorityKeyIdentifier=keyid\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
     return directory / "ca.pem", directory / "server.pem", directory / "server.key"

@@ -56,6 +56,11 @@ holders = [mapped_by_a_live_process(n) for n in ("stale-mapped", "persistent-map
 # A corrupt one: gc leaves it to rm.
 with open(shm_path("junk"), "wb") as f:
     f.write(b"junk" * 1024)
+# A ring of another layout (0.1 wrote version 1), idle: gc leaves it too.
+Ring.create("old-layout", capacity=4096, persist=True).close()
+with open(shm_path("old-layout"), "r+b") as f:
+    f.seek(8)
+    f.write((1).to_bytes(4, "little"))
 """
 
 STATES = """
@@ -74,7 +79,8 @@ for pid in holders:
     assert status == 0
     assert result["states"] == {
         "stale-unmapped": "stale", "stale-mapped": "ok", "idle": "idle",
-        "persistent-mapped": "ok", "live": "ok", "junk": "corrupt"}
+        "persistent-mapped": "ok", "live": "ok", "junk": "corrupt",
+        "old-layout": "layout 1"}
 
 
 def test_gc_removes_only_stale_rings_and_dry_run_nothing():
@@ -92,16 +98,19 @@ print(json.dumps({"dry": dry, "after_dry": after_dry, "gc": gc, "after_gc": afte
 """)
     assert status == 0
     every = ["ringshm." + n for n in
-             ("idle", "junk", "live", "persistent-mapped", "stale-mapped", "stale-unmapped")]
+             ("idle", "junk", "live", "old-layout", "persistent-mapped", "stale-mapped",
+              "stale-unmapped")]
     assert result["dry"]["status"] == 0
     assert result["dry"]["out"] == "would remove stale-unmapped (stale)\n"
     assert result["after_dry"] == every
     assert result["gc"] == {"status": 0, "out": "removed stale-unmapped (stale)\n", "err": ""}
     assert result["after_gc"] == [e for e in every if e != "ringshm.stale-unmapped"]
     assert result["gc_all"]["out"] == "removed idle (idle)\n"
-    # Never a ring some live process maps, never a corrupt one.
+    # Never a ring some live process maps, never a corrupt one, never one
+    # of another layout.
     assert result["after_all"] == ["ringshm." + n for n in
-                                   ("junk", "live", "persistent-mapped", "stale-mapped")]
+                                   ("junk", "live", "old-layout", "persistent-mapped",
+                                    "stale-mapped")]
 
 
 def test_a_stale_ring_that_a_live_process_maps_is_kept_until_it_goes():
