@@ -301,6 +301,25 @@ class BackingFactory:
         assert not errors, errors
 
 
+def one_ring_on(kind, tmp_path, **options):
+    """The body of a module's ``ring`` fixture parametrized over the
+    backings that apply to it (``yield from``): one ring of backing `kind`
+    made with `options`, removed after the test."""
+    factory = BackingFactory(kind, RingFactory(), tmp_path)
+    yield factory(**options)
+    factory.cleanup()
+
+
+@pytest.fixture
+def raw(ring):
+    """The header of the module's ``ring``, mapped a second time
+    (faultkit.RawHeader), for fields the API does not show."""
+    from faultkit import RawHeader, handle
+
+    with RawHeader(handle(ring)) as header:
+        yield header
+
+
 @pytest.fixture(params=BACKINGS)
 def backing(request, tmp_path):
     """A BackingFactory for each backing in turn: the test runs once per kind."""

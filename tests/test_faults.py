@@ -24,7 +24,7 @@ import time
 
 import faultkit
 import pytest
-from conftest import BackingFactory, RingFactory
+from conftest import one_ring_on
 from faultkit import (
     Child,
     RawHeader,
@@ -52,15 +52,7 @@ KILLS = 20            # recovery measurements
 # anonymous ring's memfd is held by the ring alone.
 @pytest.fixture(params=["shm", "file", "sysv"])
 def ring(request, tmp_path):
-    factory = BackingFactory(request.param, RingFactory(), tmp_path)
-    yield factory(capacity=4096, recovery_interval=RECOVERY)
-    factory.cleanup()
-
-
-@pytest.fixture
-def raw(ring):
-    with RawHeader(handle(ring)) as header:
-        yield header
+    yield from one_ring_on(request.param, tmp_path, capacity=4096, recovery_interval=RECOVERY)
 
 
 # ---------------------------------------------------------------- children

@@ -15,12 +15,11 @@ import threading
 import time
 
 import pytest
-from conftest import BackingFactory, RingFactory, fill
+from conftest import fill, one_ring_on
 from faultkit import (
     GET_LOCK,
     PUT_LOCK,
     Child,
-    RawHeader,
     handle,
     hold_put_lock,
     open_where,
@@ -41,15 +40,7 @@ SLOW = 10.0     # bound on waits that may take a moment on a busy machine
 # V one (whose lock slots live on a companion file) stand for the backings.
 @pytest.fixture(params=["shm", "sysv"])
 def ring(request, tmp_path):
-    factory = BackingFactory(request.param, RingFactory(), tmp_path)
-    yield factory(capacity=4096, recovery_interval=SLICE)
-    factory.cleanup()
-
-
-@pytest.fixture
-def raw(ring):
-    with RawHeader(handle(ring)) as header:
-        yield header
+    yield from one_ring_on(request.param, tmp_path, capacity=4096, recovery_interval=SLICE)
 
 
 def stopped(child):
