@@ -216,6 +216,16 @@ def test_out_waits_for_a_server_that_is_down_and_says_so_once(make_ring, tmp_pat
 
 # -- the in bridge ----------------------------------------------------------------------
 
+def leave_durable_consumer(url, deliver_policy):
+    """The in bridge's durable consumer, as an earlier run would have left
+    it, delivering by `deliver_policy`."""
+    async def work(js):
+        await js.add_consumer(STREAM, ConsumerConfig(
+            durable_name=STREAM + "_in", filter_subject=SUBJECT,
+            deliver_policy=deliver_policy))
+    with_js(url, work)
+
+
 def run_in_until(ring, url, count, timeout=30, **kwargs):
     """Run the in bridge in a thread until `ring` holds `count` messages;
     then shut the ring down: (its messages, its tag just before)."""
@@ -257,11 +267,7 @@ def test_in_never_puts_twice_what_a_consumer_taken_for_fresh_delivers_again(
     make_stream(nats_server.url)
     publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
 
-    async def consumer_from_the_start(js):
-        await js.add_consumer(STREAM, ConsumerConfig(
-            durable_name=STREAM + "_in", filter_subject=SUBJECT,
-            deliver_policy=DeliverPolicy.ALL))
-    with_js(nats_server.url, consumer_from_the_start)
+    leave_durable_consumer(nats_server.url, DeliverPolicy.ALL)
 
     async def taken_for_fresh(self, js, last, recreate):
         return True
@@ -286,12 +292,8 @@ def test_in_makes_the_consumer_again_at_a_gap(make_ring, nats_server):  # noqa: 
     make_stream(nats_server.url)
     publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
 
-    async def skipping_consumer(js):
-        # A durable consumer left at the last message: it would deliver 6 first.
-        await js.add_consumer(STREAM, ConsumerConfig(
-            durable_name=STREAM + "_in", filter_subject=SUBJECT,
-            deliver_policy=DeliverPolicy.LAST))
-    with_js(nats_server.url, skipping_consumer)
+    # A durable consumer left at the last message: it would deliver 6 first.
+    leave_durable_consumer(nats_server.url, DeliverPolicy.LAST)
     ring = make_ring(capacity=1 << 16)
     ring.put_many([b"had 1..2"], tag=2)
     got, tag = run_in_until(ring, nats_server.url, 5)
