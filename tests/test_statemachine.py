@@ -305,7 +305,8 @@ class RingMachine(RuleBasedStateMachine):
     def get_many(self, handle, max_messages, max_bytes, how):
         # Single-threaded every message is ready: get_many takes as many as
         # the limits allow, and always at least one; it skips padding after
-        # a message unless it has all it may take.
+        # a message unless it has all it may take: max_messages of them, or
+        # more bytes than max_bytes (a first message over the limit).
         self.skip_padding()
         expected, total = [], 0
         records = list(self.records)
@@ -325,9 +326,11 @@ class RingMachine(RuleBasedStateMachine):
             self.expect_nothing(error)
             return
         assert [len(m) for m in got] == [len(m) for m in expected]
+        taken = 0
         for index, message in enumerate(got):
             self.expect_get(message)
-            if index + 1 < max_messages:
+            taken += len(message)
+            if index + 1 < max_messages and (max_bytes is None or taken <= max_bytes):
                 self.skip_padding()
 
     # ---------------------------------------------------------- invariants
