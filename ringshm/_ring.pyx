@@ -1297,6 +1297,10 @@ cdef class RingCore:
         allocator's fast paths: with 32 KiB messages an unbounded batch
         moved 1.4 GB/s, one of 256 KiB 22 GB/s (docs/PERFORMANCE.md); and
         the space of a batch goes back to producers only once it is copied.
+        With big messages, let go of a batch before asking for the next
+        (``del batch``): one still held keeps the allocator from reusing its
+        memory, and the copy lands outside the caches (1 MiB messages: 0.71x
+        the throughput, docs/PERFORMANCE.md).
 
         Raises:
             Empty, ShutDown, RingCorrupted: as get().
@@ -1326,9 +1330,8 @@ cdef class RingCore:
                 nbytes += self.rec_length
                 self._consume_record()
                 # Over the byte limit already (a first message bigger than
-                # it): no next message can fit, so do not look at it.  The
-                # look reads the line the producer is writing and costs a
-                # 1 MiB get_many() 5-10 % (docs/PERFORMANCE.md).
+                # it): no next message can fit, so do not look at it (the
+                # look would read the line the producer may be writing).
                 if taken >= limit or nbytes > byte_limit:
                     break
                 rc = self._next_record_fast()
