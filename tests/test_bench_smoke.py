@@ -86,7 +86,8 @@ def test_arrays_workload_counts_every_array(smoke):
     done, results = smoke
     assert "Arrays, 1→1" in done.stdout
     rows = results["arrays"]
-    assert {r["key"] for r in rows} >= {"ringshm-queue", "ringshm-ring"}
+    assert {r["key"] for r in rows} >= {"ringshm-queue", "ringshm-ring", "c-ref"}
+    assert "Targets (issue #9)" in done.stdout
     for record in rows:
         if record["skipped"]:
             assert record["skipped"].strip()

@@ -19,7 +19,7 @@ import uuid
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from . import iox2_sandbox
+from . import cref, iox2_sandbox
 from .transport import Unsupported
 
 if TYPE_CHECKING:
@@ -466,8 +466,32 @@ class Iceoryx2(ArrayPeer):
         return receive, close
 
 
+class CReference(ArrayPeer):
+    """The machine's limit for two copies: the C reference ring (cring.c)
+    moving messages of the array's size through a ring of the same
+    capacity, memcpy in and memcpy out into one reused buffer, both sides
+    spinning, no Python. Every peer pays at least these two copies; the
+    C program counts what arrived but does not look at the contents."""
+
+    key, label = "c-ref", "C reference ring (memcpy in, memcpy out)"
+
+    def missing(self) -> Optional[str]:
+        return cref.compile_cring()[1]
+
+    def run(self, shape: Shape, dtype: str, seconds: float) -> dict[str, Any]:
+        import numpy as np
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        result = cref.run_cring(["throughput", nbytes, _capacity(nbytes), seconds],
+                                timeout=seconds + 60)
+        if result["received_bytes"] != result["received"] * nbytes:
+            raise RuntimeError(f"{self.label}: {result['received_bytes']} bytes in "
+                               f"{result['received']} messages of {nbytes}")
+        return {"sent": result["sent"], "received": result["received"], "bad": 0,
+                "seconds": result["seconds"]}
+
+
 PEERS: tuple[ArrayPeer, ...] = (RingshmQueue(), RingshmRaw(), MPQueue(), FasterFifo(),
-                                PySharedMemory(), PyShmem(), Iceoryx2())
+                                PySharedMemory(), PyShmem(), Iceoryx2(), CReference())
 
 
 def run(seconds: float, repeats: int, peers: tuple[ArrayPeer, ...] = PEERS,
@@ -518,11 +542,23 @@ def run(seconds: float, repeats: int, peers: tuple[ArrayPeer, ...] = PEERS,
     return records
 
 
+def rate(records: list[dict[str, Any]], key: str, case: str) -> Optional[float]:
+    """Arrays/s of peer `key` in `case`, or None when it was not measured
+    (or lost or damaged arrays: such a figure is no result)."""
+    for r in records:
+        if r["key"] == key and r["case"] == case and r.get("repeats") and r["ok"]:
+            value: float = r["arrays_per_s"]
+            return value
+    return None
+
+
 def format_table(records: list[dict[str, Any]]) -> str:
-    """The arrays table: arrays/s and GB/s per peer and case."""
+    """The arrays table: arrays/s, GB/s and % of the C reference per peer and
+    case."""
     lines = ["Arrays, 1→1 (each consumer ends with its own writable copy, contents checked)"]
     for case, _, _ in CASES:
-        lines.append(f"  {case:<44} {'arrays/s':>10} {'GB/s':>8}  checks")
+        limit = rate(records, CReference.key, case)
+        lines.append(f"  {case:<44} {'arrays/s':>10} {'GB/s':>8} {'% of C':>7}  checks")
         for r in (r for r in records if r["case"] == case):
             if r["skipped"]:
                 lines.append(f"    skipped {r['label']}: {r['skipped']}")
@@ -530,6 +566,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
                 lines.append(f"    {r['label']:<42} ERROR {r['error']}")
             else:
                 note = "ok" if r["ok"] else f"LOST {r['lost']}, BAD {r['bad']}"
+                if r["ok"] and r["key"] == CReference.key:
+                    note = "count ok"
+                share = f"{100 * r['arrays_per_s'] / limit:>6.0f}%" if limit else f"{'—':>7}"
                 lines.append(f"    {r['label']:<42} {r['arrays_per_s']:>10,.0f} "
-                             f"{r['gb_per_s']:>8.2f}  {note}")
+                             f"{r['gb_per_s']:>8.2f} {share}  {note}")
     return "\n".join(lines)

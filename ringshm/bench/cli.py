@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from ringshm.cli import parse_count, parse_size
 
-from . import arrays, futex, report, suite
+from . import arrays, futex, report, suite, targets
 
 
 def _keys(text: str) -> list[str]:
@@ -123,6 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "arrays" in results:
         print()
         print(arrays.format_table(results["arrays"]))
+        print()
+        print("\n".join(report.targets_table(
+            "Targets (issue #9)", targets.evaluate_arrays(results["arrays"],
+                                                          results["results"]))))
     if args.asyncio:
         print(asyncio_bench.format_table(results["asyncio"]))
     for count in results.get("futex", []):

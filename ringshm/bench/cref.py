@@ -54,7 +54,8 @@ def compile_cring() -> tuple[Optional[str], Optional[str]]:
     return compile_program("cring.c")
 
 
-def _run(args: list[Any], timeout: float) -> dict[str, Any]:
+def run_cring(args: list[Any], timeout: float) -> dict[str, Any]:
+    """Run the reference ring with `args`; its JSON report."""
     executable, why = compile_cring()
     if executable is None:
         raise Unsupported(why)
@@ -79,12 +80,12 @@ class CRing(Transport):
     def throughput(self, size: int, capacity: int, seconds: float, timeout: float
                    ) -> dict[str, Any]:
         """One run: {"sent", "received", "received_bytes", "seconds"}."""
-        return _run(["throughput", size, capacity, seconds], timeout)
+        return run_cring(["throughput", size, capacity, seconds], timeout)
 
     def round_trips(self, size: int, count: int, warmup: int, timeout: float
                     ) -> dict[str, Any]:
         """One ping-pong run: {"count", "received", "p50_us", "p99_us", ...}."""
-        return _run(["pingpong", size, count, warmup], timeout)
+        return run_cring(["pingpong", size, count, warmup], timeout)
 
 
 TRANSPORTS = (CRing(),)

@@ -87,9 +87,10 @@ def _pingpong_table(group: list[Record]) -> list[str]:
     return _table(header, group, "p50_us", columns)
 
 
-def _targets_table(results: list[Record]) -> list[str]:
-    lines = [f"{'Targets (issue #4)':<40} {'measured':>10} {'goal':>10}  verdict"]
-    for name, value, goal, verdict, unit in targets.evaluate(results):
+def targets_table(title: str, verdicts: list[targets.Verdict]) -> list[str]:
+    """Lines of a targets table: measured, goal and verdict per target."""
+    lines = [f"{title:<40} {'measured':>10} {'goal':>10}  verdict"]
+    for name, value, goal, verdict, unit in verdicts:
         shown = "—" if value is None else f"{value:,.2f}{unit}"
         word = {True: "met", False: "MISSED", None: "n/a (not measured)"}[verdict]
         if goal == "reported":
@@ -119,7 +120,7 @@ def format_report(suite: dict[str, Any]) -> str:
     pingpong = [r for r in results if r["kind"] == "pingpong"]
     if pingpong:
         lines += _pingpong_table(pingpong) + [""]
-    lines += _targets_table(results)
+    lines += targets_table("Targets (issue #4)", targets.evaluate(results))
     return "\n".join(lines)
 
 

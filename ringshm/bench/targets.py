@@ -1,4 +1,5 @@
-"""The performance targets of issue #4, checked against a suite's results.
+"""The performance targets of issues #4 (bytes) and #9 (arrays), checked
+against a suite's results.
 
 Each target names the rows it needs; when one of them was not measured (a
 short run has no such case, a peer is not installed) the verdict is "n/a",
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from . import arrays
+
 MIB = 1 << 20
 #: One suite record (JSON-like: see runner.record).
 Record = dict[str, Any]
 Compare = Callable[[Optional[float], float, str], tuple[Optional[float], str, Optional[bool]]]
+#: (target, measured value or None, goal text, True/False/None, unit).
+Verdict = tuple[str, Optional[float], str, Optional[bool], str]
 
 
 def find(results: list[Record], transport: str, size: int, producers: int = 1,
@@ -62,9 +67,8 @@ def _at_most(value: Optional[float], goal: float, unit: str
     return value, f"≤ {goal:g}{unit}", None if value is None else value <= goal
 
 
-def evaluate(results: list[Record]
-             ) -> list[tuple[str, Optional[float], str, Optional[bool], str]]:
-    """[(target, measured value or None, goal text, True/False/None, unit)]."""
+def evaluate(results: list[Record]) -> list[Verdict]:
+    """The targets of issue #4."""
     r = results
     put_get = _rate(r, "ringshm", 64)
     batch = _rate(r, "ringshm-batch", 64)
@@ -89,10 +93,7 @@ def evaluate(results: list[Record]
         ("ping-pong p50, × C spin ping-pong", _ratio(pp, _p50(r, "c-ring")), _at_most, 3, "×"),
         ("ping-pong p50, × better than pyzmq", _ratio(_p50(r, "zmq"), pp), _at_least, 10, "×"),
     ]
-    out: list[tuple[str, Optional[float], str, Optional[bool], str]] = []
-    for name, value, compare, goal, unit in rows:
-        value, goal_text, verdict = compare(value, goal, unit)
-        out.append((name, value, goal_text, verdict, unit))
+    out = _judge(rows)
     record = find(r, "ringshm", 64, kind="pingpong")
     p99 = _field(record, "p99_us")
     out.append(("ping-pong p99, µs (reported)", p99, "reported", None if p99 is None else True, ""))
@@ -102,3 +103,43 @@ def evaluate(results: list[Record]
 def _percent(part: Optional[float], whole: Optional[float]) -> Optional[float]:
     ratio = _ratio(part, whole)
     return None if ratio is None else 100 * ratio
+
+
+def evaluate_arrays(array_records: list[Record], results: list[Record]) -> list[Verdict]:
+    """The targets of issue #9: the arrays workload's rows, and 1 MiB
+    put_many/get_many against put/get from the throughput table. The Ring's
+    share of the C reference (two copies, no Python) is reported beside."""
+    (frame, _, _), (small, _, _) = arrays.CASES
+
+    def ratio(key: str, case: str, peer: str) -> Optional[float]:
+        return _ratio(arrays.rate(array_records, key, case),
+                      arrays.rate(array_records, peer, case))
+
+    rows: list[tuple[str, Optional[float], Compare, float, str]] = [
+        ("frame via Queue, × iceoryx2", ratio("ringshm-queue", frame, "iceoryx2"),
+         _at_least, 1.0, "×"),
+        ("frame via Queue, × pyshmem", ratio("ringshm-queue", frame, "pyshmem"),
+         _at_least, 1.5, "×"),
+        ("64 KiB float32 via Queue, × iceoryx2", ratio("ringshm-queue", small, "iceoryx2"),
+         _at_least, 1.0, "×"),
+        ("frame via Ring, × iceoryx2", ratio("ringshm-ring", frame, "iceoryx2"),
+         _at_least, 1.2, "×"),
+        ("1 MiB put_many/get_many, × put/get",
+         _ratio(_mbps(results, "ringshm-batch", MIB), _mbps(results, "ringshm", MIB)),
+         _at_least, 0.95, "×"),
+    ]
+    out = _judge(rows)
+    for name, key, case in (("frame via Ring, % of C reference", "ringshm-ring", frame),
+                            ("  … iceoryx2, % of C reference", "iceoryx2", frame)):
+        share = _percent(arrays.rate(array_records, key, case),
+                         arrays.rate(array_records, arrays.CReference.key, case))
+        out.append((name, share, "reported", None if share is None else True, "%"))
+    return out
+
+
+def _judge(rows: list[tuple[str, Optional[float], Compare, float, str]]) -> list[Verdict]:
+    out: list[Verdict] = []
+    for name, value, compare, goal, unit in rows:
+        value, goal_text, verdict = compare(value, goal, unit)
+        out.append((name, value, goal_text, verdict, unit))
+    return out
