@@ -114,6 +114,13 @@ def write_plots(suite: dict[str, Any], directory: str) -> list[str]:
     return paths
 
 
+def _array_colour(record: Record) -> str:
+    """ringshm blue, the C reference (the two copies alone) black, peers grey."""
+    if record["key"].startswith("ringshm"):
+        return "tab:blue"
+    return "black" if record["key"] == "c-ref" else "tab:gray"
+
+
 def _arrays(pyplot: ModuleType, records: list[Record], path: str) -> None:
     """Arrays/s and GB/s per peer, one pair of bar charts per array case."""
     cases = list(dict.fromkeys(r["case"] for r in records))
@@ -122,9 +129,7 @@ def _arrays(pyplot: ModuleType, records: list[Record], path: str) -> None:
         rows = [r for r in records if r["case"] == case]
         labels = [r["label"] for r in rows]
         for ax, field, unit in zip(row, ("arrays_per_s", "gb_per_s"), ("arrays/s", "GB/s")):
-            ax.barh(labels, [r[field] for r in rows],
-                    color=["tab:blue" if r["key"].startswith("ringshm") else "tab:gray"
-                           for r in rows])
+            ax.barh(labels, [r[field] for r in rows], color=[_array_colour(r) for r in rows])
             ax.set_title(f"{case}: {unit}")
             ax.invert_yaxis()
             ax.tick_params(axis="y", labelsize=8)
