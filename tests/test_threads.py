@@ -18,24 +18,24 @@ HEAD = struct.Struct("<HI")   # producer, sequence number
 PER_PRODUCER = 3000
 
 
-def produce(ring, producer, errors):
-    """Put this producer's numbered messages with put, put_many and reserve
-    in turn."""
+def produce(ring, producer, errors, pad=60, count=PER_PRODUCER):
+    """Put this producer's `count` numbered messages (each with up to `pad`
+    bytes after its number) with put, put_many and reserve in turn."""
     rng = random.Random(producer)
     seq = 0
     try:
-        while seq < PER_PRODUCER:
+        while seq < count:
             how = seq % 3
             if how == 0:
-                ring.put(HEAD.pack(producer, seq) + bytes(rng.randrange(60)))
+                ring.put(HEAD.pack(producer, seq) + bytes(rng.randrange(pad)))
                 seq += 1
             elif how == 1:
-                count = min(rng.randint(1, 5), PER_PRODUCER - seq)
-                ring.put_many([HEAD.pack(producer, seq + i) + bytes(rng.randrange(60))
-                               for i in range(count)])
-                seq += count
+                batch = min(rng.randint(1, 5), count - seq)
+                ring.put_many([HEAD.pack(producer, seq + i) + bytes(rng.randrange(pad))
+                               for i in range(batch)])
+                seq += batch
             else:
-                message = HEAD.pack(producer, seq) + bytes(rng.randrange(60))
+                message = HEAD.pack(producer, seq) + bytes(rng.randrange(pad))
                 with ring.reserve(len(message)) as buffer:
                     buffer[:] = message
                 seq += 1
@@ -69,11 +69,16 @@ def consume(ring, consumer, received, errors):
     received.append(got)
 
 
-def test_threads_share_one_ring_object(make_ring):
-    ring = make_ring()
+# Messages of 32 KiB and more are copied without the GIL (get, get_many,
+# put), so there the threads really run inside the ring at the same time.
+@pytest.mark.parametrize("capacity, pad, count", [(4096, 60, PER_PRODUCER),
+                                                   (1 << 20, 48 << 10, 400)],
+                         ids=["small", "copied without the GIL"])
+def test_threads_share_one_ring_object(make_ring, capacity, pad, count):
+    ring = make_ring(capacity=capacity)
     received, errors = [], []
-    producers = [threading.Thread(target=produce, args=(ring, p, errors), daemon=True)
-                 for p in range(3)]
+    producers = [threading.Thread(target=produce, args=(ring, p, errors, pad, count),
+                                  daemon=True) for p in range(3)]
     consumers = [threading.Thread(target=consume, args=(ring, c, received, errors),
                                   daemon=True) for c in range(3)]
     for thread in producers + consumers:
@@ -94,7 +99,7 @@ def test_threads_share_one_ring_object(make_ring):
             assert seq > last.get(producer, -1), "a producer's order was not kept"
             seen.add((producer, seq))
             last[producer] = seq
-    assert len(seen) == 3 * PER_PRODUCER
+    assert len(seen) == 3 * count
 
 
 def test_get_in_another_thread_during_reserve(make_ring):
