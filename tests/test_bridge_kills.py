@@ -83,7 +83,9 @@ def test_every_message_once_in_order_across_kills(make_ring, nats_server, tmp_pa
     seed = random.randrange(1 << 30)
     killer = Killer({"out": out, "in": inward, "server": nats_server}, seed)
     per_producer = MESSAGES // PRODUCERS
-    ctx = multiprocessing.get_context("fork")
+    # spawn: the killer thread runs by now, and a fork of a threaded process
+    # may deadlock in the child (Python 3.12+ warns of it).
+    ctx = multiprocessing.get_context("spawn")
     producers = [ctx.Process(target=producer, args=(a.name, who, per_producer, seed + who))
                  for who in range(PRODUCERS)]
     expected = [0] * PRODUCERS
