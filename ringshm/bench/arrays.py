@@ -95,10 +95,9 @@ class Checker:
         return True
 
 
-def _pump(send: Callable[[Array], object], shape: Shape, dtype: npt.DTypeLike,
-          seconds: float) -> int:
-    """The producer's loop; returns how many arrays it sent."""
-    array = template(shape, dtype)
+def _pump(send: Callable[[Array], object], array: Array, seconds: float) -> int:
+    """The producer's loop over its template `array`; returns how many
+    arrays it sent."""
     stop_at = time.perf_counter() + seconds
     sent = 0
     while time.perf_counter() < stop_at:
@@ -152,9 +151,14 @@ class ArrayPeer:
             try:
                 os.close(ready_r)
                 os.close(go_w)
-                os.read(go_r, 1)
+                # Made before the start: the consumer's clock runs from it
+                # (numpy takes tens of ms over a frame's pattern).
+                array = template(shape, dtype)
+                os.write(ready_w, b"r")
+                if os.read(go_r, 1) != b"!":
+                    os._exit(1)   # the consumer gave up before the start
                 send, close = self.sender(state)
-                sent = _pump(send, shape, dtype, seconds)
+                sent = _pump(send, array, seconds)
                 close()
                 os.write(ready_w, str(sent).encode())
                 status = 0
@@ -167,6 +171,8 @@ class ArrayPeer:
         try:
             receive, close = self.receiver(state)
             checker = Checker(shape, dtype)
+            if os.read(ready_r, 1) != b"r":   # it failed before its template was made
+                raise RuntimeError(f"{self.label}: the producer failed before the start")
             os.write(go_w, b"!")
             start = time.perf_counter()
             while checker.check(receive()):
