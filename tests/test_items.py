@@ -299,6 +299,9 @@ HOSTILE = {
     + struct.pack("<2Q", 1 << 63, 4) + b"<f4" + bytes(29),
     "array, bad flags": struct.pack("<BBHI", ord("N"), 9, 3, 1) + struct.pack("<Q", 1)
     + b"<f4" + bytes(45),
+    # Every check of the form passes, but numpy has no 3-byte float.
+    "array, a dtype numpy does not have": struct.pack("<BBHI", ord("N"), 0, 3, 1)
+    + struct.pack("<Q", 1) + b"<f3" + bytes(_items._align(19) - 19 + 3),
     # Size 0, so the lengths add up, but numpy refuses the shape.
     "array, empty with a huge extent": struct.pack("<BBHI", ord("N"), 0, 3, 2)
     + struct.pack("<2Q", 0, 1 << 63) + b"<f4" + bytes(37),
@@ -320,6 +323,34 @@ def test_hostile_record_raises_ring_corrupted_and_stays(make_queue, record):
     assert raw_message(q) == record
     q.put("after")
     assert q.get(timeout=TIMEOUT) == "after"
+
+
+def test_arrays_of_one_shape_are_each_their_own(make_queue):
+    # read_array remembers the last header it parsed; each array is new.
+    q = make_queue(capacity=1 << 20)
+    for value in range(3):
+        q.put(np.full((4, 5), value, dtype=np.float32))
+    got = [q.get(timeout=TIMEOUT) for _ in range(3)]
+    assert [int(a[0, 0]) for a in got] == [0, 1, 2]
+    assert not np.shares_memory(got[0], got[1]) and not np.shares_memory(got[1], got[2])
+    got[0][:] = 9
+    assert int(got[1][0, 0]) == 1
+
+
+def test_the_header_just_read_with_a_wrong_size_is_refused(make_queue):
+    # The remembered header must not vouch for a record of another size.
+    q = make_queue(capacity=1 << 16)
+    q.put(np.ones(4, dtype="<f4"))
+    message = raw_message(q)
+    q.put(np.ones(4, dtype="<f4"))
+    assert q.get(timeout=TIMEOUT).tolist() == [1.0] * 4   # the header is remembered now
+    for bad in (message[:-4], message + bytes(4)):
+        put_raw(q, bad)
+        with pytest.raises(RingCorrupted):
+            q.get(timeout=TIMEOUT)
+        assert raw_message(q) == bad
+    q.put(np.ones(4, dtype="<f4"))
+    assert q.get(timeout=TIMEOUT).tolist() == [1.0] * 4
 
 
 def test_reference_to_a_file_of_the_wrong_size(make_queue):
