@@ -371,7 +371,8 @@ def _take_array(source: RecordSource) -> Taken:
     offset, dtype_text, shape, flags = _parse_array_head(
         source.read_bytes(0, min(size, ARRAY_HEAD_MAX)), size)
     destination, result = _new_array(dtype_text, shape, flags)
-    source.read_into(offset, destination)
+    if destination.nbytes:   # a view of shape (0, 3) cannot be cast to bytes
+        source.read_into(offset, destination)
     return Taken(_as_it_is, result)
 
 

@@ -325,6 +325,23 @@ def test_hostile_record_raises_ring_corrupted_and_stays(make_queue, record):
     assert q.get(timeout=TIMEOUT) == "after"
 
 
+@pytest.mark.parametrize("array", [np.zeros((0, 3)), np.zeros((2, 0), order="F"),
+                                   np.array(2.5), np.arange(6.0).reshape(2, 3, order="F")],
+                         ids=["empty-2d", "empty-F", "0d", "fortran"])
+def test_get_many_reads_every_kind_of_array_in_place_too(make_queue, array):
+    # get_many() reads an array record in place (take_in_place), not with
+    # get()'s one-round reader: both must give the same array.
+    q = make_queue(capacity=1 << 16)
+    q.put_many([array, array])
+    got = []
+    while len(got) < 2:
+        got += q.get_many(timeout=TIMEOUT)
+    for value in got:
+        assert value.shape == array.shape and value.dtype == array.dtype
+        assert (value == array).all() and value.flags.writeable
+        assert value.flags.f_contiguous == array.flags.f_contiguous
+
+
 def test_arrays_of_one_shape_are_each_their_own(make_queue):
     # read_array remembers the last header it parsed; each array is new.
     q = make_queue(capacity=1 << 20)
