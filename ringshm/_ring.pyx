@@ -1215,7 +1215,7 @@ cdef class RingCore:
         return memchr(PyBytes_AS_STRING(tags), (<unsigned char *>self.data)[self.rec_offset],
                       PyBytes_GET_SIZE(tags)) != NULL
 
-    cdef bytes _copy_record(self):
+    cdef inline bytes _copy_record(self):
         """The payload of the record _begin_get (or _next_record) found, as
         bytes; a big one is copied without the GIL."""
         cdef bytes out
