@@ -15,9 +15,10 @@ messages pending, an acknowledgement lost): a sequence above T+1 is a gap,
 and the bridge makes the consumer again, starting at T+1, rather than put
 out of order.  The stream must hold the subject alone (as the stream made
 by a bridge does), so that its sequences follow each other; the first
-message a fresh consumer delivers above T is taken as the next, whatever
-its sequence (the stream may have dropped older ones by its limits); one at
-or below T never is, from any consumer.  A stream that ends below T was
+message a fresh consumer delivers above T+1 is taken as the next only when
+the stream holds nothing before it any more (its limits dropped the rest),
+else it is a gap like any other; one at or below T never is, from any
+consumer.  A stream that ends below T was
 made again: the bridge stops with a BridgeError rather than drop it all.
 """
 
@@ -144,7 +145,7 @@ class _InBridge:
                     # not show while it recovered delivers from its own
                     # ack floor, below the tag).
                     stale.append(message)
-                elif sequence == last + 1 or fresh:
+                elif sequence == last + 1 or (fresh and await self._gone_before(js, sequence)):
                     fresh = False
                     accepted.append(message)
                     last = sequence
@@ -166,6 +167,16 @@ class _InBridge:
                 fresh = await self._consumer(js, last, recreate=True)
                 pull = await Puller(client, self.stream, self.durable).start()
 
+    async def _gone_before(self, js: JetStreamContext, sequence: int) -> bool:
+        """True if the stream no longer holds any message before `sequence`
+        (its limits dropped them): only then may a fresh consumer's first
+        delivery skip past the tag.  A consumer taken for fresh may be an
+        older one, which delivers new messages first and the ones it had
+        handed to a killed bridge only after ack_wait: skipping to its first
+        delivery would lose those (seen once in the kill test, 20 messages)."""
+        first: int = (await js.stream_info(self.stream)).state.first_seq
+        return first >= sequence
+
     async def _consumer(self, js: JetStreamContext, last: int, recreate: bool) -> bool:
         """Make sure the durable consumer exists (made again, starting after
         `last`, if `recreate`); True if it was made now (its first delivery
@@ -174,8 +185,11 @@ class _InBridge:
             await js.consumer_info(self.stream, self.durable)
             if not recreate:
                 # A consumer of an earlier run: it may deliver anything; the
-                # checks of session() keep the order.  With no tag yet, its
-                # position is the only one there is.
+                # checks of session() keep the order.  With no tag yet it is
+                # taken for fresh, and its first delivery is the next only if
+                # the stream holds nothing before it (_gone_before): else the
+                # consumer is made again from the stream's start, since what
+                # it handed to a killed bridge is not in the ring.
                 return last == 0
             await js.delete_consumer(self.stream, self.durable)
         except NotFoundError:
