@@ -211,7 +211,7 @@ _ARRAY_ENDIAN = frozenset("<>|=")
 # ones by their bytes. Bounded: emptied when full.
 _CACHE_ENTRIES = 256
 _built_heads: dict[tuple[Any, tuple[int, ...], int], tuple[bytes, int]] = {}
-_checked_heads: dict[bytes, tuple[int, str, tuple[int, ...], int, int]] = {}
+_checked_heads: dict[bytes, tuple[bytes, int, tuple[int, Any, tuple[int, ...], int]]] = {}
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
@@ -256,14 +256,33 @@ def encode_array(array: NDArray[Any]) -> Optional[Frame]:
     return Frame([(0, head), (offset, raw)], offset + array.nbytes)
 
 
-def _parse_array_head(head: bytes, size: int) -> tuple[int, str, tuple[int, ...], int]:
-    """(data offset, dtype text, shape, flags) of an 'N' record of `size`
+# The last header _parse_array_head returned: (its bytes, the record's size,
+# the parse). A stream of arrays of one shape then costs a startswith, not
+# the look-up below (read_array was 2.6 µs a 64 KiB array with it alone).
+_last_head: Optional[tuple[bytes, int, tuple[int, Any, tuple[int, ...], int]]] = None
+
+
+def _numpy() -> Any:
+    numpy: Any = sys.modules.get("numpy")
+    if numpy is None:   # a consumer that has not imported it yet
+        import numpy
+    return numpy
+
+
+def _parse_array_head(head: bytes, size: int) -> tuple[int, Any, tuple[int, ...], int]:
+    """(data offset, numpy dtype, shape, flags) of an 'N' record of `size`
     bytes whose first bytes are `head` (at least the whole header, or all of
     the record).
 
     Raises:
         RingCorrupted: the header fails a check (docs/FORMAT.md).
     """
+    global _last_head
+    last = _last_head
+    # head starting with the last header's bytes has the same header: the
+    # fields that give a header's length come first in it.
+    if last is not None and last[1] == size and head.startswith(last[0]):
+        return last[2]
     if size < _ARRAY_HEAD.size or len(head) < _ARRAY_HEAD.size:
         raise RingCorrupted("array queue record shorter than its header")
     _, flags, dtype_length, ndim = _ARRAY_HEAD.unpack_from(head)
@@ -272,8 +291,9 @@ def _parse_array_head(head: bytes, size: int) -> tuple[int, str, tuple[int, ...]
         raise RingCorrupted("array queue record: a bad header")
     key = head[:head_end]
     checked = _checked_heads.get(key)
-    if checked is not None and checked[4] == size:
-        return checked[:4]
+    if checked is not None and checked[1] == size:
+        _last_head = checked
+        return checked[2]
     shape: tuple[int, ...] = struct.unpack_from(f"<{ndim}Q", head, _ARRAY_HEAD.size)
     dtype_text = head[head_end - dtype_length:head_end]
     # Only the dtype strings encode_array writes: byte order, kind, size.
@@ -287,12 +307,17 @@ def _parse_array_head(head: bytes, size: int) -> tuple[int, str, tuple[int, ...]
     offset = _align(head_end)
     if itemsize > 64 or offset + count * itemsize != size:
         raise RingCorrupted("array queue record: its shape does not match its size")
-    parsed = (offset, dtype_text.decode("ascii"), shape, flags)
-    _remember(_checked_heads, key, (*parsed, size))
-    return parsed
+    try:
+        dtype = _numpy().dtype(dtype_text.decode("ascii"))
+    except TypeError:   # '<f3': the right form, no such type
+        raise RingCorrupted(f"array queue record: dtype {dtype_text!r}") from None
+    remembered = (key, size, (offset, dtype, shape, flags))
+    _remember(_checked_heads, key, remembered)
+    _last_head = remembered
+    return remembered[2]
 
 
-def _new_array(dtype_text: Any, shape: tuple[int, ...],
+def _new_array(dtype: Any, shape: tuple[int, ...],
                flags: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """(destination, result) for an 'N' record: a C-contiguous array of
     its own for the record's data (numpy.empty: no zero fill), and the array
@@ -302,28 +327,22 @@ def _new_array(dtype_text: Any, shape: tuple[int, ...],
     Raises:
         RingCorrupted: numpy refuses the shape (a hostile one of size 0).
     """
-    numpy: Any = sys.modules.get("numpy")
-    if numpy is None:   # a consumer that has not imported it yet
-        import numpy
+    empty = (sys.modules.get("numpy") or _numpy()).empty
     try:
+        if not flags:   # the common case first
+            destination = empty(shape, dtype)
+            return destination, destination
         if flags & _FORTRAN:
-            destination = numpy.empty(shape[::-1], dtype=dtype_text)
+            destination = empty(shape[::-1], dtype)
             result = destination.T   # the same bytes, in Fortran order
         else:
-            destination = result = numpy.empty(shape, dtype=dtype_text)
-    except (TypeError, ValueError) as exc:   # a shape, or a dtype of the right form it has not
-        raise RingCorrupted(f"array queue record: shape {shape[:4]}..., "
-                            f"dtype {dtype_text!r}: {exc}") from None
+            destination = result = empty(shape, dtype)
+    except ValueError as exc:
+        raise RingCorrupted(f"array queue record: shape {shape[:4]}...: {exc}") from None
     if flags & _READONLY:
         result = result.view()
         result.flags.writeable = False
     return destination, result
-
-
-# The last 'N' header read_array parsed: (its bytes, the record's size,
-# (offset, numpy dtype, shape, flags)). A stream of arrays of one shape then
-# costs a startswith, not a parse (read_array was 2.6 µs a 64 KiB array).
-_last_read: Optional[tuple[bytes, int, tuple[int, Any, tuple[int, ...], int]]] = None
 
 
 def read_array(head: bytes, size: int) -> tuple[int, NDArray[Any], NDArray[Any]]:
@@ -333,44 +352,16 @@ def read_array(head: bytes, size: int) -> tuple[int, NDArray[Any], NDArray[Any]]
     Raises:
         RingCorrupted: a bad header (the record stays in the ring).
     """
-    global _last_read
-    last = _last_read
-    # head starting with the last header's bytes has the same header: the
-    # fields that give a header's length come first in it.
-    if last is not None and last[1] == size and head.startswith(last[0]):
-        offset, dtype, shape, flags = last[2]
-        if flags:
-            return (offset, *_new_array(dtype, shape, flags))
-        empty: Any = sys.modules["numpy"].empty   # imported when the header was parsed
-        destination: NDArray[Any] = empty(shape, dtype)
-        return offset, destination, destination
-    offset, dtype_text, shape, flags = _parse_array_head(head, size)
-    numpy: Any = sys.modules.get("numpy")
-    if numpy is None:   # a consumer that has not imported it yet
-        import numpy
-    try:
-        dtype = numpy.dtype(dtype_text)
-    except TypeError:   # '<f3': the right form, no such type
-        raise RingCorrupted(f"array queue record: dtype {dtype_text!r}") from None
-    arrays = _new_array(dtype, shape, flags)
-    # Remembered once numpy took the shape (a refused one is parsed again).
-    _last_read = (head[:_head_length(head)], size, (offset, dtype, shape, flags))
-    return (offset, *arrays)
-
-
-def _head_length(head: bytes) -> int:
-    """The length of a checked 'N' header at the start of `head`."""
-    dtype_length: int
-    ndim: int
-    _, _, dtype_length, ndim = _ARRAY_HEAD.unpack_from(head)
-    return _ARRAY_HEAD.size + 8 * ndim + dtype_length
+    offset, dtype, shape, flags = _parse_array_head(head, size)
+    destination, result = _new_array(dtype, shape, flags)
+    return offset, destination, result
 
 
 def _take_array(source: RecordSource) -> Taken:
     size = source.size
-    offset, dtype_text, shape, flags = _parse_array_head(
+    offset, dtype, shape, flags = _parse_array_head(
         source.read_bytes(0, min(size, ARRAY_HEAD_MAX)), size)
-    destination, result = _new_array(dtype_text, shape, flags)
+    destination, result = _new_array(dtype, shape, flags)
     if destination.nbytes:   # a view of shape (0, 3) cannot be cast to bytes
         source.read_into(offset, destination)
     return Taken(_as_it_is, result)
