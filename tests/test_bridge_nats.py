@@ -40,11 +40,18 @@ def with_js(url, work):
     return asyncio.run(_with_js(url, work))
 
 
-def make_stream(url, duplicate_window=120.0):
+def make_stream(url, duplicate_window=120.0, **config):
     async def work(js):
         await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT],
-                                         duplicate_window=duplicate_window))
+                                         duplicate_window=duplicate_window, **config))
     with_js(url, work)
+
+
+def six_in_a_stream(url, **config):
+    """The stream (made with `config`), holding s1..s6 at sequences 1..6
+    (what it keeps of them)."""
+    make_stream(url, **config)
+    publish(url, [(b"s%d" % seq, None) for seq in range(1, 7)])
 
 
 def publish(url, messages):
@@ -250,8 +257,7 @@ def run_in_until(ring, url, count, timeout=30, **kwargs):
 
 
 def test_in_skips_what_the_rings_tag_says_it_has(make_ring, nats_server):  # noqa: F811
-    make_stream(nats_server.url)
-    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+    six_in_a_stream(nats_server.url)
     ring = make_ring(capacity=1 << 16)
     ring.put_many([b"had 1..3"], tag=3)   # a bridge put 1..3 and died before its acks
     got, tag = run_in_until(ring, nats_server.url, 4)
@@ -264,8 +270,7 @@ def test_in_never_puts_twice_what_a_consumer_taken_for_fresh_delivers_again(
     # has: the bridge takes the one it then finds for fresh, and that one
     # delivers from its own ack floor, below the ring's tag.  (Seen as 24
     # duplicates in the 100,000-message soak.)
-    make_stream(nats_server.url)
-    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+    six_in_a_stream(nats_server.url)
 
     leave_durable_consumer(nats_server.url, DeliverPolicy.ALL)
 
@@ -284,8 +289,7 @@ def test_in_loses_nothing_when_a_consumer_taken_for_fresh_skips_ahead(
     # messages first (the ones it handed to the killed bridge come again only
     # after ack_wait): its first delivery is not the next message.  Seen once
     # as 20 messages lost in the kill test.
-    make_stream(nats_server.url)
-    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+    six_in_a_stream(nats_server.url)
     leave_durable_consumer(nats_server.url, DeliverPolicy.LAST)   # delivers 6 first
     real_consumer = in_._InBridge._consumer
     calls = []
@@ -307,10 +311,7 @@ def test_in_skips_ahead_only_past_what_the_streams_limits_dropped(
         make_ring, nats_server):  # noqa: F811
     # A stream that keeps 3 messages holds 4..6 of 1..6: a fresh consumer
     # starting after the tag (1) delivers 4 first, and nothing else is left.
-    async def work(js):
-        await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT], max_msgs=3))
-    with_js(nats_server.url, work)
-    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+    six_in_a_stream(nats_server.url, max_msgs=3)
     ring = make_ring(capacity=1 << 16)
     ring.put_many([b"had 1"], tag=1)
     got, tag = run_in_until(ring, nats_server.url, 4, timeout=15)
@@ -328,8 +329,7 @@ def test_in_refuses_a_stream_that_ends_below_the_rings_tag(make_ring, nats_serve
 
 
 def test_in_makes_the_consumer_again_at_a_gap(make_ring, nats_server):  # noqa: F811
-    make_stream(nats_server.url)
-    publish(nats_server.url, [(b"s%d" % seq, None) for seq in range(1, 7)])
+    six_in_a_stream(nats_server.url)
 
     # A durable consumer left at the last message: it would deliver 6 first.
     leave_durable_consumer(nats_server.url, DeliverPolicy.LAST)
