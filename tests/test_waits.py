@@ -298,11 +298,15 @@ def test_waits_on_a_closed_ring(make_ring):
 
 def test_close_from_another_thread_ends_a_wait(make_ring):
     ring = make_ring(recovery_interval=SLICE)
-    threading.Timer(0.1, ring.close).start()
+    closer = threading.Timer(0.1, ring.close)
+    closer.start()
     start = time.monotonic()
     with pytest.raises(ValueError):
         ring._wait_data(timeout=SLOW)
     assert time.monotonic() - start < SLICE
+    # The wait ends as soon as close() has begun; the fixture's check that
+    # the name is gone must come after that close() has finished.
+    closer.join(SLOW)
 
 
 def test_a_signal_handler_interrupts_a_wait(ring):
