@@ -16,8 +16,8 @@ FORCE = os.environ.get("RINGSHM_FORCE") == "1"
 
 extension = Extension(
     "ringshm._ring",
-    sources=["ringshm/_ring.pyx"],
-    include_dirs=["ringshm"],
+    sources=["ringshm/_ring.pyx", "libringshm/src/liveness.c"],
+    include_dirs=["ringshm", "libringshm/include", "libringshm/src"],
     extra_compile_args=(["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O2"])
     + ["-Wno-unused-function"],
     define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],

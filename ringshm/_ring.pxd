@@ -74,7 +74,7 @@ cdef extern from "<sys/shm.h>" nogil:
     int SHM_DEST
 
 
-cdef extern from "_atomic.h" nogil:
+cdef extern from "atomic.h" nogil:
     uint64_t rs_load_relaxed(const uint64_t *p)
     uint64_t rs_load_acquire(const uint64_t *p)
     uint64_t rs_load_seq(const uint64_t *p)
@@ -91,13 +91,16 @@ cdef extern from "_atomic.h" nogil:
     void rs_cpu_relax()
 
 
-cdef extern from "_futex.h" nogil:
+cdef extern from "futex.h" nogil:
     int rs_futex_wait(uint32_t *word, uint32_t expected, const timespec *until)
     void rs_futex_wake(uint32_t *word, int count)
+
+
+cdef extern from "internal.h" nogil:
     int RS_WAKE_ALL
 
 
-cdef extern from "_layout.h" nogil:
+cdef extern from "layout.h" nogil:
     const char *RS_MAGIC
     uint32_t RS_VERSION
     uint32_t RS_HEADER_SIZE
@@ -178,7 +181,7 @@ cdef extern from "_layout.h" nogil:
         uint64_t ino
 
 
-cdef extern from "_liveness.h" nogil:
+cdef extern from "liveness.h" nogil:
     ctypedef struct rs_presence:
         uint64_t dev
         uint64_t ino
@@ -189,6 +192,8 @@ cdef extern from "_liveness.h" nogil:
     bint rs_holder_alive(const rs_presence *p, char *header, uint64_t token)
     int64_t rs_holder_pid(char *header, uint64_t token)
     void rs_presences_after_fork()
+    void rs_presences_before_fork()
+    void rs_presences_after_fork_parent()
     uint32_t RS_SLOTS
 
 

@@ -1,65 +1,22 @@
-/* Lock-holder liveness: how a dead lock holder is detected, in any PID
- * namespace (docs/DESIGN.md, "Liveness"; the bytes in docs/FORMAT.md).
- *
- * A process that takes one of a ring's locks first takes a *slot* of the
- * segment's slot table (rs_slot, at RS_SLOT_TABLE_OFFSET): it holds an OFD
- * write lock (fcntl F_OFD_SETLK) on the slot's 8 bytes of the segment file,
- * then bumps the slot's generation.  Its lock token names the slot and that
- * generation.  The kernel drops an OFD lock when the last descriptor of its
- * open file description closes, so when its process dies, however it dies,
- * in whatever PID namespace: pids, which mean nothing across namespaces,
- * are not consulted.  A waiter that suspects a holder compares the slot's
- * generation (a slot taken again since belongs to somebody else, so the
- * holder is gone) and asks the kernel whether the slot is still locked
- * (F_OFD_GETLK): two loads and one system call, on the slow path only.
- *
- * One presence per process and segment (device and inode): every mapping of
- * a segment in a process shares one descriptor and one slot, whatever the
- * number of Ring objects and threads.  After fork() the child's copies of
- * the descriptors still name the parent's open file descriptions, which
- * would keep the parent's slots locked after the parent died: the atfork
- * child handler gives each presence a fresh open file description of the
- * same file (/proc/self/fd/N) and forgets the slot; the child takes a slot
- * of its own on its first lock.
- *
- * The list of presences changes only with the GIL held (mappings are made
- * and dropped by Python code), and os.fork() holds the GIL too.
- */
-#ifndef RINGSHM_LIVENESS_H
-#define RINGSHM_LIVENESS_H
-
+/* Lock-holder liveness: slots of the segment's slot table held by OFD
+ * locks (liveness.h says how and why). */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "_layout.h"
+#include "liveness.h"
 
-#ifndef F_OFD_GETLK   /* Linux >= 3.15; older C libraries lack the names */
-#define F_OFD_GETLK 36
-#define F_OFD_SETLK 37
-#endif
-
-/* A token: generation << 32 | slot index.  Never 0: a taken slot's
- * generation is never 0. */
-#define RS_TOKEN_SLOT(token) ((uint32_t)((token) & 0xFFFFFFFFu))
-#define RS_TOKEN_GENERATION(token) ((uint32_t)((token) >> 32))
-
-typedef struct rs_presence {
-    struct rs_presence *next;
-    dev_t dev;
-    ino_t ino;
-    int fd;            /* our own open file description of the segment; -1: lost at fork */
-    int lost_errno;    /* why fd is -1 */
-    int refs;          /* mappings of this segment in this process */
-    uint64_t token;    /* our lock token; 0 until a slot is taken (again after fork) */
-} rs_presence;
-
+/* Every presence of this process, one per segment file.  Changed only by
+ * attach and release, which the library serialises with presences_lock. */
 static rs_presence *rs_presences = NULL;
+static pthread_mutex_t presences_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static inline rs_slot *rs_slot_at(char *header, uint32_t slot) {
+rs_slot *rs_slot_at(char *header, uint32_t slot) {
     return (rs_slot *)(header + RS_SLOT_TABLE_OFFSET) + slot;
 }
 
@@ -93,9 +50,7 @@ static inline int rs_open_again(int fd) {
     return open(path, O_RDWR | O_CLOEXEC);
 }
 
-/* The presence of this process in the segment open as `fd` (a new one, or
- * the one its other mappings share); NULL with errno set on failure. */
-static rs_presence *rs_presence_attach(int fd) {
+static rs_presence *attach_locked(int fd) {
     struct stat st;
     rs_presence *p;
     if (fstat(fd, &st) != 0)
@@ -128,11 +83,20 @@ static rs_presence *rs_presence_attach(int fd) {
     return p;
 }
 
-/* Drop one mapping's share; the last closes the descriptor, which frees the
- * slot (the kernel drops the OFD lock). */
-static void rs_presence_release(rs_presence *p) {
+rs_presence *rs_presence_attach(int fd) {
+    rs_presence *p;
+    int saved;
+    pthread_mutex_lock(&presences_lock);
+    p = attach_locked(fd);
+    saved = errno;
+    pthread_mutex_unlock(&presences_lock);
+    errno = saved;
+    return p;
+}
+
+static void release_locked(rs_presence *p) {
     rs_presence **link;
-    if (p == NULL || --p->refs > 0)
+    if (--p->refs > 0)
         return;
     for (link = &rs_presences; *link != NULL; link = &(*link)->next) {
         if (*link == p) {
@@ -145,10 +109,15 @@ static void rs_presence_release(rs_presence *p) {
     free(p);
 }
 
-/* Take the first free slot of the table in `header` and return our token;
- * 0 with *error set: EUSERS when every slot is held by a live process, else
- * the errno of fcntl (EINVAL: the file system has no OFD locks). */
-static uint64_t rs_presence_claim(rs_presence *p, char *header, int *error) {
+void rs_presence_release(rs_presence *p) {
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&presences_lock);
+    release_locked(p);
+    pthread_mutex_unlock(&presences_lock);
+}
+
+static uint64_t claim_locked(rs_presence *p, char *header, int *error) {
     struct flock fl;
     uint32_t slot, generation;
     rs_slot *entry;
@@ -172,11 +141,21 @@ static uint64_t rs_presence_claim(rs_presence *p, char *header, int *error) {
         /* Release: whoever reads our token from a lock word (acquire) and
          * then the entry sees this generation. */
         __atomic_store_n(&entry->generation, generation, __ATOMIC_RELEASE);
-        p->token = (uint64_t)generation << 32 | slot;
+        __atomic_store_n(&p->token, (uint64_t)generation << 32 | slot, __ATOMIC_RELEASE);
         return p->token;
     }
     *error = EUSERS;
     return 0;
+}
+
+uint64_t rs_presence_claim(rs_presence *p, char *header, int *error) {
+    uint64_t token;
+    pthread_mutex_lock(&presences_lock);
+    token = __atomic_load_n(&p->token, __ATOMIC_ACQUIRE);   /* another thread was first */
+    if (token == 0)
+        token = claim_locked(p, header, error);
+    pthread_mutex_unlock(&presences_lock);
+    return token;
 }
 
 /* False only when the holder named by `token` is certainly gone: the token
@@ -184,7 +163,7 @@ static uint64_t rs_presence_claim(rs_presence *p, char *header, int *error) {
  * open file description holds the slot's lock any more.  When the kernel
  * cannot tell, alive: a wrong "alive" costs a wait, a wrong "dead" two
  * writers at once. */
-static int rs_holder_alive(const rs_presence *p, char *header, uint64_t token) {
+int rs_holder_alive(const rs_presence *p, char *header, uint64_t token) {
     struct flock fl;
     uint32_t slot = RS_TOKEN_SLOT(token);
     if (slot >= RS_SLOTS)
@@ -200,7 +179,7 @@ static int rs_holder_alive(const rs_presence *p, char *header, uint64_t token) {
 /* The pid (in its own PID namespace) that took the slot named by `token`,
  * for people and tests; 0 for no token, -1 when the slot is not that
  * holder's any more. */
-static int64_t rs_holder_pid(char *header, uint64_t token) {
+int64_t rs_holder_pid(char *header, uint64_t token) {
     uint32_t slot = RS_TOKEN_SLOT(token);
     rs_slot *entry;
     if (token == 0)
@@ -214,9 +193,10 @@ static int64_t rs_holder_pid(char *header, uint64_t token) {
 }
 
 /* The pthread_atfork child handler (see the top of this file). */
-static void rs_presences_after_fork(void) {
+void rs_presences_after_fork(void) {
     rs_presence *p;
     int fresh;
+    pthread_mutex_unlock(&presences_lock);
     for (p = rs_presences; p != NULL; p = p->next) {
         p->token = 0;
         if (p->fd < 0)
@@ -235,4 +215,13 @@ static void rs_presences_after_fork(void) {
     }
 }
 
-#endif
+/* fork() while another thread changes the list would leave the child a
+ * list half-changed and a mutex held for ever: the prepare handler takes
+ * the mutex, the parent and child handlers give it back. */
+void rs_presences_before_fork(void) {
+    pthread_mutex_lock(&presences_lock);
+}
+
+void rs_presences_after_fork_parent(void) {
+    pthread_mutex_unlock(&presences_lock);
+}

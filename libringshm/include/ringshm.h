@@ -1,0 +1,224 @@
+/* ringshm.h: the public API of libringshm, the ringshm ring protocol in C.
+ *
+ * A ring is a byte ring buffer in a shared segment (a POSIX shared-memory
+ * name, a file, an anonymous shared mapping, or a System V segment) that any
+ * number of producer and consumer processes and threads use at once, in C or
+ * in Python (the Python package `ringshm` is a binding over this library).
+ * Each message goes to exactly one consumer; a process may die at any
+ * instruction, holding a lock or not, and the others go on.  The byte format
+ * is docs/FORMAT.md of the ringshm sources; the design docs/DESIGN.md.
+ *
+ * Conventions
+ *   - Every call returns 0 (or a count) on success and a negative code on
+ *     failure: one of the RS_* codes below, or -errno.  rs_strerror() names
+ *     any of them; rs_detail() says more about the last failure of the
+ *     calling thread (which check a damaged segment failed, which file).
+ *   - No call aborts, prints, or raises a signal, on bad arguments or on a
+ *     segment that a peer damaged.
+ *   - Timeouts are relative, in nanoseconds: RS_FOREVER waits for ever, 0
+ *     does not wait (a lock that is busy for the length of a copy is still
+ *     waited for, at most a millisecond).
+ *   - One rs_ring * may be used by any number of threads at once.  Every
+ *     call keeps its working state on its own stack or in the rs_span it
+ *     hands back; the handle holds only what outlives calls.
+ *
+ * Build: `make -C libringshm` makes libringshm.a, libringshm.so and
+ * ringshm.pc; then `cc prog.c $(pkg-config --cflags --libs ringshm)`.
+ * From an installed Python package: `cc prog.c -I$(python -c 'import
+ * ringshm; print(ringshm.get_include())') -L... -lringshm`.
+ */
+#ifndef RINGSHM_H
+#define RINGSHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(RS_STATIC_ONLY)
+#define RS_API __attribute__((visibility("default")))
+#else
+#define RS_API
+#endif
+
+#define RS_VERSION_MAJOR 0
+#define RS_VERSION_MINOR 3
+#define RS_VERSION_PATCH 0
+/* The segment layout version this library reads and writes (FORMAT.md). */
+#define RS_LAYOUT_VERSION 2
+
+/* Status codes: 0 is success; these, or -errno. */
+#define RS_OK 0
+#define RS_FULL (-1001)        /* no room in time */
+#define RS_EMPTY (-1002)       /* no message in time */
+#define RS_SHUTDOWN (-1003)    /* the ring was shut down (and, for a get, is drained) */
+#define RS_TOO_LARGE (-1004)   /* a message or batch that can never fit */
+#define RS_CLOSED (-1005)      /* the handle was closed (before or during the call) */
+#define RS_CORRUPTED (-1006)   /* not a ring, unknown version, or a record that fails validation */
+#define RS_PERMISSION (-1007)  /* owned by another user, a symbolic link, or not a regular file */
+#define RS_NOT_FOUND (-1008)   /* no ring of that name, path or key */
+#define RS_EXISTS (-1009)      /* create of a name that exists */
+#define RS_NO_SPACE (-1010)    /* too little room in the backing store to reserve the capacity */
+#define RS_INVALID (-1011)     /* a bad argument (rs_detail() names it) */
+#define RS_DEADLOCK (-1012)    /* this thread holds the lock the call needs (inside its own block) */
+#define RS_NOT_OWNER (-1013)   /* a span opened by the process this one was forked from */
+#define RS_NO_SLOT (-1014)     /* every liveness slot of the ring is held by a live process */
+#define RS_INTERRUPTED (-1015) /* the interrupt hook asked the wait to stop (rs_set_interrupt) */
+#define RS_BUSY (-1016)        /* the lock did not come in time (bridge windows, rs_last_tag) */
+
+#define RS_FOREVER ((int64_t)-1)
+
+#define RS_MIN_CAPACITY 4096ull
+#define RS_MAX_CAPACITY (1ull << 40)
+
+typedef struct rs_ring rs_ring;
+
+/* Options of the create and open calls; rs_options_init() fills the
+ * defaults, and NULL means the defaults. */
+typedef struct rs_options {
+    unsigned mode;               /* permission bits of a new segment: 0600 */
+    int exist_ok;                /* create: open the ring when it exists */
+    int persist;                 /* create: keep the name after rs_close (else unlinked) */
+    int reserve;                 /* create: reserve the capacity in the store (1) */
+    int any_owner;               /* open: accept a segment of another user (0) */
+    double recovery_interval;    /* create: seconds to take over a dead holder's lock (0.1) */
+    double spin;                 /* create: microseconds to spin before sleeping (50; 0 on one CPU) */
+    uint64_t max_messages;       /* create: a limit on messages held, 0 = none */
+} rs_options;
+
+RS_API void rs_options_init(rs_options *options);
+
+/* Making and attaching.  A name is a POSIX shared-memory name without '/'
+ * (the file /dev/shm/ringshm.NAME, which Python's Ring.create(NAME) uses
+ * too); a path a regular file (never a symbolic link); a System V key as
+ * shmget(2)'s.  The capacity is rounded up to a power of two, at least
+ * RS_MIN_CAPACITY; rs_capacity() says what was made. */
+RS_API int rs_create_name(const char *name, uint64_t capacity, const rs_options *options, rs_ring **out);
+RS_API int rs_open_name(const char *name, const rs_options *options, rs_ring **out);
+RS_API int rs_create_path(const char *path, uint64_t capacity, const rs_options *options, rs_ring **out);
+RS_API int rs_open_path(const char *path, const rs_options *options, rs_ring **out);
+RS_API int rs_create_sysv(int key, uint64_t capacity, const rs_options *options, rs_ring **out);
+RS_API int rs_open_sysv(int key, const rs_options *options, rs_ring **out);
+/* MAP_SHARED | MAP_ANONYMOUS: shared with children forked after it. */
+RS_API int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out);
+/* Remove a name, path or key; processes attached keep working. */
+RS_API int rs_unlink_name(const char *name);
+RS_API int rs_unlink_path(const char *path);
+RS_API int rs_unlink_sysv(int key);
+
+/* Close this handle: every call of it in progress in other threads returns
+ * RS_CLOSED at once (waits included), an open span's end returns RS_CLOSED
+ * and publishes or consumes nothing, and the memory goes when the last of
+ * them has returned.  A ring made by rs_create_* without `persist` loses its
+ * name here.  No new call may start on the handle once rs_close returned. */
+RS_API int rs_close(rs_ring *r);
+/* For bindings whose objects outlive rs_close: an extra reference that
+ * keeps the handle's memory (not the ring) until rs_unhold. */
+RS_API void rs_hold(rs_ring *r);
+RS_API void rs_unhold(rs_ring *r);
+
+/* Producing.  rs_put copies one message in; rs_put_many a batch, all or
+ * nothing, contiguous (no other producer's message lands inside it). */
+RS_API int rs_put(rs_ring *r, const void *data, size_t len, int64_t timeout_ns);
+RS_API int rs_put_many(rs_ring *r, const struct iovec *messages, size_t count, int64_t timeout_ns);
+
+/* Consuming.  rs_get copies the oldest message into `out` (RS_TOO_LARGE and
+ * the message stays when out_cap is too small; *out_len then says how much
+ * is needed).  rs_get_many waits for one message, then takes as many as are
+ * ready and fit: their bytes one after another in `out`, their lengths in
+ * lengths[]; returns the count. */
+RS_API int rs_get(rs_ring *r, void *out, size_t out_cap, size_t *out_len, int64_t timeout_ns);
+RS_API int rs_get_many(rs_ring *r, void *out, size_t out_cap, size_t *lengths, size_t max_messages,
+                int64_t timeout_ns);
+
+/* A window into the ring, for zero-copy writes and reads.  `data` and
+ * `len` are the caller's; the rest belongs to the library. */
+typedef struct rs_span {
+    void *data;
+    size_t len;
+    uint64_t _position;   /* reserve: the head after the record; view: the current record */
+    uint64_t _first;      /* view: the first record of the read */
+    uint64_t _messages;   /* view: records consumed before the current one */
+    uint64_t _bytes;
+    uint64_t _forks;
+    uint32_t _kind;
+    uint32_t _has_record;
+    void *_lock;
+} rs_span;
+
+/* rs_reserve takes room for one message of `len` bytes and the put lock;
+ * the caller writes span.data, then rs_commit publishes it or rs_cancel
+ * drops it.  rs_view takes the get lock and shows the oldest message;
+ * rs_release consumes it, rs_keep leaves it.  The lock is held until the
+ * span ends: keep spans short.  A forked child's copy of a span ends with
+ * RS_NOT_OWNER and does nothing. */
+RS_API int rs_reserve(rs_ring *r, size_t len, rs_span *span, int64_t timeout_ns);
+RS_API int rs_commit(rs_ring *r, rs_span *span);
+RS_API int rs_cancel(rs_ring *r, rs_span *span);
+RS_API int rs_view(rs_ring *r, rs_span *span, int64_t timeout_ns);
+RS_API int rs_release(rs_ring *r, rs_span *span);
+RS_API int rs_keep(rs_ring *r, rs_span *span);
+/* Inside a view: consume the shown message (as far as this view goes) and
+ * show the next one without waiting: RS_EMPTY when there is none (the span
+ * then shows nothing; rs_release or rs_keep still ends it).  rs_keep then
+ * publishes the messages stepped past; rs_rewind first makes them unread. */
+RS_API int rs_view_next(rs_ring *r, rs_span *span);
+RS_API void rs_rewind(rs_ring *r, rs_span *span);
+
+/* The whole ring. */
+#define RS_SHUTDOWN_IMMEDIATE 1   /* rs_shutdown: also discard what is held */
+RS_API int rs_shutdown(rs_ring *r, int flags);
+RS_API int rs_is_shutdown(rs_ring *r);
+
+struct rs_stats {
+    uint64_t capacity, used_bytes, messages;
+    uint64_t messages_put, bytes_put, messages_got, bytes_got;
+    uint64_t put_waits, get_waits, put_timeouts, get_timeouts, lock_recoveries;
+    int64_t creator_pid;
+    int creator_alive, shutdown, ephemeral;
+    uint32_t version;
+    uint64_t max_messages;
+    double recovery_interval, spin, created;
+    uint64_t head, tail;
+    uint64_t bridge_sent, bridge_acked, bridge_received, bridge_redelivered, bridge_put;
+};
+
+RS_API int rs_stats(rs_ring *r, struct rs_stats *out);
+/* Snapshots: messages held now; would a 1-byte message not fit now. */
+RS_API int64_t rs_count(rs_ring *r);
+RS_API int rs_full(rs_ring *r);
+RS_API uint64_t rs_capacity(const rs_ring *r);
+RS_API uint64_t rs_max_message_size(const rs_ring *r);
+
+/* Waiting without taking anything, holding no lock: until the ring holds a
+ * message or is shut down (0), or until a message of `len` bytes would fit
+ * (rs_wait_room).  RS_EMPTY / RS_FULL on timeout. */
+RS_API int rs_wait_data(rs_ring *r, int64_t timeout_ns);
+RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
+
+/* JoinableQueue's task count, kept in the segment: messages put minus tasks
+ * done.  rs_task_done fails with RS_INVALID when it would go below zero. */
+RS_API uint64_t rs_unfinished_tasks(rs_ring *r);
+RS_API int rs_task_done(rs_ring *r, uint64_t count);
+RS_API int rs_wait_joined(rs_ring *r, int64_t timeout_ns);
+
+/* A hook called when a wait is interrupted by a signal (EINTR): nonzero
+ * ends the wait with RS_INTERRUPTED.  Python's binding checks its signal
+ * handlers here (Ctrl-C). */
+typedef int (*rs_interrupt_fn)(void *arg);
+RS_API void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg);
+
+RS_API const char *rs_strerror(int code);
+/* What the calling thread's last failure was about, in words ("" when
+ * nothing more is known).  Valid until the thread's next call. */
+RS_API const char *rs_detail(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,151 @@
+/* What the units of libringshm share and users never see: the handle, the
+ * per-call working state, and the units' entry points into each other.
+ *
+ * The handle (struct rs_ring) holds only what outlives calls: the mapping,
+ * the settings read once from the header, the presence that names this
+ * process in lock words, and two position hints.  Everything one call
+ * works with lives on that call's stack or in the rs_span it hands back. */
+#ifndef RINGSHM_INTERNAL_H
+#define RINGSHM_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ringshm.h"
+#include "atomic.h"
+#include "layout.h"
+#include "liveness.h"
+
+#define RS_WAKE_ALL 0x7fffffff
+
+/* Internal statuses, positive so that they never meet a public code. */
+#define RS__TIMEOUT 1   /* the wait ended: Full for a producer, Empty for a consumer */
+#define RS__AGAIN 2     /* a *_try call would have to wait */
+
+typedef int (*rs_unmap_fn)(void *base, size_t length);
+
+struct rs_ring {
+    rs_header *hdr;
+    char *data;
+    uint64_t capacity;
+    uint64_t mask;
+    uint64_t max_payload;
+    uint64_t max_messages;
+    int64_t slice_ns;
+    int64_t spin_ns;
+    rs_presence *presence;
+    /* Hints, shared by the handle's threads: each side caches the other's
+     * counter and reads the shared line only when the hint says full or
+     * empty.  Release stores and acquire loads, so a thread that trusts a
+     * hint another thread stored sees the records that thread saw. */
+    uint64_t cached_head;
+    uint64_t cached_tail;
+    /* The lifecycle: `closing` ends every wait of this handle; `refs`
+     * counts the opener, each call in progress, each open span and each
+     * rs_hold; the last to let go frees. */
+    uint32_t closing;
+    int refs;
+    /* What the handle owns.  A binding that maps the segment itself passes
+     * no unmap function: the mapping stays the binding's. */
+    void *map_base;
+    size_t map_length;
+    rs_unmap_fn unmap;
+    int owns_presence;
+    int fd;                 /* the segment's descriptor, or -1 */
+    char *unlink_path;      /* created without persist: removed at close */
+    int unlink_sysv_id;     /* ... a System V segment (-1: none) */
+    rs_interrupt_fn interrupt;
+    void *interrupt_arg;
+};
+
+/* ---- errors: rs_detail() ------------------------------------------------ */
+int rs__fail(int code, const char *format, ...) __attribute__((format(printf, 2, 3)));
+int rs__errno(const char *what);   /* -errno, with `what` and strerror as the detail */
+
+#include "clock.h"
+
+/* ---- lifecycle (lifecycle.c) -------------------------------------------- */
+static inline int rs__enter(rs_ring *r) {
+    __atomic_add_fetch(&r->refs, 1, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&r->closing, __ATOMIC_ACQUIRE)) {
+        __atomic_sub_fetch(&r->refs, 1, __ATOMIC_RELEASE);
+        return RS_CLOSED;
+    }
+    return 0;
+}
+void rs__destroy(rs_ring *r);
+static inline void rs__leave(rs_ring *r) {
+    if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        rs__destroy(r);
+}
+static inline int rs__closing(const rs_ring *r) {
+    return __atomic_load_n(&r->closing, __ATOMIC_RELAXED) != 0;
+}
+static inline int rs__shut_down(const rs_ring *r) {
+    return (rs_load_relaxed(&r->hdr->flags) & RS_FLAG_SHUTDOWN) != 0;
+}
+extern uint64_t rs__forks;   /* forks this process is the child of */
+void rs__register_atfork(void);
+
+/* ---- waits (waits.c) ---------------------------------------------------- */
+typedef struct {
+    int64_t deadline;
+    int64_t spin_until;
+    int64_t check_at;     /* wake by then at the latest (0: a slice) */
+    uint32_t futex_seen;  /* the queue's futex word when armed */
+    uint32_t spins;
+    int armed;
+} rs_wait;
+
+void rs__wait_init(rs_wait *w, int64_t deadline, int64_t spin_ns);
+/* The first wait of a call counts in `waits` (a non-blocking call did not wait). */
+void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *waits);
+int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton);
+void rs__wake(rs_waitq *q, int count);
+void rs__wake_all(rs_waitq *q);
+
+/* ---- locks (locks.c) ---------------------------------------------------- */
+#define RS_PUT_LOCK 0
+#define RS_GET_LOCK 1
+int rs__token(rs_ring *r, uint64_t *token);
+int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only);
+void rs__unlock(rs_ring *r, int which);
+/* A zero-copy block of this thread holds that lock of this segment. */
+int rs__held_by_me(const rs_ring *r, int which);
+void rs__hold_note(rs_ring *r, int which);
+void rs__hold_forget(rs_ring *r, int which);
+void rs__held_after_fork(void);
+
+/* ---- records (records.h has the layout; get.c reads them) ----------------- */
+
+/* ---- the put side (put.c) and the get side (get.c) ------------------------ */
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only);
+int rs__put_many(rs_ring *r, const struct iovec *messages, size_t count, uint64_t tag,
+                 int64_t deadline);
+int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only);
+int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed);
+int rs__window_close(rs_ring *r, rs_span *span);
+int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
+void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes);
+int rs__wait_data(rs_ring *r, rs_wait *w);
+int rs__fits_now(rs_ring *r, uint64_t payload);
+uint64_t rs__messages_put(rs_ring *r);
+int rs__random_identity(unsigned char identity[16]);
+uint64_t rs__message_count(rs_ring *r);
+
+/* ---- segments (segment.c) ------------------------------------------------- */
+int rs__attach(void *base, size_t length, rs_presence *presence, rs_ring **out);
+int rs__claim_blank(void *base, size_t length, int whole);
+int rs__magic_present(const void *base);
+void rs__init_header(void *base, uint64_t capacity, double recovery_interval, double spin,
+                     uint64_t max_messages, int ephemeral, const rs_liveness_id *liveness,
+                     const unsigned char identity[16]);
+int rs__validate(const void *base, size_t mapped_length, int exact,
+                 const rs_liveness_id *liveness);
+void rs__adopt_header(rs_ring *r);
+
+/* ---- processes (process.c) ---------------------------------------------- */
+uint64_t rs__proc_start_time(int pid, char *state);
+int rs__process_alive(int pid, uint64_t start_time);
+
+#endif

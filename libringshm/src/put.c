@@ -1,0 +1,426 @@
+/* The put side: how a producer finds room at the head, lays records out,
+ * and publishes them.  Under the put lock the ring is single-producer: the
+ * holder writes its records, then publishes the head (counters.h) and wakes
+ * consumers that sleep for data.  A producer that finds no room lets the
+ * lock go and sleeps (waits.c) until a consumer frees some: a waiter holds
+ * no lock.  A message (or batch) is at most half the ring, so with its
+ * padding it fits an empty ring wherever the head stands: no wait depends
+ * on anything but consumers taking messages. */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <string.h>
+
+#include "counters.h"
+#include "internal.h"
+#include "records.h"
+
+/* A batch of at least this many bytes starts at the next lap's start when
+ * the consumers have already freed room there for EARLY_WRAP_ROOM batches
+ * of its size (see early_wrap). */
+#define EARLY_WRAP_MIN_BYTES (32u * 1024u)
+#define EARLY_WRAP_ROOM 3u
+#define NO_WRAP SIZE_MAX
+
+/* One put's working state: where its batch goes, and what the consumers had
+ * done when it last found no room. */
+typedef struct {
+    uint64_t start;       /* the head where the batch starts */
+    size_t wrap_index;    /* the record preceded by padding to the end, NO_WRAP: none */
+    uint64_t wrap_pad;
+    uint64_t seen_tail;
+    uint64_t seen_got;
+} put_plan;
+
+static inline uint64_t tail_hint(rs_ring *r) {
+    return rs_load_acquire(&r->cached_tail);
+}
+
+static inline uint64_t refresh_tail(rs_ring *r) {
+    uint64_t tail = rs_load_acquire(&r->hdr->consumer.position);
+    rs_store_release(&r->cached_tail, tail);
+    return tail;
+}
+
+/* Would `need` bytes (and `messages` messages) fit between `head` and
+ * `tail`?  Positions further apart than the capacity never have room: a
+ * damaged header must not let a producer write over committed records. */
+static inline int has_room(rs_ring *r, uint64_t head, uint64_t tail, uint64_t need,
+                           uint64_t messages) {
+    uint64_t used = head - tail;
+    if (used > r->capacity || need > r->capacity - used)
+        return 0;
+    if (r->max_messages != 0)
+        return rs_load_relaxed(&r->hdr->producer.messages) + messages
+                   - rs_load_acquire(&r->hdr->consumer.messages) <= r->max_messages;
+    return 1;
+}
+
+/* Bytes from `head` to the end of the batch laid out there: records one
+ * after another, each contiguous; the first record that would cross the end
+ * of the data area is preceded by a PADDING record filling the lap.  Only
+ * one wrap is possible: a batch is at most half the ring. */
+static uint64_t lay_out(rs_ring *r, uint64_t head, const struct iovec *msgs, size_t count,
+                        put_plan *plan) {
+    uint64_t pos = head & r->mask, total = 0, span;
+    size_t i;
+    plan->wrap_index = NO_WRAP;
+    for (i = 0; i < count; i++) {
+        span = rs__record_span(msgs[i].iov_len);
+        if (plan->wrap_index == NO_WRAP && pos + span > r->capacity) {
+            plan->wrap_index = i;
+            plan->wrap_pad = r->capacity - pos;
+            total += plan->wrap_pad;
+            pos = 0;
+        }
+        pos += span;
+        total += span;
+    }
+    return total;
+}
+
+/* A big batch goes to the start of the next lap, after padding to the end,
+ * when the consumers have freed room there for it and two more of its size:
+ * the working set is then about what is in flight, not the whole capacity
+ * (docs/DESIGN.md, "Early wraps").  Room for the batch alone is not enough:
+ * the padding holds the rest of the lap until the consumer passes it. */
+static inline int early_wrap(rs_ring *r, uint64_t head, uint64_t total_span, size_t count,
+                             put_plan *plan) {
+    uint64_t pos = head & r->mask, pad = r->capacity - pos, tail;
+    /* Small batches never wrap early (the look at the tail would put the
+     * consumers' line into every put); the room at the lap's start cannot
+     * be free before the head is that far into the lap; the padding's
+     * length field is 32 bits. */
+    if (total_span < EARLY_WRAP_MIN_BYTES || pos < EARLY_WRAP_ROOM * total_span
+            || (head & 7) != 0 || pad - RS_RECORD_HEADER > RS_MAX_PAYLOAD)
+        return 0;
+    tail = refresh_tail(r);
+    if (!has_room(r, head, tail, pad + EARLY_WRAP_ROOM * total_span, count))
+        return 0;   /* no room there yet (or damage, which find_room reports) */
+    plan->start = head;
+    plan->wrap_index = 0;
+    plan->wrap_pad = pad;
+    return 1;
+}
+
+/* The fast path: no wrap, room by the cached tail (refreshed once). */
+static inline int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
+    uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
+    uint64_t tail;
+    if (early_wrap(r, head, total_span, count, plan))
+        return 1;
+    if ((head & r->mask) + total_span <= r->capacity && (head & 7) == 0) {
+        tail = tail_hint(r);
+        if (!has_room(r, head, tail, total_span, count))
+            tail = refresh_tail(r);
+        if (has_room(r, head, tail, total_span, count)) {
+            plan->start = head;
+            plan->wrap_index = NO_WRAP;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* With the put lock held: lay the batch out at the head and check that it
+ * fits now.  RS__TIMEOUT when it does not (the caller lets the lock go
+ * before it waits); RS_CORRUPTED for impossible positions. */
+static int find_room(rs_ring *r, const struct iovec *msgs, size_t count, put_plan *plan) {
+    uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
+    uint64_t need, tail;
+    if ((head & 7) != 0)
+        return rs__fail(RS_CORRUPTED, "head is not 8-byte aligned");
+    need = lay_out(r, head, msgs, count, plan);
+    tail = refresh_tail(r);
+    if (head - tail > r->capacity)
+        return rs__fail(RS_CORRUPTED, "head and tail are further apart than the capacity "
+                        "(head %llu, tail %llu)", (unsigned long long)head,
+                        (unsigned long long)tail);
+    if (!has_room(r, head, tail, need, count))
+        return RS__TIMEOUT;
+    plan->start = head;
+    return 0;
+}
+
+/* Consumers took something since we looked under the lock, and what is free
+ * now could hold the batch's records (padding aside: the check under the
+ * lock is exact).  The second half keeps waiting producers off the lock
+ * when another one has already taken the room freed. */
+static int consumers_moved(rs_ring *r, uint64_t span, const put_plan *plan) {
+    uint64_t tail = rs_load_seq(&r->hdr->consumer.position);
+    uint64_t used;
+    if (rs__shut_down(r))
+        return 1;
+    if (tail == plan->seen_tail && rs_load_seq(&r->hdr->consumer.messages) == plan->seen_got)
+        return 0;
+    used = rs_load_acquire(&r->hdr->producer.position) - tail;
+    return used > r->capacity || used + span <= r->capacity;   /* damage: look */
+}
+
+static inline void note_consumers(rs_ring *r, uint64_t tail, put_plan *plan) {
+    plan->seen_tail = tail;
+    plan->seen_got = rs_load_acquire(&r->hdr->consumer.messages);
+}
+
+/* The batch's records cannot fit (padding aside) by the tail as it is now:
+ * worth waiting before taking the lock.  Never once shut down (the locked
+ * path reports it) nor for damage. */
+static int looks_full(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
+    uint64_t head = rs_load_acquire(&r->hdr->producer.position);
+    uint64_t tail = tail_hint(r);
+    if (has_room(r, head, tail, total_span, count) || rs__shut_down(r))
+        return 0;
+    tail = refresh_tail(r);
+    if (head - tail > r->capacity || has_room(r, head, tail, total_span, count))
+        return 0;
+    note_consumers(r, tail, plan);
+    return 1;
+}
+
+static int wait_consumers(rs_ring *r, uint64_t span, rs_wait *w, int *waited,
+                          int64_t deadline, const put_plan *plan) {
+    int rc;
+    if (!*waited) {
+        *waited = 1;
+        rs__wait_start(w, deadline, r->spin_ns, &r->hdr->producer.waits);
+    }
+    while (!consumers_moved(r, span, plan)) {
+        rc = rs__wait_turn(r, &r->hdr->space_waitq, w, 0);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static inline int put_failed(rs_ring *r, int rc) {
+    if (rc == RS__TIMEOUT) {
+        rs_add_relaxed(&r->hdr->producer.timeouts, 1);
+        return RS_FULL;
+    }
+    return rc;
+}
+
+/* Take the put lock and room for the batch (total_span: its records
+ * without padding).  0 with the lock held and *plan set; else a status,
+ * holding no lock (RS__AGAIN: try_only and it would wait). */
+static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
+                     int64_t deadline, int try_only, put_plan *plan) {
+    rs_wait w;
+    int rc, waited = 0;
+    if (rs__held_by_me(r, RS_PUT_LOCK))
+        return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of this "
+                        "ring would deadlock");
+    for (;;) {
+        if (!try_only && deadline != 0 && looks_full(r, count, total_span, plan)) {
+            /* Wait for room before taking the lock: the lock would only be
+             * let go again, and waiting producers would fight for it. */
+            rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
+            if (rc != 0)
+                return put_failed(r, rc);
+        }
+        rc = rs__lock(r, RS_PUT_LOCK, deadline, try_only);
+        if (rc != 0)
+            return put_failed(r, rc);
+        if (room_fast(r, count, total_span, plan))
+            return 0;
+        rc = find_room(r, msgs, count, plan);
+        if (rc == 0)
+            return 0;
+        /* No room: note what the consumers had done when we looked, let the
+         * lock go, and sleep until they do more. */
+        note_consumers(r, rs_load_acquire(&r->cached_tail), plan);
+        rs__unlock(r, RS_PUT_LOCK);
+        if (rc == RS__TIMEOUT && try_only)
+            return RS__AGAIN;
+        if (rc == RS__TIMEOUT && deadline != 0) {
+            rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
+            if (rc == 0)
+                continue;
+        }
+        return put_failed(r, rc);
+    }
+}
+
+/* Write the header of record `index` of the batch at *at (after the wrap's
+ * padding if it goes first), advance *at past it, return its payload. */
+static inline char *place(rs_ring *r, const put_plan *plan, uint64_t *at, size_t index,
+                          uint64_t length) {
+    char *payload;
+    if (index == plan->wrap_index) {
+        rs__write_record(r->data, *at & r->mask, plan->wrap_pad - RS_RECORD_HEADER,
+                         RS_KIND_PADDING);
+        *at += plan->wrap_pad;
+    }
+    payload = rs__write_record(r->data, *at & r->mask, length, RS_KIND_DATA);
+    *at += rs__record_span(length);
+    return payload;
+}
+
+static inline void end_put(rs_ring *r, uint64_t end, uint64_t messages, uint64_t nbytes) {
+    rs__publish(&r->hdr->producer, end, messages, nbytes);
+    rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
+    rs__unlock(r, RS_PUT_LOCK);
+}
+
+static int too_large(rs_ring *r, size_t len) {
+    return rs__fail(RS_TOO_LARGE, "message of %zu bytes exceeds max_message_size (%llu)", len,
+                    (unsigned long long)r->max_payload);
+}
+
+int rs_put(rs_ring *r, const void *data, size_t len, int64_t timeout_ns) {
+    rs_span span;
+    int rc = rs__reserve(r, len, &span, rs__deadline(timeout_ns), 0);
+    if (rc != 0)
+        return rc;
+    memcpy(span.data, data, len);
+    return rs_commit(r, &span);
+}
+
+int rs__put_many(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t tag,
+                 int64_t deadline) {
+    put_plan plan;
+    uint64_t span = 0, nbytes = 0, at;
+    size_t i;
+    int rc;
+    if (count == 0)
+        return 0;
+    if (msgs == NULL)
+        return rs__fail(RS_INVALID, "messages is NULL");
+    for (i = 0; i < count; i++) {
+        if (msgs[i].iov_len > r->max_payload)
+            return rs__fail(RS_TOO_LARGE, "message %zu of %zu bytes exceeds max_message_size "
+                            "(%llu)", i, msgs[i].iov_len, (unsigned long long)r->max_payload);
+        span += rs__record_span(msgs[i].iov_len);
+        nbytes += msgs[i].iov_len;
+    }
+    if (span > r->capacity / 2)
+        /* At most half the ring, so an empty ring takes it wherever the
+         * head stands. */
+        return rs__fail(RS_TOO_LARGE, "batch of %zu messages needs %llu bytes, more than half "
+                        "the ring's capacity (%llu)", count, (unsigned long long)span,
+                        (unsigned long long)r->capacity);
+    if (r->max_messages != 0 && count > r->max_messages)
+        return rs__fail(RS_TOO_LARGE, "batch of %zu messages exceeds max_messages (%llu)",
+                        count, (unsigned long long)r->max_messages);
+    rc = rs__enter(r);
+    if (rc != 0)
+        return rc;
+    rc = begin_put(r, msgs, count, span, deadline, 0, &plan);
+    if (rc == 0) {
+        at = plan.start;
+        for (i = 0; i < count; i++)
+            memcpy(place(r, &plan, &at, i, msgs[i].iov_len), msgs[i].iov_base,
+                   msgs[i].iov_len);
+        if (tag != 0) {
+            rs__intend_tag(&r->hdr->producer, at, tag);
+            rs__publish(&r->hdr->producer, at, count, nbytes);
+            rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
+            rs__settle_tag(&r->hdr->producer, tag);
+            rs__unlock(r, RS_PUT_LOCK);
+        } else {
+            end_put(r, at, count, nbytes);
+        }
+    }
+    rs__leave(r);
+    return rc;
+}
+
+int rs_put_many(rs_ring *r, const struct iovec *messages, size_t count, int64_t timeout_ns) {
+    return rs__put_many(r, messages, count, 0, rs__deadline(timeout_ns));
+}
+
+/* Room and the put lock for one record of `len` bytes, handed out as a
+ * span; the span holds a reference to the handle until it ends. */
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only) {
+    put_plan plan;
+    struct iovec one;
+    uint64_t at;
+    int rc;
+    if (span == NULL)
+        return rs__fail(RS_INVALID, "span is NULL");
+    if (len > r->max_payload)
+        return too_large(r, len);
+    rc = rs__enter(r);
+    if (rc != 0)
+        return rc;
+    one.iov_base = NULL;
+    one.iov_len = len;
+    rc = begin_put(r, &one, 1, rs__record_span(len), deadline, try_only, &plan);
+    if (rc != 0) {
+        rs__leave(r);
+        return rc;
+    }
+    at = plan.start;
+    span->data = place(r, &plan, &at, 0, len);
+    span->len = len;
+    span->_position = at;
+    span->_forks = rs__forks;
+    span->_kind = RS_PUT_LOCK;
+    span->_has_record = 1;
+    span->_lock = r;
+    rs__hold_note(r, RS_PUT_LOCK);
+    return 0;
+}
+
+int rs_reserve(rs_ring *r, size_t len, rs_span *span, int64_t timeout_ns) {
+    return rs__reserve(r, len, span, rs__deadline(timeout_ns), 0);
+}
+
+/* The end of a reserve: publish (commit) or drop it.  A handle closed
+ * meanwhile drops it and says RS_CLOSED: nothing is reported put that was
+ * not published. */
+static int end_reserve(rs_ring *r, rs_span *span, int commit) {
+    int rc = 0;
+    if (span == NULL || span->_lock != r || span->_kind != RS_PUT_LOCK)
+        return rs__fail(RS_INVALID, "not an open reserve() span of this ring");
+    span->_lock = NULL;
+    if (span->_forks != rs__forks)
+        return RS_NOT_OWNER;   /* the parent's: its lock, its room (no reference of ours) */
+    rs__hold_forget(r, RS_PUT_LOCK);
+    if (commit && rs__closing(r))
+        rc = rs__fail(RS_CLOSED, "the ring was closed inside the reserve() block: the "
+                      "message was not published");
+    if (commit && rc == 0)
+        end_put(r, span->_position, 1, span->len);
+    else
+        rs__unlock(r, RS_PUT_LOCK);
+    span->data = NULL;
+    rs__leave(r);
+    return rc;
+}
+
+int rs_commit(rs_ring *r, rs_span *span) {
+    return end_reserve(r, span, 1);
+}
+
+int rs_cancel(rs_ring *r, rs_span *span) {
+    return end_reserve(r, span, 0);
+}
+
+/* Would one record of `payload` bytes fit at the head as it is now? */
+int rs__fits_now(rs_ring *r, uint64_t payload) {
+    uint64_t head = rs_load_acquire(&r->hdr->producer.position);
+    uint64_t tail = rs_load_seq(&r->hdr->consumer.position);
+    uint64_t need = rs__record_span(payload);
+    uint64_t pos = head & r->mask;
+    if (pos + need > r->capacity)
+        need += r->capacity - pos;   /* the padding to the end */
+    return has_room(r, head, tail, need, 1);
+}
+
+int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns) {
+    rs_wait w;
+    int rc;
+    if (len > r->max_payload)
+        return too_large(r, len);
+    rc = rs__enter(r);
+    if (rc != 0)
+        return rc;
+    rs__wait_init(&w, rs__deadline(timeout_ns), r->spin_ns);
+    while (!rs__shut_down(r) && !rs__fits_now(r, len)) {
+        rc = rs__wait_turn(r, &r->hdr->space_waitq, &w, 0);
+        if (rc != 0)
+            break;
+    }
+    rs__leave(r);
+    return rc == RS__TIMEOUT ? RS_FULL : rc;
+}
