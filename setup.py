@@ -16,7 +16,8 @@ FORCE = os.environ.get("RINGSHM_FORCE") == "1"
 
 extension = Extension(
     "ringshm._ring",
-    sources=["ringshm/_ring.pyx", "libringshm/src/liveness.c"],
+    # The library as one unit (ringshm/_libringshm.c includes its files).
+    sources=["ringshm/_ring.pyx", "ringshm/_libringshm.c"],
     include_dirs=["ringshm", "libringshm/include", "libringshm/src"],
     extra_compile_args=(["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O2"])
     + ["-Wno-unused-function"],

@@ -1,15 +1,21 @@
-# The clock and deadlines of the core: every wait measures time here, on
-# CLOCK_MONOTONIC (the wall clock may jump).  cdef inline: costless on the
-# hot path.
+# Timeouts as the library takes them: the Python arguments (block,
+# timeout) checked and turned into an absolute CLOCK_MONOTONIC deadline in
+# ns (what the library's internal entry points take), or a relative
+# timeout (what its public calls take).  cdef inline: costless on the hot
+# path, where timeout=None never reads the clock.
 
 from libc.stdint cimport int64_t
 
-from ringshm._ring cimport timespec, clock_gettime, CLOCK_MONOTONIC
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int CLOCK_MONOTONIC
+    int clock_gettime(int clk, timespec *ts)
 
 cdef enum:
     NS = 1000000000
-    # Even a non-blocking call waits this long for a lock (see lock_deadline).
-    LOCK_PATIENCE_NS = 1000000
 
 cdef extern from "<stdint.h>" nogil:
     int64_t NO_DEADLINE "INT64_MAX"
@@ -51,13 +57,13 @@ cdef inline int64_t fast_deadline(object block, object timeout) except? -2:
     return deadline_from(block, timeout)
 
 
-cdef inline int64_t lock_deadline(int64_t deadline) noexcept nogil:
-    # Even a non-blocking call waits a moment for a lock: it is held for the
-    # length of a copy, and failing then would report Full/Empty wrongly.
-    cdef int64_t soon = now_ns() + LOCK_PATIENCE_NS
-    return deadline if deadline > soon else soon
-
-
-cdef inline void deadline_timespec(int64_t until, timespec *ts) noexcept nogil:
-    ts.tv_sec = until // NS
-    ts.tv_nsec = until % NS
+cdef inline int64_t relative_ns(int64_t deadline) noexcept nogil:
+    # A deadline as the public calls' relative timeout: -1 (RS_FOREVER) for
+    # none, 0 for one that passed.
+    cdef int64_t left
+    if deadline == NO_DEADLINE:
+        return -1
+    if deadline == 0:
+        return 0
+    left = deadline - now_ns()
+    return left if left > 0 else 0

@@ -6,11 +6,6 @@ from cpython.buffer cimport PyBUF_WRITABLE
 
 import os
 
-# A forked child gets presences of its own (_liveness.h): it must never
-# hold its locks under its parent's slot.
-pthread_atfork(rs_presences_before_fork, rs_presences_after_fork_parent,
-               rs_presences_after_fork)
-
 
 # How a Mapping gives its memory back: munmap for a file's mapping, shmdt
 # for a System V segment (_sysv.pxi).

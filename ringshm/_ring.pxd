@@ -1,42 +1,14 @@
-# C declarations for the core (logic lives in _ring.pyx and its units).
+# C declarations of the binding: libringshm (its public header ringshm.h
+# and the entry points internal.h gives bindings), and the few libc calls
+# the mapping and System V units make.  No logic here.
 
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 
 
-# Status codes of the C layer; RingCore._raise() maps them to exceptions.
-cdef enum:
-    RS_OK = 0
-    RS_TIMEOUT = 1      # Full for a producer, Empty for a consumer
-    RS_SHUTDOWN = 2
-    RS_CORRUPT = 3      # RingCore.corruption says what
-    RS_PYERR = 4        # a Python exception is set (a signal handler raised)
-    RS_CLOSED = 5       # another thread closed this object while we waited
-
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    cdef struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    ctypedef int clockid_t
-    int CLOCK_MONOTONIC
-    int CLOCK_REALTIME
-    int clock_gettime(clockid_t clk, timespec *ts)
-    int nanosleep(const timespec *req, timespec *rem)
-
-
-cdef extern from "<signal.h>" nogil:
-    int kill(int pid, int sig)
-
-
-cdef extern from "<unistd.h>" nogil:
-    int getpid()
-
-
-cdef extern from "<pthread.h>" nogil:
-    int pthread_atfork(void (*prepare)() noexcept nogil,
-                       void (*parent)() noexcept nogil,
-                       void (*child)() noexcept nogil)
+cdef extern from "<sys/uio.h>" nogil:
+    cdef struct iovec:
+        void *iov_base
+        size_t iov_len
 
 
 cdef extern from "<sys/mman.h>" nogil:
@@ -74,131 +46,109 @@ cdef extern from "<sys/shm.h>" nogil:
     int SHM_DEST
 
 
-cdef extern from "atomic.h" nogil:
-    uint64_t rs_load_relaxed(const uint64_t *p)
-    uint64_t rs_load_acquire(const uint64_t *p)
-    uint64_t rs_load_seq(const uint64_t *p)
-    void rs_store_relaxed(uint64_t *p, uint64_t v)
-    void rs_store_release(uint64_t *p, uint64_t v)
-    void rs_store_seq(uint64_t *p, uint64_t v)
-    uint64_t rs_exchange(uint64_t *p, uint64_t v)
-    uint64_t rs_fetch_or(uint64_t *p, uint64_t v)
-    void rs_add_relaxed(uint64_t *p, uint64_t v)
-    uint32_t rs_load32_seq(const uint32_t *p)
-    void rs_add32(uint32_t *p, uint32_t v)
-    bint rs_cas(uint64_t *p, uint64_t expected, uint64_t desired)
-    void rs_fence()
-    void rs_cpu_relax()
+cdef extern from "ringshm.h" nogil:
+    ctypedef struct rs_ring:
+        pass
 
+    ctypedef struct rs_span:
+        void *data
+        size_t len
+        uint64_t _position   # reserve: the head once the record is published
 
-cdef extern from "futex.h" nogil:
-    int rs_futex_wait(uint32_t *word, uint32_t expected, const timespec *until)
-    void rs_futex_wake(uint32_t *word, int count)
+    # Named rs_stats_t here: Cython has one namespace for the struct and the call.
+    cdef struct rs_stats_t "rs_stats":
+        uint64_t capacity, used_bytes, messages
+        uint64_t messages_put, bytes_put, messages_got, bytes_got
+        uint64_t put_waits, get_waits, put_timeouts, get_timeouts, lock_recoveries
+        int64_t creator_pid
+        int creator_alive, shutdown, ephemeral
+        uint32_t version
+        uint64_t max_messages
+        double recovery_interval, spin, created
+        uint64_t head, tail
+        uint64_t bridge_sent, bridge_acked, bridge_received, bridge_redelivered, bridge_put
+
+    ctypedef int (*rs_interrupt_fn)(void *arg) noexcept nogil
+
+    int RS_OK, RS_FULL, RS_EMPTY, RS_SHUTDOWN, RS_TOO_LARGE, RS_CLOSED, RS_CORRUPTED
+    int RS_PERMISSION, RS_NOT_FOUND, RS_EXISTS, RS_NO_SPACE, RS_INVALID, RS_DEADLOCK
+    int RS_NOT_OWNER, RS_NO_SLOT, RS_INTERRUPTED, RS_BUSY
+    int64_t RS_FOREVER
+    int RS_LAYOUT_VERSION
+
+    int rs_close(rs_ring *r)
+    void rs_hold(rs_ring *r)
+    void rs_unhold(rs_ring *r)
+    int rs_commit(rs_ring *r, rs_span *span)
+    int rs_cancel(rs_ring *r, rs_span *span)
+    int rs_release(rs_ring *r, rs_span *span)
+    int rs_keep(rs_ring *r, rs_span *span)
+    int rs_view_next(rs_ring *r, rs_span *span)
+    void rs_rewind(rs_ring *r, rs_span *span)
+    int rs_shutdown(rs_ring *r, int flags)
+    int rs_is_shutdown(rs_ring *r)
+    int rs_stats(rs_ring *r, rs_stats_t *out)
+    int64_t rs_count(rs_ring *r)
+    int rs_full(rs_ring *r)
+    uint64_t rs_capacity(const rs_ring *r)
+    uint64_t rs_max_message_size(const rs_ring *r)
+    int rs_wait_data(rs_ring *r, int64_t timeout_ns)
+    int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns)
+    uint64_t rs_unfinished_tasks(rs_ring *r)
+    int rs_task_done(rs_ring *r, uint64_t count)
+    int rs_wait_joined(rs_ring *r, int64_t timeout_ns)
+    void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg)
+    const char *rs_strerror(int code)
+    const char *rs_detail()
 
 
 cdef extern from "internal.h" nogil:
-    int RS_WAKE_ALL
-
-
-cdef extern from "layout.h" nogil:
-    const char *RS_MAGIC
-    uint32_t RS_VERSION
-    uint32_t RS_HEADER_SIZE
+    int RS__AGAIN
+    uint64_t RS_HEADER_SIZE "RS_HEADER_SIZE"
     uint32_t RS_RECORD_HEADER
     unsigned long long RS_MIN_CAPACITY
     unsigned long long RS_MAX_CAPACITY
     unsigned long long RS_MAX_PAYLOAD
-    uint32_t RS_KIND_DATA
-    uint32_t RS_KIND_PADDING
-    unsigned long long RS_FLAG_SHUTDOWN
-    unsigned long long RS_FLAG_EPHEMERAL
 
-    ctypedef struct rs_intent:
-        uint64_t position
-        uint64_t messages
-        uint64_t bytes
-
-    ctypedef struct rs_tag:
-        uint64_t position
-        uint64_t value
-        uint64_t last
-
-    ctypedef struct rs_side:
-        uint64_t position
-        uint64_t messages
-        uint64_t bytes
-        uint64_t waits
-        uint64_t timeouts
-        rs_intent intent
-        rs_tag tag
-
-    ctypedef struct rs_bridge:
-        uint64_t sent
-        uint64_t acked
-        uint64_t received
-        uint64_t redelivered
-        uint64_t put
-
-    ctypedef struct rs_waitq:
-        uint64_t wanted
-        uint32_t futex
-
-    ctypedef struct rs_lock:
-        uint64_t owner
-        uint64_t recoveries
-        rs_waitq waitq
-
-    ctypedef struct rs_header:
-        char magic[8]
-        uint32_t version
-        uint32_t header_size
-        uint64_t capacity
-        uint64_t max_messages
-        int64_t creator_pid
-        uint64_t creator_start_time
-        uint64_t created_ns
-        uint32_t recovery_interval_us
-        uint32_t spin_ns
-        uint64_t flags
-        rs_side producer
-        rs_side consumer
-        rs_lock put_lock
-        rs_lock get_lock
-        rs_waitq data_waitq
-        rs_waitq space_waitq
-        uint64_t tasks_done
-        rs_waitq joined_waitq
-        unsigned char identity[16]
-        rs_bridge bridge
-
-    ctypedef struct rs_record:
-        uint32_t length
-        uint32_t kind
-
-    unsigned int RS_LIVENESS_ID_OFFSET
+    ctypedef struct rs_presence:
+        uint64_t dev
+        uint64_t ino
     ctypedef struct rs_liveness_id:
         uint64_t dev
         uint64_t ino
 
-
-cdef extern from "liveness.h" nogil:
-    ctypedef struct rs_presence:
-        uint64_t dev
-        uint64_t ino
-        uint64_t token
     rs_presence *rs_presence_attach(int fd)
     void rs_presence_release(rs_presence *p)
-    uint64_t rs_presence_claim(rs_presence *p, char *header, int *error)
-    bint rs_holder_alive(const rs_presence *p, char *header, uint64_t token)
-    int64_t rs_holder_pid(char *header, uint64_t token)
-    void rs_presences_after_fork()
-    void rs_presences_before_fork()
-    void rs_presences_after_fork_parent()
-    uint32_t RS_SLOTS
+
+    void rs__abandon(rs_ring *r)
+    int rs__attach(void *base, size_t length, rs_presence *presence, rs_ring **out)
+    int rs__claim_blank(void *base, size_t length, int whole)
+    int rs__magic_present(const void *base)
+    void rs__init_header(void *base, uint64_t capacity, double recovery_interval, double spin,
+                         uint64_t max_messages, int ephemeral, const rs_liveness_id *liveness,
+                         const unsigned char *identity)
+    int rs__validate(const void *base, size_t mapped_length, int exact,
+                     const rs_liveness_id *liveness)
+    int rs__random_identity(unsigned char *identity)
+    void rs__register_atfork()
+
+    int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only)
+    int rs__put_many(rs_ring *r, const iovec *messages, size_t count, uint64_t tag,
+                     int64_t deadline)
+    int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only)
+    int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed)
+    int rs__window_close(rs_ring *r, rs_span *span)
+    int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag)
+    int rs__token(rs_ring *r, uint64_t *token)
+    void rs__identity(rs_ring *r, unsigned char *identity)
+    int rs__bridge_add(rs_ring *r, unsigned index, uint64_t n)
+    void rs__lock_owners(rs_ring *r, int64_t *put_owner, int64_t *get_owner)
+    uint64_t rs__proc_start_time(int pid, char *state)
+    int rs__process_alive(int pid, uint64_t start_time)
 
 
 cdef extern from "Python.h":
-    # Declared here without Cython's `except -1`: in a noexcept nogil wait
-    # the status must come back to us, with the exception left set, instead
-    # of being reported as unraisable.
+    # Declared here without Cython's `except -1`: the interrupt hook runs in
+    # a noexcept nogil wait, where the status must come back to the library
+    # with the exception left set, not be reported as unraisable.
     int PyErr_CheckSignals() noexcept

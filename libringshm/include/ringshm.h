@@ -206,9 +206,10 @@ RS_API uint64_t rs_unfinished_tasks(rs_ring *r);
 RS_API int rs_task_done(rs_ring *r, uint64_t count);
 RS_API int rs_wait_joined(rs_ring *r, int64_t timeout_ns);
 
-/* A hook called when a wait is interrupted by a signal (EINTR): nonzero
- * ends the wait with RS_INTERRUPTED.  Python's binding checks its signal
- * handlers here (Ctrl-C). */
+/* A hook a sleeping wait calls after each sleep that was not a wake-up (a
+ * signal, or the end of a slice of recovery_interval): nonzero ends the
+ * wait with RS_INTERRUPTED.  Python's binding runs its signal handlers here
+ * (Ctrl-C).  Without a hook, a signal only ends the current sleep. */
 typedef int (*rs_interrupt_fn)(void *arg);
 RS_API void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg);
 

@@ -29,6 +29,6 @@ static inline void rs_futex_wake(uint32_t *word, int count) {
     syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
 }
 
-
+#define RS_WAKE_ALL INT_MAX
 
 #endif

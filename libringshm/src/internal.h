@@ -14,9 +14,9 @@
 #include "ringshm.h"
 #include "atomic.h"
 #include "layout.h"
+#include "futex.h"
 #include "liveness.h"
 
-#define RS_WAKE_ALL 0x7fffffff
 
 /* Internal statuses, positive so that they never meet a public code. */
 #define RS__TIMEOUT 1   /* the wait ended: Full for a producer, Empty for a consumer */
@@ -74,6 +74,7 @@ static inline int rs__enter(rs_ring *r) {
     return 0;
 }
 void rs__destroy(rs_ring *r);
+void rs__abandon(rs_ring *r);
 static inline void rs__leave(rs_ring *r) {
     if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
         rs__destroy(r);
@@ -131,6 +132,9 @@ int rs__wait_data(rs_ring *r, rs_wait *w);
 int rs__fits_now(rs_ring *r, uint64_t payload);
 uint64_t rs__messages_put(rs_ring *r);
 int rs__random_identity(unsigned char identity[16]);
+void rs__identity(rs_ring *r, unsigned char identity[16]);
+int rs__bridge_add(rs_ring *r, unsigned index, uint64_t n);
+void rs__lock_owners(rs_ring *r, int64_t *put_owner, int64_t *get_owner);
 uint64_t rs__message_count(rs_ring *r);
 
 /* ---- segments (segment.c) ------------------------------------------------- */

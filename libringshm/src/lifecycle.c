@@ -104,6 +104,14 @@ int rs_close(rs_ring *r) {
     return 0;
 }
 
+/* For a binding whose mapping may already be gone (a garbage collector
+ * tearing an object down): close without touching the segment, and drop
+ * the opener's reference. */
+void rs__abandon(rs_ring *r) {
+    if (__atomic_exchange_n(&r->closing, 1, __ATOMIC_ACQ_REL) == 0)
+        rs__leave(r);
+}
+
 void rs_hold(rs_ring *r) {
     __atomic_add_fetch(&r->refs, 1, __ATOMIC_ACQUIRE);
 }
@@ -367,4 +375,27 @@ int rs__random_identity(unsigned char identity[16]) {
         got += (size_t)n;
     }
     return 0;
+}
+
+/* ---- for people and tools: the header's identity and bridge counters, and
+ * who holds the locks -------------------------------------------------------- */
+
+void rs__identity(rs_ring *r, unsigned char identity[16]) {
+    memcpy(identity, r->hdr->identity, 16);
+}
+
+/* Add `n` to bridge counter `index` (rs_bridge's fields in order):
+ * statistics only, relaxed. */
+int rs__bridge_add(rs_ring *r, unsigned index, uint64_t n) {
+    if (index >= sizeof(rs_bridge) / sizeof(uint64_t) - 1)
+        return rs__fail(RS_INVALID, "no bridge counter %u", index);
+    rs_add_relaxed(&r->hdr->bridge.sent + index, n);
+    return 0;
+}
+
+/* The pids holding the put and get locks (0: free; -1: a holder whose slot
+ * was taken again), as each holder sees itself in its PID namespace. */
+void rs__lock_owners(rs_ring *r, int64_t *put_owner, int64_t *get_owner) {
+    *put_owner = rs_holder_pid((char *)r->hdr, rs_load_relaxed(&r->hdr->put_lock.owner));
+    *get_owner = rs_holder_pid((char *)r->hdr, rs_load_relaxed(&r->hdr->get_lock.owner));
 }

@@ -48,7 +48,8 @@ void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *wai
  * sleep returns at once: no wake-up is lost.
  *
  * Returns 0 to re-check, RS__TIMEOUT, RS_CLOSED (the handle is closing),
- * or RS_INTERRUPTED (the interrupt hook said so after a signal).
+ * or RS_INTERRUPTED (the interrupt hook, asked after every sleep that was
+ * not a wake-up, said so).
  * `baton`: several may sleep here (a lock queue), so a woken sleeper
  * re-arms at once, and its own release wakes the next. */
 int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton) {
@@ -98,7 +99,10 @@ int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton) {
         nanosleep(&ts, NULL);
     }
     w->armed = 0;
-    if (rc == EINTR && r->interrupt != NULL && r->interrupt(r->interrupt_arg) != 0)
+    /* Not only after EINTR: a signal that came between two sleeps (while
+     * spinning or re-checking) interrupted no system call, and its handler
+     * must still run within a slice. */
+    if (r->interrupt != NULL && r->interrupt(r->interrupt_arg) != 0)
         return RS_INTERRUPTED;
     return 0;
 }

@@ -16,9 +16,19 @@ import shutil
 import subprocess
 import tempfile
 from importlib import resources
+from pathlib import Path
 from typing import Any, Optional
 
 from .transport import Transport, Unsupported
+
+
+def core_header_dirs() -> list[str]:
+    """Where the library's internal headers are: the checkout's sources, and
+    the package's include directory (a wheel carries atomic.h and futex.h
+    there for these programs)."""
+    package = Path(str(resources.files("ringshm")))
+    return [str(d) for d in (package.parent / "libringshm" / "src", package / "include")
+            if d.is_dir()]
 
 
 @functools.cache
@@ -26,7 +36,9 @@ def compile_program(source_name: str, include_core_headers: bool = False
                     ) -> tuple[Optional[str], Optional[str]]:
     """Compile the packaged C file ``source_name`` into a temporary directory
     (removed at exit). ``include_core_headers`` puts the ringshm package on the
-    include path, so a program can use the core's own _atomic.h and _futex.h.
+    include path, so a program can use the library's own atomic.h and futex.h
+    (from libringshm/src in a checkout, or the copy in the package's include
+    directory).
 
     Returns (path of the executable, None) or (None, why not)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -38,7 +50,7 @@ def compile_program(source_name: str, include_core_headers: bool = False
     executable = os.path.join(directory, source_name.rsplit(".", 1)[0])
     with open(source, "w") as out:
         out.write(resources.files(__package__).joinpath(source_name).read_text())
-    flags = ["-I", str(resources.files("ringshm"))] if include_core_headers else []
+    flags = [f"-I{d}" for d in core_header_dirs()] if include_core_headers else []
     try:
         done = subprocess.run([compiler, "-O2", *flags, "-o", executable, source, "-lpthread"],
                               check=False, capture_output=True, text=True, timeout=120)

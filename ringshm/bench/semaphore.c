@@ -12,11 +12,12 @@
  *   semaphore damaged KIND PATTERN    (c) wait (100 ms timeout) on bytes a
  *                                         peer scribbled; run it in a child
  *
- * KIND is "sem" (sem_t, pshared) or "futex" (_futex.h + the wanted flag,
+ * KIND is "sem" (sem_t, pshared) or "futex" (libringshm's futex.h + the wanted flag,
  * exactly as the core uses them).  PATTERN is "ff" (every byte 0xff), "a5"
  * (every byte 0xa5) or "flags" (a zero count, garbage in the rest).
  * Prints one JSON object on stdout.  Built by ringshm.bench.semaphore with
- * -I pointing at the installed ringshm package, so the futex side is the
+ * -I pointing at libringshm's sources (or the copy of its atomic.h and futex.h
+ * that the installed package carries), so the futex side is the
  * core's own code.
  */
 #define _GNU_SOURCE
@@ -32,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "_atomic.h"
-#include "_futex.h"
+#include "atomic.h"
+#include "futex.h"
 
 /* One place to sleep, as in _layout.h's rs_waitq, plus a count that stands
  * for "the condition" (a message, a token). */
