@@ -100,8 +100,12 @@ static int open_existing(const char *path, int any_owner, int *fd_out) {
             return rs__fail(RS_PERMISSION, "%s: refusing to follow a symbolic link", path);
         if (errno == EACCES || errno == EPERM)
             return rs__fail(RS_PERMISSION, "%s: permission denied", path);
+        /* A directory (EISDIR) or a socket (ENXIO) is not a regular file:
+         * RS_PERMISSION, as ringshm.h says and as refuse() answers for a
+         * FIFO (this said RS_CORRUPTED, so the answer depended on which
+         * kind of non-regular file it was). */
         if (errno == EISDIR || errno == ENXIO)
-            return rs__fail(RS_CORRUPTED, "%s is not a ring", path);
+            return rs__fail(RS_PERMISSION, "%s is not a regular file", path);
         return rs__errno(path);
     }
     if (fstat(fd, &st) != 0)

@@ -1,0 +1,12 @@
+/* libFuzzer: random bytes as a segment (bodies.h). */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bodies.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fuzz_validate_one(data, size);
+    return 0;
+}
