@@ -87,8 +87,8 @@ static inline void ex_check(ex_checker *c, const void *data, size_t len) {
     memcpy(head, data, n);
     head[n] = 0;
     if (sscanf(head, "%u.", &p) != 1 || p >= c->producers) {
-        fprintf(stderr, "message %" PRIu64 ": no producer header: %.*s\n", c->total,
-                (int)(len < 40 ? len : 40), (const char *)data);
+        fprintf(stderr, "message %" PRIu64 ": not from producer 0 to %u: %.*s\n", c->total,
+                c->producers - 1, (int)(len < 40 ? len : 40), (const char *)data);
         exit(1);
     }
     want = ex_message(p, c->next[p], expected);
