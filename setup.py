@@ -17,7 +17,6 @@ shared library is `make -C libringshm install`'s.
 
 import glob
 import os
-import shutil
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup

@@ -15,6 +15,7 @@ bytes example.h makes: any loss, duplicate, reordering or damage exits 1.
 import argparse
 import sys
 import time
+from typing import Any
 
 from ringshm import Ring, RingNotFound, ShutDown
 
@@ -28,7 +29,7 @@ def message(producer: int, i: int) -> bytes:
     return b"%d.%d:" % (producer, i) + bytes([ord("a") + (i + producer) % 26]) * filler
 
 
-def where(args: argparse.Namespace) -> dict:
+def where(args: argparse.Namespace) -> "dict[str, Any]":
     if args.name is not None:
         return {"name": args.name}
     if args.path is not None:
@@ -82,7 +83,8 @@ def main() -> int:
     found = parser.add_mutually_exclusive_group(required=True)
     found.add_argument("--name", help="a POSIX shared-memory name (/dev/shm/ringshm.NAME)")
     found.add_argument("--path", help="a regular file")
-    found.add_argument("--sysv-key", type=lambda s: int(s, 0), help="a System V key (0x... or decimal)")
+    found.add_argument("--sysv-key", type=lambda s: int(s, 0),
+                       help="a System V key (0x... or decimal)")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--producer", type=int, default=0,
                         help="the producer number in the messages (default 0)")
