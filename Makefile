@@ -36,5 +36,5 @@ lint:
 	$(PY) -m mypy --strict -p ringshm
 
 clean:
-	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so .pytest_cache .hypothesis
+	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,6 +1,8 @@
 """ringshm: fast, crash-proof message passing between processes through a
 shared-memory ring buffer.  See README.md."""
 
+import os
+
 from ringshm._version import __version__
 
 try:
@@ -33,5 +35,49 @@ __all__ = [
     "Ring", "Queue", "JoinableQueue", "SimpleQueue",
     "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
+    "get_include", "get_library_dir",
     "__version__",
 ]
+
+
+def _shipped(folder: str, file: str) -> str:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), folder)
+    if not os.path.isfile(os.path.join(path, file)):
+        raise FileNotFoundError(
+            f"{file} is not in {path}: this ringshm was built without its C library. "
+            "Reinstall it (`pip install .`; in a source checkout `pip install -e .` or "
+            "`python setup.py build_ext --inplace`).")
+    return path
+
+
+def get_include() -> str:
+    """The folder of ringshm.h, the C API of libringshm (the same rings from
+    C), shipped inside this package: compile with ``-I`` it.
+
+    ``cc prog.c -I"$(python3 -c 'import ringshm; print(ringshm.get_include())')"
+    -L"$(python3 -c 'import ringshm; print(ringshm.get_library_dir())')"
+    -lringshm -lpthread``
+
+    Returns:
+        The absolute path of the folder that holds ``ringshm.h``.
+
+    Raises:
+        FileNotFoundError: this copy of ringshm was built without the C
+            library (a checkout built by an older setup.py).
+    """
+    return _shipped("include", "ringshm.h")
+
+
+def get_library_dir() -> str:
+    """The folder of libringshm.a, the C library built with this package
+    (static only: a program linked with it does not need this package, or
+    Python, to run): link with ``-L`` it ``-lringshm -lpthread``.
+
+    Returns:
+        The absolute path of the folder that holds ``libringshm.a``.
+
+    Raises:
+        FileNotFoundError: this copy of ringshm was built without the C
+            library (a checkout built by an older setup.py).
+    """
+    return _shipped("lib", "libringshm.a")

@@ -114,7 +114,9 @@ RS_API int rs_unlink_sysv(int key);
  * RS_CLOSED at once (waits included), an open span's end returns RS_CLOSED
  * and publishes or consumes nothing, and the memory goes when the last of
  * them has returned.  A ring made by rs_create_* without `persist` loses its
- * name here.  No new call may start on the handle once rs_close returned. */
+ * name here, when the process that made it closes it (a forked child's
+ * rs_close of the inherited handle only detaches).  No new call may start
+ * on the handle once rs_close returned. */
 RS_API int rs_close(rs_ring *r);
 /* For bindings whose objects outlive rs_close: an extra reference that
  * keeps the handle's memory (not the ring) until rs_unhold. */

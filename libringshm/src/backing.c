@@ -365,10 +365,17 @@ static int sysv_attach(int shmid, size_t size, int companion, int exact_new, rs_
     } else {
         id.dev = (uint64_t)st.st_dev;
         id.ino = (uint64_t)st.st_ino;
-        if (exact_new)
+        if (exact_new) {
             rc = initialize(base, cap, o, &id);
-        else
+        } else {
+            /* A creator between its lock file and its header: give it the
+             * grace attach_file gives one (a blank segment stays blank). */
+            int64_t give_up = rs__now() + CREATOR_GRACE_NS;
+            struct timespec pause = {0, 5000000};
+            while (!rs__magic_present(base) && rs__now() < give_up)
+                nanosleep(&pause, NULL);
             rc = rs__validate(base, size, 0, &id);
+        }
     }
     if (rc == 0 && (presence = rs_presence_attach(companion)) == NULL)
         rc = rs__errno("cannot open the lock file again for its lock slots");
@@ -435,6 +442,9 @@ int rs_open_sysv(int key, const rs_options *options, rs_ring **out) {
     struct shmid_ds ds;
     int rc, shmid, companion;
     int any_owner = options != NULL && options->any_owner;
+    int64_t give_up = rs__now() + CREATOR_GRACE_NS;
+    struct timespec pause = {0, 5000000};
+again:
     shmid = shmget((key_t)key, 0, 0);
     if (shmid < 0) {
         if (errno == ENOENT)
@@ -451,7 +461,14 @@ int rs_open_sysv(int key, const rs_options *options, rs_ring **out) {
                         "process's uid %u", (unsigned)key, (unsigned)ds.shm_perm.uid,
                         (unsigned)geteuid());
     snprintf(companion_path, sizeof(companion_path), SYSV_COMPANION, (unsigned)key);
-    if ((rc = open_existing(companion_path, any_owner, &companion)) != 0)
+    rc = open_existing(companion_path, any_owner, &companion);
+    if (rc == RS_NOT_FOUND && rs__now() < give_up) {
+        /* rs_create_sysv makes the segment, then its lock file: wait for a
+         * creator in between (its segment goes if its create fails). */
+        nanosleep(&pause, NULL);
+        goto again;
+    }
+    if (rc != 0)
         return rc == RS_NOT_FOUND ? rs__fail(RS_CORRUPTED, "System V key 0x%08x: its lock file "
                                              "%s is missing", (unsigned)key, companion_path)
                                   : rc;

@@ -54,6 +54,7 @@ struct rs_ring {
     int fd;                 /* the segment's descriptor, or -1 */
     char *unlink_path;      /* created without persist: removed at close */
     int unlink_sysv_id;     /* ... a System V segment (-1: none) */
+    uint64_t forks;         /* rs__forks when made: only that process unlinks */
     rs_interrupt_fn interrupt;
     void *interrupt_arg;
 };

@@ -96,10 +96,14 @@ int rs_close(rs_ring *r) {
     /* Wake the handle's own waiting threads now (sleepers of other
      * processes wake too, re-check and sleep again: harmless). */
     wake_everyone(r);
-    if (r->unlink_path != NULL)
-        unlink_same(r);
-    if (r->unlink_sysv_id >= 0)
-        shmctl(r->unlink_sysv_id, IPC_RMID, NULL);
+    /* The name is the creating process's to remove, as Ring's creator pid
+     * in Python: a forked child's rs_close of the inherited handle detaches. */
+    if (r->forks == rs__forks) {
+        if (r->unlink_path != NULL)
+            unlink_same(r);
+        if (r->unlink_sysv_id >= 0)
+            shmctl(r->unlink_sysv_id, IPC_RMID, NULL);
+    }
     rs__leave(r);
     return 0;
 }

@@ -151,6 +151,7 @@ int rs__attach(void *base, size_t length, rs_presence *presence, rs_ring **out) 
     r->refs = 1;
     r->fd = -1;
     r->unlink_sysv_id = -1;
+    r->forks = rs__forks;
     rs__adopt_header(r);
     *out = r;
     return 0;
