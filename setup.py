@@ -40,7 +40,11 @@ extension = Extension(
 
 LIBRINGSHM = "libringshm"
 # What build_ext adds to the package, relative to the package's folder.
-CLIB_FILES = [os.path.join("include", "ringshm.h"), os.path.join("lib", "libringshm.a")]
+# atomic.h and futex.h are the library's internals, carried for the bench's
+# C programs (ringshm.bench.cref), which measure the library's own futex code.
+CLIB_HEADERS = ["ringshm.h", "atomic.h", "futex.h"]
+CLIB_FILES = [os.path.join("include", h) for h in CLIB_HEADERS] + [
+    os.path.join("lib", "libringshm.a")]
 
 
 class build_ext_with_clib(build_ext):
@@ -58,7 +62,10 @@ class build_ext_with_clib(build_ext):
         header = os.path.join(LIBRINGSHM, "include", "ringshm.h")
         archive = os.path.join(package, "lib", self.compiler.library_filename("ringshm"))
         self.mkpath(os.path.join(package, "include"))
-        self.copy_file(header, os.path.join(package, "include", "ringshm.h"))
+        for name in CLIB_HEADERS:
+            where = "include" if name == "ringshm.h" else "src"
+            self.copy_file(os.path.join(LIBRINGSHM, where, name),
+                           os.path.join(package, "include", name))
         newest = max(os.path.getmtime(f) for f in sources + headers + [header, __file__])
         if not self.force and os.path.exists(archive) and os.path.getmtime(archive) >= newest:
             return
