@@ -37,6 +37,8 @@ from conftest import join_or_kill
 
 from ringshm import Ring, ShutDown
 
+np = pytest.importorskip("numpy", reason="the accounting of a soak run counts with NumPy")
+
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess, pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +183,7 @@ class CPeers:
         return code
 
     def close(self):
-        for slot, process in list(self.running.items()):
+        for process in self.running.values():
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -248,8 +250,7 @@ def python_consumer(name, index, out_path):
 def read_consumer_output(path):
     with open(path, "rb") as f:
         bad, disorder = struct.unpack("<QQ", f.read(16))
-        keys = array.array("Q")
-        keys.frombytes(f.read())
+        keys = np.fromfile(f, dtype="<u8")
     return bad, disorder, keys
 
 
@@ -309,52 +310,56 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
             join_or_kill(process, timeout=1)
         ledger.close()
 
-    # What the consumers got.
-    got = collections.Counter()
-    bad = disorder = 0
+    # What the consumers got (NumPy: a soak run gets tens of millions).
+    parts, bad, disorder = [], 0, 0
     for path in outputs:
         b, d, keys = read_consumer_output(path)
         bad += b
         disorder += d
-        got.update(keys)
+        parts.append(keys)
     assert bad == 0, "messages that were not whole and intact"
     assert disorder == 0, "a producer's order was not kept within a consumer"
+    everything = np.concatenate(parts)
+    total = len(everything)
+    got = np.unique(everything)          # sorted
+    del everything, parts
+    twice_from_one = total - len(got)
+    assert twice_from_one == 0, "a message of one incarnation arrived twice"
+
+    def arrived(producer, slot, first, end):
+        """How many of numbers first..end-1 of incarnation `slot` arrived."""
+        # np.uint64: a Python int would be compared as a float64 (53 bits).
+        return int(np.searchsorted(got, np.uint64(key(producer, slot, end)))
+                   - np.searchsorted(got, np.uint64(key(producer, slot, first))))
 
     # Each incarnation: everything it committed arrived, from it, once; only
     # numbers it was putting when killed may have arrived beyond that;
-    # nothing at or past `pending`.
-    twice_from_one = sum(c - 1 for c in got.values())
-    published_as_killed = phantoms = lost = 0
-    committed_total = 0
+    # nothing at or past `pending` (a phantom).
+    published_as_killed = lost = committed_total = in_ranges = 0
     for slot, (producer, first, committed, pending, killed) in incarnations.items():
         assert first <= committed <= pending, (slot, first, committed, pending)
         assert pending - committed <= (8 if killed else 0), (slot, committed, pending)
         committed_total += committed - first
-        lost += sum(key(producer, slot, s) not in got for s in range(first, committed))
-        published_as_killed += sum(key(producer, slot, s) in got
-                                   for s in range(committed, pending))
-    for k in got:
-        producer, slot, seq = unkey(k)
-        info = incarnations.get(slot)
-        if info is None or info[0] != producer or not info[1] <= seq < info[3]:
-            phantoms += 1
+        lost += committed - first - arrived(producer, slot, first, committed)
+        published_as_killed += arrived(producer, slot, committed, pending)
+        in_ranges += arrived(producer, slot, first, pending)
     assert lost == 0, f"{lost} committed messages never arrived"
+    phantoms = len(got) - in_ranges
     assert phantoms == 0, f"{phantoms} messages that no producer was putting"
-    assert twice_from_one == sum(got.values()) - len(got) and twice_from_one == 0, \
-        "a message of one incarnation arrived twice"
 
     # The same number from two incarnations: the earlier one was killed after
     # the ring published it and before it recorded the commit, and the next
     # one (which starts at what was recorded) sent it again.  Every copy but
     # one must be such an unrecorded copy.
+    numbers = (got >> np.uint64(56) << np.uint64(32)) | (got & np.uint64(0xFFFFFFFF))
+    values, counts = np.unique(numbers, return_counts=True)
     by_number = collections.defaultdict(list)
-    for k in got:
+    for k in got[np.isin(numbers, values[counts > 1])].tolist():
         producer, slot, seq = unkey(k)
         by_number[producer, seq].append(slot)
+    del numbers, values, counts
     duplicates = explained = 0
     for (producer, seq), slots in by_number.items():
-        if len(slots) == 1:
-            continue
         unrecorded = sum(seq >= incarnations[s][2] for s in slots)
         duplicates += len(slots) - 1
         explained += min(len(slots) - 1, unrecorded)
@@ -363,7 +368,6 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
 
     stats = ring.stats()
     put_recoveries, get_recoveries = lock_recoveries(ring)
-    total = sum(got.values())
     assert total == committed_total + published_as_killed
     assert stats["messages_put"] == stats["messages_got"] == total
     assert stats["messages"] == 0 and len(ring) == 0
@@ -403,9 +407,10 @@ def python_producer(name, producer, stop, sent, how):
 
 
 def read_log(path, count):
-    entries = array.array("Q")
-    with open(path, "rb") as f:
-        entries.frombytes(f.read(8 * count))
+    """The first `count` entries of a C consumer's log."""
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64)
+    entries = np.fromfile(path, dtype="<u8", count=count).astype(np.uint64)
     assert len(entries) == count
     return entries
 
@@ -426,7 +431,10 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     sent = [ctx.Value("Q", 0, lock=False) for _ in hows]
     producers = [ctx.Process(target=python_producer, args=(ring.name, p, stop, sent[p], how))
                  for p, how in enumerate(hows)]
-    incarnations = {}        # slot -> [entries logged, last phase, killed]
+    logs = []                             # what each incarnation logged
+    tally = collections.Counter()         # bad, disorder, killed, logged
+    maybe_again = collections.Counter()   # logged inside view(), then killed before release
+    in_flight_allowed = 0                 # killed inside rs_get(): one message may be unlogged
 
     def start(role):
         slot = ledger.new_slot()
@@ -435,11 +443,23 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
         return slot
 
     def settle(slot, killed):
+        nonlocal in_flight_allowed
+        path = tmp_path / f"log-{slot}"
         logged = ledger.get(slot, C_LOGGED)
-        incarnations[slot] = [read_log(tmp_path / f"log-{slot}", logged) if logged else [],
-                              ledger.get(slot, C_PHASE), killed, ledger.get(slot, C_BAD)]
-        if os.path.exists(tmp_path / f"log-{slot}"):
-            os.unlink(tmp_path / f"log-{slot}")
+        phase = ledger.get(slot, C_PHASE)
+        entries = read_log(path, logged)
+        if os.path.exists(path):
+            os.unlink(path)
+        logs.append(entries)
+        tally["bad"] += ledger.get(slot, C_BAD) + int((entries == BAD_ENTRY).sum())
+        for producer in range(len(hows)):
+            mine = entries[entries >> np.uint64(56) == producer].astype(np.int64)
+            tally["disorder"] += int((np.diff(mine) <= 0).sum())
+        tally["killed"] += killed
+        if killed and phase == VIEW_LOGGED:
+            maybe_again[int(entries[-1])] += 1
+        if killed and phase == IN_GET:
+            in_flight_allowed += 1
 
     def replace(role, slot):
         c_peers.kill(slot)
@@ -467,35 +487,24 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
         ledger.close()
     sent = [s.value for s in sent]
 
-    got = collections.Counter()
-    bad = disorder = 0
-    maybe_again = collections.Counter()   # logged inside view(), then killed before release
-    in_flight_allowed = 0                 # killed inside rs_get(): one message may be unlogged
-    for slot, (entries, phase, killed, bad_here) in incarnations.items():
-        bad += bad_here + sum(e == BAD_ENTRY for e in entries)
-        last = {}
-        for e in entries:
-            producer, _, seq = unkey(e)
-            disorder += seq <= last.get(producer, -1)
-            last[producer] = seq
-        got.update(entries)
-        if killed and phase == VIEW_LOGGED:
-            maybe_again[entries[-1]] += 1
-        if killed and phase == IN_GET:
-            in_flight_allowed += 1
-    assert bad == 0, "messages that were not whole and intact"
-    assert disorder == 0, "a producer's order was not kept within a consumer"
-    phantoms = sum(unkey(k)[0] >= len(sent) or unkey(k)[2] >= sent[unkey(k)[0]] for k in got)
+    assert tally["bad"] == 0, "messages that were not whole and intact"
+    assert tally["disorder"] == 0, "a producer's order was not kept within a consumer"
+    everything = np.concatenate(logs)
+    logged = len(everything)
+    got, copies = np.unique(everything, return_counts=True)
+    del everything
+    producer_of = got >> np.uint64(56)
+    limit = np.array(sent + [0], dtype=np.uint64)[np.minimum(producer_of, len(sent))]
+    phantoms = int(((got & np.uint64(0xFFFFFFFF)) >= limit).sum())
     assert phantoms == 0, f"{phantoms} messages that no producer put"
 
     # A message logged twice (or more): every copy but one must be the last
     # message of a consumer killed between logging it in view() and the end
     # of its rs_release (the tail not yet published: delivered again).
     duplicates = unexplained = 0
-    for k, copies in got.items():
-        if copies > 1:
-            duplicates += copies - 1
-            unexplained += max(0, copies - 1 - maybe_again[k])
+    for k, n in zip(got[copies > 1].tolist(), copies[copies > 1].tolist()):
+        duplicates += n - 1
+        unexplained += max(0, n - 1 - maybe_again[k])
     assert unexplained == 0, f"{unexplained} of {duplicates} duplicates are not explained"
 
     # Never logged: consumed by a consumer killed inside rs_get() after the
@@ -513,10 +522,10 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     assert stats["messages"] == 0 and len(ring) == 0
     assert stats["lock_recoveries"] == get_recoveries > 0
     assert put_recoveries == 0     # no producer died
-    assert sum(info[2] for info in incarnations.values()) == kills
+    assert tally["killed"] == kills
     print(f"\nC consumers killed: {kills} kills in {kill_time:.1f} s ({get_recoveries} inside "
           f"the get lock: taken over), {put_total} messages put by {len(hows)} Python producers "
-          f"(put, put_many, both), {sum(got.values())} logged: {duplicates} duplicates, each the "
+          f"(put, put_many, both), {logged} logged: {duplicates} duplicates, each the "
           f"message a consumer killed between logging it in view() and the end of its "
           f"rs_release had logged ({sum(maybe_again.values())} such kills), {missing} "
           f"consumed unlogged "
