@@ -24,6 +24,7 @@ import mmap
 import multiprocessing
 import os
 import random
+import select
 import shutil
 import signal
 import struct
@@ -34,6 +35,7 @@ import zlib
 import faultkit
 import pytest
 from conftest import join_or_kill
+from faultkit import Child, handle, open_where
 
 from ringshm import Ring, ShutDown
 
@@ -48,8 +50,9 @@ KILLS = 250
 KILL_EVERY = 0.005                 # mean time between two kills, seconds
 SOAK = float(os.environ.get("RINGSHM_SOAK_SECONDS", "0") or 0)
 CAPACITY = 32 << 10                # fills and wraps often
-PRODUCERS = 3
-CONSUMERS = 2
+PRODUCERS = 3                      # C producers killed (beside one Python producer), or Python ones
+CONSUMERS = 2                      # Python consumers, or C consumers killed (beside a Python one)
+PYTHON_INCARNATION = 0xFFFFFF      # the Python producer's (never killed) in test 1
 DEADLINE = 60                      # seconds for one wait; only to turn a hang into a failure
 LOG_CAP = 1 << 22                  # entries of a C consumer's log (sparse file)
 
@@ -123,7 +126,7 @@ class Ledger:
 
     def new_slot(self):
         slot = self._next
-        assert slot < self._slots, "the ledger is full"
+        assert slot < min(self._slots, PYTHON_INCARNATION), "the ledger is full"
         self._next += 1
         return slot
 
@@ -215,6 +218,114 @@ def lock_recoveries(ring):
         return raw.recoveries(faultkit.PUT_LOCK), raw.recoveries(faultkit.GET_LOCK)
 
 
+# ---------------------------------------------------- one takeover, each way
+
+RECOVERY = 0.1
+BOUND = RECOVERY + 1.5     # as test_faults.py: the margin is for a busy machine
+
+
+def python_holder(link, where, side):
+    """reserve() (writing b"held by Python") or view() and stay inside,
+    holding the lock, until killed."""
+    ring = open_where(where)
+    if side == "put":
+        with ring.reserve(16) as buf:
+            buf[:] = b"held by Python\0\0"
+            link.ready()
+            link.wait_go()
+    else:
+        with ring.view() as mv:
+            link.ready(bytes(mv).decode())
+            link.wait_go()
+
+
+def read_line(process, timeout=30):
+    """A line of a C peer's stdout, within `timeout` (b"" if it ended)."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline() if ready else b"(nothing in time)"
+
+
+@pytest.mark.parametrize("side", ["put", "get"])
+@pytest.mark.parametrize("dead", ["C", "Python"])
+def test_a_dead_holders_lock_is_taken_over_by_the_other_language(peer, make_ring, dead, side):
+    """A C process SIGKILLed inside rs_reserve/rs_view: Python's put()/get()
+    takes its lock over; a Python process killed inside reserve()/view(): C's
+    rs_put/rs_get does.  Within recovery_interval (+ a margin); the
+    reservation vanishes, the viewed message is delivered again; counters
+    exact."""
+    ring = make_ring(capacity=4096, recovery_interval=RECOVERY)
+    ring.put(b"m0")
+    ring.put(b"m1")
+    if dead == "C":
+        holder = subprocess.Popen([peer, "hold", side, ring.name], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            assert read_line(holder).split() == [b"held"] + ([b"m0"] if side == "get" else [])
+            os.killpg(holder.pid, signal.SIGKILL)
+        finally:
+            if holder.poll() is None:
+                os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
+            holder.stdout.close()
+        killed_at = time.monotonic()
+        if side == "put":
+            ring.put(b"put by Python", timeout=BOUND)
+        else:
+            assert ring.get(timeout=BOUND) == b"m0"
+        took = time.monotonic() - killed_at
+    else:
+        with Child(python_holder, handle(ring), side) as holder:
+            assert holder.wait_ready() == ("" if side == "put" else "m0")
+            holder.kill()
+        killed_at = time.monotonic()
+        survivor = subprocess.run([peer, "once", side, ring.name, str(int(BOUND * 1000))],
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        took = time.monotonic() - killed_at
+        assert survivor.returncode == 0, survivor.stderr
+        assert survivor.stdout == (b"\n" if side == "put" else b"m0\n")
+    put_recoveries, get_recoveries = lock_recoveries(ring)
+    assert (put_recoveries, get_recoveries) == ((1, 0) if side == "put" else (0, 1))
+    assert took < BOUND
+    survivor_put = b"put by " + (b"Python" if dead == "C" else b"C")
+    rest = [b"m0", b"m1", survivor_put] if side == "put" else [b"m1"]
+    stats = ring.stats()
+    assert len(ring) == stats["messages"] == len(rest)
+    assert [ring.get_nowait() for _ in rest] == rest
+    stats = ring.stats()
+    assert stats["messages_put"] == stats["messages_got"] == (3 if side == "put" else 2)
+    assert stats["bytes_put"] == stats["bytes_got"] == 4 + len(survivor_put) * (side == "put")
+    assert ring._lock_owners() == (0, 0)
+
+
+# ---------------------------------------------------- the Python side
+
+def python_producer(name, producer, stop, sent, how, incarnation=0):
+    """Put messages 0, 1, 2, ... (by put, put_many of 1..8, or put, put_many
+    and reserve at random) until `stop` is set; `sent` says how many were
+    put."""
+    ring = Ring.open(name)
+    rng = random.Random(producer)
+    seq = 0
+    while not stop.is_set():
+        for _ in range(16):
+            way = how if how != "mixed" else rng.choice(["put", "put_many", "reserve"])
+            if way == "put_many":
+                n = rng.randint(1, 8)
+                ring.put_many([message(producer, incarnation, seq + i,
+                                       rng.randbytes(rng.randint(0, 200))) for i in range(n)])
+            elif way == "reserve":
+                n = 1
+                m = message(producer, incarnation, seq, rng.randbytes(rng.randint(0, 200)))
+                with ring.reserve(len(m)) as buf:
+                    buf[:] = m
+            else:
+                n = 1
+                ring.put(message(producer, incarnation, seq, rng.randbytes(rng.randint(0, 200))))
+            seq += n
+            sent.value = seq
+    ring.close()
+
+
 # ---------------------------------------------------- C producers, Python consumers
 
 def python_consumer(name, index, out_path):
@@ -258,7 +369,9 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
     """PRODUCERS C producers (rs_reserve + write + a pause now and then +
     rs_commit, rs_put, rs_put_many of 1..8), one SIGKILLed every few ms and
     started again from the sequence number it recorded as committed, under a
-    new incarnation; CONSUMERS Python consumers take everything."""
+    new incarnation; a Python producer beside them (never killed: it takes
+    over the put lock from dead C producers too); CONSUMERS Python consumers
+    take everything."""
     began = time.monotonic()
     ring = make_ring(capacity=CAPACITY)
     rng = random.Random(os.getpid())
@@ -268,6 +381,11 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
     outputs = [tmp_path / f"consumer-{c}.bin" for c in range(CONSUMERS)]
     consumers = [ctx.Process(target=python_consumer, args=(ring.name, c, str(outputs[c])))
                  for c in range(CONSUMERS)]
+    stop = ctx.Event()
+    python_sent = ctx.Value("Q", 0, lock=False)
+    python_producer_process = ctx.Process(
+        target=python_producer,
+        args=(ring.name, PRODUCERS, stop, python_sent, "mixed", PYTHON_INCARNATION))
     incarnations = {}        # slot -> [producer, start, committed, pending, killed]
 
     def start(producer, seq):
@@ -291,10 +409,15 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
         return start(producer, settle(slot, True)[2])
 
     try:
-        for process in consumers:
+        for process in consumers + [python_producer_process]:
             process.start()
         producers = [start(p, 0) for p in range(PRODUCERS)]
         kills, kill_time = kill_loop(producers, replace, rng)
+        stop.set()
+        python_producer_process.join(DEADLINE)
+        assert python_producer_process.exitcode == 0
+        incarnations[PYTHON_INCARNATION] = [PRODUCERS, 0, python_sent.value,
+                                            python_sent.value, False]
         for slot in producers:
             ledger.set(slot, P_STOP, 1)
         for slot in producers:
@@ -305,8 +428,9 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
             process.join(DEADLINE)
             assert process.exitcode == 0, f"Python consumer exit code {process.exitcode}"
     finally:
+        stop.set()
         c_peers.close()
-        for process in consumers:
+        for process in consumers + [python_producer_process]:
             join_or_kill(process, timeout=1)
         ledger.close()
 
@@ -377,34 +501,14 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
     assert killed_incarnations == kills
     print(f"\nC producers killed: {kills} kills in {kill_time:.1f} s ({put_recoveries} inside "
           f"the put lock: taken over), {total} messages got by {CONSUMERS} Python consumers "
-          f"({committed_total} recorded committed, {published_as_killed} published by "
+          f"({python_sent.value} from the Python producer; "
+          f"{committed_total} recorded committed, {published_as_killed} published by "
           f"producers killed before they recorded it), {duplicates} duplicates, all "
           f"explained (sent again by the next incarnation), 0 lost, 0 phantoms; "
           f"{time.monotonic() - began:.1f} s in all")
 
 
 # ---------------------------------------------------- C consumers, Python producers
-
-def python_producer(name, producer, stop, sent, how):
-    """Put messages 0, 1, 2, ... (by put, put_many of 1..8, or both at random)
-    until `stop` is set; `sent` says how many were put."""
-    ring = Ring.open(name)
-    rng = random.Random(producer)
-    seq = 0
-    while not stop.is_set():
-        for _ in range(16):
-            many = how == "put_many" or (how == "both" and rng.random() < 0.5)
-            if many:
-                n = rng.randint(1, 8)
-                ring.put_many([message(producer, 0, seq + i, rng.randbytes(rng.randint(0, 200)))
-                               for i in range(n)])
-            else:
-                n = 1
-                ring.put(message(producer, 0, seq, rng.randbytes(rng.randint(0, 200))))
-            seq += n
-            sent.value = seq
-    ring.close()
-
 
 def read_log(path, count):
     """The first `count` entries of a C consumer's log."""
@@ -417,9 +521,11 @@ def read_log(path, count):
 
 def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     """CONSUMERS C consumers (rs_get, and rs_view + log + a pause now and then
-    + rs_release) SIGKILLed every few ms and started again; Python producers
-    put numbered messages (put, put_many, both).  Each consumer logs what it
-    got (after rs_get returned, before rs_release)."""
+    + rs_release) SIGKILLed every few ms and started again, and a Python
+    consumer beside them (never killed: it takes over the get lock from dead
+    C consumers too); Python producers put numbered messages (put, put_many,
+    and put, put_many, reserve mixed).  A C consumer logs what it got (after
+    rs_get returned, before rs_release)."""
     began = time.monotonic()
     ring = make_ring(capacity=CAPACITY)
     rng = random.Random(os.getpid() + 1)
@@ -427,10 +533,13 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     c_peers = CPeers(peer, tmp_path)
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
-    hows = ["put", "put_many", "both"]
+    hows = ["put", "put_many", "mixed"]
     sent = [ctx.Value("Q", 0, lock=False) for _ in hows]
     producers = [ctx.Process(target=python_producer, args=(ring.name, p, stop, sent[p], how))
                  for p, how in enumerate(hows)]
+    python_output = tmp_path / "python-consumer.bin"
+    python_consumer_process = ctx.Process(target=python_consumer,
+                                          args=(ring.name, 0, str(python_output)))
     logs = []                             # what each incarnation logged
     tally = collections.Counter()         # bad, disorder, killed, logged
     maybe_again = collections.Counter()   # logged inside view(), then killed before release
@@ -467,7 +576,7 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
         return start(role)
 
     try:
-        for process in producers:
+        for process in producers + [python_consumer_process]:
             process.start()
         consumers = [start(c) for c in range(CONSUMERS)]
         kills, kill_time = kill_loop(consumers, replace, rng)
@@ -475,17 +584,23 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
         for process in producers:
             process.join(DEADLINE)
             assert process.exitcode == 0, f"Python producer exit code {process.exitcode}"
-        ring.shutdown()    # the C consumers drain what is left, then exit on RS_SHUTDOWN
+        ring.shutdown()    # the consumers drain what is left, then exit on RS_SHUTDOWN
         for slot in consumers:
             c_peers.wait(slot)
             settle(slot, False)
+        python_consumer_process.join(DEADLINE)
+        assert python_consumer_process.exitcode == 0
     finally:
         stop.set()
         c_peers.close()
-        for process in producers:
+        for process in producers + [python_consumer_process]:
             join_or_kill(process, timeout=1)
         ledger.close()
     sent = [s.value for s in sent]
+    bad, disorder, python_got = read_consumer_output(python_output)
+    tally["bad"] += bad
+    tally["disorder"] += disorder
+    logs.append(python_got)
 
     assert tally["bad"] == 0, "messages that were not whole and intact"
     assert tally["disorder"] == 0, "a producer's order was not kept within a consumer"
@@ -525,9 +640,8 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     assert tally["killed"] == kills
     print(f"\nC consumers killed: {kills} kills in {kill_time:.1f} s ({get_recoveries} inside "
           f"the get lock: taken over), {put_total} messages put by {len(hows)} Python producers "
-          f"(put, put_many, both), {logged} logged: {duplicates} duplicates, each the "
-          f"message a consumer killed between logging it in view() and the end of its "
-          f"rs_release had logged ({sum(maybe_again.values())} such kills), {missing} "
-          f"consumed unlogged "
-          f"({in_flight_allowed} kills inside rs_get), 0 lost; "
-          f"{time.monotonic() - began:.1f} s in all")
+          f"(put, put_many, mixed), {logged} got ({len(python_got)} by the Python consumer): "
+          f"{duplicates} duplicates, each the message a consumer killed between logging it in "
+          f"view() and the end of its rs_release had logged ({sum(maybe_again.values())} such "
+          f"kills), {missing} consumed unlogged ({in_flight_allowed} kills inside rs_get), "
+          f"0 lost; {time.monotonic() - began:.1f} s in all")

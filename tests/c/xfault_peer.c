@@ -6,6 +6,12 @@
  *
  *   xfault_peer produce NAME LEDGER SLOT PRODUCER START_SEQ SEED
  *   xfault_peer consume NAME LEDGER SLOT LOG LOG_CAP SEED
+ *   xfault_peer hold put|get NAME      rs_reserve (writing "held by C") or
+ *                                      rs_view, say "held" (a view: and the
+ *                                      message) on stdout, sleep for ever
+ *   xfault_peer once put|get NAME MS   one rs_put of "put by C" or rs_get
+ *                                      with a timeout of MS ms; print the
+ *                                      message got; exit 0 on success
  *
  * LEDGER is a file of 64-byte slots made by the test; this incarnation uses
  * slot SLOT (its number is also the incarnation in each message it puts).
@@ -295,11 +301,57 @@ static int consume(rs_ring *r, volatile uint64_t *slot, volatile uint64_t *log, 
     }
 }
 
+static int hold(const char *side, const char *name) {
+    rs_ring *r;
+    rs_span span;
+    int rc = rs_open_name(name, NULL, &r);
+    if (rc == 0 && strcmp(side, "put") == 0) {
+        rc = rs_reserve(r, 9, &span, RS_FOREVER);
+        if (rc == 0) {
+            memcpy(span.data, "held by C", 9);
+            printf("held\n");
+        }
+    } else if (rc == 0) {
+        rc = rs_view(r, &span, RS_FOREVER);
+        if (rc == 0)
+            printf("held %.*s\n", (int)span.len, (const char *)span.data);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "hold %s: %s (%s)\n", side, rs_strerror(rc), rs_detail());
+        return 1;
+    }
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
+static int once(const char *side, const char *name, long ms) {
+    char buf[256];
+    size_t len = 0;
+    rs_ring *r;
+    int rc = rs_open_name(name, NULL, &r);
+    if (rc == 0 && strcmp(side, "put") == 0)
+        rc = rs_put(r, "put by C", 8, (int64_t)ms * 1000000);
+    else if (rc == 0)
+        rc = rs_get(r, buf, sizeof(buf), &len, (int64_t)ms * 1000000);
+    if (rc != 0) {
+        fprintf(stderr, "once %s: %s (%s)\n", side, rs_strerror(rc), rs_detail());
+        return 1;
+    }
+    printf("%.*s\n", (int)len, buf);
+    rs_close(r);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     volatile uint64_t *slot;
     rs_ring *r;
     int rc;
     crc_init();
+    if (argc == 4 && strcmp(argv[1], "hold") == 0)
+        return hold(argv[2], argv[3]);
+    if (argc == 5 && strcmp(argv[1], "once") == 0)
+        return once(argv[2], argv[3], atol(argv[4]));
     if (argc == 8 && strcmp(argv[1], "produce") == 0) {
         slot = ledger_slot(argv[3], atol(argv[4]));
         rng_state = strtoull(argv[7], NULL, 10) * 2654435761u + 1;
@@ -319,7 +371,9 @@ int main(int argc, char **argv) {
         rc = consume(r, slot, (volatile uint64_t *)map_file(argv[5], cap * 8, 1), cap);
     } else {
         fprintf(stderr, "usage: xfault_peer produce NAME LEDGER SLOT PRODUCER START_SEQ SEED\n"
-                        "       xfault_peer consume NAME LEDGER SLOT LOG LOG_CAP SEED\n");
+                        "       xfault_peer consume NAME LEDGER SLOT LOG LOG_CAP SEED\n"
+                        "       xfault_peer hold put|get NAME\n"
+                        "       xfault_peer once put|get NAME MS\n");
         return 2;
     }
     rs_close(r);
