@@ -26,14 +26,19 @@
  *
  * Consumer slot: [0] logged (entries in LOG), [1] phase, [2] stop (unused:
  * a consumer ends on RS_SHUTDOWN), [3] state, [4] messages it could not
- * parse, [5] exit reason.  LOG is a file of LOG_CAP u64 entries, one per
- * message got, written before `logged` counts it.  Phases:
- *   1  inside rs_get (set before the call): a SIGKILL here may have
- *      consumed a message that was never logged;
+ * parse, [5] exit reason, [6] viewing.  LOG is a file of LOG_CAP u64
+ * entries, one per message got, written before `logged` counts it.
+ * Phases:
+ *   1  inside rs_get (set before the call, cleared after the message is
+ *      logged): a SIGKILL here may have consumed a message never logged;
  *   2  inside rs_view, before the message is logged: nothing consumed;
- *   3  the viewed message is logged, rs_release not yet returned: a SIGKILL
- *      here may leave it in the ring, to be delivered again;
+ *   3  the viewed message is logged, rs_release not yet returned;
  *   0  between messages.
+ * `viewing` is the index + 1 in LOG of the message shown by rs_view, stored
+ * after its entry and before `logged` counts it, cleared after rs_release
+ * returned: a SIGKILL while it is set may leave that message in the ring,
+ * to be delivered again (whether or not `logged` counted it yet).  One
+ * word, so no kill between two stores can leave a logged message unmarked.
  *
  * The message format (little-endian, 32-byte header, then the payload):
  * u32 magic "XFLT", u16 producer, u16 flags, u32 incarnation, u32 payload
@@ -63,7 +68,7 @@
 #define BAD_ENTRY UINT64_MAX
 
 enum { P_START, P_PENDING, P_COMMITTED, P_STOP, P_STATE, P_EXIT };
-enum { C_LOGGED, C_PHASE, C_STOP, C_STATE, C_BAD, C_EXIT };
+enum { C_LOGGED, C_PHASE, C_STOP, C_STATE, C_BAD, C_EXIT, C_VIEWING };
 
 static uint64_t rng_state;
 
@@ -284,6 +289,7 @@ static int consume(rs_ring *r, volatile uint64_t *slot, volatile uint64_t *log, 
             if (rc == 0) {
                 __atomic_store_n(&log[logged], entry_of(slot, span.data, span.len),
                                  __ATOMIC_RELEASE);
+                store(slot, C_VIEWING, logged + 1);
                 store(slot, C_LOGGED, ++logged);
                 store(slot, C_PHASE, 3);
                 if (rnd() % 3 == 0)
@@ -291,6 +297,7 @@ static int consume(rs_ring *r, volatile uint64_t *slot, volatile uint64_t *log, 
                 rc = rs_release(r, &span);
                 if (rc != 0)
                     fail(slot, C_EXIT, "rs_release", rc);
+                store(slot, C_VIEWING, 0);
             }
         }
         store(slot, C_PHASE, 0);
