@@ -49,7 +49,9 @@ PEER_SOURCE = os.path.join(ROOT, "tests", "c", "xfault_peer.c")
 KILLS = 250
 KILL_EVERY = 0.005                 # mean time between two kills, seconds
 SOAK = float(os.environ.get("RINGSHM_SOAK_SECONDS", "0") or 0)
-CAPACITY = 32 << 10                # fills and wraps often
+# 4 KiB: a wrap every 20 messages or so, full nearly always; 32 KiB: the
+# producers' puts fit in bursts.
+CAPACITIES = pytest.mark.parametrize("capacity", [4096, 32 << 10], ids=["4K", "32K"])
 PRODUCERS = 3                      # C producers killed (beside one Python producer), or Python ones
 CONSUMERS = 2                      # Python consumers, or C consumers killed (beside a Python one)
 PYTHON_INCARNATION = 0xFFFFFF      # the Python producer's (never killed) in test 1
@@ -365,7 +367,8 @@ def read_consumer_output(path):
     return bad, disorder, keys
 
 
-def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
+@CAPACITIES
+def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path, capacity):
     """PRODUCERS C producers (rs_reserve + write + a pause now and then +
     rs_commit, rs_put, rs_put_many of 1..8), one SIGKILLed every few ms and
     started again from the sequence number it recorded as committed, under a
@@ -373,7 +376,7 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
     over the put lock from dead C producers too); CONSUMERS Python consumers
     take everything."""
     began = time.monotonic()
-    ring = make_ring(capacity=CAPACITY)
+    ring = make_ring(capacity=capacity)
     rng = random.Random(os.getpid())
     ledger = Ledger(tmp_path / "ledger", int((KILLS + SOAK / KILL_EVERY) * 2) + 100)
     c_peers = CPeers(peer, tmp_path)
@@ -499,12 +502,12 @@ def test_c_producers_killed_python_consumers_count(peer, make_ring, tmp_path):
     assert get_recoveries == 0     # no consumer died
     killed_incarnations = sum(info[4] for info in incarnations.values())
     assert killed_incarnations == kills
-    print(f"\nC producers killed: {kills} kills in {kill_time:.1f} s ({put_recoveries} inside "
-          f"the put lock: taken over), {total} messages got by {CONSUMERS} Python consumers "
-          f"({python_sent.value} from the Python producer; "
-          f"{committed_total} recorded committed, {published_as_killed} published by "
-          f"producers killed before they recorded it), {duplicates} duplicates, all "
-          f"explained (sent again by the next incarnation), 0 lost, 0 phantoms; "
+    print(f"\n{capacity >> 10} KiB ring, C producers killed: {kills} kills in "
+          f"{kill_time:.1f} s ({put_recoveries} inside the put lock: taken over), {total} "
+          f"messages got by {CONSUMERS} Python consumers ({python_sent.value} from the Python "
+          f"producer; {committed_total} recorded committed, {published_as_killed} published by "
+          f"producers killed before they recorded it), {duplicates} duplicates, all explained "
+          f"(sent again by the next incarnation), 0 lost, 0 phantoms; "
           f"{time.monotonic() - began:.1f} s in all")
 
 
@@ -519,7 +522,8 @@ def read_log(path, count):
     return entries
 
 
-def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
+@CAPACITIES
+def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path, capacity):
     """CONSUMERS C consumers (rs_get, and rs_view + log + a pause now and then
     + rs_release) SIGKILLed every few ms and started again, and a Python
     consumer beside them (never killed: it takes over the get lock from dead
@@ -527,7 +531,7 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     and put, put_many, reserve mixed).  A C consumer logs what it got (after
     rs_get returned, before rs_release)."""
     began = time.monotonic()
-    ring = make_ring(capacity=CAPACITY)
+    ring = make_ring(capacity=capacity)
     rng = random.Random(os.getpid() + 1)
     ledger = Ledger(tmp_path / "ledger", int((KILLS + SOAK / KILL_EVERY) * 2) + 100)
     c_peers = CPeers(peer, tmp_path)
@@ -642,10 +646,11 @@ def test_c_consumers_killed_python_producers_count(peer, make_ring, tmp_path):
     assert stats["lock_recoveries"] == get_recoveries > 0
     assert put_recoveries == 0     # no producer died
     assert tally["killed"] == kills
-    print(f"\nC consumers killed: {kills} kills in {kill_time:.1f} s ({get_recoveries} inside "
-          f"the get lock: taken over), {put_total} messages put by {len(hows)} Python producers "
-          f"(put, put_many, mixed), {logged} got ({len(python_got)} by the Python consumer): "
-          f"{duplicates} duplicates, each the message a consumer killed between logging it in "
-          f"view() and the end of its rs_release had logged ({sum(maybe_again.values())} such "
-          f"kills), {missing} consumed unlogged ({in_flight_allowed} kills inside rs_get), "
-          f"0 lost; {time.monotonic() - began:.1f} s in all")
+    print(f"\n{capacity >> 10} KiB ring, C consumers killed: {kills} kills in "
+          f"{kill_time:.1f} s ({get_recoveries} inside the get lock: taken over), {put_total} "
+          f"messages put by {len(hows)} Python producers (put, put_many, mixed), {logged} got "
+          f"({len(python_got)} by the Python consumer): {duplicates} duplicates, each the "
+          f"message a consumer killed between logging it in view() and the end of its "
+          f"rs_release had logged ({sum(maybe_again.values())} such kills), {missing} consumed "
+          f"unlogged ({in_flight_allowed} kills inside rs_get), 0 lost; "
+          f"{time.monotonic() - began:.1f} s in all")
