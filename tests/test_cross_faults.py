@@ -49,7 +49,7 @@ PEER_SOURCE = os.path.join(ROOT, "tests", "c", "xfault_peer.c")
 KILLS = 250
 KILL_EVERY = 0.005                 # mean time between two kills, seconds
 SOAK = float(os.environ.get("RINGSHM_SOAK_SECONDS", "0") or 0)
-# 4 KiB: a wrap every 20 messages or so, full nearly always; 32 KiB: the
+# 4 KiB: a wrap every 30 messages or so, full nearly always; 32 KiB: the
 # producers' puts fit in bursts.
 CAPACITIES = pytest.mark.parametrize("capacity", [4096, 32 << 10], ids=["4K", "32K"])
 PRODUCERS = 3                      # C producers killed (beside one Python producer), or Python ones
