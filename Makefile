@@ -1,7 +1,7 @@
 # Developer commands; .ci/run and the README use the same steps.
 PY ?= .venv/bin/python
 
-.PHONY: venv build debug release test test-debug bench lint clean
+.PHONY: venv build debug release test test-debug bench lint clean soak-cross
 
 venv:
 	test -x $(PY) || python3 -m venv .venv
@@ -38,3 +38,8 @@ lint:
 clean:
 	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# The C/Python kill tests (tests/test_cross_faults.py) for SOAK seconds each.
+SOAK ?= 300
+soak-cross: build
+	RINGSHM_SOAK_SECONDS=$(SOAK) $(PY) -m pytest -q -s tests/test_cross_faults.py
