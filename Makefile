@@ -31,9 +31,10 @@ bench: build
 
 lint:
 	$(PY) -m pip install -q -e '.[lint]'
-	$(PY) -m ruff check ringshm tests bench
+	$(PY) -m ruff check ringshm tests bench examples setup.py
 	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/*.pyx ringshm/*.pxd ringshm/*.pxi
 	$(PY) -m mypy --strict -p ringshm
+	$(MAKE) -C libringshm lint BUILD=$(CURDIR)/build/libringshm-lint
 
 clean:
 	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis

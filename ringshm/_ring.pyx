@@ -29,7 +29,7 @@ from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memchr, memcpy, memset
 

@@ -21,7 +21,7 @@ SHM_DIR = "/dev/shm"
 SHM_PREFIX = "ringshm."
 HEADER_SIZE = 4096
 
-# docs/FORMAT.md, "Header"; _layout.h pins the same offsets.
+# docs/FORMAT.md, "Header"; libringshm/src/layout.h pins the same offsets.
 HEAD, MESSAGES_PUT, BYTES_PUT = 128, 136, 144
 PUT_INTENT = 168            # position, messages, bytes
 TAIL, MESSAGES_GOT, BYTES_GOT = 256, 264, 272
