@@ -679,6 +679,30 @@ def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(backing):
     assert ring.get_many(block=False) == [b"r"]
 
 
+def test_a_second_ring_object_inside_a_block_of_the_first_is_refused(make_ring):
+    # Two objects of one ring in one process share its lock token: a put
+    # through the second inside the first's reserve() would wait for
+    # itself (0.2: Full after the timeout, or a hang without one).
+    ring = make_ring()
+    other = Ring.open(ring.name)
+    try:
+        with ring.reserve(1) as buffer:
+            buffer[:] = b"r"
+            with pytest.raises(RuntimeError, match="deadlock"):
+                other.put(b"x", timeout=5)
+            with pytest.raises(RuntimeError, match="deadlock"):
+                other.put_many([b"x"])
+        with ring.view() as message:
+            assert bytes(message) == b"r"
+            with pytest.raises(RuntimeError, match="deadlock"):
+                other.get(timeout=5)
+        assert len(other) == 0
+        other.put(b"after the blocks")
+        assert ring.get_nowait() == b"after the blocks"
+    finally:
+        other.close()
+
+
 # ------------------------------------------------------------------- inputs
 
 def test_every_size_round_trips_across_many_wraps(backing):
