@@ -30,9 +30,10 @@ from ringshm.errors import (
 )
 from ringshm.queue import JoinableQueue, Queue, SimpleQueue
 from ringshm.ring import Ring
+from ringshm.waiting import wait
 
 __all__ = [
-    "Ring", "Queue", "JoinableQueue", "SimpleQueue",
+    "Ring", "Queue", "JoinableQueue", "SimpleQueue", "wait",
     "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
     "get_include", "get_library_dir",

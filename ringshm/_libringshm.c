@@ -11,4 +11,5 @@
 #include "process.c"
 #include "put.c"
 #include "segment.c"
+#include "waitmany.c"
 #include "waits.c"

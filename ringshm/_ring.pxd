@@ -98,6 +98,21 @@ cdef extern from "ringshm.h" nogil:
     int rs_task_done(rs_ring *r, uint64_t count)
     int rs_wait_joined(rs_ring *r, int64_t timeout_ns)
     void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg)
+    int RS_POKED
+    unsigned RS_WAIT_DATA, RS_WAIT_ROOM, RS_WAIT_SHUTDOWN, RS_WAIT_CLOSED
+    ctypedef struct rs_waiter:
+        rs_ring *ring
+        unsigned events
+        size_t room
+        unsigned ready
+    ctypedef struct rs_poke:
+        uint32_t word
+    void rs_poke_init(rs_poke *poke)
+    uint32_t rs_poke_seen(const rs_poke *poke)
+    void rs_poke_send(rs_poke *poke)
+    int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_seen,
+                int64_t timeout_ns)
+    int rs_wait_uses_futex_waitv()
     const char *rs_strerror(int code)
     const char *rs_detail()
 

@@ -202,6 +202,46 @@ RS_API uint64_t rs_max_message_size(const rs_ring *r);
 RS_API int rs_wait_data(rs_ring *r, int64_t timeout_ns);
 RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
 
+/* Waiting on many rings at once (futex_waitv, Linux 5.16; a polling
+ * fallback elsewhere, see rs_wait_uses_futex_waitv).  Each item names a
+ * ring and what to wait for: a message (RS_WAIT_DATA) or room for `room`
+ * payload bytes (RS_WAIT_ROOM).  rs_wait returns the number of items whose
+ * `ready` is now non-zero (RS_WAIT_DATA or RS_WAIT_ROOM as asked, and
+ * RS_WAIT_SHUTDOWN for a ring shut down), RS_EMPTY on timeout, RS_CLOSED when
+ * a handle was closed during the wait, RS_POKED when `poke` was poked.  It
+ * takes nothing (a get after it may find the ring empty: another consumer
+ * was faster) and holds no lock.  Any number of items: past 127 the words
+ * are split among helper threads.  `poke` (NULL: none) lets another thread
+ * end the wait when the set of rings changes: read rs_poke_seen() before
+ * deciding the set, pass it as `poke_seen`; a poke after that read ends the
+ * wait. */
+#define RS_POKED (-1017)
+#define RS_WAIT_DATA 1u
+#define RS_WAIT_ROOM 2u
+#define RS_WAIT_SHUTDOWN 4u
+#define RS_WAIT_CLOSED 8u
+
+typedef struct rs_waiter {
+    rs_ring *ring;
+    unsigned events;   /* RS_WAIT_DATA or RS_WAIT_ROOM */
+    size_t room;       /* RS_WAIT_ROOM: payload bytes that must fit */
+    unsigned ready;    /* out */
+} rs_waiter;
+
+typedef struct rs_poke {
+    uint32_t word;
+} rs_poke;
+
+RS_API void rs_poke_init(rs_poke *poke);
+RS_API uint32_t rs_poke_seen(const rs_poke *poke);
+RS_API void rs_poke_send(rs_poke *poke);
+RS_API int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_seen,
+                   int64_t timeout_ns);
+/* 1 when rs_wait sleeps in futex_waitv; 0 when it polls (the kernel lacks
+ * futex_waitv, or RINGSHM_NO_FUTEX_WAITV=1 was in the environment at the
+ * first wait). */
+RS_API int rs_wait_uses_futex_waitv(void);
+
 /* JoinableQueue's task count, kept in the segment: messages put minus tasks
  * done.  rs_task_done fails with RS_INVALID when it would go below zero. */
 RS_API uint64_t rs_unfinished_tasks(rs_ring *r);

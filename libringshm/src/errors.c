@@ -52,6 +52,7 @@ const char *rs_strerror(int code) {
     case RS_NO_SLOT: return "every liveness slot of the ring is held by a live process";
     case RS_INTERRUPTED: return "interrupted";
     case RS_BUSY: return "the ring's lock did not come in time";
+    case RS_POKED: return "the wait was poked";
     default:
         break;
     }

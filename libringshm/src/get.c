@@ -100,7 +100,7 @@ static int looks_empty(rs_ring *r) {
     return refresh_head(r) == tail;
 }
 
-int rs__wait_data(rs_ring *r, rs_wait *w) {
+int rs__wait_data(rs_ring *r, rs_wait_state *w) {
     int rc;
     while (!rs__shut_down(r)
            && rs_load_seq(&r->hdr->producer.position) == rs_load_seq(&r->hdr->consumer.position)) {
@@ -111,7 +111,7 @@ int rs__wait_data(rs_ring *r, rs_wait *w) {
     return 0;
 }
 
-static int wait_step(rs_ring *r, rs_wait *w, int *waited, int64_t deadline) {
+static int wait_step(rs_ring *r, rs_wait_state *w, int *waited, int64_t deadline) {
     if (!*waited) {
         *waited = 1;
         rs__wait_start(w, deadline, r->spin_ns, &r->hdr->consumer.waits);
@@ -142,7 +142,7 @@ static inline void start_read(rs_ring *r, rs_span *span) {
  * no lock) until the deadline.  0 with the lock held and the span showing
  * the message; else a status, holding no lock.  The caller has entered. */
 static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
-    rs_wait w;
+    rs_wait_state w;
     uint64_t head;
     int rc, waited = 0;
     if (rs__held_by_me(r, RS_GET_LOCK))

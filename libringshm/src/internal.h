@@ -97,12 +97,12 @@ typedef struct {
     uint32_t futex_seen;  /* the queue's futex word when armed */
     uint32_t spins;
     int armed;
-} rs_wait;
+} rs_wait_state;
 
-void rs__wait_init(rs_wait *w, int64_t deadline, int64_t spin_ns);
+void rs__wait_init(rs_wait_state *w, int64_t deadline, int64_t spin_ns);
 /* The first wait of a call counts in `waits` (a non-blocking call did not wait). */
-void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *waits);
-int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton);
+void rs__wait_start(rs_wait_state *w, int64_t deadline, int64_t spin_ns, uint64_t *waits);
+int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait_state *w, int baton);
 void rs__wake(rs_waitq *q, int count);
 void rs__wake_all(rs_waitq *q);
 
@@ -129,7 +129,7 @@ int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed);
 int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
 void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes);
-int rs__wait_data(rs_ring *r, rs_wait *w);
+int rs__wait_data(rs_ring *r, rs_wait_state *w);
 int rs__fits_now(rs_ring *r, uint64_t payload);
 uint64_t rs__messages_put(rs_ring *r);
 int rs__random_identity(unsigned char identity[16]);

@@ -271,7 +271,7 @@ int rs_stats(rs_ring *r, struct rs_stats *s) {
 }
 
 int rs_wait_data(rs_ring *r, int64_t timeout_ns) {
-    rs_wait w;
+    rs_wait_state w;
     int rc = rs__enter(r);
     if (rc != 0)
         return rc;
@@ -337,7 +337,7 @@ int rs_task_done(rs_ring *r, uint64_t count) {
 }
 
 int rs_wait_joined(rs_ring *r, int64_t timeout_ns) {
-    rs_wait w;
+    rs_wait_state w;
     int rc = rs__enter(r);
     if (rc != 0)
         return rc;

@@ -56,7 +56,7 @@ int rs__token(rs_ring *r, uint64_t *token) {
 static int lock_slow(rs_ring *r, int which, uint64_t token, int64_t deadline) {
     rs_lock *lk = lock_of(r, which);
     int producer = which == RS_PUT_LOCK;
-    rs_wait w;
+    rs_wait_state w;
     uint64_t owner;
     int64_t now;
     int64_t next_check = rs__now() + (r->slice_ns < FIRST_OWNER_CHECK_NS ? r->slice_ns

@@ -176,7 +176,7 @@ static int looks_full(rs_ring *r, size_t count, uint64_t total_span, put_plan *p
     return 1;
 }
 
-static int wait_consumers(rs_ring *r, uint64_t span, rs_wait *w, int *waited,
+static int wait_consumers(rs_ring *r, uint64_t span, rs_wait_state *w, int *waited,
                           int64_t deadline, const put_plan *plan) {
     int rc;
     if (!*waited) {
@@ -204,7 +204,7 @@ static inline int put_failed(rs_ring *r, int rc) {
  * holding no lock (RS__AGAIN: try_only and it would wait). */
 static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
                      int64_t deadline, int try_only, put_plan *plan) {
-    rs_wait w;
+    rs_wait_state w;
     int rc, waited = 0;
     if (rs__held_by_me(r, RS_PUT_LOCK))
         return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of this "
@@ -408,7 +408,7 @@ int rs__fits_now(rs_ring *r, uint64_t payload) {
 }
 
 int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns) {
-    rs_wait w;
+    rs_wait_state w;
     int rc;
     if (len > r->max_payload)
         return too_large(r, len);

@@ -20,7 +20,7 @@
 #define SPIN_BACKOFF_SHIFT 3u
 #define SPIN_MAX_PAUSES 32u
 
-void rs__wait_init(rs_wait *w, int64_t deadline, int64_t spin_ns) {
+void rs__wait_init(rs_wait_state *w, int64_t deadline, int64_t spin_ns) {
     int64_t now = rs__now();
     w->deadline = deadline;
     w->spin_until = 0;
@@ -32,7 +32,7 @@ void rs__wait_init(rs_wait *w, int64_t deadline, int64_t spin_ns) {
     w->futex_seen = 0;
 }
 
-void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *waits) {
+void rs__wait_start(rs_wait_state *w, int64_t deadline, int64_t spin_ns, uint64_t *waits) {
     if (deadline != 0)
         rs_add_relaxed(waits, 1);
     rs__wait_init(w, deadline, spin_ns);
@@ -52,7 +52,7 @@ void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *wai
  * not a wake-up, said so).
  * `baton`: several may sleep here (a lock queue), so a woken sleeper
  * re-arms at once, and its own release wakes the next. */
-int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton) {
+int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait_state *w, int baton) {
     int64_t now, until;
     struct timespec ts;
     uint32_t pauses, i;

@@ -1,0 +1,48 @@
+"""ringshm.wait: wait on many rings and queues at once.
+
+As multiprocessing.connection.wait: the objects that have something to take
+(or are shut down), in the order given; [] on timeout.  One system call
+sleeps on all of them (futex_waitv, Linux 5.16; more than 127 objects are
+split among helper threads; without futex_waitv a documented fallback
+polls every 2 ms, see docs/DESIGN.md, "Waiting on many").  The wait takes
+nothing and holds no lock: a get_nowait() after it may still find a ring
+empty, when another consumer was faster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Optional, TypeVar
+
+from ringshm._ring import RingCore, wait_many
+
+__all__ = ["wait"]
+
+W = TypeVar("W")
+
+
+def _core(obj: Any) -> RingCore:
+    """The ring under a Ring or a queue of the Queue family."""
+    if isinstance(obj, RingCore):
+        return obj
+    ring = getattr(obj, "_ring", None)
+    if isinstance(ring, RingCore):
+        return ring
+    raise TypeError(f"wait() takes Ring and Queue objects, not {type(obj).__name__}")
+
+
+def wait(objects: Iterable[W], timeout: Optional[float] = None) -> List[W]:
+    """Block until at least one of `objects` (Ring, Queue, JoinableQueue,
+    SimpleQueue, mixed) holds a message or is shut down, and return those
+    that do (in the order given); [] when `timeout` seconds pass first.
+    Takes nothing.
+
+    Raises:
+        TypeError: an object that is not a ring or a queue, or a bad timeout.
+        ValueError: an object is closed (before or during the wait), or a
+            negative timeout.
+        KeyboardInterrupt (or what a signal handler raises) during the wait.
+    """
+    given = list(objects)
+    cores = [_core(obj) for obj in given]
+    ready = wait_many(cores, [None] * len(cores), timeout)
+    return [given[i] for i in ready]
