@@ -32,6 +32,9 @@ extension = Extension(
     # The library as one unit (ringshm/_libringshm.c includes its files).
     sources=["ringshm/_ring.pyx", "ringshm/_libringshm.c"],
     include_dirs=["ringshm", "libringshm/include", "libringshm/src"],
+    # Rebuild when a file of the library changes (they are included, not
+    # listed as sources).
+    depends=sorted(glob.glob("libringshm/src/*.[ch]")) + ["libringshm/include/ringshm.h"],
     extra_compile_args=(["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O2"])
     + ["-Wno-unused-function"],
     define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],

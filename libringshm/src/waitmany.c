@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -138,6 +139,7 @@ static int sleep_all(struct waitv *words, size_t count, const struct timespec *u
     uint32_t shared = 0;
     group *g;
     struct waitv *vectors;
+    sigset_t all, before;
     int error, started = 0;
     if (groups <= 1) {
         long rc = syscall(SYS_futex_waitv, words, (unsigned)count, 0, until, CLOCK_MONOTONIC);
@@ -158,11 +160,16 @@ static int sleep_all(struct waitv *words, size_t count, const struct timespec *u
         g[i].shared_seen = 0;
         g[i].until = until;
     }
+    /* The helpers block every signal: a signal then interrupts the
+     * caller's own sleep, which runs the interrupt hook (Ctrl-C). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before);
     for (i = 1; i < groups; i++) {
         if (pthread_create(&g[i].thread, NULL, group_thread, &g[i]) != 0)
             break;
         started++;
     }
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
     if ((size_t)started + 1 < groups) {
         /* No thread for every group: wake those started and poll instead. */
         __atomic_add_fetch(&shared, 1, __ATOMIC_SEQ_CST);
@@ -173,9 +180,11 @@ static int sleep_all(struct waitv *words, size_t count, const struct timespec *u
     }
     for (i = 1; i <= (size_t)started; i++)
         pthread_join(g[i].thread, NULL);
+    /* A signal first (the hook must run), then a wake-up, then the end of
+     * the slice. */
     error = g[0].error;
-    for (i = 1; i <= (size_t)started && error != 0; i++)
-        if (g[i].error == 0 || g[i].error == EAGAIN)
+    for (i = 1; i <= (size_t)started && error != 0 && error != EINTR; i++)
+        if (g[i].error == 0 || g[i].error == EAGAIN || g[i].error == EINTR)
             error = g[i].error;
     free(g);
     free(vectors);
