@@ -95,7 +95,10 @@ int main(int argc, char **argv) {
     }
 
     /* Room: a full ring becomes ready when a message is taken. */
-    while (rs_put(rings[3], buf, 1000, 0) == 0) {
+    {
+        static char big[1000];
+        while (rs_put(rings[3], big, sizeof(big), 0) == 0) {
+        }
     }
     items[0].ring = rings[3];
     items[0].events = RS_WAIT_ROOM;
