@@ -2,7 +2,7 @@
 
 As multiprocessing.connection.wait: the objects that have something to take
 (or are shut down), in the order given; [] on timeout.  One system call
-sleeps on all of them (futex_waitv, Linux 5.16; more than 127 objects are
+sleeps on all of them (futex_waitv, Linux 5.16; more than 128 objects are
 split among helper threads; without futex_waitv a documented fallback
 polls every 2 ms, see docs/DESIGN.md, "Waiting on many").  The wait takes
 nothing and holds no lock: a get_nowait() after it may still find a ring

@@ -210,8 +210,8 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
  * RS_WAIT_SHUTDOWN for a ring shut down), RS_EMPTY on timeout, RS_CLOSED when
  * a handle was closed during the wait, RS_POKED when `poke` was poked.  It
  * takes nothing (a get after it may find the ring empty: another consumer
- * was faster) and holds no lock.  Any number of items: past 127 the words
- * are split among helper threads.  `poke` (NULL: none) lets another thread
+ * was faster) and holds no lock.  Any number of items: past 128 words (one
+ * per item, and the poke's) they are split among helper threads.  `poke` (NULL: none) lets another thread
  * end the wait when the set of rings changes: read rs_poke_seen() before
  * deciding the set, pass it as `poke_seen`; a poke after that read ends the
  * wait. */

@@ -34,7 +34,8 @@
 #define FUTEX_32 2
 #endif
 
-#define GROUP 127            /* words per futex_waitv, leaving one for the shared word */
+#define WAITV_MAX 128        /* words one futex_waitv takes */
+#define GROUP 127            /* words per group past that, leaving one for the shared word */
 #define POLL_SLICE_NS 2000000LL
 
 /* As <linux/futex.h>'s struct futex_waitv, spelled here so that older
@@ -135,7 +136,9 @@ static void *group_thread(void *arg) {
 /* Sleep on every word in `words` (count of them) until one changes, the
  * deadline, or a signal: an errno-like code (0 woken). */
 static int sleep_all(struct waitv *words, size_t count, const struct timespec *until) {
-    size_t groups = (count + GROUP - 1) / GROUP, i;
+    /* One call takes 128 words; past that each group keeps one for the
+     * word the groups share. */
+    size_t groups = count <= WAITV_MAX ? 1 : (count + GROUP - 1) / GROUP, i;
     uint32_t shared = 0;
     group *g;
     struct waitv *vectors;
