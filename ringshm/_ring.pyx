@@ -1008,7 +1008,8 @@ cdef class RingCore:
 
     def _wait_data(self, timeout=None):
         """Block, holding no lock and without the GIL, until the ring holds
-        at least one message or is shut down (True), or `timeout` seconds
+        at least one message or is shut down and drained (True: no put that
+        began before the shutdown can still publish), or `timeout` seconds
         passed (False).  Takes nothing: a get() that follows may still find
         the ring empty (another consumer was faster).  For ringshm.asyncio.
 

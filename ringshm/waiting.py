@@ -32,7 +32,8 @@ def _core(obj: Any) -> RingCore:
 
 def wait(objects: Iterable[W], timeout: Optional[float] = None) -> List[W]:
     """Block until at least one of `objects` (Ring, Queue, JoinableQueue,
-    SimpleQueue, mixed) holds a message or is shut down, and return those
+    SimpleQueue, mixed) holds a message or is shut down (and drained: its
+    next get raises ShutDown), and return those
     that do (in the order given); [] when `timeout` seconds pass first.
     Takes nothing.
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from ringshm import ShutDown
+from ringshm import Empty, ShutDown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAD = struct.Struct("<HI")   # producer, sequence number
@@ -222,3 +222,113 @@ def test_shutdown_inside_its_own_reserve_block_still_commits_it(make_ring):
         ring.shutdown()                   # returns at once, not after 1 s
         space[:] = bytes(10)
     assert ring.get(timeout=1) == bytes(10)
+
+
+def test_no_consumer_concludes_drained_while_a_put_can_still_publish(make_ring):
+    # A put that took its lock before shutdown() may publish after
+    # shutdown() gave up waiting for it (1 s): a consumer must not end its
+    # `for msg in ring` before that put has ended (0.2: the consumer raised
+    # ShutDown after 0.1 s and b"hello" stayed in the ring, read by nobody).
+    ring = make_ring(capacity=64 << 10)
+    holding, release = threading.Event(), threading.Event()
+    got = []
+
+    def put_slowly():
+        with ring.reserve(5) as space:
+            holding.set()
+            release.wait(10)
+            space[:] = b"hello"
+
+    def consume():
+        got.extend(ring)   # get() until shut down and drained
+
+    writer = threading.Thread(target=put_slowly)
+    writer.start()
+    assert holding.wait(10)
+    ring.shutdown()                   # gives up on the holder after 1 s
+    reader = threading.Thread(target=consume)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive(), f"the consumer concluded 'drained' with a put open: {got}"
+    with pytest.raises(Empty):
+        ring.get(timeout=0.05)        # a bounded get says Empty, not ShutDown
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    assert not reader.is_alive()
+    assert got == [b"hello"]
+
+
+def test_a_put_cancelled_after_shutdown_lets_consumers_conclude(make_ring):
+    ring = make_ring(capacity=64 << 10)
+    holding, release = threading.Event(), threading.Event()
+
+    def cancel_slowly():
+        with pytest.raises(KeyError):
+            with ring.reserve(5):
+                holding.set()
+                release.wait(10)
+                raise KeyError("discarded")
+
+    writer = threading.Thread(target=cancel_slowly)
+    writer.start()
+    assert holding.wait(10)
+    ring.shutdown()
+    result = []
+    reader = threading.Thread(target=lambda: result.append(list(ring)))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive()
+    release.set()                     # the holder drops its message: nothing comes
+    writer.join(10)
+    reader.join(10)
+    assert result == [[]]
+
+
+def _drain_to_the_end(name, results):
+    from ringshm import Ring as R
+
+    ring = R.open(name)
+    try:
+        results.put(sum(1 for _ in ring))
+    finally:
+        ring.close()
+
+
+@pytest.mark.multiprocess
+def test_every_put_that_returned_before_shutdown_reaches_a_consumer_in_another_process(
+        make_ring):
+    # put() racing shutdown(): a put that returned has published a message
+    # that the consumer iterating to the end receives (0.2: 25 rounds of 200
+    # ended with such a message left in the ring).
+    import multiprocessing
+    import random
+
+    context = multiprocessing.get_context("fork")
+    rng = random.Random(7)
+    for _ in range(40):
+        ring = make_ring(capacity=64 << 10)
+        results = context.SimpleQueue()
+        consumer = context.Process(target=_drain_to_the_end, args=(ring.name, results))
+        consumer.start()
+        published = []
+
+        def produce():
+            while True:
+                try:
+                    ring.put(b"m" * rng.randrange(1, 200))
+                except ShutDown:
+                    return
+                published.append(1)
+
+        producers = [threading.Thread(target=produce) for _ in range(2)]
+        for producer in producers:
+            producer.start()
+        threading.Event().wait(rng.random() * 0.01)
+        ring.shutdown()
+        for producer in producers:
+            producer.join(10)
+        consumer.join(10)
+        assert consumer.exitcode == 0
+        assert results.get() == len(published)
+        assert len(ring) == 0

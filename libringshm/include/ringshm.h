@@ -197,8 +197,12 @@ RS_API uint64_t rs_capacity(const rs_ring *r);
 RS_API uint64_t rs_max_message_size(const rs_ring *r);
 
 /* Waiting without taking anything, holding no lock: until the ring holds a
- * message or is shut down (0), or until a message of `len` bytes would fit
- * (rs_wait_room).  RS_EMPTY / RS_FULL on timeout. */
+ * message or is shut down and drained (0), or until a message of `len`
+ * bytes would fit or the ring is shut down (rs_wait_room).  RS_EMPTY /
+ * RS_FULL on timeout.  "Drained" means empty with no put still able to
+ * publish: a put that took its lock before the shutdown is waited for (as
+ * long as its process lives), so a consumer iterating to RS_SHUTDOWN
+ * receives every message whose put returned 0. */
 RS_API int rs_wait_data(rs_ring *r, int64_t timeout_ns);
 RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
 
@@ -207,7 +211,8 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
  * ring and what to wait for: a message (RS_WAIT_DATA) or room for `room`
  * payload bytes (RS_WAIT_ROOM).  rs_wait returns the number of items whose
  * `ready` is now non-zero (RS_WAIT_DATA or RS_WAIT_ROOM as asked, and
- * RS_WAIT_SHUTDOWN for a ring shut down), RS_EMPTY on timeout, RS_CLOSED when
+ * RS_WAIT_SHUTDOWN for a ring shut down: for RS_WAIT_DATA, shut down and
+ * drained, see rs_wait_data), RS_EMPTY on timeout, RS_CLOSED when
  * a handle was closed during the wait, RS_POKED when `poke` was poked.  It
  * takes nothing (a get after it may find the ring empty: another consumer
  * was faster) and holds no lock.  Any number of items: past 128 words (one

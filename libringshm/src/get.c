@@ -100,10 +100,32 @@ static int looks_empty(rs_ring *r) {
     return refresh_head(r) == tail;
 }
 
+/* Shut down and drained: no message, and no put that took its lock
+ * before the flag (a put that takes it after refuses) can still publish:
+ * the put lock is free, held by a dead process, or by this thread inside
+ * its own reserve() (waiting for it would be waiting for ourselves).  The
+ * head is read after the lock word: a put that published, then let go,
+ * is seen. */
+int rs__drained(rs_ring *r) {
+    uint64_t owner, token;
+    if (!rs__shut_down(r))
+        return 0;
+    owner = rs_load_acquire(&r->hdr->put_lock.owner);
+    if (owner != 0) {
+        token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
+        if (owner == token ? !rs__held_by_me(r, RS_PUT_LOCK)
+                           : rs_holder_alive(r->presence, (char *)r->hdr, owner))
+            return 0;
+    }
+    return rs_load_seq(&r->hdr->producer.position) == rs_load_seq(&r->hdr->consumer.position);
+}
+
+/* Sleep (holding no lock) until the ring holds a message, or is shut down
+ * and drained. */
 int rs__wait_data(rs_ring *r, rs_wait_state *w) {
     int rc;
-    while (!rs__shut_down(r)
-           && rs_load_seq(&r->hdr->producer.position) == rs_load_seq(&r->hdr->consumer.position)) {
+    while (rs_load_seq(&r->hdr->producer.position) == rs_load_seq(&r->hdr->consumer.position)
+           && !rs__drained(r)) {
         rc = rs__wait_turn(r, &r->hdr->data_waitq, w, 0);
         if (rc != 0)
             return rc;
@@ -167,7 +189,7 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
         /* Nothing there: hand back any padding skipped, let the lock go,
          * and sleep until a producer publishes (a waiter holds no lock). */
         rs__end_get(r, span->_position, 0, 0);
-        if (rc == RS__TIMEOUT && rs__shut_down(r))
+        if (rc == RS__TIMEOUT && rs__drained(r))
             return RS_SHUTDOWN;
         if (rc == RS__TIMEOUT && try_only)
             return RS__AGAIN;

@@ -130,6 +130,7 @@ int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
 void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes);
 int rs__wait_data(rs_ring *r, rs_wait_state *w);
+int rs__drained(rs_ring *r);
 int rs__fits_now(rs_ring *r, uint64_t payload);
 uint64_t rs__messages_put(rs_ring *r);
 int rs__random_identity(unsigned char identity[16]);

@@ -30,6 +30,12 @@ void rs__unlock(rs_ring *r, int which) {
      * `wanted` (a release store would let that read pass it). */
     rs_exchange(&lk->owner, 0);
     rs__wake(&lk->waitq, 1);
+    /* After shutdown, consumers wait for the last put holder to let go
+     * before they conclude "drained" (get.c, rs__drained): a put that
+     * published has woken them; one that dropped its message wakes them
+     * here. */
+    if (which == RS_PUT_LOCK && rs__shut_down(r))
+        rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
 }
 
 /* This process's lock token for the segment: taken with its first lock

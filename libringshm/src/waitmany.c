@@ -85,7 +85,9 @@ static unsigned ready_now(rs_waiter *w) {
     unsigned ready = 0;
     if (rs__closing(r))
         return RS_WAIT_CLOSED;
-    if (rs__shut_down(r))
+    /* Shut down is news for a producer at once, for a consumer once
+     * drained (get.c): a get before that would find nothing to take. */
+    if ((w->events & RS_WAIT_ROOM) ? rs__shut_down(r) : rs__drained(r))
         ready |= RS_WAIT_SHUTDOWN;
     if ((w->events & RS_WAIT_DATA)
             && rs_load_seq(&r->hdr->producer.position) != rs_load_seq(&r->hdr->consumer.position))
