@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ._items import Codec, Frame, RecordSource, Taken, ViewSource
     from .ring import Ring
 
-__all__ = ["put", "take", "consumed", "sweep", "release", "sweep_orphans",
+__all__ = ["put", "take", "consumed", "discard", "sweep", "release", "sweep_orphans",
            "SHM_DIR", "PREFIX"]
 
 PREFIX = "ringshm-item."
@@ -212,6 +212,16 @@ def take(codec: Codec, source: ViewSource) -> Taken:
         os.close(fd)
     taken.side = path
     return taken
+
+
+def discard(ring_name: Optional[str], message: bytes) -> None:
+    """A raw message thrown away without being read (shutdown(immediate=True)):
+    if it is a side file's reference, remove that file now."""
+    if len(message) != REFERENCE.size or not message.startswith(REFERENCE_MAGIC):
+        return
+    _, _, pid, start, seq = REFERENCE.unpack(message)
+    if 0 < pid < PID_LIMIT:
+        _unlink(os.path.join(SHM_DIR, _file_name(ring_name, pid, start, seq)))
 
 
 def _unlink(path: str) -> None:

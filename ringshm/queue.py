@@ -409,10 +409,15 @@ class Queue(_QueueBase[T]):
             # raises ShutDown once drained), only for the get lock, which a
             # consumer thread may hold while it waits for the GIL: longer
             # than a non-blocking call's patience.
+            # An item in a side file goes with its reference, now: not at
+            # close(), which a long-lived process may never call.
             discarded = 0
             try:
                 while True:
-                    discarded += len(ring.get_many(1 << 16, timeout=DRAIN_PATIENCE))
+                    batch = ring.get_many(1 << 16, timeout=DRAIN_PATIENCE)
+                    discarded += len(batch)
+                    for message in batch:
+                        _sidefile.discard(ring.name, message)
             except (Empty, ShutDown):
                 pass
             self._discarded(discarded)

@@ -389,3 +389,16 @@ def test_a_side_file_is_private_and_preallocated(make_queue):
     assert info.st_mode & 0o777 == 0o600
     assert info.st_blocks * 512 >= info.st_size     # no hole to SIGBUS on
     q.get(timeout=TIMEOUT)
+
+
+def test_shutdown_immediate_frees_the_side_files_of_what_it_discards(make_queue):
+    # 0.2 kept them until close(): a long-lived process that shut a queue
+    # down and kept it open held that memory.
+    q = make_queue(capacity=64 << 10)
+    for seed in range(3):
+        q.put(pattern(100_000, seed))
+    q.put(b"small")
+    assert len(side_files(q)) == 3
+    q.shutdown(immediate=True)
+    assert side_files(q) == []
+    assert q.empty()
