@@ -33,9 +33,9 @@ import threading
 import time
 
 import pytest
+from conftest import join_or_kill, shm_path
 
 import ringshm.queue
-from conftest import join_or_kill, shm_path
 from ringshm import Empty, Full, JoinableQueue, Queue, Ring, RingCorrupted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +45,7 @@ BOUND = 20.0
 HEADER_SIZE = 4096
 HEAD_AT = 128        # producer position
 TAIL_AT = 256        # consumer position
+SPACE_WANTED_AT = 768   # space_waitq.wanted: a producer may sleep for room
 _U64 = struct.Struct("<Q")
 # futex(2) by machine; the first argument /proc/.../syscall shows is its word.
 FUTEX_SYSCALL = {"x86_64": "202", "aarch64": "98"}.get(platform.machine())
@@ -158,10 +159,10 @@ def hook_blocks(ring, on_open, kind):
     on_open() once open (an attribute of the instance: others unchanged)."""
     original = getattr(Ring, kind)
     if kind == "view":
-        setattr(ring, "view", lambda timeout=None: CloseInside(original(ring, timeout), on_open))
+        ring.view = lambda timeout=None: CloseInside(original(ring, timeout), on_open)
     else:
-        setattr(ring, "reserve",
-                lambda size, timeout=None: CloseInside(original(ring, size, timeout), on_open))
+        ring.reserve = lambda size, timeout=None: CloseInside(
+            original(ring, size, timeout), on_open)
 
 
 def side_files(ring_name):
@@ -192,46 +193,58 @@ def test_put_asleep_for_room_wakes_though_another_put_failed(make_ring):
     A must take the room at once.  The old core kept "what the consumers
     had done when I found no room" in the Ring object, shared by its
     threads: B's failure overwrote A's, A concluded that no consumer had
-    moved since it looked, and slept until its timeout (Full)."""
-    ring = make_ring(capacity=4096, spin=0)   # no spinning: A sleeps at once
+    moved since it looked, and slept until its timeout (Full).
+
+    To be sure that B fails before A looks again, the test clears the
+    wait queue's `wanted` flag (FORMAT.md: space_waitq at 768) while A
+    sleeps, so the consumer does not wake A: A looks again at the end of
+    its sleep (a slice of the recovery interval, 0.25 s), as a thread the
+    scheduler is slow to run would.  Without that, A usually woke first
+    and the old core passed 4 runs in 10."""
+    ring = make_ring(capacity=4096, spin=0, recovery_interval=0.25)
     consumer = make_ring.track(Ring.open(ring.name))
     # Four records of 8 + 1000 bytes: 4,032 of 4,096 used, 64 left at the
     # end.  A needs 912 (after 64 of padding); B 2,008.
     for i in range(4):
         ring.put_nowait(bytes([i]) * 1000)
+    a_payload, b_payload = b"a" * 900, b"b" * 2000
     with pytest.raises(Full):
-        ring.put_nowait(b"a" * 900)
+        ring.put_nowait(a_payload)
     a_timeout = 5.0
 
     def producer_a():
         started = time.monotonic()
-        ring.put(b"a" * 900, timeout=a_timeout)
+        ring.put(a_payload, timeout=a_timeout)
         return time.monotonic() - started
 
-    a = Started(producer_a).begin()
-    path = shm_path(ring.name)
-    wait_for(lambda: asleep_in_segment(a.tid, path) or not a.is_alive(),
-             "producer A to sleep waiting for room")
-    assert a.is_alive(), f"A did not wait: {a.error!r}"
-
-    # The consumer frees 1,008 B, and B fails right after, before A (woken
-    # by the consumer) has looked again: both without letting go of the GIL.
-    assert consumer.get_nowait() == bytes([0]) * 1000
-    b_failures = 0
+    fd = os.open(shm_path(ring.name), os.O_RDWR)
     try:
-        ring.put_nowait(b"b" * 2000)
-    except Full:
-        b_failures += 1
-    # B keeps trying while A waits.
-    give_up = time.monotonic() + a_timeout + BOUND
-    while a.is_alive() and time.monotonic() < give_up:
-        try:
-            ring.put(b"b" * 2000, timeout=0)
-            break
-        except Full:
-            b_failures += 1
-        time.sleep(0.0005)
-    a.join(BOUND)
+        header = mmap.mmap(fd, HEADER_SIZE)
+    finally:
+        os.close(fd)
+    try:
+        a = Started(producer_a).begin()
+        path = shm_path(ring.name)
+        wait_for(lambda: (asleep_in_segment(a.tid, path)
+                          and _U64.unpack_from(header, SPACE_WANTED_AT)[0] == 1)
+                 or not a.is_alive(), "producer A to sleep waiting for room")
+        assert a.is_alive(), f"A did not wait: {a.error!r}"
+        _U64.pack_into(header, SPACE_WANTED_AT, 0)   # the consumer will not wake A
+        # The consumer frees 1,008 B; B fails right after, then keeps trying.
+        freed = consumer.get_nowait()
+        b_failures = 0
+        give_up = time.monotonic() + a_timeout + BOUND
+        while a.is_alive() and time.monotonic() < give_up:
+            try:
+                ring.put(b_payload, timeout=0)
+                break
+            except Full:
+                b_failures += 1
+            time.sleep(0.0005)
+        a.join(BOUND)
+    finally:
+        header.close()
+    assert freed == bytes([0]) * 1000
     assert not a.is_alive()
     assert b_failures >= 1
     assert a.error is None, f"A's put failed with room available: {a.error!r}"
