@@ -21,14 +21,14 @@ import contextlib
 import errno
 import os
 import stat
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ringshm import watcher
 from ringshm._ring import Mapping, RingCore
 from ringshm.errors import RingCorrupted, RingNoSpace, RingNotFound, RingPermissionError
 
 __all__ = ["Backing", "SHM_DIR", "SHM_PREFIX", "SYSV_COMPANION_PREFIX", "allocate_file",
-           "backing_for", "check_name", "check_path", "check_sysv_key", "companion_path",
+           "check_name", "check_path", "check_sysv_key", "companion_path",
            "create_file", "open_file", "refuse", "refuse_owner", "shm_path", "signed_key",
            "unlink_same"]
 
@@ -264,6 +264,11 @@ class Backing:
     #: segment a C program made with shmget) and initialise it.
     adopts_blank = False
     label = "ring"
+    #: A child being spawned gets a duplicate of a descriptor of the
+    #: storage (open_file(where)) with the pickle, not only pickle_as()'s
+    #: keywords: the creator may have removed the name by the time it
+    #: unpickles (ring.py, reduce_for_spawned_child).
+    hands_descriptor = False
     #: (st_dev, st_ino) of the mapped file, once mapped; (0, 0): no file a
     #: name in /dev/shm or a path can reach (memfd, System V).
     inode: Tuple[int, int] = (0, 0)
@@ -344,9 +349,9 @@ class Backing:
         """How the ring is found, for repr(): ``name='jobs'``."""
         return "anonymous"
 
-    def reopen(self, spawning: bool) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        """How a pickle reopens the ring in another process (``spawning``:
-        for a child being spawned now, see ring.py).
+    def pickle_as(self) -> dict[str, Any]:
+        """The Ring.open() keywords that find this ring again, in another
+        process (how a pickle reopens it: ring.py).
 
         Raises:
             TypeError: the ring can be shared only by fork.
@@ -354,25 +359,3 @@ class Backing:
         raise TypeError("an anonymous ring cannot be pickled: it is shared only with "
                         "children made by fork; use Ring.create() for a named ring "
                         "to pass it to other processes")
-
-
-def backing_for(name: Optional[str], path: Optional[str], sysv_key: Optional[int]) -> Backing:
-    """The backing of ``Ring.create``/``open``'s arguments (name None too:
-    a fresh unique name).
-
-    Raises:
-        ValueError, TypeError: more than one given, or a bad one.
-    """
-    # The backings build on this module: imported here, not at the top.
-    from ringshm._file_backing import FileBacking, ShmBacking
-    from ringshm._sysv_backing import SysvBacking
-
-    if sum(x is not None for x in (name, path, sysv_key)) > 1:
-        raise ValueError("give one of name, path or sysv_key, not several")
-    if path is not None:
-        return FileBacking(check_path(path))
-    if sysv_key is not None:
-        return SysvBacking(check_sysv_key(sysv_key))
-    if name is not None:
-        check_name(name)
-    return ShmBacking(name)

@@ -8,7 +8,7 @@ import contextlib
 import errno
 import os
 import secrets
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ringshm import watcher
 from ringshm._backing import (
@@ -30,6 +30,7 @@ class FileBacking(Backing):
     shm_open backing, whose file is /dev/shm/ringshm.NAME."""
 
     kind = "file"
+    hands_descriptor = True
 
     def __init__(self, path: str) -> None:
         self.where = path
@@ -97,14 +98,7 @@ class FileBacking(Backing):
         return f"path={self.where!r}"
 
     def pickle_as(self) -> dict[str, Any]:
-        """The Ring.open() argument that finds this ring again."""
         return {"path": self.where}
-
-    def reopen(self, spawning: bool) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        from ringshm import ring
-        if spawning:
-            return ring.reduce_for_spawned_child(self)
-        return ring.open_ring, (self.pickle_as(),)
 
 
 class ShmBacking(FileBacking):

@@ -29,9 +29,12 @@ import pickle
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union, cast
 
 from . import _sidefile as sidefile
+from ._records import BUFFER_ALIGN, TAG_OOB, Frame, RecordSource, Taken, ViewSource
+from ._records import OOB_HEAD as _OOB_HEAD
+from ._records import align as _align
 from ._ring import holds_no_buffer
 from ._typing import Buffer
 from .errors import MessageTooLarge, RingCorrupted
@@ -41,10 +44,10 @@ if TYPE_CHECKING:
 
     from .ring import Ring
 
-__all__ = ["Codec"]
+# The record's parts (_records.py) are named here too, as before they moved.
+__all__ = ["BUFFER_ALIGN", "Codec", "Frame", "RecordSource", "TAG_OOB", "Taken", "ViewSource"]
 
 TAG_PICKLE = 0x80
-TAG_OOB = ord("O")
 # First bytes of the messages a reader takes in place, inside view(), per
 # kind of Queue: for pickle, all but a plain pickle's (so anything else is
 # checked there, and the fast path is pickle.loads itself); for a custom
@@ -62,84 +65,11 @@ _ACTIONS_PICKLE = bytes(TAKE if byte == TAG_PICKLE else READ if byte == ord("N")
 _ACTIONS_CUSTOM = bytes(LEAVE if byte == sidefile.TAG_REFERENCE else TAKE
                         for byte in range(256))
 
-# 'O' record: tag, 3 zero bytes, u32 buffer count, u64 in-band length, then
-# one u64 length per buffer, the in-band pickle, and each buffer at the next
-# multiple of BUFFER_ALIGN.
-_OOB_HEAD = struct.Struct("<B3xIQ")
-_U64 = struct.Struct("<Q")
-BUFFER_ALIGN = 64
 # A framed record's buffer count is bounded so a hostile count cannot make
 # a reader allocate a huge table before the lengths are checked.
 MAX_BUFFERS = 1 << 16
 
 
-class RecordSource(Protocol):
-    """Where a record is read from: a ViewSource, or a side file's
-    _sidefile.FileSource."""
-
-    size: int
-
-    def read_bytes(self, offset: int, length: int) -> bytes: ...
-
-    def read_owned(self, offset: int, length: int) -> bytearray: ...
-
-    def read_into(self, offset: int, buffer: Any) -> None: ...
-
-
-def _align(offset: int) -> int:
-    return (offset + BUFFER_ALIGN - 1) & ~(BUFFER_ALIGN - 1)
-
-
-class Frame:
-    """An item serialised with out-of-band buffers, or too large for one
-    ring message: written by pieces (Ring._put_pieces, ``write_to``) instead
-    of as one bytes."""
-
-    __slots__ = ("pieces", "size")
-
-    def __init__(self, pieces: list[tuple[int, Buffer]], size: int) -> None:
-        self.pieces = pieces   # (offset, bytes-like), in order
-        self.size = size
-
-    @classmethod
-    def framed(cls, inband: bytes, raws: list[memoryview]) -> Frame:
-        """The 'O' record of a pickle-5 stream and its out-of-band buffers."""
-        count = len(raws)
-        table = _OOB_HEAD.pack(TAG_OOB, count, len(inband)) + \
-            struct.pack(f"<{count}Q", *(raw.nbytes for raw in raws))
-        pieces: list[tuple[int, Buffer]] = [(0, table), (len(table), inband)]
-        offset = len(table) + len(inband)
-        for raw in raws:
-            offset = _align(offset)
-            pieces.append((offset, raw))
-            offset += raw.nbytes
-        return cls(pieces, offset)
-
-    @classmethod
-    def whole(cls, *chunks: Buffer) -> Frame:
-        """A record made of chunks laid end to end (a tag and a payload)."""
-        pieces: list[tuple[int, Buffer]] = []
-        offset = 0
-        for chunk in chunks:
-            pieces.append((offset, chunk))
-            offset += memoryview(chunk).nbytes
-        return cls(pieces, offset)
-
-    def write_to(self, buffer: Buffer) -> None:
-        """Copy the record into a writable buffer of exactly ``size`` bytes
-        (space reserved in the ring): one copy of each piece, gaps zeroed."""
-        view = memoryview(buffer)
-        end = 0
-        for offset, piece in self.pieces:
-            if offset != end:
-                view[end:offset] = bytes(offset - end)
-            flat = memoryview(piece).cast("B")
-            end = offset + flat.nbytes
-            view[offset:end] = flat
-
-
-#: Class names Queue._put_item hands to encode_special rather than pickling
-#: inline (their records are not the pickle's).
 SPECIAL_NAMES = frozenset(("ndarray", "bytearray"))
 _pickle_dumps = pickle.dumps
 _pickle_loads = pickle.loads
@@ -445,52 +375,6 @@ class Codec:
         inband = source.read_bytes(table_end, inband_length)
         buffers = [source.read_owned(start, length) for start, length in spans]
         return Taken(pickle.loads, inband, buffers)
-
-
-class Taken:
-    """A record copied out of the ring, ready for loads (which runs only
-    after the message was consumed, outside every lock)."""
-
-    __slots__ = ("loads", "data", "buffers", "side")
-
-    # loads is the Queue's (data: bytes), pickle.loads (with buffers) or
-    # _as_it_is (data: an array already built).
-    def __init__(self, loads: Callable[..., Any], data: object,
-                 buffers: Optional[list[bytearray]] = None,
-                 side: Optional[str] = None) -> None:
-        self.loads = loads
-        self.data = data
-        self.buffers = buffers
-        self.side = side   # the side file to remove once consumed
-
-    def load(self) -> Any:
-        """The object. Raises: whatever loads raises."""
-        if self.buffers is None:
-            return self.loads(self.data)
-        return self.loads(self.data, buffers=self.buffers)
-
-
-class ViewSource:
-    """A record inside the ring (the memoryview of view())."""
-
-    __slots__ = ("view", "size", "ring_name")
-
-    def __init__(self, view: memoryview, ring_name: Optional[str]) -> None:
-        self.view = view
-        self.size = view.nbytes
-        self.ring_name = ring_name   # where its side file, if any, is named
-
-    def read_bytes(self, offset: int, length: int) -> bytes:
-        return self.view[offset:offset + length].tobytes()
-
-    def read_owned(self, offset: int, length: int) -> bytearray:
-        # bytearray(view) allocates and copies in one pass (no zero fill).
-        return bytearray(self.view[offset:offset + length])
-
-    def read_into(self, offset: int, buffer: Any) -> None:
-        # buffer: a C-contiguous array of its own (exactly its bytes copied).
-        target = memoryview(buffer).cast("B")
-        target[:] = self.view[offset:offset + target.nbytes]
 
 
 def put_record(ring: Ring, record: Record, block: bool, timeout: Optional[float]) -> None:

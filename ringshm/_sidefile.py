@@ -40,14 +40,14 @@ import stat
 import struct
 from typing import TYPE_CHECKING, Any, Optional
 
+from ._backing import SHM_DIR, shm_path
+from ._records import Frame, RecordReader, RecordSource, Taken, ViewSource
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
 from .census import Mappers
 from .errors import RingCorrupted
-from .ring import SHM_DIR, shm_path
 
 if TYPE_CHECKING:
-    from ._items import Codec, Frame, RecordSource, Taken, ViewSource
     from .ring import Ring
 
 __all__ = ["put", "take", "consumed", "discard", "sweep", "release", "sweep_orphans",
@@ -93,7 +93,7 @@ def _pwrite_all(fd: int, piece: Buffer, offset: int) -> None:
 
 
 def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
-    """Write `record` (an _items.Frame) into a new side file and put the
+    """Write `record` (a _records.Frame) into a new side file and put the
     message naming it, waiting at most `wait` seconds for room (None:
     forever).
 
@@ -182,9 +182,10 @@ def is_reference(source: RecordSource) -> bool:
             and source.read_bytes(0, len(REFERENCE_MAGIC)) == REFERENCE_MAGIC)
 
 
-def take(codec: Codec, source: ViewSource) -> Taken:
-    """Copy out the item that the reference in `source` names (an
-    _items.ViewSource with the ring's name). Returns an _items.Taken whose
+def take(codec: RecordReader, source: ViewSource) -> Taken:
+    """Copy out the item that the reference in `source` names (a
+    _records.ViewSource with the ring's name), read by `codec` (an
+    _items.Codec). Returns a _records.Taken whose
     ``side`` is the file to remove once the message is consumed.
 
     Raises:

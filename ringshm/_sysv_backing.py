@@ -9,7 +9,7 @@ import contextlib
 import errno
 import os
 import stat
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ringshm import watcher
 from ringshm._backing import (
@@ -222,6 +222,5 @@ class SysvBacking(Backing):
     def describe(self) -> str:
         return f"sysv_key=0x{self.key:08x}"
 
-    def reopen(self, spawning: bool) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        from ringshm import ring
-        return ring.open_ring, ({"sysv_key": self.key},)
+    def pickle_as(self) -> dict[str, Any]:
+        return {"sysv_key": self.key}

@@ -19,9 +19,19 @@ import warnings
 import weakref
 from typing import Any, Iterator, Optional
 
-from ringshm._backing import SHM_DIR, SHM_PREFIX, Backing, backing_for, open_file, shm_path
+from ringshm._backing import (
+    SHM_DIR,
+    SHM_PREFIX,
+    Backing,
+    check_name,
+    check_path,
+    check_sysv_key,
+    open_file,
+    shm_path,
+)
 from ringshm._file_backing import FileBacking, MemfdBacking, ShmBacking
 from ringshm._ring import HEADER_SIZE, MAX_CAPACITY, MIN_CAPACITY, RingCore
+from ringshm._sysv_backing import SysvBacking
 from ringshm.errors import RingCorrupted, RingExists, ShutDown
 
 __all__ = ["Ring", "SHM_DIR", "SHM_PREFIX", "shm_path"]
@@ -68,6 +78,24 @@ def _check_mode(mode: object) -> int:
     if not 0 <= mode <= 0o777:
         raise ValueError(f"mode must be between 0 and 0o777, not {oct(mode)}")
     return mode
+
+
+def backing_for(name: Optional[str], path: Optional[str], sysv_key: Optional[int]) -> Backing:
+    """The backing of ``Ring.create``/``open``'s arguments (name None too:
+    a fresh unique name).
+
+    Raises:
+        ValueError, TypeError: more than one given, or a bad one.
+    """
+    if sum(x is not None for x in (name, path, sysv_key)) > 1:
+        raise ValueError("give one of name, path or sysv_key, not several")
+    if path is not None:
+        return FileBacking(check_path(path))
+    if sysv_key is not None:
+        return SysvBacking(check_sysv_key(sysv_key))
+    if name is not None:
+        check_name(name)
+    return ShmBacking(name)
 
 
 def _remove(backing: Backing, creator_pid: int) -> None:
@@ -381,8 +409,12 @@ class Ring(RingCore):
     # -- pickling ------------------------------------------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
-        spawning = multiprocessing.context.get_spawning_popen() is not None
-        return self._backing.reopen(spawning)
+        backing = self._backing
+        where = backing.pickle_as()   # TypeError: shared only by fork
+        if backing.hands_descriptor and multiprocessing.context.get_spawning_popen() is not None:
+            assert isinstance(backing, FileBacking)
+            return reduce_for_spawned_child(backing)
+        return open_ring, (where,)
 
 
 # -- a child being spawned gets the segment itself, not only its name --------

@@ -45,6 +45,10 @@ struct rs_ring {
      * rs_hold; the last to let go frees. */
     uint32_t closing;
     int refs;
+    /* The highest head this handle has published or found at attach, kept
+     * by put lock holders: the head never goes back, so a lower one is
+     * damage (put.c, head_went_back). */
+    uint64_t put_seen;
     /* What the handle owns.  A binding that maps the segment itself passes
      * no unmap function: the mapping stays the binding's. */
     void *map_base;

@@ -141,6 +141,20 @@ static int find_room(rs_ring *r, const struct iovec *msgs, size_t count, put_pla
     return 0;
 }
 
+/* With the put lock held: has the head gone back below one this handle
+ * published (or found at attach)?  Heads only grow.  The room checks
+ * cannot tell on their own: the cached tail is older than the real one, so
+ * by it a head moved back behind the real tail looks like a head with
+ * room, and the records after the tail would be written over. */
+static int head_went_back(rs_ring *r) {
+    uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
+    uint64_t seen = rs_load_relaxed(&r->put_seen);
+    if ((int64_t)(head - seen) >= 0)
+        return 0;
+    return rs__fail(RS_CORRUPTED, "the head went back from %llu to %llu",
+                    (unsigned long long)seen, (unsigned long long)head);
+}
+
 /* Consumers took something since we looked under the lock, and what is free
  * now could hold the batch's records (padding aside: the check under the
  * lock is exact).  The second half keeps waiting producers off the lock
@@ -220,6 +234,11 @@ static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_
         rc = rs__lock(r, RS_PUT_LOCK, deadline, try_only);
         if (rc != 0)
             return put_failed(r, rc);
+        rc = head_went_back(r);
+        if (rc != 0) {
+            rs__unlock(r, RS_PUT_LOCK);
+            return rc;
+        }
         if (room_fast(r, count, total_span, plan))
             return 0;
         rc = find_room(r, msgs, count, plan);
@@ -257,6 +276,7 @@ static inline char *place(rs_ring *r, const put_plan *plan, uint64_t *at, size_t
 
 static inline void end_put(rs_ring *r, uint64_t end, uint64_t messages, uint64_t nbytes) {
     rs__publish(&r->hdr->producer, end, messages, nbytes);
+    rs_store_relaxed(&r->put_seen, end);
     rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
     rs__unlock(r, RS_PUT_LOCK);
 }
@@ -313,6 +333,7 @@ int rs__put_many(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t ta
         if (tag != 0) {
             rs__intend_tag(&r->hdr->producer, at, tag);
             rs__publish(&r->hdr->producer, at, count, nbytes);
+            rs_store_relaxed(&r->put_seen, at);
             rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
             rs__settle_tag(&r->hdr->producer, tag);
             rs__unlock(r, RS_PUT_LOCK);

@@ -135,6 +135,7 @@ void rs__adopt_header(rs_ring *r) {
     r->spin_ns = h->spin_ns < 1000000000u ? (int64_t)h->spin_ns : 1000000000;
     rs_store_release(&r->cached_tail, rs_load_acquire(&h->consumer.position));
     rs_store_release(&r->cached_head, rs_load_acquire(&h->producer.position));
+    rs_store_relaxed(&r->put_seen, rs_load_relaxed(&r->cached_head));
 }
 
 /* A handle over a validated (or freshly written) header at `base`; the
