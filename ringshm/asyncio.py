@@ -173,7 +173,7 @@ class _LoopWaiter:
                 return
             # Poke when the set shrinks: the ring's last wait, or perhaps the
             # smallest room.
-            if wait.room == self.armed.get(wait.key, -1) or \
+            if (wait.room is not None and wait.room == self.armed.get(wait.key)) or \
                     not any(w.key == wait.key for w in self.waits.values()):
                 self._rearm()
 
