@@ -9,10 +9,11 @@ queue fed by a forked process (a plain blocking Queue.put loop of small
 ints).  Best of REPEATS runs per case; threads are counted while every
 wait is armed (threading.active_count() beyond the loop's own thread, and
 the process's OS threads, which include wait_many's helpers past 127 rings);
-CPU is the whole process's CPU time per second of the run.
+CPU is this process's CPU time per second while the busy queue runs, and
+during one second before it with only the idle waits (least of the runs).
 
 Run: .venv/bin/python bench/async_many.py [MESSAGES [IDLE,IDLE... [REPEATS]]]
-     (default 200000 0,100 3)
+     (default 200000 0,100,1000 5)
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def one_run(module: ModuleType, idle: int, messages: int) -> dict[str, float]:
         await asyncio.sleep(0.3)   # every idle wait armed
         threads = threading.active_count() - base
         threads_os = os_threads() - base_os
+        idle_cpu = time.process_time()
+        await asyncio.sleep(1.0)   # what the idle waits cost on their own
+        idle_cpu = time.process_time() - idle_cpu
         producer = fork.Process(target=produce, args=(busy.queue, messages))
         cpu = time.process_time()
         start = time.perf_counter()
@@ -81,7 +85,7 @@ def one_run(module: ModuleType, idle: int, messages: int) -> dict[str, float]:
         await asyncio.gather(*waits, return_exceptions=True)
         assert got == messages
         return {"rate": messages / elapsed, "threads": threads, "threads_os": threads_os,
-                "cpu": cpu / elapsed}
+                "cpu": cpu / elapsed, "idle_cpu": idle_cpu}
 
     try:
         return asyncio.run(main())
@@ -92,20 +96,21 @@ def one_run(module: ModuleType, idle: int, messages: int) -> dict[str, float]:
 
 def main() -> None:
     messages = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    idles = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "0,100").split(",")]
-    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    idles = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "0,100,1000").split(",")]
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     designs = [("0.3 waiter threads per object", old_module()),
                ("one helper per loop (wait_many)", new_module)]
     print(f"{messages} messages on the busy queue, best of {repeats}")
     print("| design | idle queues | busy queue msg/s | threads (Python) | threads (OS) "
-          "| CPU/s |")
-    print("|---|---|---|---|---|---|")
+          "| CPU s/s busy | CPU ms/s idle |")
+    print("|---|---|---|---|---|---|---|")
     for idle in idles:
         for name, module in designs:
             runs = [one_run(module, idle, messages) for _ in range(repeats)]
             best = max(runs, key=lambda r: r["rate"])
             print(f"| {name} | {idle} | {best['rate'] / 1000:.0f} k | "
-                  f"{best['threads']:.0f} | {best['threads_os']:.0f} | {best['cpu']:.2f} |",
+                  f"{best['threads']:.0f} | {best['threads_os']:.0f} | {best['cpu']:.2f} | "
+                  f"{min(r['idle_cpu'] for r in runs) * 1000:.1f} |",
                   flush=True)
             time.sleep(1.5)   # idle waiter threads end between runs
 
