@@ -1,6 +1,7 @@
 """ringshm.asyncio: waits that never block the loop, timeouts, cancellation
 that loses and duplicates nothing (under load, against a blocking process),
-batches, iteration and the waiter threads' lifecycle."""
+batches, iteration, the waiter threads' lifecycle, and one helper thread per
+loop for any number of waits (data and room, rings closed under it)."""
 
 import asyncio
 import multiprocessing
@@ -321,3 +322,171 @@ def test_the_asyncio_bench_counts_every_case():
     for row in rows:
         assert row.get("msgs_per_s", 0) > 0 or row["p50_us"] > 0
     assert "| round trip | ringshm AsyncRing |" in asyncio_bench.format_table(rows)
+
+
+# -- one helper thread per loop --------------------------------------------------
+
+MANY = 1000
+OWN = 600            # coroutines with a queue of their own; the rest share
+SHARED = 4           # ... these queues, (MANY - OWN) // SHARED each
+
+
+def put_to_each(queues, shared, per_shared):
+    for i, q in enumerate(queues):
+        q.put(("own", i))
+    for j, q in enumerate(shared):
+        for k in range(per_shared):
+            q.put(("shared", j, k))
+
+
+def test_a_thousand_waiting_gets_use_one_helper_thread(make_aqueue):
+    per_shared = (MANY - OWN) // SHARED
+    own = [make_aqueue(capacity=4096) for _ in range(OWN)]
+    shared = [make_aqueue(capacity=1 << 16) for _ in range(SHARED)]
+    targets = own + [q for q in shared for _ in range(per_shared)]
+    assert len(targets) == MANY
+
+    async def main():
+        before = threading.active_count()   # the loop's own thread among them
+        getters = [asyncio.create_task(q.get(timeout=JOIN)) for q in targets]
+        await asyncio.sleep(0.3)             # every get is waiting now
+        assert not any(g.done() for g in getters)
+        during = threading.active_count()
+        helpers = waiter_threads()
+        child = fork.Process(target=put_to_each, args=([q.queue for q in own],
+                                                       [q.queue for q in shared], per_shared))
+        child.start()
+        try:
+            got = await asyncio.gather(*getters)
+        finally:
+            assert join_or_kill(child, JOIN)
+        return before, during, helpers, got
+
+    before, during, helpers, got = run(main())
+    assert during - before <= 2, f"{during - before} threads besides the loop's own"
+    assert len(helpers) == 1
+    assert got[:OWN] == [("own", i) for i in range(OWN)]
+    assert sorted(got[OWN:]) == sorted(("shared", j, k) for j in range(SHARED)
+                                       for k in range(per_shared))   # each exactly once
+    assert all(q.empty() for q in own + shared)
+
+
+def test_waits_for_data_and_room_on_many_rings_at_once(make_ring):
+    rings = 40
+    full = [AsyncRing(make_ring(capacity=4096)) for _ in range(rings // 2)]
+    empty = [AsyncRing(make_ring(capacity=4096)) for _ in range(rings // 2)]
+    for ar in full:
+        while True:
+            try:
+                ar.ring.put_nowait(b"f")
+            except Full:
+                break
+
+    def feed():
+        time.sleep(0.2)
+        for i, ar in enumerate(empty):
+            ar.ring.put(b"%d" % i)
+        for ar in full:   # room for a small message, then for a big one
+            ar.ring.get()
+            time.sleep(0.001)
+            for _ in range(100):
+                ar.ring.get()
+
+    async def main():
+        gets = [asyncio.create_task(ar.get(timeout=JOIN)) for ar in empty]
+        small = [asyncio.create_task(ar.put(b"s" * 8, timeout=JOIN)) for ar in full]
+        big = [asyncio.create_task(ar.put(b"B" * 1000, timeout=JOIN)) for ar in full]
+        await asyncio.sleep(0.1)
+        assert not any(t.done() for t in gets + small + big)
+        assert len(waiter_threads()) == 1
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        try:
+            got = await asyncio.gather(*gets)
+            await asyncio.gather(*small, *big)
+        finally:
+            feeder.join()
+        return got
+
+    try:
+        assert run(main()) == [b"%d" % i for i in range(len(empty))]
+        for ar in full:
+            messages = ar.ring.get_many(block=False, max_messages=1000)
+            assert b"s" * 8 in messages and b"B" * 1000 in messages
+    finally:
+        for ar in full + empty:
+            ar.close()
+
+
+def test_a_ring_closed_during_the_wait_fails_only_its_coroutine(make_ring):
+    ars = [AsyncRing(make_ring()) for _ in range(3)]
+
+    async def main():
+        gets = [asyncio.create_task(ar.get(timeout=JOIN)) for ar in ars]
+        await asyncio.sleep(0.1)
+        closer = threading.Thread(target=ars[1].ring.close)
+        closer.start()
+        closer.join()
+        with pytest.raises(ValueError):
+            await gets[1]
+        await asyncio.sleep(0.1)
+        assert not gets[0].done() and not gets[2].done()
+        assert len(waiter_threads()) == 1
+        ars[0].ring.put(b"a")
+        ars[2].ring.put(b"c")
+        return await gets[0], await gets[2]
+
+    try:
+        assert run(main()) == (b"a", b"c")
+    finally:
+        for ar in ars:
+            ar.close()
+
+
+def test_a_loop_closed_under_its_waits_ends_its_helper(make_ring):
+    ar = AsyncRing(make_ring())
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(ar.get())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert waiter_threads()
+    task._log_destroy_pending = False   # left pending on purpose
+    loop.close()                         # its get can never end now
+    deadline = time.monotonic() + 10
+    while waiter_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not waiter_threads()
+        ar.ring.put(b"kept")             # the dead wait took nothing
+        assert ar.ring.get_nowait() == b"kept"
+    finally:
+        ar.close()
+
+
+def test_each_loop_has_its_own_helper(make_ring):
+    ars = [AsyncRing(make_ring()) for _ in range(2)]
+    started = threading.Barrier(3)
+
+    def in_a_loop(ar, results):
+        async def main():
+            getter = asyncio.create_task(ar.get(timeout=JOIN))
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(started.wait)
+            results.append(await getter)
+
+        asyncio.run(main())
+
+    results = []
+    threads = [threading.Thread(target=in_a_loop, args=(ar, results)) for ar in ars]
+    for t in threads:
+        t.start()
+    try:
+        started.wait(timeout=30)
+        assert len(waiter_threads()) == 2
+        for ar in ars:
+            ar.ring.put(b"x")
+    finally:
+        for t in threads:
+            t.join(timeout=JOIN)
+        for ar in ars:
+            ar.close()
+    assert results == [b"x", b"x"]

@@ -1,0 +1,460 @@
+"""ringshm.asyncio: AsyncRing and AsyncQueue, rings and queues for coroutines.
+
+A futex cannot be polled by an event loop, so each object has up to two
+waiter threads (one for data, one for room), started on first need and
+ended after a second idle or by close().  A waiter thread sleeps in the
+core's ``_wait_data``/``_wait_room``, which take nothing and hold no lock,
+then wakes the waiting coroutines through ``call_soon_threadsafe``.  Each
+coroutine then takes its item (or publishes it) with a non-blocking call on
+the loop's own thread.  A cancelled coroutine was only ever waiting on a
+future, so cancellation never loses an item nor publishes half of one.
+
+This module is named like the standard library's: inside the package every
+import is absolute, and ``import asyncio`` below is the standard library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterable, Optional, TypeVar
+
+from ringshm._ring import RECORD_HEADER
+from ringshm._typing import Buffer
+from ringshm.errors import Empty, Full, ShutDown
+from ringshm.queue import Queue, T
+from ringshm.ring import Ring
+
+__all__ = ["AsyncRing", "AsyncQueue"]
+
+#: The longest a waiter thread sleeps in one wait before it looks at its
+#: work again (close(), new waiters asking for less room).
+WAIT_SLICE = 0.1
+#: A waiter thread with nobody to wait for ends after this many seconds.
+IDLE_EXIT = 1.0
+#: When the condition held but the non-blocking call still failed (another
+#: consumer was faster, a batch needs more than one message's room), the
+#: next try backs off from this many seconds, doubling up to BACKOFF_MAX.
+BACKOFF_MIN = 0.0005
+BACKOFF_MAX = 0.01
+
+R = TypeVar("R")
+
+
+def _wake(future: asyncio.Future[bool], ready: bool) -> None:
+    if not future.done():
+        future.set_result(ready)
+
+
+def _resolve_all(futures: Iterable[asyncio.Future[bool]]) -> None:
+    """From any thread: resolve each future (True) on its own loop."""
+    for future in futures:
+        try:
+            future.get_loop().call_soon_threadsafe(_wake, future, True)
+        except RuntimeError:
+            pass   # that loop is closed: nobody waits there any more
+
+
+def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    if not timeout >= 0:   # also rejects NaN
+        raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
+    return float(timeout)
+
+
+class _Waiter:
+    """One thread that sleeps in one of the ring's waits on behalf of any
+    number of coroutines (of any event loops) and resolves their futures
+    when the condition holds (or the wait failed: the coroutine's own next
+    call then raises)."""
+
+    def __init__(self, wait: Callable[[int, float], bool], name: str) -> None:
+        self._wait = wait
+        self._name = name
+        self._lock = threading.Condition()
+        self._pending: dict[asyncio.Future[bool], int] = {}   # future -> room wanted
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    async def wait(self, size: int, timeout: Optional[float]) -> bool:
+        """Until the condition may hold (True) or ``timeout`` expired (False)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _wake, future, False)
+        with self._lock:
+            if self._closed:
+                raise ValueError("operation on a closed AsyncRing")
+            self._pending[future] = size
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name,
+                                                daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        try:
+            return await future
+        finally:
+            # Cancelled or timed out: forget the future, nothing was taken.
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                self._pending.pop(future, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending and not self._closed:
+                    self._lock.wait(IDLE_EXIT)
+                if self._closed or not self._pending:
+                    self._thread = None
+                    return
+                size = min(self._pending.values())
+            try:
+                ready = self._wait(size, WAIT_SLICE)
+            except Exception:
+                ready = True   # the ring was closed: the coroutines' calls raise
+            if ready:
+                with self._lock:
+                    woken, self._pending = self._pending, {}
+                _resolve_all(woken)
+
+    def close(self) -> None:
+        """End the thread (within a slice) and refuse new waits; coroutines
+        still waiting wake and raise ValueError."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            woken, self._pending = self._pending, {}
+            self._lock.notify()
+        _resolve_all(woken)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+async def _retry(attempt: Callable[[], R], failure: type[Exception], waiter: _Waiter,
+                 size: Callable[[], int], timeout: Optional[float]) -> R:
+    """``attempt()`` (non-blocking) until it does not raise ``failure``,
+    sleeping in ``waiter`` between tries; ``failure`` again once ``timeout``
+    expired."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    backoff = 0.0
+    while True:
+        try:
+            return attempt()
+        except failure:
+            if deadline is not None and loop.time() >= deadline:
+                raise
+        if backoff:
+            await asyncio.sleep(backoff)
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        if await waiter.wait(size(), remaining):
+            backoff = min(max(2 * backoff, BACKOFF_MIN), BACKOFF_MAX)
+        else:
+            backoff = 0.0
+
+
+async def _until_shut_down(get: Callable[[], Awaitable[R]]) -> AsyncIterator[R]:
+    while True:
+        try:
+            yield await get()
+        except ShutDown:
+            return
+
+
+def _room_for(sizes: Iterable[int], limit: int) -> int:
+    """The payload of one message that needs the room of these messages."""
+    span = sum((RECORD_HEADER + n + 7) & ~7 for n in sizes) - RECORD_HEADER
+    return max(0, min(span, limit))
+
+
+class AsyncRing:
+    """A Ring for coroutines: ``await put()``, ``await get()``, batches and
+    ``async for``.  Wraps an open Ring, which stays usable (and open: close
+    it yourself); the other end may be any Ring or Queue, blocking or not,
+    in any process.
+
+    Raises:
+        TypeError: ``ring`` is not a Ring.
+    """
+
+    def __init__(self, ring: Ring) -> None:
+        if not isinstance(ring, Ring):
+            raise TypeError(f"AsyncRing wraps a Ring, not {type(ring).__name__}")
+        self._ring = ring
+        self._data = _Waiter(lambda size, timeout: ring._wait_data(timeout),
+                             "ringshm-wait-data")
+        self._room = _Waiter(ring._wait_room, "ringshm-wait-room")
+
+    @property
+    def ring(self) -> Ring:
+        """The Ring this object wraps."""
+        return self._ring
+
+    def __repr__(self) -> str:
+        return f"<AsyncRing {self._ring!r}>"
+
+    async def put(self, data: Buffer, timeout: Optional[float] = None) -> None:
+        """Append one message, waiting (without blocking the loop) for room.
+
+        Cancelled, it has published the message or not, never part of it.
+
+        Raises:
+            ringshm.Full: no room within ``timeout`` seconds.
+            ringshm.ShutDown: the ring was shut down.
+            ringshm.MessageTooLarge: larger than max_message_size.
+            TypeError: ``data`` is not bytes-like.  ValueError: a bad timeout,
+                or the ring is closed.
+        """
+        timeout = _check_timeout(timeout)
+        size = memoryview(data).nbytes
+        await _retry(lambda: self._ring.put_nowait(data), Full, self._room,
+                     lambda: size, timeout)
+
+    def put_nowait(self, data: Buffer) -> None:
+        """The Ring's put_nowait().
+
+        Raises:
+            ringshm.Full: no room now.  Otherwise as put().
+        """
+        self._ring.put_nowait(data)
+
+    async def put_many(self, messages: Iterable[Buffer], timeout: Optional[float] = None) -> None:
+        """Append a batch, all or nothing (see Ring.put_many).
+
+        Raises:
+            ringshm.Full: the whole batch did not fit in time; nothing was put.
+            Otherwise as put() (MessageTooLarge: the batch can never fit).
+        """
+        timeout = _check_timeout(timeout)
+        batch = list(messages)
+        need = _room_for((memoryview(m).nbytes for m in batch), self._ring.max_message_size)
+        await _retry(lambda: self._ring.put_many(batch, block=False), Full, self._room,
+                     lambda: need, timeout)
+
+    async def get(self, timeout: Optional[float] = None) -> bytes:
+        """Remove and return the oldest message, waiting without blocking the
+        loop.  Cancelled, it has taken nothing.
+
+        Raises:
+            ringshm.Empty: nothing within ``timeout`` seconds.
+            ringshm.ShutDown: the ring was shut down and is drained.
+            ValueError: a bad timeout, or the ring is closed.
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(self._ring.get_nowait, Empty, self._data, lambda: 0, timeout)
+
+    def get_nowait(self) -> bytes:
+        """The Ring's get_nowait().
+
+        Raises:
+            ringshm.Empty: nothing now.  Otherwise as get().
+        """
+        return self._ring.get_nowait()
+
+    async def get_many(self, max_messages: int = 1024, max_bytes: Optional[int] = 256 * 1024,
+                       timeout: Optional[float] = None) -> list[bytes]:
+        """Wait for at least one message, then take as many as are ready, up
+        to the limits (see Ring.get_many).  Cancelled, it has taken nothing.
+
+        Raises:
+            As get(); TypeError, ValueError: a bad limit.
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(
+            lambda: self._ring.get_many(max_messages, max_bytes, block=False),
+            Empty, self._data, lambda: 0, timeout)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """``await get()`` until the ring is shut down and drained."""
+        return _until_shut_down(self.get)
+
+    def close(self) -> None:
+        """End the waiter threads (each within WAIT_SLICE); the ring stays
+        open.  Idempotent; waits started afterwards raise ValueError."""
+        self._data.close()
+        self._room.close()
+
+    async def __aenter__(self) -> AsyncRing:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncQueue(Generic[T]):
+    """A Queue for coroutines.
+
+    ``AsyncQueue(maxsize=0, **Queue options)`` makes a new Queue (closed by
+    close()); ``AsyncQueue(queue=q)`` wraps an existing Queue (any of its
+    subclasses, left open by close()).  The other end may be a plain
+    blocking Queue in another process (pass it ``aq.queue``).
+
+    Raises:
+        TypeError: ``queue`` is not a Queue, or options given with it.
+        Otherwise as Queue().
+    """
+
+    def __init__(self, maxsize: int = 0, *, queue: Optional[Queue[T]] = None,
+                 **options: Any) -> None:
+        self._owned = queue is None
+        if queue is None:
+            queue = Queue(maxsize, **options)
+        elif not isinstance(queue, Queue):
+            raise TypeError(f"queue must be a ringshm Queue, not {type(queue).__name__}")
+        elif maxsize or options:
+            raise TypeError("give either queue= or the options of a new Queue, not both")
+        self._queue: Queue[T] = queue
+        self._async_ring = AsyncRing(queue._open_ring())
+
+    @property
+    def queue(self) -> Queue[T]:
+        """The Queue behind this object (picklable: pass it to a child)."""
+        return self._queue
+
+    def __repr__(self) -> str:
+        return f"<AsyncQueue {self._queue!r}>"
+
+    def _room_needed(self, objs: Iterable[T]) -> int:
+        # Asked only once a put found no room: serialising a second time is
+        # the price of waiting for the right amount of it.
+        dumps = self._queue._dumps
+        return _room_for((memoryview(dumps(obj)).nbytes for obj in objs),
+                         self._async_ring.ring.max_message_size)
+
+    async def put(self, obj: T, timeout: Optional[float] = None) -> None:
+        """Put ``obj`` at the end, waiting without blocking the loop.
+        Cancelled, it has put the item or not; putting it again after the
+        cancellation neither loses nor duplicates it.
+
+        Raises:
+            ringshm.Full: no room within ``timeout``.  Otherwise as Queue.put().
+        """
+        timeout = _check_timeout(timeout)
+        await _retry(lambda: self._queue.put_nowait(obj), Full, self._async_ring._room,
+                     _once(lambda: self._room_needed([obj])), timeout)
+
+    def put_nowait(self, obj: T) -> None:
+        """The Queue's put_nowait().
+
+        Raises:
+            ringshm.Full: no room now.  Otherwise as Queue.put().
+        """
+        self._queue.put_nowait(obj)
+
+    async def put_many(self, objs: Iterable[T], timeout: Optional[float] = None) -> None:
+        """Put every object in order, all or nothing (see Queue.put_many).
+
+        Raises:
+            ringshm.Full: no room for the whole batch in time.  Otherwise as
+            Queue.put_many().
+        """
+        timeout = _check_timeout(timeout)
+        batch = list(objs)
+        await _retry(lambda: self._queue.put_many(batch, block=False), Full,
+                     self._async_ring._room, _once(lambda: self._room_needed(batch)),
+                     timeout)
+
+    async def get(self, timeout: Optional[float] = None) -> T:
+        """Remove and return the oldest item, waiting without blocking the
+        loop.  Cancelled, it has taken nothing.
+
+        Raises:
+            ringshm.Empty: nothing within ``timeout``.  Otherwise as Queue.get().
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(self._queue.get_nowait, Empty, self._async_ring._data,
+                            lambda: 0, timeout)
+
+    def get_nowait(self) -> T:
+        """The Queue's get_nowait().
+
+        Raises:
+            ringshm.Empty: nothing now.  Otherwise as Queue.get().
+        """
+        return self._queue.get_nowait()
+
+    async def get_many(self, max_messages: int = 1024,
+                       timeout: Optional[float] = None) -> list[T]:
+        """Wait for at least one item, then take up to ``max_messages`` ready
+        ones.  Cancelled, it has taken nothing.
+
+        Raises:
+            As get(); ValueError: ``max_messages`` < 1.
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(lambda: self._queue.get_many(max_messages, block=False),
+                            Empty, self._async_ring._data, lambda: 0, timeout)
+
+    def qsize(self) -> int:
+        """The Queue's qsize() (a snapshot).
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._queue.qsize()
+
+    def empty(self) -> bool:
+        """The Queue's empty() (a snapshot).
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._queue.empty()
+
+    def full(self) -> bool:
+        """The Queue's full() (a snapshot).
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._queue.full()
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once the queue was shut down, in any process.
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        return self._queue.is_shutdown
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """The Queue's shutdown(): waiting coroutines wake and raise ShutDown
+        once the queue is drained.
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        self._queue.shutdown(immediate)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``await get()`` until the queue is shut down and drained."""
+        return _until_shut_down(self.get)
+
+    def close(self) -> None:
+        """End the waiter threads; close the Queue if this object made it.
+        Idempotent."""
+        self._async_ring.close()
+        if self._owned:
+            self._queue.close()
+
+    async def __aenter__(self) -> AsyncQueue[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _once(compute: Callable[[], int]) -> Callable[[], int]:
+    """``compute`` called on first use only, its result remembered."""
+    result: list[int] = []
+
+    def value() -> int:
+        if not result:
+            result.append(compute())
+        return result[0]
+
+    return value
