@@ -11,6 +11,7 @@ empty, when another consumer was faster.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable, List, Optional, TypeVar
 
 from ringshm._ring import RingCore, wait_many
@@ -45,5 +46,14 @@ def wait(objects: Iterable[W], timeout: Optional[float] = None) -> List[W]:
     """
     given = list(objects)
     cores = [_core(obj) for obj in given]
+    if not cores:
+        # Nothing can become ready: sleep out the timeout (interruptibly).
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+            if not timeout >= 0:
+                raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
+        threading.Event().wait(timeout)
+        return []
     ready = wait_many(cores, [None] * len(cores), timeout)
     return [given[i] for i in ready]

@@ -259,7 +259,16 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
         }
         if ((ready = look(items, count)) != 0)
             break;
-        until = rs__now() + slice;
+        /* No ring sets a slice when there is none (a wait on a poke
+         * alone, or on nothing): sleep to the deadline then. */
+        until = slice == RS_NO_DEADLINE ? deadline : rs__now() + slice;
+        if (nwords == 0) {
+            /* Nothing to wake us: just the deadline (a signal ends the
+             * sleep early; the loop looks at the clock again). */
+            rs__timespec(until, &ts);
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+            continue;
+        }
         if (waitv_missing()) {
             /* One word at a time, briefly: never a busy loop. */
             if (until > rs__now() + POLL_SLICE_NS)
@@ -267,14 +276,13 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
             if (until > deadline)
                 until = deadline;
             rs__timespec(until, &ts);
-            error = nwords == 0 ? ETIMEDOUT
-                                : rs_futex_wait((uint32_t *)(uintptr_t)words[nwords - 1].uaddr,
-                                                (uint32_t)words[nwords - 1].val, &ts);
+            error = rs_futex_wait((uint32_t *)(uintptr_t)words[nwords - 1].uaddr,
+                                  (uint32_t)words[nwords - 1].val, &ts);
         } else {
             if (until > deadline)
                 until = deadline;
             rs__timespec(until, &ts);
-            error = nwords == 0 ? ETIMEDOUT : sleep_all(words, nwords, &ts);
+            error = sleep_all(words, nwords, &ts);
             if (error == ENOSYS) {
                 __atomic_store_n(&no_waitv, 1, __ATOMIC_RELAXED);
                 continue;

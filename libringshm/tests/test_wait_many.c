@@ -77,6 +77,12 @@ int main(int argc, char **argv) {
     CHECK(rs_wait(items, 16, NULL, 0, 0) == RS_EMPTY);
     CHECK(rs_wait(items, RINGS, NULL, 0, 10000000) == RS_EMPTY);
     CHECK(rs_wait_uses_futex_waitv() == !fallback);
+    {
+        /* Nothing to wait on: a sleep to the deadline, not a spin. */
+        clock_t cpu = clock();
+        CHECK(rs_wait(items, 0, NULL, 0, 100000000) == RS_EMPTY);
+        CHECK(clock() - cpu < CLOCKS_PER_SEC / 20);
+    }
 
     /* A put on a random ring, 200 rounds, over 16 and over all the rings. */
     for (round = 0; round < 200; round++) {
