@@ -313,7 +313,7 @@ def test_every_put_that_returned_before_shutdown_reaches_a_consumer_in_another_p
         consumer.start()
         published = []
 
-        def produce():
+        def produce(ring, published):
             while True:
                 try:
                     ring.put(b"m" * rng.randrange(1, 200))
@@ -321,7 +321,7 @@ def test_every_put_that_returned_before_shutdown_reaches_a_consumer_in_another_p
                     return
                 published.append(1)
 
-        producers = [threading.Thread(target=produce) for _ in range(2)]
+        producers = [threading.Thread(target=produce, args=(ring, published)) for _ in range(2)]
         for producer in producers:
             producer.start()
         threading.Event().wait(rng.random() * 0.01)
