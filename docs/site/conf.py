@@ -63,7 +63,8 @@ nitpick_ignore = [
 ]
 _stdlib = "|".join(["typing", "collections", "asyncio", "multiprocessing", "queue", "pickle",
                     "types", "concurrent", "threading", "os", "socket", "ssl", "nats",
-                    "numpy", "_io", "_queue", "io", "typing_extensions", "enum", "pathlib", "contextlib", "weakref"])
+                    "numpy", "_io", "_queue", "io", "typing_extensions", "enum", "pathlib",
+                    "contextlib", "weakref"])
 _builtins = "|".join(sorted(name for name in dir(builtins) if not name.startswith("_")))
 nitpick_ignore_regex = [
     # Without intersphinx, the standard library's names cannot link.

@@ -141,7 +141,8 @@ class CliDirective(SphinxDirective):
             if depth:
                 lines.extend([title, "-~^"[depth - 1] * len(title), ""])
             help_text = parser.format_help().rstrip()
-            lines.extend(["::", ""] + ["    " + line for line in help_text.splitlines()] + [""])
+            lines.extend([".. code-block:: text", ""]
+                         + ["    " + line for line in help_text.splitlines()] + [""])
             for name, sub in _subcommands(parser):
                 if depth == 0 and name in delegates:
                     sub = _load(delegates[name])
