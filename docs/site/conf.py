@@ -47,6 +47,8 @@ suppress_warnings = ["myst.header"]
 # -- autodoc ---------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Defaults as written (`mode=0o600`, `spin=DEFAULT_SPIN`), not 384 and this CPU's value.
+autodoc_preserve_defaults = True
 autodoc_default_options = {"members": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

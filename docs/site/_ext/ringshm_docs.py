@@ -201,9 +201,11 @@ def _members(body: str) -> list[str]:
     return out
 
 
-def render_header(text: str) -> list[str]:
+def render_header(text: str, outline: dict[str, str] | None = None) -> list[str]:
     """reST for a C header: the leading comment, then each group of
-    declarations after the comment that describes it."""
+    declarations after the comment that describes it.  `outline` maps a
+    declared name to the title of a section that starts with its group."""
+    outline = dict(outline or {})
     lines: list[str] = []
     pending: list[str] = []        # a comment waiting for its declarations
     # C keeps struct tags apart from other names, Sphinx's C domain does not:
@@ -214,7 +216,10 @@ def render_header(text: str) -> list[str]:
     guard = False
     skip_depth = 0
 
-    def flush() -> None:
+    def flush(name: str = "") -> None:
+        title = outline.pop(name, None)
+        if title:
+            lines.extend([title, "-" * len(title), ""])
         if pending:
             lines.extend(pending + [""])
             pending.clear()
@@ -247,14 +252,16 @@ def render_header(text: str) -> list[str]:
             define = re.match(r"#define\s+(\w+)\s+(.*?)\s*(?:/\*\s*(.*?)\s*\*/)?$", stripped)
             if define and define.group(1) != "RINGSHM_H":
                 name, value, doc = define.groups()
-                flush()
+                flush(name)
                 lines.extend([f".. c:macro:: {name}", "", f"   ``{value}``"
                               + (f": {_inline(doc)}" if doc else ""), ""])
             continue
         if skip_depth or stripped in ("}", 'extern "C" {'):
             continue
-        flush()
         declaration = re.sub(r"\s+", " ", stripped.replace("RS_API ", "")).rstrip(";").strip()
+        declared = re.match(r"(?:typedef )?struct (\w+) \{|typedef struct \w+ (\w+)$"
+                            r"|.*?\(\*(\w+)\)|[^(]*?(\w+)\(", declaration)
+        flush(next(filter(None, declared.groups()), "") if declared else "")
         struct = re.match(r"(typedef )?struct (\w+) \{(.*)\}\s*(\w*)", declaration, re.S)
         if struct:
             body = stripped[stripped.index("{") + 1:stripped.rindex("}")]
@@ -273,6 +280,8 @@ def render_header(text: str) -> list[str]:
         else:
             lines.extend([f".. c:function:: {declaration}", ""])
     flush()
+    if outline:
+        raise ValueError(f"c-header outline: no declaration named {', '.join(outline)}")
     return lines
 
 
@@ -290,14 +299,22 @@ def _inline(text: str) -> str:
 
 
 class CHeaderDirective(SphinxDirective):
-    """A C header's comments and declarations, as C-domain entries."""
+    """A C header's comments and declarations, as C-domain entries.  The
+    content, lines of ``NAME: Title``, starts a section titled Title at the
+    group that declares NAME."""
 
     required_arguments = 1
+    has_content = True
 
     def run(self) -> list[nodes.Node]:
         path = (Path(self.env.srcdir) / self.arguments[0]).resolve()
         self.env.note_dependency(str(path))
-        lines = render_header(path.read_text())
+        outline = dict((part.strip() for part in line.split(":", 1))
+                       for line in self.content if line.strip())
+        try:
+            lines = render_header(path.read_text(), outline)
+        except ValueError as exc:
+            raise self.error(str(exc)) from exc
         node = nodes.section()
         node.document = self.state.document
         nested_parse_with_titles(self.state, StringList(lines, str(path)), node)
