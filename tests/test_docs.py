@@ -109,6 +109,23 @@ def test_references_are_generated_from_the_sources(site: pathlib.Path) -> None:
     assert "--capacity" in text and "--subject" in text and "--window" in text
 
 
+@needs_sphinx
+def test_links_between_pages_resolve(site: pathlib.Path) -> None:
+    # The included Markdown links docs/*.md and #sections: each must land.
+    ids: dict[pathlib.Path, set[str]] = {}
+    for page in site.glob("*.html"):
+        for href in re.findall(r'href="([^"]+)"', page.read_text()):
+            if re.match(r"[a-z]+:", href):
+                continue
+            path, _, anchor = href.split("?")[0].partition("#")
+            target = (page.parent / path) if path else page
+            assert target.exists(), f"{page.name}: {href}"
+            if anchor and target.suffix == ".html":
+                if target not in ids:
+                    ids[target] = set(re.findall(r'id="([^"]+)"', target.read_text()))
+                assert anchor in ids[target], f"{page.name}: {href}"
+
+
 def test_site_has_python_examples() -> None:
     assert len(EXAMPLES) >= 3
 
