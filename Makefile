@@ -1,7 +1,7 @@
 # Developer commands; .ci/run and the README use the same steps.
 PY ?= .venv/bin/python
 
-.PHONY: venv build debug release test test-debug bench lint clean soak-cross
+.PHONY: venv build debug release test test-debug bench lint docs clean soak-cross
 
 venv:
 	test -x $(PY) || python3 -m venv .venv
@@ -31,10 +31,15 @@ bench: build
 
 lint:
 	$(PY) -m pip install -q -e '.[lint]'
-	$(PY) -m ruff check ringshm tests bench examples setup.py
+	$(PY) -m ruff check ringshm tests bench examples setup.py docs/site
 	PATH=$(dir $(PY)):$$PATH $(dir $(PY))cython-lint --max-line-length 100 ringshm/*.pyx ringshm/*.pxd ringshm/*.pxi
 	$(PY) -m mypy --strict -p ringshm
 	$(MAKE) -C libringshm lint BUILD=$(CURDIR)/build/libringshm-lint
+
+# The documentation site (docs/site/, Sphinx), warnings as errors: build/docs/index.html.
+docs:
+	$(PY) -c 'import sphinx, furo, myst_parser' 2>/dev/null || $(PY) -m pip install -q -e '.[docs]'
+	$(PY) -m sphinx -W --keep-going -b html docs/site build/docs
 
 clean:
 	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis

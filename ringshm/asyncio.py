@@ -568,7 +568,7 @@ class AsyncQueue(Generic[T]):
 
         Raises:
             ringshm.Full: no room for the whole batch in time.  Otherwise as
-            Queue.put_many().
+                Queue.put_many().
         """
         timeout = _check_timeout(timeout)
         batch = list(objs)
