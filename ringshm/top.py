@@ -367,21 +367,59 @@ def cells(row: dict[str, Any]) -> tuple[str, ...]:
             side, creator, state)
 
 
-def render(rows: list[dict[str, Any]], title: str = "") -> Table:
+# Columns left out, in this order, while the table is wider than the
+# terminal; NAME, FILL, IN/s, OUT/s and STATE always stay.
+_DROP_ORDER = ("SIDE FILES", "KIND", "CREATOR", "RECOVERIES", "BYTES OUT/s", "BYTES IN/s",
+               "CAPACITY", "WAITS/s")
+_PADDING = 3   # box.SIMPLE_HEAD: a space either side of a cell, and a divider
+_NAME_FOLD = 40
+_STATE_MIN = 12
+
+
+def fit_columns(table: list[tuple[str, ...]], width: Optional[int]) -> list[int]:
+    """The indexes of COLUMNS to show so that ``table`` (rows of cells)
+    fits in ``width`` characters; all of them when width is None."""
+    keep = list(range(len(COLUMNS)))
+    if width is None:
+        return keep
+    widths = [max([len(COLUMNS[i])] + [len(row[i]) for row in table]) + _PADDING
+              for i in keep]
+    # Columns go before a name folds (up to _NAME_FOLD characters of it);
+    # the state folds onto more lines down to _STATE_MIN.
+    least = {COLUMNS.index("NAME"): _NAME_FOLD + _PADDING,
+             COLUMNS.index("STATE"): _STATE_MIN + _PADDING}
+    for column in _DROP_ORDER:
+        need = 1 + sum(min(widths[i], least.get(i, widths[i])) for i in keep)
+        if need <= width:
+            break
+        keep.remove(COLUMNS.index(column))
+    return keep
+
+
+def render(rows: list[dict[str, Any]], title: str = "", width: Optional[int] = None) -> Table:
     """A rich Table of ``rows`` (every cell plain text: a name holding
-    ``[bold]`` is printed as it is, never read as markup)."""
+    ``[bold]`` is printed as it is, never read as markup), with the columns
+    that fit in ``width`` (None: all)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
     table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left")
-    for column in COLUMNS:
+    texts = [cells(row) for row in rows]
+    keep = fit_columns(texts, width)
+    for i in keep:
+        column = COLUMNS[i]
         numeric = column not in ("NAME", "KIND", "CREATOR", "STATE")
-        table.add_column(column, justify="right" if numeric else "left",
-                         overflow="fold", no_wrap=column != "NAME" and column != "STATE")
-    for row in rows:
+        flexible = column in ("NAME", "STATE")
+        least = None
+        if flexible:
+            longest = max([len(column)] + [len(text[i]) for text in texts])
+            least = min(longest, _NAME_FOLD if column == "NAME" else _STATE_MIN)
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold",
+                         no_wrap=not flexible, min_width=least)
+    for row, text in zip(rows, texts):
         style = "dim" if row["state"] == "gone" else \
             ("yellow" if row["state"] not in ("ok", "shutdown") else "")
-        table.add_row(*(Text(cell) for cell in cells(row)), style=style)
+        table.add_row(*(Text(text[i]) for i in keep), style=style)
     return table
 
 
@@ -449,17 +487,18 @@ def run(interval: float = 1.0, sort: str = "name", pattern: Optional[str] = None
             return 0
         console = Console()
         if not console.is_terminal:
-            console = Console(width=max(console.width, 200))
-        console.print(render(rows))
+            console = Console(width=max(console.width, 200))   # every column
+        console.print(render(rows, width=console.width))
         return 0
     from rich.live import Live
     console = Console()
     rows = sort_rows(compare({}, before), sort)
-    with _Keys() as keys, Live(render(rows, _title(rows, interval, sort)), console=console,
-                               screen=True, auto_refresh=False) as live:
+    with _Keys() as keys, Live(render(rows, _title(rows, interval, sort), console.width),
+                               console=console, screen=True, auto_refresh=False) as live:
         while not keys.quit_within(interval):
             after = take_samples(pattern)
             rows = sort_rows(compare(before, after), sort)
-            live.update(render(rows, _title(rows, interval, sort)), refresh=True)
+            live.update(render(rows, _title(rows, interval, sort), console.width),
+                        refresh=True)
             before = after
     return 0
