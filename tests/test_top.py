@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import remove_segment, shm_path, unique_ring_name
+from conftest import remove_segment, remove_sysv, shm_path, unique_ring_name, unique_sysv_key
 
 from ringshm import Queue, Ring, cli, top
 
@@ -172,6 +172,22 @@ def test_close_itself_wakes_the_wait_queues_which_top_avoids(make_ring):
     opened._detach_quietly()
     assert opened.closed
     assert segment_bytes(ring.name) == before
+
+
+def test_a_system_v_ring_is_a_row_and_is_not_written(make_ring):
+    key = unique_sysv_key()
+    try:
+        ring = make_ring.track(Ring.create(sysv_key=key, capacity=4096))
+        ring.put(b"hello")
+        before = ring.stats()
+        name = f"0x{key:08x}"
+        row = top_json("--interval", "0.1", "--filter", name)[name]
+        assert (row["kind"], row["state"], row["capacity"], row["messages"]) == \
+            ("sysv", "ok", 4096, 1)
+        assert ring.stats() == before
+    finally:
+        ring.close()
+        remove_sysv(key)
 
 
 # -- rings that go away, and entries that are no ring -----------------------------------
