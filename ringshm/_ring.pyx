@@ -218,6 +218,23 @@ cdef class RingCore:
         if self._busy == 0:
             self._forget_mapping()
 
+    def _detach_quietly(self):
+        """Detach without writing one byte of the segment: close() wakes
+        every wait queue of the ring (bumping their futex words) for this
+        object's own waiting threads; an observer that never waits (`ringshm
+        top`, `ringshm ls`) leaves the header as it found it.
+
+        Raises:
+            RuntimeError: an operation of this object is in progress (then
+                close() is the way: it must wake it).
+        """
+        if self._busy != 0:
+            raise RuntimeError("an operation of this ring is in progress: use close()")
+        self._closing = True
+        if self.ring != NULL:
+            rs__abandon(self.ring)
+        self._forget_mapping()
+
     cdef void _forget_mapping(self):
         if self.ring != NULL:
             rs_unhold(self.ring)

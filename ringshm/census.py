@@ -218,7 +218,7 @@ def _states(attach: Callable[[], Ring], row: Dict[str, Any],
         row["error"] = str(exc)
         return ["corrupt"]
     finally:
-        ring.close()
+        ring._detach_quietly()   # close() would wake (write) its wait queues
     row.update(stats)
     states = []
     if stats["shutdown"]:

@@ -34,6 +34,9 @@ _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _READ_SIZE = 1 << 16
 _MAX_BATCH_BYTES = 1 << 20
 _RECORD_HEADER = 8
+# ringshm.top.SORT_CHOICES, spelled out: --help works without the compiled core.
+TOP_SORT_KEYS = ("name", "kind", "rate", "in", "out", "bytes", "fill", "capacity", "waits",
+                 "recoveries", "side")
 
 
 # -- argument types ----------------------------------------------------------
@@ -230,6 +233,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
             continue
         print(f"removed {label}")
     return status
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of this user's rings: fill, rates, waits, recoveries."""
+    if args.json and not args.once:
+        raise ValueError("--json needs --once (one table after one interval)")
+    if args.interval <= 0:
+        raise ValueError("--interval must be more than 0 seconds")
+    from .top import run
+    return run(interval=args.interval, sort=args.sort, pattern=args.filter, once=args.once,
+               as_json=args.json)
 
 
 def _open_ring(args: argparse.Namespace) -> Ring:
@@ -547,6 +561,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also remove idle persistent rings (no live process maps them)")
     p.set_defaults(func=cmd_gc)
 
+    p = sub.add_parser("top", help="a live view of this user's rings: fill, rates, waits",
+                       description="A live view of this user's rings and queues, refreshed "
+                                   "every --interval seconds: capacity, fill, messages and "
+                                   "bytes per second in and out, waits per second, lock "
+                                   "recoveries, the bytes of a queue's side files, whether "
+                                   "the creator lives, shutdown. Read-only: it takes no lock "
+                                   "and writes nothing into a ring. q or Ctrl-C quits.")
+    p.add_argument("--interval", type=parse_seconds, default=1.0, metavar="S",
+                   help="seconds between refreshes; rates are measured over them (default 1)")
+    p.add_argument("--sort", choices=TOP_SORT_KEYS, default="name",
+                   help="order of the rows: name, kind, or the largest first "
+                        "(rate: messages/s in+out; bytes: bytes/s in+out)")
+    p.add_argument("--filter", metavar="PATTERN",
+                   help="only the rings whose name contains PATTERN (a glob if it holds *?[)")
+    p.add_argument("--once", action="store_true",
+                   help="print one table after one interval and exit")
+    p.add_argument("--json", action="store_true",
+                   help="with --once: a JSON list, one object per ring")
+    p.set_defaults(func=cmd_top)
+
     p = sub.add_parser("info", help="a ring's header and counters")
     p.add_argument("name", nargs="?")
     p.add_argument("--sysv-key", type=parse_sysv_key, metavar="KEY",
@@ -658,7 +692,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         command = functools.partial(args.func, args)
-        if args.func is not cmd_demo:   # the demo removes its rings on Ctrl-C
+        # The demo removes its rings on Ctrl-C; the live top restores the
+        # terminal (KeyboardInterrupt: 130).
+        if args.func is not cmd_demo and not (args.func is cmd_top and not args.once):
             signals = _filter_signals(pipe_kills=args.func is not cmd_recv)
     try:
         with signals:
