@@ -28,8 +28,8 @@ from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissio
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file, sysv_segments
 
-__all__ = ["Mappers", "census", "escape_name", "remove", "remove_companion", "still_the_same",
-           "unescape_name"]
+__all__ = ["Mappers", "census", "escape_name", "human_size", "remove", "remove_companion",
+           "still_the_same", "unescape_name"]
 
 _MAGIC = b"RINGSHM\0"
 
@@ -349,3 +349,16 @@ def remove_companion(key: int) -> None:
     if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def human_size(n: int) -> str:
+    """``1536`` -> ``"1.5K"``; bytes below 1 KiB stay exact."""
+    if n < 1024:
+        return str(n)
+    scaled = float(n)
+    for unit in ("K", "M", "G", "T"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "T":
+            break
+    text = f"{scaled:.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + unit

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from ._version import __version__
+from .census import human_size
 from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
 
 if TYPE_CHECKING:
@@ -122,19 +123,6 @@ def parse_sysv_key(text: str) -> int:
     except (ValueError, TypeError):
         raise argparse.ArgumentTypeError(
             f"invalid System V key {text!r} (0x... or decimal, not 0)") from None
-
-
-def human_size(n: int) -> str:
-    """``1536`` -> ``"1.5K"``; bytes below 1 KiB stay exact."""
-    if n < 1024:
-        return str(n)
-    scaled = float(n)
-    for unit in ("K", "M", "G", "T"):
-        scaled /= 1024
-        if scaled < 1024 or unit == "T":
-            break
-    text = f"{scaled:.1f}"
-    return (text[:-2] if text.endswith(".0") else text) + unit
 
 
 # -- commands ----------------------------------------------------------------

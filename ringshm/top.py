@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ._backing import SHM_DIR, SHM_PREFIX, companion_path, shm_path
 from ._ring import HEADER_SIZE, LAYOUT_VERSION
-from .census import _holds_magic, escape_name
+from .census import _holds_magic, escape_name, human_size
 from .errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
 from .watcher import open_same_file, sysv_segments
 
@@ -343,7 +343,6 @@ def _count(value: Optional[float]) -> str:
 
 
 def _bytes(value: Optional[float]) -> str:
-    from .cli import human_size
     return "-" if value is None else human_size(int(value))
 
 

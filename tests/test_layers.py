@@ -37,6 +37,7 @@ LAYERS = [
     "ringshm.asyncio",
     "ringshm.stress",
     "ringshm.demo",
+    "ringshm.top",            # the live view of every ring
     "ringshm.bridge",
     "ringshm.cli",
     "ringshm.__main__",
