@@ -679,6 +679,20 @@ def test_the_lock_a_block_holds_is_not_taken_again_by_its_own_thread(backing):
     assert ring.get_many(block=False) == [b"r"]
 
 
+def test_a_put_in_its_own_block_that_would_wait_for_room_says_so(make_ring):
+    # A put that finds the ring full waits for room before it takes the
+    # lock: inside its own thread's reserve() block it must refuse instead.
+    ring = make_ring(capacity=4096)
+    fill(ring)
+    ring.get()                    # room for one record: the block's
+    with ring.reserve(1) as buffer:
+        buffer[:] = b"r"
+        for put in (lambda: ring.put(b"x", timeout=5),
+                    lambda: ring.put_many([b"x"], timeout=5)):
+            with pytest.raises(RuntimeError):
+                put()
+
+
 # ------------------------------------------------------------------- inputs
 
 def test_every_size_round_trips_across_many_wraps(backing):

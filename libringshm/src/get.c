@@ -145,13 +145,14 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
     rs_wait w;
     uint64_t head;
     int rc, waited = 0;
-    if (rs__held_by_me(r, RS_GET_LOCK))
-        return rs__fail(RS_DEADLOCK, "get inside this thread's own view() block of this ring "
-                        "would deadlock");
     for (;;) {
         if (!try_only && deadline != 0 && looks_empty(r)) {
             /* Wait for data before taking the lock: the lock would only be
-             * let go again. */
+             * let go again.  Not inside this thread's own view() block (as
+             * begin_put in put.c). */
+            if (rs__held_by_me(r, RS_GET_LOCK))
+                return rs__fail(RS_DEADLOCK, "get inside this thread's own view() block of this "
+                                "ring would deadlock");
             rc = wait_step(r, &w, &waited, deadline);
             if (rc != 0)
                 return get_failed(r, rc);

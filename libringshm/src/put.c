@@ -206,13 +206,17 @@ static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_
                      int64_t deadline, int try_only, put_plan *plan) {
     rs_wait w;
     int rc, waited = 0;
-    if (rs__held_by_me(r, RS_PUT_LOCK))
-        return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of this "
-                        "ring would deadlock");
     for (;;) {
         if (!try_only && deadline != 0 && looks_full(r, count, total_span, plan)) {
             /* Wait for room before taking the lock: the lock would only be
-             * let go again, and waiting producers would fight for it. */
+             * let go again, and waiting producers would fight for it.  Not
+             * inside this thread's own reserve() block: no consumer would
+             * make room it could take.  (Elsewhere rs__lock says so when
+             * its compare-and-swap fails: the thread's table of held locks
+             * is read on that slow path only.) */
+            if (rs__held_by_me(r, RS_PUT_LOCK))
+                return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of "
+                                "this ring would deadlock");
             rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
             if (rc != 0)
                 return put_failed(r, rc);
