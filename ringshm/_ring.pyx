@@ -306,19 +306,23 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
-    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline) except -1:
+    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline,
+                      int brief=0) except -1:
         """Enter, then take room and the put lock for one record of `n`
         bytes: a try with the GIL held (no wait), then, if it would wait,
-        the whole call without the GIL.  On failure: raises, having left."""
+        the whole call without the GIL.  On failure: raises, having left.
+        `brief`: RS__BRIEF when the caller only copies before it commits
+        (no Python code runs in between: the span need not be noted in the
+        thread's table of held locks); 0 for a block."""
         cdef int rc
         self._enter()
         if n < NOGIL_COPY_BYTES:
-            rc = rs__reserve(self.ring, n, span, deadline, 1)
+            rc = rs__reserve(self.ring, n, span, deadline, RS__TRY | brief)
         else:
             rc = RS__AGAIN
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__reserve(self.ring, n, span, deadline, 0)
+                rc = rs__reserve(self.ring, n, span, deadline, brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, True)
@@ -360,7 +364,7 @@ cdef class RingCore:
         if n > self.max_payload:
             raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
-        self._reserve(n, &span, deadline)
+        self._reserve(n, &span, deadline, RS__BRIEF)
         copy_maybe_nogil(span.data, data, n)
         return self._commit(&span)
 
@@ -403,7 +407,7 @@ cdef class RingCore:
                     raise ValueError(f"piece {i} at {offsets[i]} overlaps the one before "
                                      f"or ends beyond the message's {n} bytes")
                 end = offsets[i] + <uint64_t>bufs[i].len
-            self._reserve(n, &span, deadline)
+            self._reserve(n, &span, deadline, RS__BRIEF)
             if n >= NOGIL_COPY_BYTES:
                 with nogil:
                     gather(<char *>span.data, n, bufs, offsets, count)
@@ -475,16 +479,18 @@ cdef class RingCore:
 
     # -- consuming ---------------------------------------------------------
 
-    cdef int _view(self, rs_span *span, int64_t deadline) except -1:
+    cdef int _view(self, rs_span *span, int64_t deadline, int brief=0) except -1:
         """Enter, then take the get lock and the oldest message (a try with
         the GIL held, then the whole call without it).  On failure: raises,
-        having left.  On success the caller ends the span and leaves."""
+        having left.  On success the caller ends the span and leaves.
+        `brief`: as _reserve's (get, get_into: a copy; not get_many, whose
+        list may run the garbage collector, nor _get_direct's reader)."""
         cdef int rc
         self._enter()
-        rc = rs__view(self.ring, span, deadline, 1)
+        rc = rs__view(self.ring, span, deadline, RS__TRY | brief)
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__view(self.ring, span, deadline, 0)
+                rc = rs__view(self.ring, span, deadline, brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, False)
@@ -519,7 +525,7 @@ cdef class RingCore:
         """
         cdef rs_span span
         cdef int64_t deadline = fast_deadline(block, timeout)
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, RS__BRIEF)   # it checks that the ring is open
         out = self._copy(&span)
         self._end_view(&span, True)
         return out
@@ -604,7 +610,7 @@ cdef class RingCore:
         self._check_open()
         get_buffer(buffer, &buf, "buffer", True)
         try:
-            self._view(&span, deadline)
+            self._view(&span, deadline, RS__BRIEF)
             n = span.len
             if <uint64_t>buf.len < n:
                 self._end_view(&span, False)

@@ -181,19 +181,23 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
     }
 }
 
-int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
+/* `flags`: RS__TRY, RS__BRIEF (internal.h). */
+int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags) {
     int rc;
     if (span == NULL)
         return rs__fail(RS_INVALID, "span is NULL");
     rc = rs__enter(r);
     if (rc != 0)
         return rc;
-    rc = lock_and_find(r, span, deadline, try_only);
+    rc = lock_and_find(r, span, deadline, flags & RS__TRY);
     if (rc != 0) {
         rs__leave(r);
         return rc;
     }
-    rs__hold_note(r, RS_GET_LOCK);
+    if (!(flags & RS__BRIEF)) {
+        span->_kind |= RS__NOTED;
+        rs__hold_note(r, RS_GET_LOCK);
+    }
     return 0;
 }
 
@@ -226,12 +230,13 @@ int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed) 
         rs__leave(r);
         return rc;
     }
+    span->_kind |= RS__NOTED;
     rs__hold_note(r, RS_GET_LOCK);
     return 0;
 }
 
 static int check_view(rs_ring *r, rs_span *span) {
-    if (span == NULL || span->_lock != r || span->_kind != RS_GET_LOCK)
+    if (span == NULL || span->_lock != r || RS__SPAN_LOCK(span) != RS_GET_LOCK)
         return rs__fail(RS_INVALID, "not an open view() span of this ring");
     if (span->_forks != rs__forks) {
         span->_lock = NULL;
@@ -275,7 +280,8 @@ static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
     if (rc != 0)
         return rc;
     span->_lock = NULL;
-    rs__hold_forget(r, RS_GET_LOCK);
+    if (span->_kind & RS__NOTED)
+        rs__hold_forget(r, RS_GET_LOCK);
     if (rs__closing(r) && (consume || span->_messages)) {
         rc = rs__fail(RS_CLOSED, "the ring was closed inside the view() block: the message "
                       "stays in the ring");
@@ -313,7 +319,7 @@ int rs_get(rs_ring *r, void *out, size_t out_cap, size_t *out_len, int64_t timeo
     int rc;
     if (out == NULL && out_cap != 0)
         return rs__fail(RS_INVALID, "out is NULL");
-    rc = rs__view(r, &span, rs__deadline(timeout_ns), 0);
+    rc = rs__view(r, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     if (out_len != NULL)
@@ -334,7 +340,7 @@ int rs_get_many(rs_ring *r, void *out, size_t out_cap, size_t *lengths, size_t m
     int rc;
     if (max_messages == 0 || lengths == NULL || (out == NULL && out_cap != 0))
         return rs__fail(RS_INVALID, "max_messages must be positive, lengths and out given");
-    rc = rs__view(r, &span, rs__deadline(timeout_ns), 0);
+    rc = rs__view(r, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     if (span.len > out_cap) {

@@ -121,10 +121,21 @@ void rs__held_after_fork(void);
 /* ---- records (records.h has the layout; get.c reads them) ----------------- */
 
 /* ---- the put side (put.c) and the get side (get.c) ------------------------ */
-int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only);
+/* Flags of rs__reserve and rs__view. */
+#define RS__TRY 1     /* RS__AGAIN instead of a wait */
+/* The caller ends the span before it runs anything that could call the
+ * library on this thread (a copy; no callback, no Python code): the span is
+ * not noted in the thread's table of held locks (rs__hold_note), which
+ * only a block that runs the caller's code inside needs. */
+#define RS__BRIEF 2
+/* span->_kind: the lock (RS_PUT_LOCK, RS_GET_LOCK), and RS__NOTED when
+ * the span is in the thread's table. */
+#define RS__NOTED 0x100u
+#define RS__SPAN_LOCK(span) ((span)->_kind & 0xFFu)
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags);
 int rs__put_many(rs_ring *r, const struct iovec *messages, size_t count, uint64_t tag,
                  int64_t deadline);
-int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only);
+int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags);
 int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed);
 int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);

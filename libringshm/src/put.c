@@ -272,7 +272,7 @@ static int too_large(rs_ring *r, size_t len) {
 
 int rs_put(rs_ring *r, const void *data, size_t len, int64_t timeout_ns) {
     rs_span span;
-    int rc = rs__reserve(r, len, &span, rs__deadline(timeout_ns), 0);
+    int rc = rs__reserve(r, len, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     memcpy(span.data, data, len);
@@ -333,8 +333,9 @@ int rs_put_many(rs_ring *r, const struct iovec *messages, size_t count, int64_t 
 }
 
 /* Room and the put lock for one record of `len` bytes, handed out as a
- * span; the span holds a reference to the handle until it ends. */
-int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only) {
+ * span; the span holds a reference to the handle until it ends.  `flags`:
+ * RS__TRY, RS__BRIEF (internal.h). */
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags) {
     put_plan plan;
     struct iovec one;
     uint64_t at;
@@ -348,7 +349,7 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try
         return rc;
     one.iov_base = NULL;
     one.iov_len = len;
-    rc = begin_put(r, &one, 1, rs__record_span(len), deadline, try_only, &plan);
+    rc = begin_put(r, &one, 1, rs__record_span(len), deadline, flags & RS__TRY, &plan);
     if (rc != 0) {
         rs__leave(r);
         return rc;
@@ -361,7 +362,10 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try
     span->_kind = RS_PUT_LOCK;
     span->_has_record = 1;
     span->_lock = r;
-    rs__hold_note(r, RS_PUT_LOCK);
+    if (!(flags & RS__BRIEF)) {
+        span->_kind |= RS__NOTED;
+        rs__hold_note(r, RS_PUT_LOCK);
+    }
     return 0;
 }
 
@@ -374,12 +378,13 @@ int rs_reserve(rs_ring *r, size_t len, rs_span *span, int64_t timeout_ns) {
  * not published. */
 static int end_reserve(rs_ring *r, rs_span *span, int commit) {
     int rc = 0;
-    if (span == NULL || span->_lock != r || span->_kind != RS_PUT_LOCK)
+    if (span == NULL || span->_lock != r || RS__SPAN_LOCK(span) != RS_PUT_LOCK)
         return rs__fail(RS_INVALID, "not an open reserve() span of this ring");
     span->_lock = NULL;
     if (span->_forks != rs__forks)
         return RS_NOT_OWNER;   /* the parent's: its lock, its room (no reference of ours) */
-    rs__hold_forget(r, RS_PUT_LOCK);
+    if (span->_kind & RS__NOTED)
+        rs__hold_forget(r, RS_PUT_LOCK);
     if (commit && rs__closing(r))
         rc = rs__fail(RS_CLOSED, "the ring was closed inside the reserve() block: the "
                       "message was not published");
