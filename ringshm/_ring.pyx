@@ -306,8 +306,7 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
-    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline,
-                      int brief=0) except -1:
+    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take room and the put lock for one record of `n`
         bytes: a try with the GIL held (no wait), then, if it would wait,
         the whole call without the GIL.  On failure: raises, having left.
@@ -479,7 +478,7 @@ cdef class RingCore:
 
     # -- consuming ---------------------------------------------------------
 
-    cdef int _view(self, rs_span *span, int64_t deadline, int brief=0) except -1:
+    cdef int _view(self, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take the get lock and the oldest message (a try with
         the GIL held, then the whole call without it).  On failure: raises,
         having left.  On success the caller ends the span and leaves.
@@ -556,7 +555,7 @@ cdef class RingCore:
         cdef char action = 1
         if actions is None or PyBytes_GET_SIZE(actions) != 256:
             raise ValueError("actions must be 256 bytes, one per first byte")
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, 0)   # it checks that the ring is open
         if span.len != 0:
             action = PyBytes_AS_STRING(actions)[(<unsigned char *>span.data)[0]]
         if action == 0:
@@ -660,7 +659,7 @@ cdef class RingCore:
         if tags is not None:
             tag_bytes = PyBytes_AS_STRING(tags)
             tag_count = PyBytes_GET_SIZE(tags)
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, 0)   # it checks that the ring is open
         out = []
         try:
             while span.data != NULL:
