@@ -103,15 +103,61 @@ void rs__wait_init(rs_wait *w, int64_t deadline, int64_t spin_ns);
 /* The first wait of a call counts in `waits` (a non-blocking call did not wait). */
 void rs__wait_start(rs_wait *w, int64_t deadline, int64_t spin_ns, uint64_t *waits);
 int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait *w, int baton);
-void rs__wake(rs_waitq *q, int count);
+void rs__wake_sleepers(rs_waitq *q, int count);
 void rs__wake_all(rs_waitq *q);
+/* Wake up to `count` sleepers of `q` if any may sleep there (waits.c says
+ * how).  Inline: every publish and unlock makes this one load, and a busy
+ * ring no more. */
+static inline void rs__wake(rs_waitq *q, int count) {
+    if (rs_load_seq(&q->wanted) != 0)
+        rs__wake_sleepers(q, count);
+}
 
 /* ---- locks (locks.c) ---------------------------------------------------- */
 #define RS_PUT_LOCK 0
 #define RS_GET_LOCK 1
-int rs__token(rs_ring *r, uint64_t *token);
-int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only);
-void rs__unlock(rs_ring *r, int which);
+/* The fast paths are inline (one load for the token, one compare-and-swap
+ * for the lock, an exchange and a load to let it go); locks.c has the rest. */
+int rs__token_claim(rs_ring *r, uint64_t *token);
+int rs__lock_contended(rs_ring *r, int which, uint64_t token, int64_t deadline, int try_only);
+
+static inline rs_lock *rs__lock_word(rs_ring *r, int which) {
+    return which == RS_PUT_LOCK ? &r->hdr->put_lock : &r->hdr->get_lock;
+}
+
+/* This process's lock token for the segment: taken with its first lock
+ * (again after fork, liveness.h), then one load. */
+static inline int rs__token(rs_ring *r, uint64_t *token) {
+    *token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
+    return *token != 0 ? 0 : rs__token_claim(r, token);
+}
+
+static inline void rs__unlock(rs_ring *r, int which) {
+    rs_lock *lk = rs__lock_word(r, which);
+    /* An exchange, not a store: it orders the release before the read of
+     * `wanted` (a release store would let that read pass it). */
+    rs_exchange(&lk->owner, 0);
+    rs__wake(&lk->waitq, 1);
+}
+
+/* Take a lock: one compare-and-swap when it is free; else (unless
+ * `try_only`) wait for it until the deadline (at least a millisecond).
+ * The put lock is refused once the ring is shut down (RS_SHUTDOWN).
+ * 0, RS__AGAIN (try_only), RS__TIMEOUT, RS_SHUTDOWN, RS_CLOSED,
+ * RS_INTERRUPTED, RS_DEADLOCK, RS_NO_SLOT or -errno. */
+static inline int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only) {
+    uint64_t token;
+    int rc = rs__token(r, &token);
+    if (rc != 0)
+        return rc;
+    if (!rs_cas(&rs__lock_word(r, which)->owner, 0, token))
+        return rs__lock_contended(r, which, token, deadline, try_only);
+    if (which == RS_PUT_LOCK && rs__shut_down(r)) {
+        rs__unlock(r, which);
+        return RS_SHUTDOWN;
+    }
+    return 0;
+}
 /* A zero-copy block of this thread holds that lock of this segment. */
 int rs__held_by_me(const rs_ring *r, int which);
 void rs__hold_note(rs_ring *r, int which);
