@@ -24,6 +24,7 @@ threads.  The only shared fields are the mapping and the handle, which
 live until the last operation in progress has left (_enter/_leave).
 """
 
+cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
@@ -224,12 +225,14 @@ cdef class RingCore:
             self.ring = NULL
         self._mapping = None
 
+    @cython.final
     cdef inline int _enter(self) except -1:
         if self.ring == NULL or self._closing:
             raise ValueError("operation on a closed ring")
         self._busy += 1
         return 0
 
+    @cython.final
     cdef inline void _leave(self):
         self._busy -= 1
         if self._busy == 0 and self._closing:
@@ -239,6 +242,7 @@ cdef class RingCore:
         """False while the creator may still be writing the header."""
         return rs__magic_present(self._mapping.base) != 0
 
+    @cython.final
     cdef inline int _check_open(self) except -1:
         if self.ring == NULL or self._closing:
             raise ValueError("operation on a closed ring")
@@ -269,6 +273,7 @@ cdef class RingCore:
 
     # -- status to exception: the one place -------------------------------
 
+    @cython.final
     cdef int _check(self, int rc, bint producer) except -1:
         if rc >= 0:
             return 0
@@ -306,6 +311,7 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
+    @cython.final
     cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take room and the put lock for one record of `n`
         bytes: a try with the GIL held (no wait), then, if it would wait,
@@ -327,6 +333,7 @@ cdef class RingCore:
             return self._raise(rc, True)
         return 0
 
+    @cython.final
     cdef int _commit(self, rs_span *span) except -1:
         cdef int rc = rs_commit(self.ring, span)
         self._leave()
@@ -358,6 +365,7 @@ cdef class RingCore:
         finally:
             PyBuffer_Release(&buf)
 
+    @cython.final
     cdef int _put_one(self, const void *data, size_t n, int64_t deadline) except -1:
         cdef rs_span span
         if n > self.max_payload:
@@ -478,6 +486,7 @@ cdef class RingCore:
 
     # -- consuming ---------------------------------------------------------
 
+    @cython.final
     cdef int _view(self, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take the get lock and the oldest message (a try with
         the GIL held, then the whole call without it).  On failure: raises,
@@ -495,11 +504,13 @@ cdef class RingCore:
             return self._raise(rc, False)
         return 0
 
+    @cython.final
     cdef int _end_view(self, rs_span *span, bint consume) except -1:
         cdef int rc = rs_release(self.ring, span) if consume else rs_keep(self.ring, span)
         self._leave()
         return self._check(rc, False)
 
+    @cython.final
     cdef bytes _copy(self, rs_span *span):
         """The message the span shows, as bytes; a big one copied without
         the GIL.  Leaves the message (and the object) if this fails."""
@@ -687,6 +698,7 @@ cdef class RingCore:
         self._end_view(&span, consume_shown)
         return out
 
+    @cython.final
     cdef bytes _copy_kept(self, rs_span *span):
         # As _copy, leaving the span open when it fails (the caller rewinds).
         cdef bytes out
