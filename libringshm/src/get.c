@@ -26,7 +26,7 @@ static inline uint64_t refresh_head(rs_ring *r) {
 /* Show the DATA record at span->_position: skip padding and validate.
  * 0 (span->data, span->len set), RS__TIMEOUT when there is none, or
  * RS_CORRUPTED.  `head` is the call's view of the published head. */
-static int find_record(rs_ring *r, rs_span *span, uint64_t *head) {
+RS__HOT int find_record(rs_ring *r, rs_span *span, uint64_t *head) {
     uint64_t tail, avail, pos, rec_span;
     uint32_t length, kind;
     const rs_record *rec;
@@ -85,7 +85,7 @@ static inline void publish_tail(rs_ring *r, uint64_t tail, uint64_t messages,
 }
 
 /* Publish what was consumed (or only the padding skipped), unlock. */
-void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes) {
+RS__HOT void end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes) {
     if (tail != rs_load_relaxed(&r->hdr->consumer.position) || messages)
         publish_tail(r, tail, messages, nbytes);
     rs__unlock(r, RS_GET_LOCK);
@@ -141,7 +141,7 @@ static inline void start_read(rs_ring *r, rs_span *span) {
 /* Take the get lock and find the oldest message, waiting for one (holding
  * no lock) until the deadline.  0 with the lock held and the span showing
  * the message; else a status, holding no lock.  The caller has entered. */
-static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
+RS__HOT int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
     rs_wait w;
     uint64_t head;
     int rc, waited = 0;
@@ -167,7 +167,7 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
             return 0;
         /* Nothing there: hand back any padding skipped, let the lock go,
          * and sleep until a producer publishes (a waiter holds no lock). */
-        rs__end_get(r, span->_position, 0, 0);
+        end_get(r, span->_position, 0, 0);
         if (rc == RS__TIMEOUT && rs__shut_down(r))
             return RS_SHUTDOWN;
         if (rc == RS__TIMEOUT && try_only)
@@ -274,7 +274,7 @@ void rs_rewind(rs_ring *r, rs_span *span) {
 /* The end of a view: publish what it consumed and let the lock go.  A
  * handle closed meanwhile consumes nothing and says RS_CLOSED: no message
  * is both returned and left. */
-static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
+RS__HOT int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
     int rc = check_view(r, span);
     uint64_t tail;
     if (rc != 0)
@@ -285,7 +285,7 @@ static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
     if (rs__closing(r) && (consume || span->_messages)) {
         rc = rs__fail(RS_CLOSED, "the ring was closed inside the view() block: the message "
                       "stays in the ring");
-        rs__end_get(r, span->_first, 0, 0);
+        end_get(r, span->_first, 0, 0);
     } else if (!publish) {
         rs__unlock(r, RS_GET_LOCK);
     } else {
@@ -295,7 +295,7 @@ static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
             span->_messages += 1;
             span->_bytes += span->len;
         }
-        rs__end_get(r, tail, span->_messages, span->_bytes);
+        end_get(r, tail, span->_messages, span->_bytes);
     }
     span->data = NULL;
     rs__leave(r);

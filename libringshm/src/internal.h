@@ -18,6 +18,10 @@
 #include "liveness.h"
 
 
+/* The steps of the hot path that GCC would keep as calls (each has several
+ * callers): inlined into each, so that a put or a get is one function. */
+#define RS__HOT static inline __attribute__((always_inline))
+
 /* Internal statuses, positive so that they never meet a public code. */
 #define RS__TIMEOUT 1   /* the wait ended: Full for a producer, Empty for a consumer */
 #define RS__AGAIN 2     /* a *_try call would have to wait */
@@ -185,7 +189,6 @@ int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags);
 int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed);
 int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
-void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes);
 int rs__wait_data(rs_ring *r, rs_wait *w);
 int rs__fits_now(rs_ring *r, uint64_t payload);
 uint64_t rs__messages_put(rs_ring *r);

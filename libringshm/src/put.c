@@ -103,7 +103,7 @@ static inline int early_wrap(rs_ring *r, uint64_t head, uint64_t total_span, siz
 }
 
 /* The fast path: no wrap, room by the cached tail (refreshed once). */
-static inline int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
+RS__HOT int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t tail;
     if (early_wrap(r, head, total_span, count, plan))
@@ -202,8 +202,8 @@ static inline int put_failed(rs_ring *r, int rc) {
 /* Take the put lock and room for the batch (total_span: its records
  * without padding).  0 with the lock held and *plan set; else a status,
  * holding no lock (RS__AGAIN: try_only and it would wait). */
-static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
-                     int64_t deadline, int try_only, put_plan *plan) {
+RS__HOT int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
+                    int64_t deadline, int try_only, put_plan *plan) {
     rs_wait w;
     int rc, waited = 0;
     for (;;) {
@@ -376,7 +376,7 @@ int rs_reserve(rs_ring *r, size_t len, rs_span *span, int64_t timeout_ns) {
 /* The end of a reserve: publish (commit) or drop it.  A handle closed
  * meanwhile drops it and says RS_CLOSED: nothing is reported put that was
  * not published. */
-static int end_reserve(rs_ring *r, rs_span *span, int commit) {
+RS__HOT int end_reserve(rs_ring *r, rs_span *span, int commit) {
     int rc = 0;
     if (span == NULL || span->_lock != r || RS__SPAN_LOCK(span) != RS_PUT_LOCK)
         return rs__fail(RS_INVALID, "not an open reserve() span of this ring");
