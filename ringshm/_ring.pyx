@@ -219,7 +219,9 @@ cdef class RingCore:
         if self._busy == 0:
             self._forget_mapping()
 
-    cdef void _forget_mapping(self):
+    cdef void _forget_mapping(self) noexcept:
+        # noexcept: nothing here raises (dropping the mapping only runs its
+        # __dealloc__), and the callers need not look for an exception.
         if self.ring != NULL:
             rs_unhold(self.ring)
             self.ring = NULL
@@ -233,7 +235,7 @@ cdef class RingCore:
         return 0
 
     @cython.final
-    cdef inline void _leave(self):
+    cdef inline void _leave(self) noexcept:
         self._busy -= 1
         if self._busy == 0 and self._closing:
             self._forget_mapping()
