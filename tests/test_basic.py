@@ -11,6 +11,8 @@ import pickle
 import queue
 import re
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -799,3 +801,32 @@ def test_segment_mode_is_honoured(make_ring, tmp_path):
         os.umask(old_umask)
     assert stat.S_IMODE(os.stat(shm_path(named.name)).st_mode) == 0o640
     assert stat.S_IMODE(os.stat(backed.path).st_mode) == 0o640
+
+
+def test_a_get_whose_bytes_cannot_be_made_leaves_the_message():
+    # MemoryError from the copy (an address-space limit in a child): the
+    # message stays in the ring and the next get takes it.
+    script = """
+import resource
+from ringshm import Ring
+ring = Ring.anonymous(capacity=64 << 20)
+ring.put(b"y" * (24 << 20))
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20), hard))
+try:
+    ring.get()
+    raise SystemExit("no MemoryError")
+except MemoryError:
+    pass
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+assert len(ring) == 1
+assert ring.get() == b"y" * (24 << 20) and len(ring) == 0
+ring.put(b"after")
+assert ring.get() == b"after"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
