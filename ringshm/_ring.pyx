@@ -326,7 +326,7 @@ cdef class RingCore:
     # -- producing ---------------------------------------------------------
 
     @cython.final
-    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline, int brief) except -1:
+    cdef inline int _reserve(self, size_t n, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take room and the put lock for one record of `n`
         bytes: a try with the GIL held (no wait), then, if it would wait,
         the whole call without the GIL.  On failure: raises, having left.
@@ -348,7 +348,7 @@ cdef class RingCore:
         return 0
 
     @cython.final
-    cdef int _commit(self, rs_span *span) except -1:
+    cdef inline int _commit(self, rs_span *span) except -1:
         cdef int rc = rs_commit(self.ring, span)
         self._leave()
         return self._check(rc, True)
@@ -380,7 +380,7 @@ cdef class RingCore:
             PyBuffer_Release(&buf)
 
     @cython.final
-    cdef int _put_one(self, const void *data, size_t n, int64_t deadline) except -1:
+    cdef inline int _put_one(self, const void *data, size_t n, int64_t deadline) except -1:
         cdef rs_span span
         if n > self.max_payload:
             raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
@@ -501,7 +501,7 @@ cdef class RingCore:
     # -- consuming ---------------------------------------------------------
 
     @cython.final
-    cdef int _view(self, rs_span *span, int64_t deadline, int brief) except -1:
+    cdef inline int _view(self, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take the get lock and the oldest message (a try with
         the GIL held, then the whole call without it).  On failure: raises,
         having left.  On success the caller ends the span and leaves.
@@ -519,13 +519,13 @@ cdef class RingCore:
         return 0
 
     @cython.final
-    cdef int _end_view(self, rs_span *span, bint consume) except -1:
+    cdef inline int _end_view(self, rs_span *span, bint consume) except -1:
         cdef int rc = rs_release(self.ring, span) if consume else rs_keep(self.ring, span)
         self._leave()
         return self._check(rc, False)
 
     @cython.final
-    cdef bytes _copy(self, rs_span *span):
+    cdef inline bytes _copy(self, rs_span *span):
         """The message the span shows, as bytes; a big one copied without
         the GIL.  Leaves the message (and the object) if this fails.  (No
         try block: entering one saves the thread's exception state, which
