@@ -716,7 +716,7 @@ cdef class RingCore:
         return out
 
     @cython.final
-    cdef bytes _copy_kept(self, rs_span *span):
+    cdef inline bytes _copy_kept(self, rs_span *span):
         # As _copy, leaving the span open when it fails (the caller rewinds).
         cdef bytes out
         if span.len < NOGIL_COPY_BYTES:
