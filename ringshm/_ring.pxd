@@ -106,6 +106,7 @@ cdef extern from "internal.h" nogil:
     int RS__AGAIN
     int RS__TRY
     int RS__BRIEF
+    int RS__HELD
     uint64_t RS_HEADER_SIZE "RS_HEADER_SIZE"
     uint32_t RS_RECORD_HEADER
     unsigned long long RS_MIN_CAPACITY

@@ -332,16 +332,19 @@ cdef class RingCore:
         the whole call without the GIL.  On failure: raises, having left.
         `brief`: RS__BRIEF when the caller only copies before it commits
         (no Python code runs in between: the span need not be noted in the
-        thread's table of held locks); 0 for a block."""
+        thread's table of held locks); 0 for a block.  RS__HELD always:
+        this object holds the handle (rs_hold) and counts its own calls and
+        blocks in progress (_enter/_leave), so the library takes no
+        reference of its own (two locked instructions a call)."""
         cdef int rc
         self._enter()
         if n < NOGIL_COPY_BYTES:
-            rc = rs__reserve(self.ring, n, span, deadline, RS__TRY | brief)
+            rc = rs__reserve(self.ring, n, span, deadline, RS__TRY | RS__HELD | brief)
         else:
             rc = RS__AGAIN
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__reserve(self.ring, n, span, deadline, brief)
+                rc = rs__reserve(self.ring, n, span, deadline, RS__HELD | brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, True)
@@ -509,10 +512,10 @@ cdef class RingCore:
         list may run the garbage collector, nor _get_direct's reader)."""
         cdef int rc
         self._enter()
-        rc = rs__view(self.ring, span, deadline, RS__TRY | brief)
+        rc = rs__view(self.ring, span, deadline, RS__TRY | RS__HELD | brief)
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__view(self.ring, span, deadline, brief)
+                rc = rs__view(self.ring, span, deadline, RS__HELD | brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, False)

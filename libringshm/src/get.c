@@ -181,19 +181,21 @@ RS__HOT int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_o
     }
 }
 
-/* `flags`: RS__TRY, RS__BRIEF (internal.h). */
+/* `flags`: RS__TRY, RS__BRIEF, RS__HELD (internal.h). */
 int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags) {
     int rc;
     if (span == NULL)
         return rs__fail(RS_INVALID, "span is NULL");
-    rc = rs__enter(r);
+    rc = rs__enter_as(r, flags);
     if (rc != 0)
         return rc;
     rc = lock_and_find(r, span, deadline, flags & RS__TRY);
     if (rc != 0) {
-        rs__leave(r);
+        rs__leave_as(r, flags);
         return rc;
     }
+    if (flags & RS__HELD)
+        span->_kind |= RS__UNCOUNTED;
     if (!(flags & RS__BRIEF)) {
         span->_kind |= RS__NOTED;
         rs__hold_note(r, RS_GET_LOCK);
@@ -298,7 +300,8 @@ RS__HOT int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
         end_get(r, tail, span->_messages, span->_bytes);
     }
     span->data = NULL;
-    rs__leave(r);
+    if (!(span->_kind & RS__UNCOUNTED))
+        rs__leave(r);
     return rc;
 }
 

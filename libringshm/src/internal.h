@@ -178,10 +178,27 @@ void rs__held_after_fork(void);
  * not noted in the thread's table of held locks (rs__hold_note), which
  * only a block that runs the caller's code inside needs. */
 #define RS__BRIEF 2
+/* The caller keeps the handle's memory alive across the call and until
+ * the span ends (a binding that holds it, rs_hold, and counts its own calls
+ * in progress): no reference is taken for them (two locked instructions a
+ * call fewer); a closed handle is still refused (RS_CLOSED). */
+#define RS__HELD 4
 /* span->_kind: the lock (RS_PUT_LOCK, RS_GET_LOCK), and RS__NOTED when
  * the span is in the thread's table. */
 #define RS__NOTED 0x100u
+#define RS__UNCOUNTED 0x200u   /* span->_kind: RS__HELD, no reference to let go */
 #define RS__SPAN_LOCK(span) ((span)->_kind & 0xFFu)
+/* rs__enter and rs__leave, or only the check that the handle is open when
+ * the caller holds the handle (RS__HELD in `flags`, put.c and get.c). */
+static inline int rs__enter_as(rs_ring *r, int flags) {
+    if (flags & RS__HELD)
+        return __atomic_load_n(&r->closing, __ATOMIC_ACQUIRE) ? RS_CLOSED : 0;
+    return rs__enter(r);
+}
+static inline void rs__leave_as(rs_ring *r, int flags) {
+    if (!(flags & RS__HELD))
+        rs__leave(r);
+}
 int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags);
 int rs__put_many(rs_ring *r, const struct iovec *messages, size_t count, uint64_t tag,
                  int64_t deadline);

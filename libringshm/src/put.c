@@ -334,7 +334,7 @@ int rs_put_many(rs_ring *r, const struct iovec *messages, size_t count, int64_t 
 
 /* Room and the put lock for one record of `len` bytes, handed out as a
  * span; the span holds a reference to the handle until it ends.  `flags`:
- * RS__TRY, RS__BRIEF (internal.h). */
+ * RS__TRY, RS__BRIEF, RS__HELD (internal.h). */
 int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags) {
     put_plan plan;
     struct iovec one;
@@ -344,14 +344,14 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int fla
         return rs__fail(RS_INVALID, "span is NULL");
     if (len > r->max_payload)
         return too_large(r, len);
-    rc = rs__enter(r);
+    rc = rs__enter_as(r, flags);
     if (rc != 0)
         return rc;
     one.iov_base = NULL;
     one.iov_len = len;
     rc = begin_put(r, &one, 1, rs__record_span(len), deadline, flags & RS__TRY, &plan);
     if (rc != 0) {
-        rs__leave(r);
+        rs__leave_as(r, flags);
         return rc;
     }
     at = plan.start;
@@ -359,7 +359,7 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int fla
     span->len = len;
     span->_position = at;
     span->_forks = rs__forks;
-    span->_kind = RS_PUT_LOCK;
+    span->_kind = RS_PUT_LOCK | (flags & RS__HELD ? RS__UNCOUNTED : 0);
     span->_has_record = 1;
     span->_lock = r;
     if (!(flags & RS__BRIEF)) {
@@ -393,7 +393,8 @@ RS__HOT int end_reserve(rs_ring *r, rs_span *span, int commit) {
     else
         rs__unlock(r, RS_PUT_LOCK);
     span->data = NULL;
-    rs__leave(r);
+    if (!(span->_kind & RS__UNCOUNTED))
+        rs__leave(r);
     return rc;
 }
 
