@@ -30,7 +30,7 @@ cdef class ReserveBlock:
         if n > ring.max_payload:
             raise MessageTooLarge(f"reservation of {n} bytes exceeds max_message_size "
                                   f"({ring.max_payload})")
-        ring._reserve(n, &self.span, deadline)
+        ring._reserve(n, &self.span, deadline, 0)
         try:
             self.export = make_span(ring._mapping, <char *>self.span.data, n, False)
             self.view = memoryview(self.export)
@@ -92,7 +92,7 @@ cdef class ViewBlock:
             raise RuntimeError("this view() block is already open")
         deadline = deadline_from(True, self.timeout)
         ring._check_open()
-        ring._view(&self.span, deadline)
+        ring._view(&self.span, deadline, 0)
         try:
             self.export = make_span(ring._mapping, <char *>self.span.data, self.span.len, True)
             self.view = memoryview(self.export)

@@ -119,6 +119,9 @@ cdef extern from "ringshm.h" nogil:
 
 cdef extern from "internal.h" nogil:
     int RS__AGAIN
+    int RS__TRY
+    int RS__BRIEF
+    int RS__HELD
     uint64_t RS_HEADER_SIZE "RS_HEADER_SIZE"
     uint32_t RS_RECORD_HEADER
     unsigned long long RS_MIN_CAPACITY
@@ -147,10 +150,10 @@ cdef extern from "internal.h" nogil:
     int rs__random_identity(unsigned char *identity)
     void rs__register_atfork()
 
-    int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only)
+    int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags)
     int rs__put_many(rs_ring *r, const iovec *messages, size_t count, uint64_t tag,
                      int64_t deadline)
-    int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only)
+    int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags)
     int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed)
     int rs__window_close(rs_ring *r, rs_span *span)
     int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag)

@@ -24,12 +24,14 @@ threads.  The only shared fields are the mapping and the handle, which
 live until the last operation in progress has left (_enter/_leave).
 """
 
+cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport uint64_t, int64_t
+from cpython.ref cimport PyObject, Py_DECREF
+from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memchr, memcpy, memset
 
@@ -93,6 +95,17 @@ cdef void gather(char *dst, uint64_t n, Py_buffer *bufs, uint64_t *offsets,
         memcpy(dst + offsets[i], bufs[i].buf, bufs[i].len)
         end = offsets[i] + <uint64_t>bufs[i].len
     memset(dst + end, 0, n - end)
+
+
+cdef extern from "Python.h":
+    # PyBytes_FromStringAndSize as C has it: NULL, with the exception set,
+    # on failure (RingCore._copy ends its span first, without a try block).
+    PyObject *bytes_or_null "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
+
+
+cdef int pending_error() except -1:
+    # Propagate the exception that a C API call has set.
+    return -1
 
 
 cdef inline void copy_maybe_nogil(void *dst, const void *src, size_t n) noexcept:
@@ -235,19 +248,23 @@ cdef class RingCore:
             rs__abandon(self.ring)
         self._forget_mapping()
 
-    cdef void _forget_mapping(self):
+    cdef void _forget_mapping(self) noexcept:
+        # noexcept: nothing here raises (dropping the mapping only runs its
+        # __dealloc__), and the callers need not look for an exception.
         if self.ring != NULL:
             rs_unhold(self.ring)
             self.ring = NULL
         self._mapping = None
 
+    @cython.final
     cdef inline int _enter(self) except -1:
         if self.ring == NULL or self._closing:
             raise ValueError("operation on a closed ring")
         self._busy += 1
         return 0
 
-    cdef inline void _leave(self):
+    @cython.final
+    cdef inline void _leave(self) noexcept:
         self._busy -= 1
         if self._busy == 0 and self._closing:
             self._forget_mapping()
@@ -256,6 +273,7 @@ cdef class RingCore:
         """False while the creator may still be writing the header."""
         return rs__magic_present(self._mapping.base) != 0
 
+    @cython.final
     cdef inline int _check_open(self) except -1:
         if self.ring == NULL or self._closing:
             raise ValueError("operation on a closed ring")
@@ -286,6 +304,7 @@ cdef class RingCore:
 
     # -- status to exception: the one place -------------------------------
 
+    @cython.final
     cdef int _check(self, int rc, bint producer) except -1:
         if rc >= 0:
             return 0
@@ -323,25 +342,33 @@ cdef class RingCore:
 
     # -- producing ---------------------------------------------------------
 
-    cdef int _reserve(self, size_t n, rs_span *span, int64_t deadline) except -1:
+    @cython.final
+    cdef inline int _reserve(self, size_t n, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take room and the put lock for one record of `n`
         bytes: a try with the GIL held (no wait), then, if it would wait,
-        the whole call without the GIL.  On failure: raises, having left."""
+        the whole call without the GIL.  On failure: raises, having left.
+        `brief`: RS__BRIEF when the caller only copies before it commits
+        (no Python code runs in between: the span need not be noted in the
+        thread's table of held locks); 0 for a block.  RS__HELD always:
+        this object holds the handle (rs_hold) and counts its own calls and
+        blocks in progress (_enter/_leave), so the library takes no
+        reference of its own (two locked instructions a call)."""
         cdef int rc
         self._enter()
         if n < NOGIL_COPY_BYTES:
-            rc = rs__reserve(self.ring, n, span, deadline, 1)
+            rc = rs__reserve(self.ring, n, span, deadline, RS__TRY | RS__HELD | brief)
         else:
             rc = RS__AGAIN
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__reserve(self.ring, n, span, deadline, 0)
+                rc = rs__reserve(self.ring, n, span, deadline, RS__HELD | brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, True)
         return 0
 
-    cdef int _commit(self, rs_span *span) except -1:
+    @cython.final
+    cdef inline int _commit(self, rs_span *span) except -1:
         cdef int rc = rs_commit(self.ring, span)
         self._leave()
         return self._check(rc, True)
@@ -372,12 +399,13 @@ cdef class RingCore:
         finally:
             PyBuffer_Release(&buf)
 
-    cdef int _put_one(self, const void *data, size_t n, int64_t deadline) except -1:
+    @cython.final
+    cdef inline int _put_one(self, const void *data, size_t n, int64_t deadline) except -1:
         cdef rs_span span
         if n > self.max_payload:
             raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size "
                                   f"({self.max_payload})")
-        self._reserve(n, &span, deadline)
+        self._reserve(n, &span, deadline, RS__BRIEF)
         copy_maybe_nogil(span.data, data, n)
         return self._commit(&span)
 
@@ -420,7 +448,7 @@ cdef class RingCore:
                     raise ValueError(f"piece {i} at {offsets[i]} overlaps the one before "
                                      f"or ends beyond the message's {n} bytes")
                 end = offsets[i] + <uint64_t>bufs[i].len
-            self._reserve(n, &span, deadline)
+            self._reserve(n, &span, deadline, RS__BRIEF)
             if n >= NOGIL_COPY_BYTES:
                 with nogil:
                     gather(<char *>span.data, n, bufs, offsets, count)
@@ -492,39 +520,47 @@ cdef class RingCore:
 
     # -- consuming ---------------------------------------------------------
 
-    cdef int _view(self, rs_span *span, int64_t deadline) except -1:
+    @cython.final
+    cdef inline int _view(self, rs_span *span, int64_t deadline, int brief) except -1:
         """Enter, then take the get lock and the oldest message (a try with
         the GIL held, then the whole call without it).  On failure: raises,
-        having left.  On success the caller ends the span and leaves."""
+        having left.  On success the caller ends the span and leaves.
+        `brief`: as _reserve's (get, get_into: a copy; not get_many, whose
+        list may run the garbage collector, nor _get_direct's reader)."""
         cdef int rc
         self._enter()
-        rc = rs__view(self.ring, span, deadline, 1)
+        rc = rs__view(self.ring, span, deadline, RS__TRY | RS__HELD | brief)
         if rc == RS__AGAIN:
             with nogil:
-                rc = rs__view(self.ring, span, deadline, 0)
+                rc = rs__view(self.ring, span, deadline, RS__HELD | brief)
         if rc != 0:
             self._leave()
             return self._raise(rc, False)
         return 0
 
-    cdef int _end_view(self, rs_span *span, bint consume) except -1:
+    @cython.final
+    cdef inline int _end_view(self, rs_span *span, bint consume) except -1:
         cdef int rc = rs_release(self.ring, span) if consume else rs_keep(self.ring, span)
         self._leave()
         return self._check(rc, False)
 
-    cdef bytes _copy(self, rs_span *span):
+    @cython.final
+    cdef inline bytes _copy(self, rs_span *span):
         """The message the span shows, as bytes; a big one copied without
-        the GIL.  Leaves the message (and the object) if this fails."""
+        the GIL.  Leaves the message (and the object) if this fails.  (No
+        try block: entering one saves the thread's exception state, which
+        cost get() a tenth of its instructions.)"""
+        cdef bint big = span.len >= NOGIL_COPY_BYTES
+        cdef PyObject *made = bytes_or_null(NULL if big else <char *>span.data, span.len)
         cdef bytes out
-        try:
-            if span.len < NOGIL_COPY_BYTES:
-                return PyBytes_FromStringAndSize(<char *>span.data, span.len)
-            out = PyBytes_FromStringAndSize(NULL, span.len)
-            copy_maybe_nogil(PyBytes_AS_STRING(out), span.data, span.len)
-            return out
-        except BaseException:
+        if made == NULL:
             self._end_view(span, False)
-            raise
+            pending_error()
+        out = <bytes>made   # a second reference: the call's is dropped
+        Py_DECREF(out)
+        if big:
+            copy_maybe_nogil(PyBytes_AS_STRING(out), span.data, span.len)
+        return out
 
     def get(self, block=True, timeout=None):
         """Remove and return the oldest message.
@@ -536,7 +572,7 @@ cdef class RingCore:
         """
         cdef rs_span span
         cdef int64_t deadline = fast_deadline(block, timeout)
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, RS__BRIEF)   # it checks that the ring is open
         out = self._copy(&span)
         self._end_view(&span, True)
         return out
@@ -567,7 +603,7 @@ cdef class RingCore:
         cdef char action = 1
         if actions is None or PyBytes_GET_SIZE(actions) != 256:
             raise ValueError("actions must be 256 bytes, one per first byte")
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, 0)   # it checks that the ring is open
         if span.len != 0:
             action = PyBytes_AS_STRING(actions)[(<unsigned char *>span.data)[0]]
         if action == 0:
@@ -621,7 +657,7 @@ cdef class RingCore:
         self._check_open()
         get_buffer(buffer, &buf, "buffer", True)
         try:
-            self._view(&span, deadline)
+            self._view(&span, deadline, RS__BRIEF)
             n = span.len
             if <uint64_t>buf.len < n:
                 self._end_view(&span, False)
@@ -671,7 +707,7 @@ cdef class RingCore:
         if tags is not None:
             tag_bytes = PyBytes_AS_STRING(tags)
             tag_count = PyBytes_GET_SIZE(tags)
-        self._view(&span, deadline)   # it checks that the ring is open
+        self._view(&span, deadline, 0)   # it checks that the ring is open
         out = []
         try:
             while span.data != NULL:
@@ -699,7 +735,8 @@ cdef class RingCore:
         self._end_view(&span, consume_shown)
         return out
 
-    cdef bytes _copy_kept(self, rs_span *span):
+    @cython.final
+    cdef inline bytes _copy_kept(self, rs_span *span):
         # As _copy, leaving the span open when it fails (the caller rewinds).
         cdef bytes out
         if span.len < NOGIL_COPY_BYTES:

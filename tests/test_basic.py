@@ -11,6 +11,8 @@ import pickle
 import queue
 import re
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -703,6 +705,20 @@ def test_a_second_ring_object_inside_a_block_of_the_first_is_refused(make_ring):
         other.close()
 
 
+def test_a_put_in_its_own_block_that_would_wait_for_room_says_so(make_ring):
+    # A put that finds the ring full waits for room before it takes the
+    # lock: inside its own thread's reserve() block it must refuse instead.
+    ring = make_ring(capacity=4096)
+    fill(ring)
+    ring.get()                    # room for one record: the block's
+    with ring.reserve(1) as buffer:
+        buffer[:] = b"r"
+        for put in (lambda: ring.put(b"x", timeout=5),
+                    lambda: ring.put_many([b"x"], timeout=5)):
+            with pytest.raises(RuntimeError):
+                put()
+
+
 # ------------------------------------------------------------------- inputs
 
 def test_every_size_round_trips_across_many_wraps(backing):
@@ -809,3 +825,32 @@ def test_segment_mode_is_honoured(make_ring, tmp_path):
         os.umask(old_umask)
     assert stat.S_IMODE(os.stat(shm_path(named.name)).st_mode) == 0o640
     assert stat.S_IMODE(os.stat(backed.path).st_mode) == 0o640
+
+
+def test_a_get_whose_bytes_cannot_be_made_leaves_the_message():
+    # MemoryError from the copy (an address-space limit in a child): the
+    # message stays in the ring and the next get takes it.
+    script = """
+import resource
+from ringshm import Ring
+ring = Ring.anonymous(capacity=64 << 20)
+ring.put(b"y" * (24 << 20))
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20), hard))
+try:
+    ring.get()
+    raise SystemExit("no MemoryError")
+except MemoryError:
+    pass
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+assert len(ring) == 1
+assert ring.get() == b"y" * (24 << 20) and len(ring) == 0
+ring.put(b"after")
+assert ring.get() == b"after"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

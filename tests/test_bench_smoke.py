@@ -9,6 +9,7 @@ has its tables. Timings are never asserted: they belong to bench/, not tests.
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_smoke_run_succeeds(smoke):
 def test_report_has_every_table(smoke):
     done, _ = smoke
     for heading in ("1→1, 64 B", "1→1, 1 MiB", "4→1, 64 B", "4→1, 1 MiB",
-                    "Ping-pong round trip, 64 B", "Targets (issue #4)"):
+                    "Ping-pong round trip, 64 B", "Targets (issue #4)", "Targets (the C library)"):
         assert heading in done.stdout
     assert "ringshm put/get" in done.stdout
 
@@ -72,6 +73,19 @@ def test_ringshm_rows_are_measured(smoke):
     for case in (("ringshm", "throughput", 64, 1), ("ringshm", "throughput", 1 << 20, 1),
                  ("ringshm", "throughput", 64, 4), ("ringshm", "pingpong", 64, 1)):
         assert case in rows and not rows[case]["skipped"], case
+
+
+def test_c_library_rows_are_measured(smoke):
+    # libringshm from C (beside the C reference ring, per message and
+    # batched) and C with Python both ways; skipped only without a compiler.
+    _, results = smoke
+    rows = {(r["transport"], r["kind"]): r for r in results["results"]
+            if r["size"] == 64 and r["producers"] == 1}
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    for key in ("c-ring-batch", "c-lib", "c-lib-batch", "c-lib-to-py", "py-to-c-lib"):
+        record = rows[(key, "throughput")]
+        assert bool(record["skipped"]) == (not compiler), record
+    assert bool(rows[("c-lib", "pingpong")]["skipped"]) == (not compiler)
 
 
 def test_skips_say_why(smoke):

@@ -65,3 +65,27 @@ def test_the_arrays_table_shows_each_peer_against_the_c_reference():
     assert "75%" in ring_line and ring_line.endswith("ok")
     c_line = next(line for line in table.splitlines() if "c-ref" in line)
     assert "100%" in c_line and c_line.endswith("count ok")
+
+
+def c_row(transport, msgs_per_s=None, p50_us=None, kind="throughput"):
+    row = {"kind": kind, "transport": transport, "size": 64, "producers": 1, "consumers": 1,
+           "skipped": None, "error": None}
+    if msgs_per_s is not None:
+        row["msgs_per_s"] = msgs_per_s
+    if p50_us is not None:
+        row["p50_us"] = p50_us
+    return row
+
+
+def test_the_c_library_targets_are_judged_from_their_rows():
+    rows = [c_row("c-ring", 100e6), c_row("c-lib", 20e6), c_row("c-ring-batch", 200e6),
+            c_row("c-lib-batch", 120e6), c_row("c-lib-to-py", 7e6),
+            c_row("c-ring", p50_us=0.1, kind="pingpong"),
+            c_row("c-lib", p50_us=0.25, kind="pingpong")]
+    got = {name: (value, verdict) for name, value, _, verdict, _ in targets.evaluate_clib(rows)}
+    assert got["C→C 64 B rs_put/rs_get, × C ring"] == (0.2, False)         # goal 0.7
+    assert got["C→C 64 B put_many/get_many, × batched"] == (0.6, True)     # goal 0.5
+    value, verdict = got["C↔C ping-pong p50, × C spin ping-pong"]
+    assert abs(value - 2.5) < 1e-9 and verdict is False                    # goal 2
+    assert got["C→Python 64 B, M msg/s"] == (7.0, True)
+    assert got["Python→C 64 B, M msg/s"] == (None, None)                   # not measured

@@ -26,7 +26,7 @@ static inline uint64_t refresh_head(rs_ring *r) {
 /* Show the DATA record at span->_position: skip padding and validate.
  * 0 (span->data, span->len set), RS__TIMEOUT when there is none, or
  * RS_CORRUPTED.  `head` is the call's view of the published head. */
-static int find_record(rs_ring *r, rs_span *span, uint64_t *head) {
+RS__HOT int find_record(rs_ring *r, rs_span *span, uint64_t *head) {
     uint64_t tail, avail, pos, rec_span;
     uint32_t length, kind;
     const rs_record *rec;
@@ -85,7 +85,7 @@ static inline void publish_tail(rs_ring *r, uint64_t tail, uint64_t messages,
 }
 
 /* Publish what was consumed (or only the padding skipped), unlock. */
-void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes) {
+RS__HOT void end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes) {
     if (tail != rs_load_relaxed(&r->hdr->consumer.position) || messages)
         publish_tail(r, tail, messages, nbytes);
     rs__unlock(r, RS_GET_LOCK);
@@ -163,17 +163,18 @@ static inline void start_read(rs_ring *r, rs_span *span) {
 /* Take the get lock and find the oldest message, waiting for one (holding
  * no lock) until the deadline.  0 with the lock held and the span showing
  * the message; else a status, holding no lock.  The caller has entered. */
-static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
+RS__HOT int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
     rs_wait_state w;
     uint64_t head;
     int rc, waited = 0;
-    if (rs__held_by_me(r, RS_GET_LOCK))
-        return rs__fail(RS_DEADLOCK, "get inside this thread's own view() block of this ring "
-                        "would deadlock");
     for (;;) {
         if (!try_only && deadline != 0 && looks_empty(r)) {
             /* Wait for data before taking the lock: the lock would only be
-             * let go again. */
+             * let go again.  Not inside this thread's own view() block (as
+             * begin_put in put.c). */
+            if (rs__held_by_me(r, RS_GET_LOCK))
+                return rs__fail(RS_DEADLOCK, "get inside this thread's own view() block of this "
+                                "ring would deadlock");
             rc = wait_step(r, &w, &waited, deadline);
             if (rc != 0)
                 return get_failed(r, rc);
@@ -188,7 +189,7 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
             return 0;
         /* Nothing there: hand back any padding skipped, let the lock go,
          * and sleep until a producer publishes (a waiter holds no lock). */
-        rs__end_get(r, span->_position, 0, 0);
+        end_get(r, span->_position, 0, 0);
         if (rc == RS__TIMEOUT && rs__drained(r))
             return RS_SHUTDOWN;
         if (rc == RS__TIMEOUT && try_only)
@@ -202,19 +203,25 @@ static int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_on
     }
 }
 
-int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only) {
+/* `flags`: RS__TRY, RS__BRIEF, RS__HELD (internal.h). */
+int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags) {
     int rc;
     if (span == NULL)
         return rs__fail(RS_INVALID, "span is NULL");
-    rc = rs__enter(r);
+    rc = rs__enter_as(r, flags);
     if (rc != 0)
         return rc;
-    rc = lock_and_find(r, span, deadline, try_only);
+    rc = lock_and_find(r, span, deadline, flags & RS__TRY);
     if (rc != 0) {
-        rs__leave(r);
+        rs__leave_as(r, flags);
         return rc;
     }
-    rs__hold_note(r, RS_GET_LOCK);
+    if (flags & RS__HELD)
+        span->_kind |= RS__UNCOUNTED;
+    if (!(flags & RS__BRIEF)) {
+        span->_kind |= RS__NOTED;
+        rs__hold_note(r, RS_GET_LOCK);
+    }
     return 0;
 }
 
@@ -247,12 +254,13 @@ int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed) 
         rs__leave(r);
         return rc;
     }
+    span->_kind |= RS__NOTED;
     rs__hold_note(r, RS_GET_LOCK);
     return 0;
 }
 
 static int check_view(rs_ring *r, rs_span *span) {
-    if (span == NULL || span->_lock != r || span->_kind != RS_GET_LOCK)
+    if (span == NULL || span->_lock != r || RS__SPAN_LOCK(span) != RS_GET_LOCK)
         return rs__fail(RS_INVALID, "not an open view() span of this ring");
     if (span->_forks != rs__forks) {
         span->_lock = NULL;
@@ -290,17 +298,18 @@ void rs_rewind(rs_ring *r, rs_span *span) {
 /* The end of a view: publish what it consumed and let the lock go.  A
  * handle closed meanwhile consumes nothing and says RS_CLOSED: no message
  * is both returned and left. */
-static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
+RS__HOT int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
     int rc = check_view(r, span);
     uint64_t tail;
     if (rc != 0)
         return rc;
     span->_lock = NULL;
-    rs__hold_forget(r, RS_GET_LOCK);
+    if (span->_kind & RS__NOTED)
+        rs__hold_forget(r, RS_GET_LOCK);
     if (rs__closing(r) && (consume || span->_messages)) {
         rc = rs__fail(RS_CLOSED, "the ring was closed inside the view() block: the message "
                       "stays in the ring");
-        rs__end_get(r, span->_first, 0, 0);
+        end_get(r, span->_first, 0, 0);
     } else if (!publish) {
         rs__unlock(r, RS_GET_LOCK);
     } else {
@@ -310,10 +319,11 @@ static int end_view(rs_ring *r, rs_span *span, int consume, int publish) {
             span->_messages += 1;
             span->_bytes += span->len;
         }
-        rs__end_get(r, tail, span->_messages, span->_bytes);
+        end_get(r, tail, span->_messages, span->_bytes);
     }
     span->data = NULL;
-    rs__leave(r);
+    if (!(span->_kind & RS__UNCOUNTED))
+        rs__leave(r);
     return rc;
 }
 
@@ -334,7 +344,7 @@ int rs_get(rs_ring *r, void *out, size_t out_cap, size_t *out_len, int64_t timeo
     int rc;
     if (out == NULL && out_cap != 0)
         return rs__fail(RS_INVALID, "out is NULL");
-    rc = rs__view(r, &span, rs__deadline(timeout_ns), 0);
+    rc = rs__view(r, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     if (out_len != NULL)
@@ -355,7 +365,7 @@ int rs_get_many(rs_ring *r, void *out, size_t out_cap, size_t *lengths, size_t m
     int rc;
     if (max_messages == 0 || lengths == NULL || (out == NULL && out_cap != 0))
         return rs__fail(RS_INVALID, "max_messages must be positive, lengths and out given");
-    rc = rs__view(r, &span, rs__deadline(timeout_ns), 0);
+    rc = rs__view(r, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     if (span.len > out_cap) {

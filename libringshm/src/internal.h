@@ -18,6 +18,10 @@
 #include "liveness.h"
 
 
+/* The steps of the hot path that GCC would keep as calls (each has several
+ * callers): inlined into each, so that a put or a get is one function. */
+#define RS__HOT static inline __attribute__((always_inline))
+
 /* Internal statuses, positive so that they never meet a public code. */
 #define RS__TIMEOUT 1   /* the wait ended: Full for a producer, Empty for a consumer */
 #define RS__AGAIN 2     /* a *_try call would have to wait */
@@ -107,15 +111,67 @@ void rs__wait_init(rs_wait_state *w, int64_t deadline, int64_t spin_ns);
 /* The first wait of a call counts in `waits` (a non-blocking call did not wait). */
 void rs__wait_start(rs_wait_state *w, int64_t deadline, int64_t spin_ns, uint64_t *waits);
 int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait_state *w, int baton);
-void rs__wake(rs_waitq *q, int count);
+void rs__wake_sleepers(rs_waitq *q, int count);
 void rs__wake_all(rs_waitq *q);
+/* Wake up to `count` sleepers of `q` if any may sleep there (waits.c says
+ * how).  Inline: every publish and unlock makes this one load, and a busy
+ * ring no more. */
+static inline void rs__wake(rs_waitq *q, int count) {
+    if (rs_load_seq(&q->wanted) != 0)
+        rs__wake_sleepers(q, count);
+}
 
 /* ---- locks (locks.c) ---------------------------------------------------- */
 #define RS_PUT_LOCK 0
 #define RS_GET_LOCK 1
-int rs__token(rs_ring *r, uint64_t *token);
-int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only);
-void rs__unlock(rs_ring *r, int which);
+/* The fast paths are inline (one load for the token, one compare-and-swap
+ * for the lock, an exchange and a load to let it go); locks.c has the rest. */
+int rs__token_claim(rs_ring *r, uint64_t *token);
+int rs__lock_contended(rs_ring *r, int which, uint64_t token, int64_t deadline, int try_only);
+
+static inline rs_lock *rs__lock_word(rs_ring *r, int which) {
+    return which == RS_PUT_LOCK ? &r->hdr->put_lock : &r->hdr->get_lock;
+}
+
+/* This process's lock token for the segment: taken with its first lock
+ * (again after fork, liveness.h), then one load. */
+static inline int rs__token(rs_ring *r, uint64_t *token) {
+    *token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
+    return *token != 0 ? 0 : rs__token_claim(r, token);
+}
+
+static inline void rs__unlock(rs_ring *r, int which) {
+    rs_lock *lk = rs__lock_word(r, which);
+    /* An exchange, not a store: it orders the release before the read of
+     * `wanted` (a release store would let that read pass it). */
+    rs_exchange(&lk->owner, 0);
+    rs__wake(&lk->waitq, 1);
+    /* After shutdown, consumers wait for the last put holder to let go
+     * before they conclude "drained" (get.c, rs__drained): a put that
+     * published has woken them; one that dropped its message wakes them
+     * here. */
+    if (which == RS_PUT_LOCK && rs__shut_down(r))
+        rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
+}
+
+/* Take a lock: one compare-and-swap when it is free; else (unless
+ * `try_only`) wait for it until the deadline (at least a millisecond).
+ * The put lock is refused once the ring is shut down (RS_SHUTDOWN).
+ * 0, RS__AGAIN (try_only), RS__TIMEOUT, RS_SHUTDOWN, RS_CLOSED,
+ * RS_INTERRUPTED, RS_DEADLOCK, RS_NO_SLOT or -errno. */
+static inline int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only) {
+    uint64_t token;
+    int rc = rs__token(r, &token);
+    if (rc != 0)
+        return rc;
+    if (!rs_cas(&rs__lock_word(r, which)->owner, 0, token))
+        return rs__lock_contended(r, which, token, deadline, try_only);
+    if (which == RS_PUT_LOCK && rs__shut_down(r)) {
+        rs__unlock(r, which);
+        return RS_SHUTDOWN;
+    }
+    return 0;
+}
 /* A zero-copy block of this thread holds that lock of this segment. */
 int rs__held_by_me(const rs_ring *r, int which);
 void rs__hold_note(rs_ring *r, int which);
@@ -125,14 +181,41 @@ void rs__held_after_fork(void);
 /* ---- records (records.h has the layout; get.c reads them) ----------------- */
 
 /* ---- the put side (put.c) and the get side (get.c) ------------------------ */
-int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only);
+/* Flags of rs__reserve and rs__view. */
+#define RS__TRY 1     /* RS__AGAIN instead of a wait */
+/* The caller ends the span before it runs anything that could call the
+ * library on this thread (a copy; no callback, no Python code): the span is
+ * not noted in the thread's table of held locks (rs__hold_note), which
+ * only a block that runs the caller's code inside needs. */
+#define RS__BRIEF 2
+/* The caller keeps the handle's memory alive across the call and until
+ * the span ends (a binding that holds it, rs_hold, and counts its own calls
+ * in progress): no reference is taken for them (two locked instructions a
+ * call fewer); a closed handle is still refused (RS_CLOSED). */
+#define RS__HELD 4
+/* span->_kind: the lock (RS_PUT_LOCK, RS_GET_LOCK), and RS__NOTED when
+ * the span is in the thread's table. */
+#define RS__NOTED 0x100u
+#define RS__UNCOUNTED 0x200u   /* span->_kind: RS__HELD, no reference to let go */
+#define RS__SPAN_LOCK(span) ((span)->_kind & 0xFFu)
+/* rs__enter and rs__leave, or only the check that the handle is open when
+ * the caller holds the handle (RS__HELD in `flags`, put.c and get.c). */
+static inline int rs__enter_as(rs_ring *r, int flags) {
+    if (flags & RS__HELD)
+        return __atomic_load_n(&r->closing, __ATOMIC_ACQUIRE) ? RS_CLOSED : 0;
+    return rs__enter(r);
+}
+static inline void rs__leave_as(rs_ring *r, int flags) {
+    if (!(flags & RS__HELD))
+        rs__leave(r);
+}
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags);
 int rs__put_many(rs_ring *r, const struct iovec *messages, size_t count, uint64_t tag,
                  int64_t deadline);
-int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int try_only);
+int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags);
 int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed);
 int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
-void rs__end_get(rs_ring *r, uint64_t tail, uint64_t messages, uint64_t nbytes);
 int rs__wait_data(rs_ring *r, rs_wait_state *w);
 int rs__drained(rs_ring *r);
 int rs__fits_now(rs_ring *r, uint64_t payload);

@@ -17,34 +17,16 @@
 #define FIRST_OWNER_CHECK_NS 10000000LL
 
 static inline rs_lock *lock_of(rs_ring *r, int which) {
-    return which == RS_PUT_LOCK ? &r->hdr->put_lock : &r->hdr->get_lock;
+    return rs__lock_word(r, which);
 }
 
 static inline int try_lock(rs_lock *lk, uint64_t token) {
     return rs_cas(&lk->owner, 0, token);
 }
 
-void rs__unlock(rs_ring *r, int which) {
-    rs_lock *lk = lock_of(r, which);
-    /* An exchange, not a store: it orders the release before the read of
-     * `wanted` (a release store would let that read pass it). */
-    rs_exchange(&lk->owner, 0);
-    rs__wake(&lk->waitq, 1);
-    /* After shutdown, consumers wait for the last put holder to let go
-     * before they conclude "drained" (get.c, rs__drained): a put that
-     * published has woken them; one that dropped its message wakes them
-     * here. */
-    if (which == RS_PUT_LOCK && rs__shut_down(r))
-        rs__wake(&r->hdr->data_waitq, RS_WAKE_ALL);
-}
-
-/* This process's lock token for the segment: taken with its first lock
- * (again after fork, liveness.h), then one load. */
-int rs__token(rs_ring *r, uint64_t *token) {
+/* rs__token (internal.h) found no token: take a slot. */
+int rs__token_claim(rs_ring *r, uint64_t *token) {
     int error = 0;
-    *token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
-    if (*token != 0)
-        return 0;
     *token = rs_presence_claim(r->presence, (char *)r->hdr, &error);
     if (*token != 0)
         return 0;
@@ -109,19 +91,10 @@ static int lock_slow(rs_ring *r, int which, uint64_t token, int64_t deadline) {
     }
 }
 
-/* Take a lock: one compare-and-swap when it is free; else (unless
- * `try_only`) wait for it until the deadline (at least a millisecond).
- * The put lock is refused once the ring is shut down (RS_SHUTDOWN).
- * 0, RS__AGAIN (try_only), RS__TIMEOUT, RS_SHUTDOWN, RS_CLOSED,
- * RS_INTERRUPTED, RS_DEADLOCK, RS_NO_SLOT or -errno. */
-int rs__lock(rs_ring *r, int which, int64_t deadline, int try_only) {
-    uint64_t token;
-    int rc = rs__token(r, &token);
-    if (rc != 0)
-        return rc;
-    if (try_lock(lock_of(r, which), token)) {
-        rc = 0;
-    } else if (rs__held_by_me(r, which)) {
+/* rs__lock (internal.h) found the lock taken: the rest of its work. */
+int rs__lock_contended(rs_ring *r, int which, uint64_t token, int64_t deadline, int try_only) {
+    int rc;
+    if (rs__held_by_me(r, which)) {
         return rs__fail(RS_DEADLOCK, "%s inside this thread's own %s() block of this ring "
                         "would deadlock", which == RS_PUT_LOCK ? "put" : "get",
                         which == RS_PUT_LOCK ? "reserve" : "view");

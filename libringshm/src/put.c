@@ -103,7 +103,7 @@ static inline int early_wrap(rs_ring *r, uint64_t head, uint64_t total_span, siz
 }
 
 /* The fast path: no wrap, room by the cached tail (refreshed once). */
-static inline int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
+RS__HOT int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *plan) {
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t tail;
     if (early_wrap(r, head, total_span, count, plan))
@@ -216,17 +216,21 @@ static inline int put_failed(rs_ring *r, int rc) {
 /* Take the put lock and room for the batch (total_span: its records
  * without padding).  0 with the lock held and *plan set; else a status,
  * holding no lock (RS__AGAIN: try_only and it would wait). */
-static int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
-                     int64_t deadline, int try_only, put_plan *plan) {
+RS__HOT int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
+                    int64_t deadline, int try_only, put_plan *plan) {
     rs_wait_state w;
     int rc, waited = 0;
-    if (rs__held_by_me(r, RS_PUT_LOCK))
-        return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of this "
-                        "ring would deadlock");
     for (;;) {
         if (!try_only && deadline != 0 && looks_full(r, count, total_span, plan)) {
             /* Wait for room before taking the lock: the lock would only be
-             * let go again, and waiting producers would fight for it. */
+             * let go again, and waiting producers would fight for it.  Not
+             * inside this thread's own reserve() block: no consumer would
+             * make room it could take.  (Elsewhere rs__lock says so when
+             * its compare-and-swap fails: the thread's table of held locks
+             * is read on that slow path only.) */
+            if (rs__held_by_me(r, RS_PUT_LOCK))
+                return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of "
+                                "this ring would deadlock");
             rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
             if (rc != 0)
                 return put_failed(r, rc);
@@ -288,7 +292,7 @@ static int too_large(rs_ring *r, size_t len) {
 
 int rs_put(rs_ring *r, const void *data, size_t len, int64_t timeout_ns) {
     rs_span span;
-    int rc = rs__reserve(r, len, &span, rs__deadline(timeout_ns), 0);
+    int rc = rs__reserve(r, len, &span, rs__deadline(timeout_ns), RS__BRIEF);
     if (rc != 0)
         return rc;
     memcpy(span.data, data, len);
@@ -350,8 +354,9 @@ int rs_put_many(rs_ring *r, const struct iovec *messages, size_t count, int64_t 
 }
 
 /* Room and the put lock for one record of `len` bytes, handed out as a
- * span; the span holds a reference to the handle until it ends. */
-int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try_only) {
+ * span; the span holds a reference to the handle until it ends.  `flags`:
+ * RS__TRY, RS__BRIEF, RS__HELD (internal.h). */
+int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int flags) {
     put_plan plan;
     struct iovec one;
     uint64_t at;
@@ -360,14 +365,14 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try
         return rs__fail(RS_INVALID, "span is NULL");
     if (len > r->max_payload)
         return too_large(r, len);
-    rc = rs__enter(r);
+    rc = rs__enter_as(r, flags);
     if (rc != 0)
         return rc;
     one.iov_base = NULL;
     one.iov_len = len;
-    rc = begin_put(r, &one, 1, rs__record_span(len), deadline, try_only, &plan);
+    rc = begin_put(r, &one, 1, rs__record_span(len), deadline, flags & RS__TRY, &plan);
     if (rc != 0) {
-        rs__leave(r);
+        rs__leave_as(r, flags);
         return rc;
     }
     at = plan.start;
@@ -375,10 +380,13 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int try
     span->len = len;
     span->_position = at;
     span->_forks = rs__forks;
-    span->_kind = RS_PUT_LOCK;
+    span->_kind = RS_PUT_LOCK | (flags & RS__HELD ? RS__UNCOUNTED : 0);
     span->_has_record = 1;
     span->_lock = r;
-    rs__hold_note(r, RS_PUT_LOCK);
+    if (!(flags & RS__BRIEF)) {
+        span->_kind |= RS__NOTED;
+        rs__hold_note(r, RS_PUT_LOCK);
+    }
     return 0;
 }
 
@@ -389,14 +397,15 @@ int rs_reserve(rs_ring *r, size_t len, rs_span *span, int64_t timeout_ns) {
 /* The end of a reserve: publish (commit) or drop it.  A handle closed
  * meanwhile drops it and says RS_CLOSED: nothing is reported put that was
  * not published. */
-static int end_reserve(rs_ring *r, rs_span *span, int commit) {
+RS__HOT int end_reserve(rs_ring *r, rs_span *span, int commit) {
     int rc = 0;
-    if (span == NULL || span->_lock != r || span->_kind != RS_PUT_LOCK)
+    if (span == NULL || span->_lock != r || RS__SPAN_LOCK(span) != RS_PUT_LOCK)
         return rs__fail(RS_INVALID, "not an open reserve() span of this ring");
     span->_lock = NULL;
     if (span->_forks != rs__forks)
         return RS_NOT_OWNER;   /* the parent's: its lock, its room (no reference of ours) */
-    rs__hold_forget(r, RS_PUT_LOCK);
+    if (span->_kind & RS__NOTED)
+        rs__hold_forget(r, RS_PUT_LOCK);
     if (commit && rs__closing(r))
         rc = rs__fail(RS_CLOSED, "the ring was closed inside the reserve() block: the "
                       "message was not published");
@@ -405,7 +414,8 @@ static int end_reserve(rs_ring *r, rs_span *span, int commit) {
     else
         rs__unlock(r, RS_PUT_LOCK);
     span->data = NULL;
-    rs__leave(r);
+    if (!(span->_kind & RS__UNCOUNTED))
+        rs__leave(r);
     return rc;
 }
 

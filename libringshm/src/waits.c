@@ -113,8 +113,9 @@ int rs__wait_turn(rs_ring *r, rs_waitq *q, rs_wait_state *w, int baton) {
  * sleepers the flag says only "somebody": data and space queues wake them
  * all, each re-checks and re-arms; a lock queue wakes one, which re-arms at
  * once (see rs__wait_turn's `baton`). */
-void rs__wake(rs_waitq *q, int count) {
-    if (rs_load_seq(&q->wanted) != 0 && rs_exchange(&q->wanted, 0) != 0) {
+void rs__wake_sleepers(rs_waitq *q, int count) {
+    /* rs__wake (internal.h) saw `wanted` set. */
+    if (rs_exchange(&q->wanted, 0) != 0) {
         rs_add32(&q->futex, 1);
         rs_futex_wake(&q->futex, count);
     }

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from .transport import Transport, Unsupported
+from .transport import Transport, Unsupported, batch_for
 
 
 def core_header_dirs() -> list[str]:
@@ -31,19 +31,38 @@ def core_header_dirs() -> list[str]:
             if d.is_dir()]
 
 
+def library_flags() -> tuple[Optional[list[str]], Optional[str]]:
+    """Compiler flags that build a program against the libringshm this
+    package ships (ringshm.get_include(), ringshm.get_library_dir()), to go
+    after the source: (flags, None) or (None, why not)."""
+    import ringshm
+    try:
+        include, library = ringshm.get_include(), ringshm.get_library_dir()
+    except FileNotFoundError as exc:
+        return None, f"no libringshm in the package ({exc})"
+    return [f"-I{include}", f"-L{library}", "-lringshm"], None
+
+
 @functools.cache
-def compile_program(source_name: str, include_core_headers: bool = False
-                    ) -> tuple[Optional[str], Optional[str]]:
+def compile_program(source_name: str, include_core_headers: bool = False,
+                    link_library: bool = False) -> tuple[Optional[str], Optional[str]]:
     """Compile the packaged C file ``source_name`` into a temporary directory
     (removed at exit). ``include_core_headers`` puts the ringshm package on the
     include path, so a program can use the library's own atomic.h and futex.h
     (from libringshm/src in a checkout, or the copy in the package's include
-    directory).
+    directory). ``link_library`` builds it against the package's libringshm
+    (ringshm.h and libringshm.a).
 
     Returns (path of the executable, None) or (None, why not)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return None, "no C compiler (cc) on PATH"
+    library: list[str] = []
+    if link_library:
+        found, why = library_flags()
+        if found is None:
+            return None, why
+        library = found
     directory = tempfile.mkdtemp(prefix="ringshm-bench-c-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     source = os.path.join(directory, source_name)
@@ -52,7 +71,8 @@ def compile_program(source_name: str, include_core_headers: bool = False
         out.write(resources.files(__package__).joinpath(source_name).read_text())
     flags = [f"-I{d}" for d in core_header_dirs()] if include_core_headers else []
     try:
-        done = subprocess.run([compiler, "-O2", *flags, "-o", executable, source, "-lpthread"],
+        done = subprocess.run([compiler, "-O2", *flags, "-o", executable, source, *library,
+                               "-lpthread"],
                               check=False, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{compiler} failed: {exc}"
@@ -66,17 +86,24 @@ def compile_cring() -> tuple[Optional[str], Optional[str]]:
     return compile_program("cring.c")
 
 
-def run_cring(args: list[Any], timeout: float) -> dict[str, Any]:
-    """Run the reference ring with `args`; its JSON report."""
-    executable, why = compile_cring()
+def run_program(executable: Optional[str], why: Optional[str], args: list[Any],
+                timeout: float) -> dict[str, Any]:
+    """Run a compiled bench program with `args`; its JSON report."""
     if executable is None:
         raise Unsupported(why)
     done = subprocess.run([executable, *map(str, args)], check=False, capture_output=True,
                           text=True, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"cring {' '.join(map(str, args))}: {done.stderr.strip()}")
+        name = os.path.basename(executable)
+        raise RuntimeError(f"{name} {' '.join(map(str, args))}: {done.stderr.strip()}"
+                           f"{done.stdout.strip()}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_cring(args: list[Any], timeout: float) -> dict[str, Any]:
+    """Run the reference ring with `args`; its JSON report."""
+    return run_program(*compile_cring(), args, timeout)
 
 
 class CRing(Transport):
@@ -100,4 +127,18 @@ class CRing(Transport):
         return run_cring(["pingpong", size, count, warmup], timeout)
 
 
-TRANSPORTS = (CRing(),)
+class CRingBatch(CRing):
+    """The reference ring, batched as put_many/get_many are: batch_for(size)
+    records and one store of the head; the consumer takes what it sees (at
+    most 1024 messages, 256 KiB) and stores the tail once."""
+
+    key = "c-ring-batch"
+    label = "C reference ring, batched"
+    pingpong = False
+
+    def throughput(self, size: int, capacity: int, seconds: float, timeout: float
+                   ) -> dict[str, Any]:
+        return run_cring(["batch", size, capacity, seconds, batch_for(size)], timeout)
+
+
+TRANSPORTS = (CRing(), CRingBatch())

@@ -9,6 +9,9 @@
  * machine is not starved); no system call on the hot path.
  *
  *   cring throughput SIZE CAPACITY SECONDS   producer = parent, consumer = child
+ *   cring batch SIZE CAPACITY SECONDS BATCH  the same, batched: BATCH records, then one
+ *                                            store of the head; the consumer takes all
+ *                                            it sees (<= 1024), then one store of the tail
  *   cring pingpong SIZE COUNT WARMUP         64-byte round trips over two rings
  *
  * Prints one JSON object on stdout.
@@ -135,12 +138,81 @@ static uint32_t ring_get(ring_t *r, uint64_t *tail, uint64_t *cached_head, void 
     }
 }
 
+/* The batched producer: room for `count` records (and a padding), all of
+ * them written, then the head published once.  A batch and a record more
+ * are at most half the ring (main checks). */
+static void ring_put_batch(ring_t *r, uint64_t *head, uint64_t *cached_tail, const void *msg,
+                           uint32_t len, uint64_t count) {
+    const uint64_t cap = r->capacity, mask = cap - 1, need = 8 + align8(len);
+    const uint64_t room = count * need + need;   /* a padding is shorter than a record */
+    uint64_t pos, i;
+    unsigned spins = 0;
+    while (*head + room - *cached_tail > cap) {
+        *cached_tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+        if (*head + room - *cached_tail > cap) backoff(&spins);
+    }
+    for (i = 0; i < count; i++) {
+        pos = *head & mask;
+        if (pos + need > cap) {
+            uint32_t pad[2] = {(uint32_t)(cap - pos - 8), REC_PAD};
+            memcpy(r->data + pos, pad, 8);
+            *head += cap - pos;
+            pos = 0;
+        }
+        uint32_t hdr[2] = {len, REC_DATA};
+        memcpy(r->data + pos, hdr, 8);
+        memcpy(r->data + pos + 8, msg, len);
+        *head += need;
+    }
+    __atomic_store_n(&r->head, *head, __ATOMIC_RELEASE);
+}
+
+/* The batched consumer: the records published (at most `limit`, at most
+ * `buf_cap` bytes but one at least) copied into buf one after another, then
+ * the tail published once.  Adds the count to *n and the bytes to *nbytes;
+ * returns 1 once the END record is taken. */
+static int ring_get_batch(ring_t *r, uint64_t *tail, uint64_t *cached_head, unsigned char *buf,
+                          uint64_t buf_cap, uint64_t limit, uint64_t *n, uint64_t *nbytes) {
+    const uint64_t cap = r->capacity, mask = cap - 1;
+    uint64_t taken = 0, used = 0;
+    unsigned spins = 0;
+    int end = 0;
+    while (*tail == *cached_head) {
+        *cached_head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        if (*tail == *cached_head) backoff(&spins);
+    }
+    while (*tail != *cached_head && taken < limit) {
+        uint64_t pos = *tail & mask;
+        uint32_t hdr[2];
+        memcpy(hdr, r->data + pos, 8);
+        if (hdr[1] == REC_PAD) {
+            *tail += cap - pos;
+            continue;
+        }
+        if (hdr[1] == REC_END) {
+            *tail += 8;
+            end = 1;
+            break;
+        }
+        if (taken > 0 && used + hdr[0] > buf_cap)
+            break;
+        memcpy(buf + used, r->data + pos + 8, hdr[0]);
+        used += hdr[0];
+        *tail += 8 + align8(hdr[0]);
+        taken++;
+    }
+    __atomic_store_n(&r->tail, *tail, __ATOMIC_RELEASE);
+    *n += taken;
+    *nbytes += used;
+    return end;
+}
+
 static void wait_flag(uint32_t *flag) {
     unsigned spins = 0;
     while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) backoff(&spins);
 }
 
-static int throughput(uint32_t size, uint64_t capacity, double seconds) {
+static int throughput(uint32_t size, uint64_t capacity, double seconds, uint64_t batch) {
     ring_t *r = ring_new(capacity);
     control_t *c = shared_alloc(sizeof(control_t));
     unsigned char *msg = malloc(size ? size : 1);
@@ -156,15 +228,21 @@ static int throughput(uint32_t size, uint64_t capacity, double seconds) {
         return 2;
     }
     if (pid == 0) {
-        unsigned char *buf = malloc(size ? size : 1);
+        uint64_t buf_cap = batch > 1 && size < (256u << 10) ? 256u << 10 : (size ? size : 1);
+        unsigned char *buf = malloc(buf_cap);
         uint64_t tail = 0, cached_head = 0, n = 0, nbytes = 0;
         uint32_t len;
         __atomic_store_n(&c->ready, 1, __ATOMIC_RELEASE);
         wait_flag(&c->go);
         double t0 = now();
-        while (ring_get(r, &tail, &cached_head, buf, &len) == REC_DATA) {
-            n++;
-            nbytes += len;
+        if (batch > 1) {
+            while (!ring_get_batch(r, &tail, &cached_head, buf, buf_cap, 1024, &n, &nbytes)) {
+            }
+        } else {
+            while (ring_get(r, &tail, &cached_head, buf, &len) == REC_DATA) {
+                n++;
+                nbytes += len;
+            }
         }
         c->seconds = now() - t0;
         c->received = n;
@@ -175,11 +253,20 @@ static int throughput(uint32_t size, uint64_t capacity, double seconds) {
     uint64_t head = 0, cached_tail = 0, sent = 0;
     double t0 = now(), stop_at = t0 + seconds;
     __atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
-    do {
-        for (uint64_t i = 0; i < check_every; i++)
-            ring_put(r, &head, &cached_tail, msg, size, REC_DATA);
-        sent += check_every;
-    } while (now() < stop_at);
+    if (batch > 1) {
+        check_every = check_every / batch ? check_every / batch : 1;
+        do {
+            for (uint64_t i = 0; i < check_every; i++)
+                ring_put_batch(r, &head, &cached_tail, msg, size, batch);
+            sent += check_every * batch;
+        } while (now() < stop_at);
+    } else {
+        do {
+            for (uint64_t i = 0; i < check_every; i++)
+                ring_put(r, &head, &cached_tail, msg, size, REC_DATA);
+            sent += check_every;
+        } while (now() < stop_at);
+    }
     ring_put(r, &head, &cached_tail, msg, 0, REC_END);
     int status;
     waitpid(pid, &status, 0);
@@ -239,7 +326,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "capacity must be a power of two >= 4096\n");
             return 2;
         }
-        return throughput((uint32_t)strtoul(argv[2], NULL, 10), capacity, atof(argv[4]));
+        return throughput((uint32_t)strtoul(argv[2], NULL, 10), capacity, atof(argv[4]), 1);
+    }
+    if (argc == 6 && strcmp(argv[1], "batch") == 0) {
+        uint64_t capacity = strtoull(argv[3], NULL, 10), batch = strtoull(argv[5], NULL, 10);
+        uint32_t size = (uint32_t)strtoul(argv[2], NULL, 10);
+        if (capacity < 4096 || (capacity & (capacity - 1)) || batch == 0
+                || 2 * (batch + 1) * (8 + align8(size)) > capacity) {
+            fprintf(stderr, "capacity must be a power of two >= 4096, a batch (and a "
+                            "record more) at most half of it\n");
+            return 2;
+        }
+        return throughput(size, capacity, atof(argv[4]), batch);
     }
     if (argc == 5 && strcmp(argv[1], "pingpong") == 0) {
         uint64_t count = strtoull(argv[3], NULL, 10);
@@ -249,6 +347,7 @@ int main(int argc, char **argv) {
         }
         return pingpong((uint32_t)strtoul(argv[2], NULL, 10), count, strtoull(argv[4], NULL, 10));
     }
-    fprintf(stderr, "usage: cring throughput SIZE CAPACITY SECONDS | pingpong SIZE COUNT WARMUP\n");
+    fprintf(stderr, "usage: cring throughput SIZE CAPACITY SECONDS | batch SIZE CAPACITY SECONDS "
+                    "BATCH | pingpong SIZE COUNT WARMUP\n");
     return 2;
 }

@@ -34,9 +34,9 @@ def _times(value: Optional[float]) -> str:
 
 
 def _is_reference(record: Record) -> bool:
-    """ringshm's own rows and the C ring are not compared with ringshm."""
+    """ringshm's own rows and the C rings are not compared with ringshm."""
     transport: str = record["transport"]
-    return transport.startswith("ringshm") or transport == "c-ring"
+    return transport.startswith("ringshm") or transport.startswith("c-ring")
 
 
 def _status(record: Record) -> str:
@@ -121,6 +121,7 @@ def format_report(suite: dict[str, Any]) -> str:
     if pingpong:
         lines += _pingpong_table(pingpong) + [""]
     lines += targets_table("Targets (issue #4)", targets.evaluate(results))
+    lines += [""] + targets_table("Targets (the C library)", targets.evaluate_clib(results))
     return "\n".join(lines)
 
 

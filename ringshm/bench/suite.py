@@ -15,10 +15,11 @@ import platform
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from . import cref, peers, rings, runner
+from . import clib, cref, peers, rings, runner
 from .transport import Transport, Unsupported, capacity_for
 
-TRANSPORTS: tuple[Transport, ...] = rings.TRANSPORTS + cref.TRANSPORTS + peers.TRANSPORTS
+TRANSPORTS: tuple[Transport, ...] = (rings.TRANSPORTS + cref.TRANSPORTS + clib.TRANSPORTS
+                                     + peers.TRANSPORTS)
 BY_KEY = {transport.key: transport for transport in TRANSPORTS}
 PINGPONG_SIZE = 64
 

@@ -100,6 +100,31 @@ def evaluate(results: list[Record]) -> list[Verdict]:
     return out
 
 
+def evaluate_clib(results: list[Record]) -> list[Verdict]:
+    """The C API's targets: libringshm from C against the C reference ring
+    (per message, batched, ping-pong), and C with Python both ways."""
+    r = results
+    put_get = _rate(r, "c-lib", 64)
+    rows: list[tuple[str, Optional[float], Compare, float, str]] = [
+        ("C→C 64 B rs_put/rs_get, × C ring", _ratio(put_get, _rate(r, "c-ring", 64)),
+         _at_least, 0.7, "×"),
+        ("C→C 64 B put_many/get_many, × batched", _ratio(_rate(r, "c-lib-batch", 64),
+                                                        _rate(r, "c-ring-batch", 64)),
+         _at_least, 0.5, "×"),
+        ("C↔C ping-pong p50, × C spin ping-pong", _ratio(_p50(r, "c-lib"), _p50(r, "c-ring")),
+         _at_most, 2, "×"),
+    ]
+    out = _judge(rows)
+    for name, key in (("C→C 64 B rs_put/rs_get, M msg/s", "c-lib"),
+                      ("C→Python 64 B, M msg/s", "c-lib-to-py"),
+                      ("Python→C 64 B, M msg/s", "py-to-c-lib"),
+                      ("  (Python→Python put/get, M msg/s)", "ringshm")):
+        rate = _rate(r, key, 64)
+        value = None if rate is None else rate / 1e6
+        out.append((name, value, "reported", None if value is None else True, ""))
+    return out
+
+
 def _percent(part: Optional[float], whole: Optional[float]) -> Optional[float]:
     ratio = _ratio(part, whole)
     return None if ratio is None else 100 * ratio
