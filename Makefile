@@ -58,7 +58,7 @@ wheel:
 # tests/ alone, with no C compiler on PATH (tests needing one, or the
 # checkout, skip with the reason; `-rs` lists them).
 wheel-check: wheel
-	.ci/wheel-check wheelhouse/ringshm-*-$(WHEEL_ABI)-*.whl $(WHEEL_PY) -q -rs tests
+	.ci/wheel-check wheelhouse/ringshm-*-$(WHEEL_ABI)-*.whl $(WHEEL_PY) -rs tests
 
 # The sdist unpacked, installed (compiled) in a fresh venv, smoke-tested.
 sdist-check:
