@@ -9,14 +9,14 @@ them too.
 
 The suite also runs against an installed wheel, from a copy of tests/ alone
 with no C compiler on PATH (`make wheel-check`): tests that read the
-checkout (README.md, docs/, libringshm/, examples/) take ``needs_checkout``,
-those that build C take ``needs_cc``; each skips with its reason there.
+checkout (README.md, docs/, libringshm/, examples/) take ``needs_checkout``
+and those that build C already skip when `cc` (or make) is not on PATH,
+each with its reason.
 """
 
 import ctypes
 import itertools
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -26,11 +26,6 @@ import pytest
 # The checkout around tests/ (or, under `make wheel-check`, a temporary
 # folder holding only tests/).
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def in_checkout(*paths):
-    """True when every path (relative to the repository root) is there."""
-    return all((ROOT / p).exists() for p in paths)
 
 
 def needs_checkout(*paths):
@@ -48,13 +43,6 @@ def read_checkout(path):
         return (ROOT / path).read_text()
     except FileNotFoundError:
         return ""
-
-
-def needs_cc(what="build a C program", *tools):
-    """Skip unless a C compiler (cc) and `tools` (e.g. make) are on PATH."""
-    missing = [t for t in ("cc", *tools) if shutil.which(t) is None]
-    return pytest.mark.skipif(bool(missing),
-                              reason=f"no {' or '.join(missing)} on PATH to {what}")
 
 
 def pytest_configure(config):
