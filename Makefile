@@ -1,7 +1,7 @@
 # Developer commands; .ci/run and the README use the same steps.
 PY ?= .venv/bin/python
 
-.PHONY: venv build debug release test test-debug bench lint docs clean soak-cross
+.PHONY: venv build debug release test test-debug bench lint docs clean soak-cross wheel wheel-check sdist-check
 
 venv:
 	test -x $(PY) || python3 -m venv .venv
@@ -42,10 +42,29 @@ docs:
 	$(PY) -m sphinx -W --keep-going -b html docs/site build/docs
 
 clean:
-	rm -rf build *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis
+	rm -rf build dist wheelhouse *.egg-info ringshm/_ring.c ringshm/*.so ringshm/include ringshm/lib .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # The C/Python kill tests (tests/test_cross_faults.py) for SOAK seconds each.
 SOAK ?= 300
 soak-cross: build
 	RINGSHM_SOAK_SECONDS=$(SOAK) $(PY) -m pytest -q -s tests/test_cross_faults.py
+
+# Wheels (docs/DESIGN.md, "Wheels and platforms"), for WHEEL_PY (any
+# Python 3.9+, e.g. WHEEL_PY=~/.pyenv/versions/3.12.1/bin/python) into
+# wheelhouse/: the sdist, and the wheel built from it, repaired by auditwheel.
+WHEEL_PY ?= python3
+WHEEL_ABI = cp$(shell $(WHEEL_PY) -c 'import sys; print("%d%d" % sys.version_info[:2])')
+wheel:
+	rm -f wheelhouse/ringshm-*-$(WHEEL_ABI)-*.whl
+	.ci/build-wheel $(WHEEL_PY) wheelhouse
+
+# The test suite against that wheel installed in a fresh venv, from a copy of
+# tests/ alone, with no C compiler on PATH (tests needing one, or the
+# checkout, skip with the reason; `-rs` lists them).
+wheel-check: wheel
+	.ci/wheel-check wheelhouse/ringshm-*-$(WHEEL_ABI)-*.whl $(WHEEL_PY) -rs tests
+
+# The sdist unpacked, installed (compiled) in a fresh venv, smoke-tested.
+sdist-check:
+	.ci/sdist-check $(WHEEL_PY)

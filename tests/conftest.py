@@ -6,15 +6,52 @@ System V shared memory (/proc/sysvipc/shm, what ``ipcs -m`` lists).
 
 Keep these generic: test files written by others (queue, cli, fault) use
 them too.
+
+The suite also runs against an installed wheel, from a copy of tests/ alone
+with no C compiler on PATH (`make wheel-check`): tests that read the
+checkout (README.md, docs/, libringshm/, examples/) take ``needs_checkout``
+and those that build C already skip when `cc` (or make) is not on PATH,
+each with its reason.
 """
 
 import ctypes
 import itertools
 import os
 import uuid
+from pathlib import Path
 
 import posix_ipc
 import pytest
+
+# The checkout around tests/ (or, under `make wheel-check`, a temporary
+# folder holding only tests/).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def needs_checkout(*paths):
+    """Skip unless the source checkout's `paths` are there (they are not when
+    the suite runs against an installed wheel from a copy of tests/)."""
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    return pytest.mark.skipif(bool(missing), reason="needs the source checkout's "
+                              + ", ".join(missing) + " (testing an installed package)")
+
+
+def read_checkout(path):
+    """The text of a checkout file, or "" when the suite runs without one
+    (the tests that use it then skip through needs_checkout)."""
+    try:
+        return (ROOT / path).read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def pytest_configure(config):
+    # Also in pyproject.toml; here too for a run without it (wheel-check).
+    for marker in ("multiprocess: starts several processes",
+                   "fault: kills processes on purpose",
+                   "slow: takes more than a few seconds"):
+        config.addinivalue_line("markers", marker)
+
 
 SHM_DIR = "/dev/shm"
 # Our segments are /dev/shm/ringshm.<name> (ringshm.ring.SHM_PREFIX); it is

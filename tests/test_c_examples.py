@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    needs_checkout,
     remove_segment,
     remove_sysv,
     shm_path,
@@ -40,6 +41,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which(CC) is None or shutil.which("make") is None,
                        reason=f"no C compiler ({CC}) or make to build examples/c"),
     pytest.mark.multiprocess,
+    needs_checkout("examples/c", "libringshm"),
 ]
 
 

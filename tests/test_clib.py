@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import needs_checkout
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "libringshm")
 FUZZ_SECONDS = 20          # per libFuzzer target
@@ -17,6 +18,7 @@ FUZZ_ITERATIONS = 20000    # per body, for the fallback without clang
 
 pytestmark = [
     pytest.mark.slow,
+    needs_checkout("libringshm"),
     pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                        reason="the C library's tests need a C compiler (cc) and make"),
 ]

@@ -25,6 +25,7 @@ from conftest import (
     unique_ring_name,
 )
 
+import ringshm
 from ringshm import Ring
 
 CYCLES = 10_000
@@ -435,7 +436,7 @@ def test_a_script_run_from_an_unbuilt_checkout_says_what_to_do(tmp_path):
     checkout's root imports the source folder, which has no compiled core.
     That fails with a message that says what to do.  (A copy of the
     package without its .so stands for the checkout.)"""
-    shutil.copytree(os.path.join(ROOT, "ringshm"), tmp_path / "ringshm",
+    shutil.copytree(os.path.dirname(os.path.abspath(ringshm.__file__)), tmp_path / "ringshm",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     # -S: no site, so no editable install's finder; the folder is found first.
     result = subprocess.run([sys.executable, "-S", "-c", "import ringshm"], cwd=tmp_path,

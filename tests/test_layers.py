@@ -10,9 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import needs_checkout
+
+import ringshm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "ringshm"
+# The package being tested: the checkout's, or an installed wheel's.
+PACKAGE = pathlib.Path(ringshm.__file__).resolve().parent
 
 # Lowest first.  A subpackage is one layer: its modules may import each
 # other and anything below it.  "ringshm" is the package itself (its
@@ -47,7 +51,7 @@ COMPILED = {"ringshm._ring"}
 
 
 def _module_name(path):
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
@@ -94,6 +98,7 @@ def test_every_module_has_a_layer():
         layer_of(module)
 
 
+@needs_checkout("docs/DESIGN.md")
 def test_the_layers_are_in_design_md():
     text = (ROOT / "docs" / "DESIGN.md").read_text()
     section = text[text.index("## Layers"):]

@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import needs_checkout, read_checkout
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+EXAMPLES = re.findall(r"```python\n(.*?)```", read_checkout("README.md"), re.S)
+
+pytestmark = needs_checkout("README.md")
 
 
 def test_readme_has_examples():
@@ -28,7 +31,7 @@ def test_readme_example_runs(index, tmp_path):
 
 # The tests the README names ("Where the ideas come from"): `tests/F.py::name`,
 # `::name` after a comma meaning the same file, `[params]` dropped.
-NAMED_TESTS = re.findall(r"`(tests/[\w/]+\.py)?::(\w+)(?:\[[^\]]*\])?`", README.read_text())
+NAMED_TESTS = re.findall(r"`(tests/[\w/]+\.py)?::(\w+)(?:\[[^\]]*\])?`", read_checkout("README.md"))
 
 
 def test_readme_names_tests_that_exist():
