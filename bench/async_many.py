@@ -1,7 +1,7 @@
 """`await get()` on many idle queues and one busy one: messages/s of the
 busy queue and the threads the waits cost, for the current ringshm.asyncio
-(one helper thread per event loop, wait_many) and for 0.3's first version
-(two waiter threads per object), kept as bench/_asyncio_0_3_threads.py.
+(one helper thread per event loop, wait_many) and for 0.2's design (two
+waiter threads per object), loaded from git (OLD_DESIGN below).
 
 One event loop: IDLE coroutines each await get() on a queue of their own
 that never receives anything, while one coroutine awaits get() on a busy
@@ -22,7 +22,10 @@ import asyncio
 import importlib.util
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from types import ModuleType
@@ -34,12 +37,33 @@ from ringshm import Queue
 fork = multiprocessing.get_context("fork")
 
 
+# The last commit whose ringshm.asyncio gave each object its own waiter
+# threads (0.2's design): the comparison loads that file from git.
+OLD_DESIGN = "59ab811"
+
+
 def old_module() -> ModuleType:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_asyncio_0_3_threads.py")
-    spec = importlib.util.spec_from_file_location("ringshm_asyncio_0_3_threads", path)
+    """ringshm/asyncio.py as of OLD_DESIGN, imported under another name
+    (it runs on today's core: it needs only Ring._wait_data/_wait_room).
+
+    Raises:
+        RuntimeError: not a git checkout holding that commit.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["git", "-C", root, "show", f"{OLD_DESIGN}:ringshm/asyncio.py"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git cannot show {OLD_DESIGN}'s ringshm/asyncio.py: "
+                           f"{done.stderr.strip()}")
+    directory = tempfile.mkdtemp(prefix="ringshm-old-asyncio-")
+    path = os.path.join(directory, "ringshm_asyncio_per_object.py")
+    with open(path, "w") as out:
+        out.write(done.stdout)
+    spec = importlib.util.spec_from_file_location("ringshm_asyncio_per_object", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    shutil.rmtree(directory, ignore_errors=True)
     return module
 
 
@@ -98,7 +122,7 @@ def main() -> None:
     messages = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     idles = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "0,100,1000").split(",")]
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    designs = [("0.3 waiter threads per object", old_module()),
+    designs = [("0.2 waiter threads per object", old_module()),
                ("one helper per loop (wait_many)", new_module)]
     print(f"{messages} messages on the busy queue, best of {repeats}")
     print("| design | idle queues | busy queue msg/s | threads (Python) | threads (OS) "
