@@ -209,12 +209,36 @@ static int attach_file(int fd, const char *label, rs_ring **out) {
     return own(base, (size_t)st.st_size, unmap_file, presence, out);
 }
 
+/* Size, map and write the header of the new file open as `fd`, and make a
+ * handle that owns the mapping and the presence.  The caller closes `fd`
+ * (the presence has its own) and removes the file on failure. */
+static int make_fresh(int fd, uint64_t cap, const rs_options *options, const char *label,
+                      rs_ring **out) {
+    uint64_t size = RS_HEADER_SIZE + cap;
+    rs_presence *presence;
+    void *base = NULL;
+    int rc = allocate(fd, size, options->reserve, label);
+    if (rc == 0)
+        rc = map_fd(fd, size, &base, label);
+    if (rc != 0)
+        return rc;
+    if ((presence = rs_presence_attach(fd)) == NULL) {
+        rc = rs__errno("cannot open the ring's file again for its lock slots");
+        munmap(base, size);
+        return rc;
+    }
+    if ((rc = initialize(base, cap, options, NULL)) != 0) {
+        munmap(base, size);
+        rs_presence_release(presence);
+        return rc;
+    }
+    return own(base, size, unmap_file, presence, out);
+}
+
 static int create_file(const char *path, uint64_t capacity, const rs_options *options,
                        rs_ring **out) {
     rs_options defaults;
-    uint64_t cap = 0, size;
-    rs_presence *presence;
-    void *base;
+    uint64_t cap = 0;
     int rc, fd;
     if (options == NULL) {
         rs_options_init(&defaults);
@@ -222,7 +246,6 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
     }
     if ((rc = check_options(options)) != 0 || (rc = round_capacity(capacity, &cap)) != 0)
         return rc;
-    size = RS_HEADER_SIZE + cap;
     fd = open(path, CREATE_FLAGS, options->mode);
     if (fd < 0) {
         if (errno == EEXIST && options->exist_ok) {
@@ -241,23 +264,12 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
     if (fchmod(fd, options->mode) != 0)
         rc = rs__errno(path);
     if (rc == 0)
-        rc = allocate(fd, size, options->reserve, path);
-    if (rc == 0)
-        rc = map_fd(fd, size, &base, path);
-    if (rc == 0 && (presence = rs_presence_attach(fd)) == NULL) {
-        rc = rs__errno("cannot open the ring's file again for its lock slots");
-        munmap(base, size);
-    }
-    if (rc == 0 && (rc = initialize(base, cap, options, NULL)) != 0) {
-        munmap(base, size);
-        rs_presence_release(presence);
-    }
+        rc = make_fresh(fd, cap, options, path, out);
     close(fd);
     if (rc != 0) {
         unlink(path);
         return rc;
     }
-    rc = own(base, size, unmap_file, presence, out);
     if (rc == 0 && !options->persist && ((*out)->unlink_path = strdup(path)) == NULL) {
         rs_close(*out);
         unlink(path);
@@ -318,9 +330,7 @@ int rs_unlink_path(const char *path) {
 
 int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
     rs_options defaults;
-    uint64_t cap = 0, size;
-    rs_presence *presence = NULL;
-    void *base = NULL;
+    uint64_t cap = 0;
     int rc, fd;
     if (options == NULL) {
         rs_options_init(&defaults);
@@ -328,25 +338,12 @@ int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
     }
     if ((rc = check_options(options)) != 0 || (rc = round_capacity(capacity, &cap)) != 0)
         return rc;
-    size = RS_HEADER_SIZE + cap;
     fd = memfd_create("ringshm", MFD_CLOEXEC);
     if (fd < 0)
         return rs__errno("memfd_create");
-    rc = allocate(fd, size, options->reserve, "an anonymous ring");
-    if (rc == 0)
-        rc = map_fd(fd, size, &base, "an anonymous ring");
-    if (rc == 0 && (presence = rs_presence_attach(fd)) == NULL) {
-        rc = rs__errno("cannot open the memfd again for its lock slots");
-        munmap(base, size);
-    }
-    if (rc == 0 && (rc = initialize(base, cap, options, NULL)) != 0) {
-        munmap(base, size);
-        rs_presence_release(presence);
-    }
+    rc = make_fresh(fd, cap, options, "an anonymous ring", out);
     close(fd);
-    if (rc != 0)
-        return rc;
-    return own(base, size, unmap_file, presence, out);
+    return rc;
 }
 
 /* ---- System V ------------------------------------------------------------ */
