@@ -6,6 +6,9 @@ PY ?= .venv/bin/python
 venv:
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -e '.[test]'
+	# What `make build` (setup.py build_ext --inplace, outside pip's isolated
+	# build) needs: pyproject.toml's build requirements.
+	$(PY) -m pip install -q 'setuptools>=77' wheel 'Cython>=3.0'
 
 build:
 	$(PY) setup.py build_ext --inplace
