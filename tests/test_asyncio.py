@@ -353,8 +353,11 @@ def test_a_thousand_waiting_gets_use_one_helper_thread(make_aqueue):
         assert not any(g.done() for g in getters)
         during = threading.active_count()
         helpers = waiter_threads()
-        child = fork.Process(target=put_to_each, args=([q.queue for q in own],
-                                                       [q.queue for q in shared], per_shared))
+        # Spawned, not forked: this process runs the loop's helper thread
+        # now (Python 3.12+ warns that a forked child may deadlock).
+        child = multiprocessing.get_context("spawn").Process(
+            target=put_to_each, args=([q.queue for q in own],
+                                      [q.queue for q in shared], per_shared))
         child.start()
         try:
             got = await asyncio.gather(*getters)
