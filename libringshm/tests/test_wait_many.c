@@ -20,6 +20,19 @@
 
 static rs_ring *rings[RINGS];
 static rs_waiter items[RINGS];
+static pid_t creator;
+
+/* Remove this process's rings, also when a check fails (atexit). */
+static void cleanup(void) {
+    char name[64];
+    size_t i;
+    if (getpid() != creator)
+        return;
+    for (i = 0; i < RINGS; i++) {
+        snprintf(name, sizeof(name), "ctest-wait-%d-%zu", (int)creator, i);
+        rs_unlink_name(name);
+    }
+}
 
 typedef struct {
     rs_ring *ring;
@@ -69,6 +82,8 @@ int main(int argc, char **argv) {
 
     if (fallback)
         setenv("RINGSHM_NO_FUTEX_WAITV", "1", 1);
+    creator = getpid();
+    atexit(cleanup);
     for (i = 0; i < RINGS; i++) {
         snprintf(name, sizeof(name), "ctest-wait-%d-%zu", (int)getpid(), i);
         CHECK_RC(rs_create_name(name, 4096, NULL, &rings[i]));
