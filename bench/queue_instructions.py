@@ -12,11 +12,10 @@ Run: .venv/bin/python bench/queue_instructions.py [--iterations 2000]
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
+
+import callgrind_count  # bench/, beside this script
 
 OBJECTS = {"bytes": b"x" * 64, "tuple": (1, "a", 2.0), "dict": {"k": 1, "v": [1, 2]}}
 
@@ -33,17 +32,7 @@ def _child(kind: str, iterations: int) -> None:
 
 
 def _instructions(kind: str, iterations: int) -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--child", kind, str(iterations)],
-        check=True, capture_output=True, text=True,
-        # One hash seed: the dicts' layout (and their probes) the same in
-        # every run.
-        env={**os.environ, "PYTHONHASHSEED": "0"})
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    if match is None:
-        raise RuntimeError(f"no callgrind total in: {done.stderr[-300:]}")
-    return int(match.group(1))
+    return callgrind_count.instructions(__file__, kind, iterations)
 
 
 def main() -> int:

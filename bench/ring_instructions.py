@@ -22,12 +22,11 @@ Run: .venv/bin/python bench/ring_instructions.py [--iterations 2000]
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
 from typing import Callable
+
+import callgrind_count  # bench/, beside this script
 
 SIZE = 64
 BATCH = 16
@@ -82,17 +81,7 @@ def _child(row: str, iterations: int) -> None:
 
 
 def _instructions(row: str, iterations: int, out_file: str = "/dev/null") -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", sys.executable,
-         __file__, "--child", row, str(iterations)],
-        check=True, capture_output=True, text=True,
-        # One hash seed: the dicts' layout (and their probes) the same in
-        # every run.
-        env={**os.environ, "PYTHONHASHSEED": "0"})
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    if match is None:
-        raise RuntimeError(f"no callgrind total in: {done.stderr[-300:]}")
-    return int(match.group(1))
+    return callgrind_count.instructions(__file__, row, iterations, out_file)
 
 
 def main() -> int:
