@@ -62,6 +62,20 @@ static int round_capacity(uint64_t capacity, uint64_t *out) {
     return 0;
 }
 
+/* What every create starts with: the defaults for NULL options, the
+ * options checked, the capacity rounded. */
+static int creating(const rs_options **options, rs_options *defaults, uint64_t capacity,
+                    uint64_t *cap) {
+    int rc;
+    if (*options == NULL) {
+        rs_options_init(defaults);
+        *options = defaults;
+    }
+    if ((rc = check_options(*options)) != 0)
+        return rc;
+    return round_capacity(capacity, cap);
+}
+
 static int name_path(const char *name, char *path, size_t size) {
     const unsigned char *p;
     size_t n;
@@ -240,11 +254,7 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
     rs_options defaults;
     uint64_t cap = 0;
     int rc, fd;
-    if (options == NULL) {
-        rs_options_init(&defaults);
-        options = &defaults;
-    }
-    if ((rc = check_options(options)) != 0 || (rc = round_capacity(capacity, &cap)) != 0)
+    if ((rc = creating(&options, &defaults, capacity, &cap)) != 0)
         return rc;
     fd = open(path, CREATE_FLAGS, options->mode);
     if (fd < 0) {
@@ -332,11 +342,7 @@ int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
     rs_options defaults;
     uint64_t cap = 0;
     int rc, fd;
-    if (options == NULL) {
-        rs_options_init(&defaults);
-        options = &defaults;
-    }
-    if ((rc = check_options(options)) != 0 || (rc = round_capacity(capacity, &cap)) != 0)
+    if ((rc = creating(&options, &defaults, capacity, &cap)) != 0)
         return rc;
     fd = memfd_create("ringshm", MFD_CLOEXEC);
     if (fd < 0)
@@ -388,11 +394,7 @@ int rs_create_sysv(int key, uint64_t capacity, const rs_options *options, rs_rin
     char companion_path[64];
     uint64_t cap = 0, size;
     int rc, shmid, companion;
-    if (options == NULL) {
-        rs_options_init(&defaults);
-        options = &defaults;
-    }
-    if ((rc = check_options(options)) != 0 || (rc = round_capacity(capacity, &cap)) != 0)
+    if ((rc = creating(&options, &defaults, capacity, &cap)) != 0)
         return rc;
     if (options->exist_ok)
         return rs__fail(RS_INVALID, "exist_ok is not supported for System V rings in C: "
