@@ -11,5 +11,6 @@
 #include "process.c"
 #include "put.c"
 #include "segment.c"
+#include "topic.c"
 #include "waitmany.c"
 #include "waits.c"

@@ -69,6 +69,9 @@ extern "C" {
 #define RS_NO_SLOT (-1014)     /* every liveness slot of the ring is held by a live process */
 #define RS_INTERRUPTED (-1015) /* the interrupt hook asked the wait to stop (rs_set_interrupt) */
 #define RS_BUSY (-1016)        /* the lock did not come in time (bridge windows, rs_last_tag) */
+/* -1017 is RS_POKED (rs_wait, below). */
+#define RS_LAGGED (-1018)      /* an untethered subscriber was overrun: rs_sub_missed() says by how many */
+#define RS_WRONG_KIND (-1019)  /* a topic opened as a ring, or a ring as a topic */
 
 #define RS_FOREVER ((int64_t)-1)
 
@@ -259,6 +262,115 @@ RS_API int rs_wait_joined(rs_ring *r, int64_t timeout_ns);
  * (Ctrl-C).  Without a hook, a signal only ends the current sleep. */
 typedef int (*rs_interrupt_fn)(void *arg);
 RS_API void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg);
+
+/* ---- Publish/subscribe: topics ------------------------------------------
+ *
+ * A topic is one log in one segment: every subscriber receives every
+ * message published after it subscribed (and up to `history` messages from
+ * before).  Publishers append under the same crash-proof lock as rs_put.
+ * A tethered subscriber loses nothing: a publisher waits (holding no lock)
+ * until the slowest live tethered subscriber has taken what would be
+ * overwritten.  An untethered one never makes a publisher wait: once
+ * overrun, its next get returns RS_LAGGED and rs_sub_missed() says exactly
+ * how many messages it lost; the get after continues with the oldest
+ * message still held.  A subscriber whose process dies stops holding
+ * publishers back within the recovery interval.  At most
+ * RS_TOPIC_MAX_SUBSCRIBERS subscribers at once (RS_NO_SLOT past that).
+ *
+ * rs_topic_open_* of a ring, or rs_open_* of a topic, fail with
+ * RS_WRONG_KIND and change nothing.  A subscription belongs to the process
+ * that made it (a forked child's copy returns RS_NOT_OWNER); any number of
+ * its threads may use it (a view holds it for the view's thread). */
+typedef struct rs_topic rs_topic;
+typedef struct rs_sub rs_sub;
+
+#define RS_TOPIC_MAX_SUBSCRIBERS 128
+#define RS_TOPIC_MAX_HISTORY 65536
+
+/* Options are rs_options' (max_messages is refused: a topic has none);
+ * `history` is how many recent messages a new subscriber receives first. */
+RS_API int rs_topic_create_name(const char *name, uint64_t capacity, uint32_t history,
+                                const rs_options *options, rs_topic **out);
+RS_API int rs_topic_open_name(const char *name, const rs_options *options, rs_topic **out);
+RS_API int rs_topic_create_path(const char *path, uint64_t capacity, uint32_t history,
+                                const rs_options *options, rs_topic **out);
+RS_API int rs_topic_open_path(const char *path, const rs_options *options, rs_topic **out);
+RS_API int rs_topic_anonymous(uint64_t capacity, uint32_t history, const rs_options *options,
+                              rs_topic **out);
+/* As rs_close; subscriptions made through it must be closed first. */
+RS_API int rs_topic_close(rs_topic *t);
+/* The topic's handle as a ring handle, for the calls that apply to both:
+ * rs_capacity, rs_max_message_size, rs_set_interrupt, rs_hold/rs_unhold.
+ * Any other ring call on it fails with RS_WRONG_KIND. */
+RS_API rs_ring *rs_topic_ring(rs_topic *t);
+
+/* Publishing: as rs_put / rs_put_many (a batch is atomic and contiguous). */
+RS_API int rs_topic_publish(rs_topic *t, const void *data, size_t len, int64_t timeout_ns);
+RS_API int rs_topic_publish_many(rs_topic *t, const struct iovec *messages, size_t count,
+                                 int64_t timeout_ns);
+RS_API int rs_topic_reserve(rs_topic *t, size_t len, rs_span *span, int64_t timeout_ns);
+RS_API int rs_topic_commit(rs_topic *t, rs_span *span);
+RS_API int rs_topic_cancel(rs_topic *t, rs_span *span);
+/* Ends the topic for everyone: publishing returns RS_SHUTDOWN; each
+ * subscriber receives what it still has to take, then RS_SHUTDOWN. */
+RS_API int rs_topic_shutdown(rs_topic *t);
+RS_API int rs_topic_is_shutdown(rs_topic *t);
+
+/* Subscribing.  RS_SUB_UNTETHERED: never slow publishers.  stall_timeout
+ * (seconds, 0: none): a tethered subscriber that takes nothing for that
+ * long while a publisher waits on it is untethered (it sees RS_LAGGED once
+ * overrun).  timeout_ns bounds the wait for the publishers' lock. */
+#define RS_SUB_UNTETHERED 1u
+RS_API int rs_topic_subscribe(rs_topic *t, unsigned flags, double stall_timeout,
+                              int64_t timeout_ns, rs_sub **out);
+/* As rs_get / rs_get_many / rs_view / rs_release / rs_wait_data, with
+ * RS_LAGGED (nothing taken) when overrun.  rs_sub_keep leaves the viewed
+ * message for the next get.  An untethered subscriber's view may be
+ * overwritten while it is open: rs_sub_release then returns RS_LAGGED
+ * (what was shown may be torn; it counts as missed). */
+RS_API int rs_sub_get(rs_sub *s, void *out, size_t out_cap, size_t *out_len, int64_t timeout_ns);
+RS_API int rs_sub_get_many(rs_sub *s, void *out, size_t out_cap, size_t *lengths,
+                           size_t max_messages, int64_t timeout_ns);
+RS_API int rs_sub_view(rs_sub *s, rs_span *span, int64_t timeout_ns);
+RS_API int rs_sub_release(rs_sub *s, rs_span *span);
+RS_API int rs_sub_keep(rs_sub *s, rs_span *span);
+RS_API int rs_sub_wait(rs_sub *s, int64_t timeout_ns);
+/* The count of the last RS_LAGGED this subscription returned. */
+RS_API uint64_t rs_sub_missed(rs_sub *s);
+/* Messages published and not yet taken by this subscriber. */
+RS_API uint64_t rs_sub_lag(rs_sub *s);
+RS_API int rs_sub_tethered(rs_sub *s);
+/* Leave the topic: publishers stop waiting for it at once.  Every call of
+ * it in progress in other threads returns RS_CLOSED. */
+RS_API int rs_sub_close(rs_sub *s);
+
+/* One subscriber as the topic's table shows it (rs_topic_subscribers). */
+typedef struct rs_sub_info {
+    uint32_t index;
+    uint32_t flags;        /* RS_SUB_INFO_* */
+    int64_t pid;
+    uint64_t position, lag_bytes, lag_messages;
+    uint64_t messages, bytes, missed, lags;
+    double stall_timeout, since;
+} rs_sub_info;
+#define RS_SUB_INFO_TETHERED 1u
+#define RS_SUB_INFO_STALLED 2u    /* untethered by its stall_timeout */
+#define RS_SUB_INFO_ALIVE 4u      /* its process is alive */
+
+struct rs_topic_stats {
+    uint64_t capacity, used_bytes, history;
+    uint64_t published, bytes_published;   /* messages and payload bytes published */
+    uint64_t overwritten;                  /* messages no longer held (freed for room) */
+    uint64_t publish_waits, publish_timeouts, lock_recoveries;
+    uint64_t subscribers, tethered, subscribed, stalls, reaped, scans;
+    uint64_t head, tail;
+    int64_t creator_pid;
+    int creator_alive, shutdown, ephemeral;
+    double recovery_interval, created;
+};
+RS_API int rs_topic_stats(rs_topic *t, struct rs_topic_stats *out);
+/* Fills up to `cap` entries of `out`; returns how many subscribers there are. */
+RS_API int rs_topic_subscribers(rs_topic *t, rs_sub_info *out, size_t cap);
 
 RS_API const char *rs_strerror(int code);
 /* What the calling thread's last failure was about, in words ("" when

@@ -171,15 +171,31 @@ static int own(void *base, size_t length, rs_unmap_fn unmap, rs_presence *presen
 }
 
 /* Write the header of storage this process made and claimed. */
+static const rs__shape RING_SHAPE = {0, 0};
+
+static uint64_t header_size_of(const rs__shape *shape) {
+    return shape->topic ? rs__topic_header_size(shape->history) : RS_HEADER_SIZE;
+}
+
 static int initialize(void *base, uint64_t capacity, const rs_options *o,
-                      const rs_liveness_id *liveness) {
+                      const rs_liveness_id *liveness, const rs__shape *shape) {
     unsigned char identity[16];
     int rc = rs__random_identity(identity);
     if (rc != 0)
         return rc;
-    rs__init_header(base, capacity, o->recovery_interval, o->spin, o->max_messages,
-                    !o->persist, liveness, identity);
+    if (shape->topic)
+        rs__init_topic_header(base, capacity, o->recovery_interval, o->spin, !o->persist,
+                              liveness, identity, shape->history);
+    else
+        rs__init_header(base, capacity, o->recovery_interval, o->spin, o->max_messages,
+                        !o->persist, liveness, identity);
     return 0;
+}
+
+static int validate_as(const void *base, size_t length, int exact,
+                       const rs_liveness_id *liveness, const rs__shape *shape) {
+    return shape->topic ? rs__validate_topic(base, length, exact, liveness)
+                        : rs__validate(base, length, exact, liveness);
 }
 
 static int map_fd(int fd, size_t size, void **base, const char *label) {
@@ -191,7 +207,7 @@ static int map_fd(int fd, size_t size, void **base, const char *label) {
 
 /* Attach to the ring in the file open as `fd` (validated; the creator may
  * still be writing its header: give it a moment). */
-static int attach_file(int fd, const char *label, rs_ring **out) {
+static int attach_file(int fd, const char *label, const rs__shape *shape, rs_ring **out) {
     struct stat st;
     int64_t give_up = rs__now() + CREATOR_GRACE_NS;
     struct timespec pause = {0, 5000000};
@@ -213,7 +229,7 @@ static int attach_file(int fd, const char *label, rs_ring **out) {
         }
         nanosleep(&pause, NULL);
     }
-    rc = rs__validate(base, (size_t)st.st_size, 1, NULL);
+    rc = validate_as(base, (size_t)st.st_size, 1, NULL, shape);
     if (rc == 0 && (presence = rs_presence_attach(fd)) == NULL)
         rc = rs__errno("cannot open the ring's file again for its lock slots");
     if (rc != 0) {
@@ -227,8 +243,8 @@ static int attach_file(int fd, const char *label, rs_ring **out) {
  * handle that owns the mapping and the presence.  The caller closes `fd`
  * (the presence has its own) and removes the file on failure. */
 static int make_fresh(int fd, uint64_t cap, const rs_options *options, const char *label,
-                      rs_ring **out) {
-    uint64_t size = RS_HEADER_SIZE + cap;
+                      const rs__shape *shape, rs_ring **out) {
+    uint64_t size = header_size_of(shape) + cap;
     rs_presence *presence;
     void *base = NULL;
     int rc = allocate(fd, size, options->reserve, label);
@@ -241,7 +257,7 @@ static int make_fresh(int fd, uint64_t cap, const rs_options *options, const cha
         munmap(base, size);
         return rc;
     }
-    if ((rc = initialize(base, cap, options, NULL)) != 0) {
+    if ((rc = initialize(base, cap, options, NULL, shape)) != 0) {
         munmap(base, size);
         rs_presence_release(presence);
         return rc;
@@ -250,7 +266,7 @@ static int make_fresh(int fd, uint64_t cap, const rs_options *options, const cha
 }
 
 static int create_file(const char *path, uint64_t capacity, const rs_options *options,
-                       rs_ring **out) {
+                       const rs__shape *shape, rs_ring **out) {
     rs_options defaults;
     uint64_t cap = 0;
     int rc, fd;
@@ -261,7 +277,7 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
         if (errno == EEXIST && options->exist_ok) {
             if ((rc = open_existing(path, options->any_owner, &fd)) != 0)
                 return rc;
-            rc = attach_file(fd, path, out);
+            rc = attach_file(fd, path, shape, out);
             close(fd);
             return rc;
         }
@@ -274,7 +290,7 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
     if (fchmod(fd, options->mode) != 0)
         rc = rs__errno(path);
     if (rc == 0)
-        rc = make_fresh(fd, cap, options, path, out);
+        rc = make_fresh(fd, cap, options, path, shape, out);
     close(fd);
     if (rc != 0) {
         unlink(path);
@@ -288,39 +304,60 @@ static int create_file(const char *path, uint64_t capacity, const rs_options *op
     return rc;
 }
 
-int rs_create_name(const char *name, uint64_t capacity, const rs_options *options,
-                   rs_ring **out) {
+int rs__create_name_as(const char *name, uint64_t capacity, const rs_options *options,
+                       const rs__shape *shape, rs_ring **out) {
     char path[300];
     int rc = name_path(name, path, sizeof(path));
-    return rc != 0 ? rc : create_file(path, capacity, options, out);
+    return rc != 0 ? rc : create_file(path, capacity, options, shape, out);
+}
+
+int rs_create_name(const char *name, uint64_t capacity, const rs_options *options,
+                   rs_ring **out) {
+    return rs__create_name_as(name, capacity, options, &RING_SHAPE, out);
+}
+
+int rs__create_path_as(const char *path, uint64_t capacity, const rs_options *options,
+                       const rs__shape *shape, rs_ring **out) {
+    if (path == NULL || path[0] == 0)
+        return rs__fail(RS_INVALID, "path must not be empty");
+    return create_file(path, capacity, options, shape, out);
 }
 
 int rs_create_path(const char *path, uint64_t capacity, const rs_options *options,
                    rs_ring **out) {
-    if (path == NULL || path[0] == 0)
-        return rs__fail(RS_INVALID, "path must not be empty");
-    return create_file(path, capacity, options, out);
+    return rs__create_path_as(path, capacity, options, &RING_SHAPE, out);
 }
 
-static int open_file(const char *path, const rs_options *options, rs_ring **out) {
+static int open_file(const char *path, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out) {
     int fd, rc = open_existing(path, options != NULL && options->any_owner, &fd);
     if (rc != 0)
         return rc;
-    rc = attach_file(fd, path, out);
+    rc = attach_file(fd, path, shape, out);
     close(fd);
     return rc;
 }
 
-int rs_open_name(const char *name, const rs_options *options, rs_ring **out) {
+int rs__open_name_as(const char *name, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out) {
     char path[300];
     int rc = name_path(name, path, sizeof(path));
-    return rc != 0 ? rc : open_file(path, options, out);
+    return rc != 0 ? rc : open_file(path, options, shape, out);
+}
+
+int rs_open_name(const char *name, const rs_options *options, rs_ring **out) {
+    return rs__open_name_as(name, options, &RING_SHAPE, out);
+}
+
+int rs__open_path_as(const char *path, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out) {
+    if (path == NULL || path[0] == 0)
+        return rs__fail(RS_INVALID, "path must not be empty");
+    return open_file(path, options, shape, out);
 }
 
 int rs_open_path(const char *path, const rs_options *options, rs_ring **out) {
-    if (path == NULL || path[0] == 0)
-        return rs__fail(RS_INVALID, "path must not be empty");
-    return open_file(path, options, out);
+    return rs__open_path_as(path, options, &RING_SHAPE, out);
 }
 
 int rs_unlink_name(const char *name) {
@@ -338,7 +375,8 @@ int rs_unlink_path(const char *path) {
     return 0;
 }
 
-int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
+int rs__anonymous_as(uint64_t capacity, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out) {
     rs_options defaults;
     uint64_t cap = 0;
     int rc, fd;
@@ -347,9 +385,13 @@ int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
     fd = memfd_create("ringshm", MFD_CLOEXEC);
     if (fd < 0)
         return rs__errno("memfd_create");
-    rc = make_fresh(fd, cap, options, "an anonymous ring", out);
+    rc = make_fresh(fd, cap, options, "an anonymous ring", shape, out);
     close(fd);
     return rc;
+}
+
+int rs_anonymous(uint64_t capacity, const rs_options *options, rs_ring **out) {
+    return rs__anonymous_as(capacity, options, &RING_SHAPE, out);
 }
 
 /* ---- System V ------------------------------------------------------------ */
@@ -369,7 +411,7 @@ static int sysv_attach(int shmid, size_t size, int companion, int exact_new, rs_
         id.dev = (uint64_t)st.st_dev;
         id.ino = (uint64_t)st.st_ino;
         if (exact_new) {
-            rc = initialize(base, cap, o, &id);
+            rc = initialize(base, cap, o, &id, &RING_SHAPE);
         } else {
             /* A creator between its lock file and its header: give it the
              * grace attach_file gives one (a blank segment stays blank). */

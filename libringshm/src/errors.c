@@ -53,6 +53,8 @@ const char *rs_strerror(int code) {
     case RS_INTERRUPTED: return "interrupted";
     case RS_BUSY: return "the ring's lock did not come in time";
     case RS_POKED: return "the wait was poked";
+    case RS_LAGGED: return "the subscriber was overrun and lost messages";
+    case RS_WRONG_KIND: return "a topic where a ring was expected, or a ring where a topic was";
     default:
         break;
     }

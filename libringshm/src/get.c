@@ -106,17 +106,18 @@ static int looks_empty(rs_ring *r) {
  * its own reserve() (waiting for it would be waiting for ourselves).  The
  * head is read after the lock word: a put that published, then let go,
  * is seen. */
-int rs__drained(rs_ring *r) {
-    uint64_t owner, token;
-    if (!rs__shut_down(r))
+int rs__put_pending(rs_ring *r) {
+    uint64_t owner = rs_load_acquire(&r->hdr->put_lock.owner), token;
+    if (owner == 0)
         return 0;
-    owner = rs_load_acquire(&r->hdr->put_lock.owner);
-    if (owner != 0) {
-        token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
-        if (owner == token ? !rs__held_by_me(r, RS_PUT_LOCK)
-                           : rs_holder_alive(r->presence, (char *)r->hdr, owner))
-            return 0;
-    }
+    token = __atomic_load_n(&r->presence->token, __ATOMIC_ACQUIRE);
+    return owner == token ? !rs__held_by_me(r, RS_PUT_LOCK)
+                          : rs_holder_alive(r->presence, (char *)r->hdr, owner);
+}
+
+int rs__drained(rs_ring *r) {
+    if (!rs__shut_down(r) || rs__put_pending(r))
+        return 0;
     return rs_load_seq(&r->hdr->producer.position) == rs_load_seq(&r->hdr->consumer.position);
 }
 

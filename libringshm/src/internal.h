@@ -22,6 +22,8 @@
  * callers): inlined into each, so that a put or a get is one function. */
 #define RS__HOT static inline __attribute__((always_inline))
 
+_Static_assert(RS_TOPIC_MAX_SUBSCRIBERS == RS_TOPIC_SUBSCRIBERS, "the table's size is public");
+
 /* Internal statuses, positive so that they never meet a public code. */
 #define RS__TIMEOUT 1   /* the wait ended: Full for a producer, Empty for a consumer */
 #define RS__AGAIN 2     /* a *_try call would have to wait */
@@ -65,6 +67,13 @@ struct rs_ring {
     uint64_t forks;         /* rs__forks when made: only that process unlinks */
     rs_interrupt_fn interrupt;
     void *interrupt_arg;
+    /* A topic's (topic.c): its block, table and index; `history` as read
+     * at attach (the header's copy is not trusted again). */
+    int topic;
+    uint32_t history;
+    rs_topic_block *tblock;
+    rs_sub_entry *subs;
+    uint64_t *index;
 };
 
 /* ---- errors: rs_detail() ------------------------------------------------ */
@@ -218,6 +227,8 @@ int rs__window_close(rs_ring *r, rs_span *span);
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag);
 int rs__wait_data(rs_ring *r, rs_wait_state *w);
 int rs__drained(rs_ring *r);
+/* A put (or publish) that took its lock before a shutdown may still publish. */
+int rs__put_pending(rs_ring *r);
 int rs__fits_now(rs_ring *r, uint64_t payload);
 uint64_t rs__messages_put(rs_ring *r);
 int rs__random_identity(unsigned char identity[16]);
@@ -235,7 +246,30 @@ void rs__init_header(void *base, uint64_t capacity, double recovery_interval, do
                      const unsigned char identity[16]);
 int rs__validate(const void *base, size_t mapped_length, int exact,
                  const rs_liveness_id *liveness);
+/* A topic's header (topic.c); 0 a ring, 1 a topic, -1 neither. */
+void rs__init_topic_header(void *base, uint64_t capacity, double recovery_interval,
+                           double spin, int ephemeral, const rs_liveness_id *liveness,
+                           const unsigned char identity[16], uint32_t history);
+int rs__validate_topic(const void *base, size_t mapped_length, int exact,
+                       const rs_liveness_id *liveness);
+int rs__segment_kind(const void *base);
 void rs__adopt_header(rs_ring *r);
+
+/* What a create makes, or an open expects: a ring (topic 0) or a topic. */
+typedef struct {
+    int topic;
+    uint32_t history;
+} rs__shape;
+int rs__create_name_as(const char *name, uint64_t capacity, const rs_options *options,
+                       const rs__shape *shape, rs_ring **out);
+int rs__open_name_as(const char *name, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out);
+int rs__create_path_as(const char *path, uint64_t capacity, const rs_options *options,
+                       const rs__shape *shape, rs_ring **out);
+int rs__open_path_as(const char *path, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out);
+int rs__anonymous_as(uint64_t capacity, const rs_options *options, const rs__shape *shape,
+                     rs_ring **out);
 
 /* ---- processes (process.c) ---------------------------------------------- */
 uint64_t rs__proc_start_time(int pid, char *state);

@@ -192,4 +192,85 @@ typedef struct {
     uint32_t kind;     /* RS_KIND_DATA or RS_KIND_PADDING */
 } rs_record;
 
+/* ---- Topics (publish/subscribe, topic.c; docs/FORMAT.md, "Topics") -------
+ *
+ * A topic is a segment of the same header with another magic (so that a
+ * reader of rings refuses it rather than consume from it), a table of
+ * subscribers after the header page, an index of recent records' positions
+ * for `history`, and a data area of records that carry a sequence number.
+ * Publishers write the producer side under the put lock, as for a ring;
+ * the consumer side is the log's tail (the oldest record still held), also
+ * written by publishers under the put lock, as they free room. */
+#define RS_TOPIC_MAGIC "RSTOPIC\0"
+#define RS_TOPIC_BLOCK_OFFSET 1280u
+#define RS_TOPIC_SUBSCRIBERS 128u
+#define RS_TOPIC_TABLE_OFFSET 4096u
+#define RS_TOPIC_INDEX_OFFSET (RS_TOPIC_TABLE_OFFSET + RS_TOPIC_SUBSCRIBERS * 128u)
+#define RS_TOPIC_RECORD_HEADER 16u
+#define RS_TOPIC_ALIGN 16u
+
+typedef struct {
+    uint32_t history;       /* K: a new subscriber starts up to K messages back */
+    uint32_t subscribers;   /* entries in the table: RS_TOPIC_SUBSCRIBERS */
+    uint64_t limit;         /* publishers' bound: no live tethered subscriber is behind it */
+    uint64_t scans;         /* times a publisher recomputed `limit` from the table */
+    uint64_t stalls;        /* tethered subscribers untethered by their stall_timeout */
+    uint64_t reaped;        /* entries of dead subscribers freed */
+    uint64_t subscribed;    /* subscriptions made */
+    uint64_t looked_ns;     /* CLOCK_MONOTONIC of the last look for dead or stalled subscribers */
+    char _pad[128 - 56];
+} rs_topic_block;
+
+/* Subscriber entry flags. */
+#define RS_SUB_ACTIVE 1u
+#define RS_SUB_TETHERED 2u
+#define RS_SUB_STALLED 4u   /* was tethered; untethered by its stall_timeout */
+
+/* One subscriber, on a 128-byte block of its own: its owner and flags are
+ * written under the put lock (subscribe, and a publisher that frees a dead
+ * subscriber's entry or untethers a stalled one) and by the subscriber when
+ * it closes; the rest by the subscriber only. */
+typedef struct {
+    uint64_t owner;       /* the subscribing process's lock token; 0: free */
+    uint32_t flags;       /* RS_SUB_* */
+    uint32_t stall_ms;    /* 0: never untethered */
+    uint64_t position;    /* the next byte it reads */
+    uint64_t seq;         /* the sequence number of the next message it expects */
+    uint64_t messages;    /* messages received */
+    uint64_t bytes;       /* payload bytes received */
+    uint64_t missed;      /* messages it lost, overrun (the sum of its Lagged counts) */
+    uint64_t lags;        /* times it was told it lagged */
+    uint64_t waits;
+    uint64_t timeouts;
+    int64_t pid;          /* for people only: the subscriber's pid in its namespace */
+    uint64_t since_ns;    /* CLOCK_REALTIME when it subscribed */
+    /* Written by publishers under the put lock, for stall_timeout: the
+     * position it had when a waiting publisher last saw it move, and when. */
+    uint64_t watched_position;
+    uint64_t watched_ns;
+    char _pad[128 - 112];
+} rs_sub_entry;
+
+/* A topic record: the ring's header and a sequence number, 16-aligned.
+ * PADDING's length is the bytes to the end after its 16-byte header. */
+typedef struct {
+    uint32_t length;
+    uint32_t kind;
+    uint64_t seq;
+} rs_topic_record;
+
+_Static_assert(sizeof(rs_topic_block) == 128, "rs_topic_block");
+_Static_assert(RS_TOPIC_BLOCK_OFFSET >= RS_LIVENESS_ID_OFFSET + sizeof(rs_liveness_id),
+               "topic block after the liveness identity");
+_Static_assert(RS_TOPIC_BLOCK_OFFSET + sizeof(rs_topic_block) <= RS_SLOT_TABLE_OFFSET,
+               "topic block before the slot table");
+_Static_assert(sizeof(rs_sub_entry) == 128, "rs_sub_entry");
+_Static_assert(sizeof(rs_topic_record) == RS_TOPIC_RECORD_HEADER, "rs_topic_record");
+
+/* A topic's header size: the header page, the table, the index, rounded to
+ * a page. */
+static inline uint64_t rs__topic_header_size(uint32_t history) {
+    return (RS_TOPIC_INDEX_OFFSET + 8ull * history + 4095u) & ~4095ull;
+}
+
 #endif

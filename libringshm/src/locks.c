@@ -68,6 +68,8 @@ static int lock_slow(rs_ring *r, int which, uint64_t token, int64_t deadline) {
                     rs__repair(producer ? &r->hdr->producer : &r->hdr->consumer);
                     if (producer)
                         rs__repair_tag(&r->hdr->producer);
+                    if (producer && r->topic)   /* a topic's tail is the publishers' */
+                        rs__repair(&r->hdr->consumer);
                     return 0;
                 }
                 continue;

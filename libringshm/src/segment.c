@@ -47,20 +47,29 @@ static inline rs_liveness_id *liveness_id(rs_header *h) {
     return (rs_liveness_id *)((char *)h + RS_LIVENESS_ID_OFFSET);
 }
 
+static inline uint64_t topic_magic_word(void) {
+    uint64_t word;
+    memcpy(&word, RS_TOPIC_MAGIC, 8);
+    return word;
+}
+
 /* Write a fresh header (the creator only, before anyone attaches): the
  * magic last, so an opener that sees it sees a whole header.  `liveness`:
  * the companion file's identity when the lock slots live on another file
- * than the segment (System V), else NULL. */
-void rs__init_header(void *base, uint64_t capacity, double recovery_interval, double spin,
-                     uint64_t max_messages, int ephemeral, const rs_liveness_id *liveness,
-                     const unsigned char identity[16]) {
+ * than the segment (System V), else NULL.  `topic`: a topic's header
+ * (its table and index too) with `history`; else a ring's. */
+static void init_header(void *base, uint64_t capacity, double recovery_interval, double spin,
+                        uint64_t max_messages, int ephemeral, const rs_liveness_id *liveness,
+                        const unsigned char identity[16], int topic, uint32_t history) {
     rs_header *h = base;
+    rs_topic_block *tb;
     struct timespec ts;
-    memset((char *)h + 8, 0, RS_HEADER_SIZE - 8);
+    uint64_t header_size = topic ? rs__topic_header_size(history) : RS_HEADER_SIZE;
+    memset((char *)h + 8, 0, header_size - 8);
     if (liveness != NULL)
         *liveness_id(h) = *liveness;
     h->version = RS_VERSION;
-    h->header_size = RS_HEADER_SIZE;
+    h->header_size = (uint32_t)header_size;
     h->capacity = capacity;
     h->max_messages = max_messages;
     h->creator_pid = getpid();
@@ -71,7 +80,36 @@ void rs__init_header(void *base, uint64_t capacity, double recovery_interval, do
     h->spin_ns = (uint32_t)(spin * 1e3);
     h->flags = ephemeral ? RS_FLAG_EPHEMERAL : 0;
     memcpy(h->identity, identity, 16);
-    rs_store_release((uint64_t *)h->magic, magic_word());
+    if (topic) {
+        tb = (rs_topic_block *)((char *)h + RS_TOPIC_BLOCK_OFFSET);
+        tb->history = history;
+        tb->subscribers = RS_TOPIC_SUBSCRIBERS;
+        tb->limit = UINT64_MAX;
+    }
+    rs_store_release((uint64_t *)h->magic, topic ? topic_magic_word() : magic_word());
+}
+
+void rs__init_header(void *base, uint64_t capacity, double recovery_interval, double spin,
+                     uint64_t max_messages, int ephemeral, const rs_liveness_id *liveness,
+                     const unsigned char identity[16]) {
+    init_header(base, capacity, recovery_interval, spin, max_messages, ephemeral, liveness,
+                identity, 0, 0);
+}
+
+void rs__init_topic_header(void *base, uint64_t capacity, double recovery_interval,
+                           double spin, int ephemeral, const rs_liveness_id *liveness,
+                           const unsigned char identity[16], uint32_t history) {
+    init_header(base, capacity, recovery_interval, spin, 0, ephemeral, liveness, identity, 1,
+                history);
+}
+
+/* What the magic says the segment is: 0 a ring, 1 a topic, -1 neither. */
+int rs__segment_kind(const void *base) {
+    if (memcmp(base, RS_MAGIC, 8) == 0)
+        return 0;
+    if (memcmp(base, RS_TOPIC_MAGIC, 8) == 0)
+        return 1;
+    return -1;
 }
 
 /* Check a header written by somebody else before trusting it.  `exact`:
@@ -79,26 +117,41 @@ void rs__init_header(void *base, uint64_t capacity, double recovery_interval, do
  * at least (a System V segment, which a C program may have made larger).
  * `liveness`: the identity of the file our lock slots live on when it is
  * not the segment, else NULL.  0 or RS_CORRUPTED (rs_detail says why). */
-int rs__validate(const void *base, size_t mapped_length, int exact,
-                 const rs_liveness_id *liveness) {
+static int validate(const void *base, size_t mapped_length, int exact,
+                    const rs_liveness_id *liveness, int topic) {
     const rs_header *h = base;
+    const rs_topic_block *tb = (const rs_topic_block *)((const char *)base
+                                                        + RS_TOPIC_BLOCK_OFFSET);
     rs_liveness_id none = {0, 0};
     const rs_liveness_id *recorded;
-    uint64_t cap, need;
+    uint64_t cap, need, header_size = RS_HEADER_SIZE;
+    int kind;
     if (mapped_length < RS_HEADER_SIZE)
         return rs__fail(RS_CORRUPTED, "segment is truncated: %zu bytes, less than one header "
                         "(%u)", mapped_length, RS_HEADER_SIZE);
-    if (memcmp(h->magic, RS_MAGIC, 8) != 0)
+    kind = rs__segment_kind(base);
+    if (kind < 0)
         return rs__fail(RS_CORRUPTED, "not a ringshm segment (bad magic)");
+    if (kind != topic)
+        return rs__fail(RS_WRONG_KIND, kind ? "a topic, not a ring: open it as a topic"
+                                            : "a ring, not a topic: open it as a ring");
     if (h->version != RS_VERSION)
         return rs__fail(RS_CORRUPTED, "unknown layout version %u (this ringshm reads version "
                         "%u)", h->version, RS_VERSION);
-    if (h->header_size != RS_HEADER_SIZE)
+    if (topic) {
+        if (tb->history > RS_TOPIC_MAX_HISTORY || tb->subscribers != RS_TOPIC_SUBSCRIBERS)
+            return rs__fail(RS_CORRUPTED, "topic of %u subscriber entries and history %u: "
+                            "this ringshm reads %u entries, history up to %u",
+                            tb->subscribers, tb->history, RS_TOPIC_SUBSCRIBERS,
+                            RS_TOPIC_MAX_HISTORY);
+        header_size = rs__topic_header_size(tb->history);
+    }
+    if (h->header_size != header_size)
         return rs__fail(RS_CORRUPTED, "unexpected header size %u", h->header_size);
     cap = h->capacity;
     if (cap < RS_MIN_CAPACITY || cap > RS_MAX_CAPACITY || (cap & (cap - 1)) != 0)
         return rs__fail(RS_CORRUPTED, "invalid capacity %llu", (unsigned long long)cap);
-    need = RS_HEADER_SIZE + cap;
+    need = header_size + cap;
     if (need > mapped_length || (exact && need != mapped_length))
         return rs__fail(RS_CORRUPTED, "segment is %zu bytes but its header says %llu: "
                         "truncated or damaged", mapped_length, (unsigned long long)need);
@@ -114,6 +167,16 @@ int rs__validate(const void *base, size_t mapped_length, int exact,
     return 0;
 }
 
+int rs__validate(const void *base, size_t mapped_length, int exact,
+                 const rs_liveness_id *liveness) {
+    return validate(base, mapped_length, exact, liveness, 0);
+}
+
+int rs__validate_topic(const void *base, size_t mapped_length, int exact,
+                       const rs_liveness_id *liveness) {
+    return validate(base, mapped_length, exact, liveness, 1);
+}
+
 /* Read the settings once (see the top of this file). */
 void rs__adopt_header(rs_ring *r) {
     rs_header *h = r->hdr;
@@ -121,10 +184,17 @@ void rs__adopt_header(rs_ring *r) {
     int64_t slice_us = h->recovery_interval_us;
     r->capacity = h->capacity;
     r->mask = h->capacity - 1;
-    r->data = (char *)h + RS_HEADER_SIZE;
+    r->data = (char *)h + h->header_size;   /* validated (or written) by us */
+    r->topic = rs__segment_kind(h) == 1;
+    if (r->topic) {
+        r->tblock = (rs_topic_block *)((char *)h + RS_TOPIC_BLOCK_OFFSET);
+        r->subs = (rs_sub_entry *)((char *)h + RS_TOPIC_TABLE_OFFSET);
+        r->index = (uint64_t *)((char *)h + RS_TOPIC_INDEX_OFFSET);
+        r->history = r->tblock->history;
+    }
     /* Half the ring: an empty ring then takes any single message without a
      * consumer's help, wherever the head stands (padding + record fit). */
-    half = r->capacity / 2 - RS_RECORD_HEADER;
+    half = r->capacity / 2 - (r->topic ? RS_TOPIC_RECORD_HEADER : RS_RECORD_HEADER);
     r->max_payload = half < RS_MAX_PAYLOAD ? half : RS_MAX_PAYLOAD;
     r->max_messages = h->max_messages;
     if (slice_us < 1000)
