@@ -28,6 +28,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ringshm_home():
+    """The folder that holds the ringshm this pytest imported: the checkout
+    (built in place), an editable install's tree, or site-packages (an
+    installed wheel).  Child interpreters take it first on PYTHONPATH and as
+    their working directory (child_env, CHILD_CWD): they import the same
+    ringshm as the tests, never a checkout beside tests/ whose extension may
+    not be built."""
+    import ringshm
+    return os.path.dirname(os.path.dirname(os.path.abspath(ringshm.__file__)))
+
+
+def child_env(env=None, **extra):
+    """`env` (default os.environ) and `extra`, with ringshm_home() first on
+    PYTHONPATH: what a child interpreter that imports ringshm runs with."""
+    merged = dict(os.environ if env is None else env, **extra)
+    merged["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [ringshm_home(), merged.get("PYTHONPATH")]))
+    return merged
+
+
 def needs_checkout(*paths):
     """Skip unless the source checkout's `paths` are there (they are not when
     the suite runs against an installed wheel from a copy of tests/)."""

@@ -14,8 +14,7 @@ import subprocess
 import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import child_env, ringshm_home
 
 pytestmark = pytest.mark.multiprocess
 
@@ -23,11 +22,10 @@ pytestmark = pytest.mark.multiprocess
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env = child_env()
     with subprocess.Popen(
             [sys.executable, "-m", "ringshm.bench", "--smoke", "--quiet", "--json", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ringshm_home(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True) as bench:
         try:
             stdout, stderr = bench.communicate(timeout=120)

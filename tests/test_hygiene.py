@@ -18,7 +18,9 @@ import pytest
 from conftest import (
     SHM_DIR,
     SHM_PREFIX,
+    child_env,
     remove_segment,
+    ringshm_home,
     shm_path,
     sysv_companion,
     sysv_segments,
@@ -178,10 +180,11 @@ def test_a_reservation_that_outlives_its_block_keeps_the_mapping(make_ring):
 def run_script(script, name, timeout=30):
     """Run `script` (with NAME set) in a fresh interpreter; the segment
     NAME is removed afterwards whatever happened."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     code = f"NAME = {name!r}\n" + textwrap.dedent(script)
     try:
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False,
+        return subprocess.run([sys.executable, "-c", code], cwd=ringshm_home(), env=env,
+                              check=False,
                               capture_output=True, text=True, timeout=timeout)
     finally:
         remove_segment(name)
@@ -387,7 +390,7 @@ def run_inner_session(tmp_path, **env):
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": ROOT, **env})
+        env=child_env(**env))
 
 
 def test_the_leak_guard_leaves_a_users_ring_alone(tmp_path):
