@@ -71,6 +71,27 @@ def pytest_configure(config):
                    "fault: kills processes on purpose",
                    "slow: takes more than a few seconds"):
         config.addinivalue_line("markers", marker)
+    _refuse_a_shadowing_working_directory()
+
+
+def _refuse_a_shadowing_working_directory():
+    """Many child processes inherit pytest's working directory, where
+    `python -m ringshm` or `-c "import ringshm"` find a ringshm/ folder
+    first.  If that is not the package the tests imported (pytest run from
+    a checkout's root while testing an installed ringshm), they would test
+    the other one: stop with the reason instead."""
+    here = os.path.realpath(os.getcwd())
+    if not os.path.isfile(os.path.join(here, "ringshm", "__init__.py")):
+        return
+    try:
+        home = os.path.realpath(ringshm_home())
+    except ImportError:
+        return   # the tests say so themselves
+    if home != here:
+        pytest.exit(f"the working directory {here} holds a ringshm/ that is not the ringshm "
+                    f"under test ({home}); child processes would import it: run pytest from "
+                    "another directory, or install this checkout (pip install -e .)",
+                    returncode=4)
 
 
 SHM_DIR = "/dev/shm"

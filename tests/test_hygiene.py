@@ -406,6 +406,26 @@ def test_the_leak_guard_leaves_a_users_ring_alone(tmp_path):
         remove_segment(foreign)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no working directory "
+                    "on sys.path) is new in 3.11")
+def test_a_run_from_a_folder_with_another_ringshm_stops_with_the_reason(tmp_path):
+    # pytest run from a checkout's root while the tests import another
+    # ringshm (an installed one): child processes that inherit the working
+    # directory would import the checkout's.  (-P: pytest itself does not
+    # import from the working directory, as with the `pytest` script.)
+    (tmp_path / "ringshm").mkdir()
+    (tmp_path / "ringshm" / "__init__.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py"),
+                tmp_path / "tests" / "conftest.py")
+    (tmp_path / "tests" / "test_inner.py").write_text("def test_nothing():\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "holds a ringshm/ that is not the ringshm under test" in result.stdout + result.stderr
+
+
 def test_the_leak_guard_still_catches_a_leak_of_the_run(tmp_path):
     foreign = f"myapp-jobs-{os.getpid()}-{time.monotonic_ns()}"
     try:
