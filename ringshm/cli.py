@@ -23,15 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from ._version import __version__
 from .census import human_size
-from .errors import (
-    Empty,
-    MessageTooLarge,
-    RingCorrupted,
-    RingError,
-    RingNoSpace,
-    RingNotFound,
-    ShutDown,
-)
+from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -144,6 +136,7 @@ def _ring_cls() -> type[Ring]:
 
 def cmd_create(args: argparse.Namespace) -> int:
     """Create a persistent ring; it stays until ``ringshm rm``."""
+    from .errors import RingNoSpace
     try:
         ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
                                   persist=True, max_messages=args.max_messages,
@@ -277,10 +270,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Print a ring's header and counters."""
     try:
         ring = _open_ring(args)
-    except RingNotFound:
-        raise   # "no such ring: NAME" already
-    except RingError as exc:
-        # A segment that is not a ring: say which one.
+    except RingCorrupted as exc:
+        # A file that is not a ring (the message names no file): say which.
         label = (f"sysv key 0x{args.sysv_key:08x}" if args.sysv_key is not None
                  else _shown(args.name))
         _error(f"{label}: {_describe(exc)}")
