@@ -1,6 +1,6 @@
 """Messages per second from ring A to ring B through the NATS bridges,
 against nats-py publishing and consuming the same messages directly with
-the same acknowledgements (issue 11).
+the same acknowledgements.
 
 Bridged: this process puts N messages into ring A (put_many batches); a
 ``ringshm bridge out`` process publishes them, a ``ringshm bridge in``

@@ -179,7 +179,7 @@ def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
         row["states"] = ["not a ring"]
         return row
     if st.st_uid != os.geteuid():
-        # Never read another user's segment (SPEC: safe to attach).
+        # Never read another user's segment (docs/DESIGN.md, "The owner rule").
         row["states"] = ["other user"]
         return row
     states = _states(lambda: Ring.open(name), row,

@@ -136,14 +136,28 @@ def _ring_cls() -> type[Ring]:
 
 def cmd_create(args: argparse.Namespace) -> int:
     """Create a persistent ring; it stays until ``ringshm rm``."""
-    ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
-                              persist=True, max_messages=args.max_messages)
+    from .errors import RingNoSpace
+    try:
+        ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
+                                  persist=True, max_messages=args.max_messages,
+                                  reserve=not args.no_reserve)
+    except RingNoSpace as exc:
+        # The core's advice names reserve=False; here it is --no-reserve,
+        # and the capacity asked for may have been rounded up.
+        made = max(4096, 1 << (args.capacity - 1).bit_length())
+        rounded = (f"--capacity {human_size(args.capacity)} is rounded up to "
+                   f"{human_size(made)} (a power of two), so " if made != args.capacity else "")
+        free = "an unknown number of" if exc.free is None else str(exc.free)
+        _error(f"no room for ring {_shown(args.name)}: {rounded}it needs {exc.needed} bytes "
+               f"and the file system has {free} bytes free (a smaller --capacity, more room, "
+               f"e.g. docker run --shm-size, or --no-reserve)")
+        return 1
     made = ring.capacity
     ring.close()
     if made != args.capacity:
         # Capacities are powers of two of at least 4096.
         print(f"created {args.name}: capacity {made} bytes ({human_size(made)}), "
-              f"rounded up from {args.capacity}")
+              f"rounded up from {args.capacity} ({human_size(args.capacity)})")
     return 0
 
 
@@ -200,6 +214,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from .census import census, escape_name, remove, still_the_same
     doomed = {"stale", "idle"} if args.persistent else {"stale"}
     status = 0
+    would = 0   # rings --dry-run listed
     for row in census():
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
@@ -208,6 +223,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             label = f"sysv key {label}"
         if args.dry_run:
             print(f"would remove {label}")
+            would += 1
             continue
         if not still_the_same(row):
             continue   # removed, or made again, since we looked
@@ -220,6 +236,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
             status = 1
             continue
         print(f"removed {label}")
+    if args.dry_run and not would:
+        print("nothing to remove: no " + ("stale or idle" if args.persistent else "stale")
+              + " rings of this user")
     return status
 
 
@@ -249,7 +268,15 @@ def _open_ring(args: argparse.Namespace) -> Ring:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a ring's header and counters."""
-    with _open_ring(args) as ring:
+    try:
+        ring = _open_ring(args)
+    except RingCorrupted as exc:
+        # A file that is not a ring (the message names no file): say which.
+        label = (f"sysv key 0x{args.sysv_key:08x}" if args.sysv_key is not None
+                 else _shown(args.name))
+        _error(f"{label}: {_describe(exc)}")
+        return 1
+    with ring:
         from ._backing import companion_path, shm_path
         info: dict[str, object]
         if args.sysv_key is not None:
@@ -297,7 +324,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
                 raise RingCorrupted(f"{name!r} is not a ring ({_kind(mode)}); not removed")
             os.unlink(path)
         except FileNotFoundError:
-            _error(f"no ring named {name!r}")
+            _error(f"no such ring: {_shown(name)}")
             status = 1
         except (RingError, OSError, ValueError) as exc:
             _error(f"{name!r}: {_describe(exc)}")
@@ -535,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", type=parse_mode, default=0o600, help="octal permissions (default 600)")
     p.add_argument("--max-messages", type=parse_count, default=0, metavar="N",
                    help="also bound the number of messages (default: bytes only)")
+    p.add_argument("--no-reserve", action="store_true",
+                   help="a sparse segment: /dev/shm pages are taken when written, so a full "
+                        "/dev/shm is a SIGBUS later instead of an error now")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("ls", help="list every ring on this machine")
@@ -629,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="the benchmark suite: a table and a plot", add_help=False)
     sub.add_parser("stress", help="the stress and fault-injection run", add_help=False)
     return parser
+
+
+def _shown(name: str) -> str:
+    """A ring's name as messages show it: quoted, escaped as `ls` prints it."""
+    from .census import escape_name
+    return f"'{escape_name(name)}'"
 
 
 def _describe(exc: BaseException) -> str:

@@ -109,7 +109,7 @@ class Ring(RingCore):
     """Bytes messages between processes through a shared-memory ring.
 
     Make one with Ring.create(), Ring.open() or Ring.anonymous(); see the
-    README for a tour and SPEC.md for the contract.
+    README for a tour and docs/RELIABILITY.md for what survives a crash.
     """
 
     # Class-level defaults, so close() and __del__ work even after a

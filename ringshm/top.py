@@ -175,7 +175,7 @@ def _sample_shm(name: str) -> Optional[Sample]:
             sample.error = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
             return sample
         if st.st_uid != os.geteuid():
-            sample.state = "other user"   # never read (SPEC: safe to attach)
+            sample.state = "other user"   # never read (docs/DESIGN.md, "The owner rule")
             return sample
         reason = _precheck(path, st)
     except FileNotFoundError:

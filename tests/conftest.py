@@ -28,6 +28,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ringshm_home():
+    """The folder that holds the ringshm this pytest imported: the checkout
+    (built in place), an editable install's tree, or site-packages (an
+    installed wheel).  Child interpreters take it first on PYTHONPATH and as
+    their working directory (child_env, CHILD_CWD): they import the same
+    ringshm as the tests, never a checkout beside tests/ whose extension may
+    not be built."""
+    import ringshm
+    return os.path.dirname(os.path.dirname(os.path.abspath(ringshm.__file__)))
+
+
+def child_env(env=None, **extra):
+    """`env` (default os.environ) and `extra`, with ringshm_home() first on
+    PYTHONPATH: what a child interpreter that imports ringshm runs with."""
+    merged = dict(os.environ if env is None else env, **extra)
+    merged["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [ringshm_home(), merged.get("PYTHONPATH")]))
+    return merged
+
+
 def needs_checkout(*paths):
     """Skip unless the source checkout's `paths` are there (they are not when
     the suite runs against an installed wheel from a copy of tests/)."""
@@ -51,6 +71,27 @@ def pytest_configure(config):
                    "fault: kills processes on purpose",
                    "slow: takes more than a few seconds"):
         config.addinivalue_line("markers", marker)
+    _refuse_a_shadowing_working_directory()
+
+
+def _refuse_a_shadowing_working_directory():
+    """Many child processes inherit pytest's working directory, where
+    `python -m ringshm` or `-c "import ringshm"` find a ringshm/ folder
+    first.  If that is not the package the tests imported (pytest run from
+    a checkout's root while testing an installed ringshm), they would test
+    the other one: stop with the reason instead."""
+    here = os.path.realpath(os.getcwd())
+    if not os.path.isfile(os.path.join(here, "ringshm", "__init__.py")):
+        return
+    try:
+        home = os.path.realpath(ringshm_home())
+    except ImportError:
+        return   # the tests say so themselves
+    if home != here:
+        pytest.exit(f"the working directory {here} holds a ringshm/ that is not the ringshm "
+                    f"under test ({home}); child processes would import it: run pytest from "
+                    "another directory, or install this checkout (pip install -e .)",
+                    returncode=4)
 
 
 SHM_DIR = "/dev/shm"

@@ -42,7 +42,6 @@ import time
 
 import faultkit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEADER_SIZE = 4096
 SHM_DIR = "/dev/shm"
@@ -96,11 +95,12 @@ class Child:
     `timeout` seconds."""
 
     def __init__(self):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        from conftest import child_env, ringshm_home
+        env = child_env()
         # stderr to a file, not a pipe: a chatty child must not block on it.
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close()
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
+            [sys.executable, os.path.abspath(__file__)], cwd=ringshm_home(), env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
 
     @property

@@ -14,8 +14,6 @@ import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 needs_unshare = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
     reason="needs root and unshare(1) to mount a private tmpfs")
@@ -37,13 +35,14 @@ def in_private_tmpfs(code, size="16M", mount_on="/dev/shm"):
     """Run Python `code` with a tmpfs of `size` mounted on `mount_on`; in
     it, MOUNT is that directory and fill(MOUNT) fills it.  Returns (exit
     status, or -signal, and the JSON the code printed last, or None)."""
-    script = (f"import json, os, sys\nsys.path.insert(0, {ROOT!r})\n"
+    from conftest import child_env, ringshm_home
+    script = (f"import json, os, sys\nsys.path.insert(0, {ringshm_home()!r})\n"
               f"MOUNT = {mount_on!r}\n" + FILL + textwrap.dedent(code))
     done = subprocess.run(
         ["unshare", "-m", "-i", "--propagation", "private", "sh", "-c",
          f'mount -t tmpfs -o size={size} tmpfs "$1" && exec "$2" -c "$3"', "sh",
          mount_on, sys.executable, script],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+        capture_output=True, text=True, timeout=120, cwd=ringshm_home(), env=child_env())
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
     assert done.returncode in (0, -signal.SIGBUS), done.stderr

@@ -15,11 +15,10 @@ import threading
 import time
 
 import pytest
-from conftest import join_or_kill
+from conftest import child_env, join_or_kill, ringshm_home
 
 from ringshm import Empty, Full, Ring, ShutDown
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EARLY = 0.005  # a deadline rounded to the clock's tick may end this early
 WAKE = 0.5     # shutdown() and Ctrl-C must be seen within this
 
@@ -291,9 +290,10 @@ def test_ctrl_c_interrupts_a_blocked_call(make_ring, kind, recovery_interval):
         fill(ring)
     elif kind == "put_lock":
         holding.enter_context(ring.reserve(8))
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", CTRL_C_PEER, ring.name, kind], cwd=ROOT,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = child_env()
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_PEER, ring.name, kind],
+                             cwd=ringshm_home(), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         with holding:
             assert child.stdout.readline() == "ready\n"

@@ -19,7 +19,6 @@ from nats.js.errors import APIError
 
 from ringshm.bridge import BridgeError, in_, out, run_in, run_out
 from ringshm.bridge.ids import default_stream, msg_id, parse_msg_id
-from ringshm.bridge.local_server import wait_for_port
 
 pytestmark = [pytest.mark.multiprocess]
 
@@ -476,22 +475,51 @@ def test_out_stops_at_a_message_larger_than_the_server_takes(make_ring, nats_ser
     assert len(ring) == 2   # the large one and what follows stay
 
 
-def test_command_reports_a_server_without_jetstream(make_ring, tmp_path):
+@pytest.fixture
+def plain_server(tmp_path):
+    """A nats-server without JetStream (no -js), killed at teardown."""
     require_nats_server()
-    port = free_port()
-    plain = subprocess.Popen(["nats-server", "-p", str(port), "-a", "127.0.0.1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process=plain)
-        ring = make_ring()
-        done = ringshm("bridge", "out", ring.name, f"nats://127.0.0.1:{port}",
-                       "--subject", SUBJECT)
+    server = NatsServer(tmp_path / "unused", jetstream=False).start()
+    yield server
+    server.kill()
+
+
+def test_command_reports_a_server_without_jetstream(make_ring, plain_server):
+    ring = make_ring()
+    for argv in (["out", ring.name, plain_server.url], ["in", plain_server.url]):
+        done = ringshm("bridge", *argv, "--subject", SUBJECT,
+                       *([ring.name] if argv[0] == "in" else []))
         assert done.returncode == 1, done
-        assert done.stderr.startswith("ringshm: error: NATS at") and "Traceback" not in \
-            done.stderr, done
+        assert done.stderr.startswith(
+            f"ringshm: error: JetStream is not enabled on {plain_server.url}"), done
+        assert "nats-server -js" in done.stderr and "Traceback" not in done.stderr, done
+        assert len(done.stderr.splitlines()) == 1, done
+
+
+def test_the_api_reports_a_server_without_jetstream(make_ring, plain_server):
+    ring = make_ring()
+    ring.put(b"stays")
+    expected = f"JetStream is not enabled on {plain_server.url}"
+    with pytest.raises(BridgeError, match=expected):
+        run_out(ring, plain_server.url, SUBJECT)
+    with pytest.raises(BridgeError, match=expected):
+        run_in(plain_server.url, SUBJECT, ring)
+    assert ring.get() == b"stays"
+
+
+def test_a_waiting_bridge_tells_a_server_without_jetstream_once(make_ring, plain_server,
+                                                                tmp_path):
+    ring = make_ring()
+    out = Bridge(["out", ring.name, plain_server.url, "--subject", SUBJECT, "--wait"],
+                 tmp_path / "out.log").start()
+    try:
+        time.sleep(3.0)   # several attempts with back-off (0.1, 0.2, 0.4 ... s)
+        assert out.alive()
     finally:
-        plain.kill()
-        plain.wait()
+        out.kill()
+    log = out.log()
+    assert log.count("JetStream is not enabled on") == 1, log
+    assert "connected to NATS" not in log and "Traceback" not in log, log
 
 
 def test_out_refuses_a_ring_without_identity(make_ring):

@@ -17,6 +17,7 @@ import pytest
 from conftest import remove_segment, shm_path, unique_ring_name
 
 from ringshm import Ring, cli
+from ringshm.census import escape_name, human_size
 
 PYTHON = shlex.quote(sys.executable)
 RUN_TIMEOUT = 120   # seconds any one command may take before the test fails
@@ -483,6 +484,41 @@ def test_create_says_the_capacity_it_made(name):
         assert result.returncode == 0 and result.stdout == b""
     finally:
         remove_segment(other)
+
+
+def test_create_past_the_free_room_says_the_rounding_and_no_reserve_makes_it(name):
+    free = os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize
+    asked = (1 << free.bit_length()) + 1          # more than free, not a power of two
+    made = 1 << (free.bit_length() + 1)
+    result = ringshm("create", name, "--capacity", asked)
+    assert_error(result, 1, "no room", name, f"rounded up to {human_size(made)}",
+                 "--no-reserve")
+    assert "reserve=False" not in result.stderr.decode()
+    assert not os.path.exists(shm_path(name))
+    result = ringshm("create", name, "--capacity", asked, "--no-reserve")
+    assert result.returncode == 0, result.stderr
+    assert f"capacity {made} bytes" in result.stdout.decode()
+    assert os.stat(shm_path(name)).st_blocks * 512 < 1 << 20   # sparse
+    with Ring.open(name) as ring:
+        ring.put(b"fits")
+        assert ring.get() == b"fits"
+
+
+def test_missing_rings_are_one_message_for_every_command(name):
+    for command in ("info", "rm", "shutdown", "send", "recv"):
+        assert_error(ringshm(command, name, stdin=b""), 1, f"no such ring: '{name}'")
+
+
+def test_info_of_a_file_that_is_no_ring_names_it_escaped(name):
+    odd = name + "\\é"
+    with open(shm_path(odd), "wb") as f:
+        f.write(b"garbage")
+    try:
+        result = ringshm("info", odd)
+        assert_error(result, 1, f"'{escape_name(odd)}': ", "truncated")
+        assert escape_name(odd) != odd
+    finally:
+        remove_segment(odd)
 
 
 def fill_with(name, count):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import (
+    child_env,
     remove_segment,
     remove_sysv,
     shm_path,
@@ -25,7 +26,6 @@ from faultkit import process_state, wait_until
 
 from ringshm import Ring
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GONE_WITHIN = 1.0      # the promise
 pytestmark = [pytest.mark.fault, pytest.mark.multiprocess]
 
@@ -52,7 +52,7 @@ class Creator:
             f.write(self.PRELUDE + textwrap.dedent(code))
         self.process = subprocess.Popen(
             [sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env={**os.environ, "PYTHONPATH": ROOT})
+            text=True, env=child_env())
         self.pid = self.process.pid
 
     def facts(self):

@@ -24,7 +24,7 @@ import time
 
 import faultkit
 import pytest
-from conftest import one_ring_on
+from conftest import child_env, one_ring_on
 from faultkit import (
     Child,
     RawHeader,
@@ -506,8 +506,7 @@ def _strace_works():
 def futex_calls(name, count):
     """futex() system calls of a 1 -> 1 exchange of `count` messages (both
     processes, start-up included), counted by strace."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(faultkit.__file__)))
-    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     result = subprocess.run(
         ["strace", "-f", "-c", "-e", "trace=futex", sys.executable,
          faultkit.__file__, "exchange", name, str(count)],

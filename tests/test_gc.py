@@ -125,3 +125,17 @@ print(json.dumps({"first": first, "second": second}))
     assert status == 0
     assert "stale-mapped" not in result["first"]
     assert result["second"] == "removed stale-mapped (stale)\n"
+
+
+def test_gc_dry_run_says_when_nothing_would_go():
+    status, result = in_private_tmpfs(SCENE.split("stale(\"stale-unmapped\")")[0] + """
+cli("create", "idle", "--capacity", "4K")
+print(json.dumps({"dry": cli("gc", "--dry-run"),
+                  "dry_all": cli("gc", "--dry-run", "--persistent"),
+                  "after": sorted(os.listdir(MOUNT))}))
+""")
+    assert status == 0
+    assert result["dry"] == {"status": 0, "out": "nothing to remove: no stale rings of this user\n",
+                             "err": ""}
+    assert result["dry_all"]["out"] == "would remove idle (idle)\n"
+    assert result["after"] == ["ringshm.idle"]

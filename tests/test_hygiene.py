@@ -18,7 +18,9 @@ import pytest
 from conftest import (
     SHM_DIR,
     SHM_PREFIX,
+    child_env,
     remove_segment,
+    ringshm_home,
     shm_path,
     sysv_companion,
     sysv_segments,
@@ -178,10 +180,11 @@ def test_a_reservation_that_outlives_its_block_keeps_the_mapping(make_ring):
 def run_script(script, name, timeout=30):
     """Run `script` (with NAME set) in a fresh interpreter; the segment
     NAME is removed afterwards whatever happened."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     code = f"NAME = {name!r}\n" + textwrap.dedent(script)
     try:
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False,
+        return subprocess.run([sys.executable, "-c", code], cwd=ringshm_home(), env=env,
+                              check=False,
                               capture_output=True, text=True, timeout=timeout)
     finally:
         remove_segment(name)
@@ -387,7 +390,7 @@ def run_inner_session(tmp_path, **env):
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": ROOT, **env})
+        env=child_env(**env))
 
 
 def test_the_leak_guard_leaves_a_users_ring_alone(tmp_path):
@@ -401,6 +404,26 @@ def test_the_leak_guard_leaves_a_users_ring_alone(tmp_path):
         assert os.path.exists(shm_path(foreign))
     finally:
         remove_segment(foreign)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no working directory "
+                    "on sys.path) is new in 3.11")
+def test_a_run_from_a_folder_with_another_ringshm_stops_with_the_reason(tmp_path):
+    # pytest run from a checkout's root while the tests import another
+    # ringshm (an installed one): child processes that inherit the working
+    # directory would import the checkout's.  (-P: pytest itself does not
+    # import from the working directory, as with the `pytest` script.)
+    (tmp_path / "ringshm").mkdir()
+    (tmp_path / "ringshm" / "__init__.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py"),
+                tmp_path / "tests" / "conftest.py")
+    (tmp_path / "tests" / "test_inner.py").write_text("def test_nothing():\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "holds a ringshm/ that is not the ringshm under test" in result.stdout + result.stderr
 
 
 def test_the_leak_guard_still_catches_a_leak_of_the_run(tmp_path):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import needs_checkout
+from conftest import child_env, needs_checkout, ringshm_home
 
 import ringshm
 
@@ -136,7 +136,7 @@ def test_each_module_imports_on_its_own():
         while pending and len(running) < 2:
             module = pending.pop()
             running.append((module, subprocess.Popen(
-                [sys.executable, "-c", f"import {module}"], cwd=ROOT,
+                [sys.executable, "-c", f"import {module}"], cwd=ringshm_home(), env=child_env(),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
         module, process = running.pop(0)
         try:

@@ -22,7 +22,7 @@ import time
 
 import faultkit
 import pytest
-from conftest import shm_path
+from conftest import child_env, shm_path
 from faultkit import Child, RawHeader, hold_a_slot, hold_put_lock
 
 from ringshm import Empty, Full, Ring, RingError
@@ -66,7 +66,7 @@ class NamespacedHolder:
     reaped (a context manager)."""
 
     def __init__(self, name, side, seconds, committed=0):
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = child_env()
         # unshare's own stderr is noise once its child was killed; the
         # holder's is shown if it never gets ready.
         self.stderr = tempfile.TemporaryFile()

@@ -33,12 +33,11 @@ import threading
 import time
 
 import pytest
-from conftest import join_or_kill, shm_path
+from conftest import child_env, join_or_kill, ringshm_home, shm_path
 
 import ringshm.queue
 from ringshm import Empty, Full, JoinableQueue, Queue, Ring, RingCorrupted
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Generous bounds: reached only when something is broken.
 BOUND = 20.0
 # docs/FORMAT.md: header offsets.
@@ -459,7 +458,8 @@ def test_stats_racing_close_in_a_finalizer():
     stats() allocates its dict: the old core read the header after the
     collector ran close() and the mapping was gone (SIGSEGV).  In a
     subprocess: it must exit 0."""
-    done = subprocess.run([sys.executable, "-c", STATS_VS_FINALIZER], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", STATS_VS_FINALIZER], cwd=ringshm_home(),
+                          env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (
         f"exit status {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr[-2000:]}")

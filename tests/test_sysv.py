@@ -17,13 +17,20 @@ import sys
 import textwrap
 
 import pytest
-from conftest import remove_sysv, sysv_companion, sysv_segments, track_sysv_key, unique_sysv_key
+from conftest import (
+    child_env,
+    remove_sysv,
+    ringshm_home,
+    sysv_companion,
+    sysv_segments,
+    track_sysv_key,
+    unique_sysv_key,
+)
 from faultkit import RawHeader
 from privateshm import in_private_tmpfs, needs_unshare
 
 from ringshm import Ring, RingCorrupted, RingExists, RingNotFound, RingPermissionError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = 4096
 
 # A C program of the seeds' kind: `make PATH PROJ SIZE` makes a segment of
@@ -108,7 +115,7 @@ def c_segment(seed, tmp_path):
 
 def ringshm(*args):
     return subprocess.run([sys.executable, "-m", "ringshm", *args], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+                          text=True, cwd=ringshm_home(), env=child_env())
 
 
 def segment_of(key):
@@ -207,7 +214,7 @@ ring.close()
 
 def test_two_unrelated_programs_exchange_100000_messages():
     key = unique_sysv_key()
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = child_env()
     with Ring.create(sysv_key=key, capacity=1 << 16) as ring:
         assert f"0x{key:08x}" in ipcs_keys()
         consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(key), str(COUNT)],

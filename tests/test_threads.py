@@ -2,7 +2,6 @@
 of producer and consumer threads at once), including zero-copy blocks that
 are open in one thread while another thread uses the ring."""
 
-import os
 import random
 import struct
 import subprocess
@@ -10,10 +9,10 @@ import sys
 import threading
 
 import pytest
+from conftest import child_env, ringshm_home
 
 from ringshm import Empty, ShutDown
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAD = struct.Struct("<HI")   # producer, sequence number
 PER_PRODUCER = 3000
 
@@ -144,8 +143,9 @@ print("ok")
 
 def test_view_in_another_thread_during_reserve(make_ring):
     ring = make_ring()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", VIEW_DURING_RESERVE, ring.name], cwd=ROOT,
+    env = child_env()
+    done = subprocess.run([sys.executable, "-c", VIEW_DURING_RESERVE, ring.name],
+                          cwd=ringshm_home(),
                           env=env, capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
 
@@ -182,9 +182,10 @@ print("still waiting" if waiter.is_alive() else outcome[0])
 @pytest.mark.parametrize("kind", ["get", "put"])
 def test_close_while_another_thread_waits(make_ring, kind):
     ring = make_ring()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     done = subprocess.run([sys.executable, "-c", CLOSE_WHILE_BLOCKED, ring.name, kind],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+                          cwd=ringshm_home(), env=env, capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr}"
     assert done.stdout.strip() not in ("still waiting", "returned"), done.stdout
 

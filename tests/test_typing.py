@@ -83,7 +83,8 @@ def wrong(ring: Ring, q: "Queue[int]") -> None:
 
 
 def run_mypy(tmp_path, files):
-    """mypy --strict on ``files`` ({name: source}); (exit status, output)."""
+    """mypy --strict on ``files`` ({name: source}), run in `tmp_path`, away
+    from the checkout, as a user runs it; (exit status, output)."""
     paths = []
     for name, source in files.items():
         path = tmp_path / name
@@ -92,8 +93,25 @@ def run_mypy(tmp_path, files):
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
          "--cache-dir", str(tmp_path / ".mypy_cache"), *paths],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     return result.returncode, result.stdout + result.stderr
+
+
+def test_mypy_finds_the_installed_package_from_elsewhere(tmp_path):
+    # A user's script in a folder of its own, mypy run there: ringshm is
+    # found only as installed (an editable install too: its .pth must name
+    # a folder, not an import hook that mypy cannot follow; see
+    # pyproject.toml's package-dir).
+    status, output = run_mypy(tmp_path, {"script.py": textwrap.dedent("""
+        from ringshm import Queue
+
+        def size(queue: "Queue[int]") -> int:
+            return queue.qsize()
+        """)})
+    assert "import-not-found" not in output and "Cannot find implementation" not in output, (
+        "mypy cannot see the installed ringshm (an editable install through an import "
+        "hook?):\n" + output)
+    assert status == 0, output
 
 
 def test_readme_examples_and_a_typed_script_pass_strict(tmp_path):

@@ -6,11 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import remove_segment, shm_path
+from conftest import child_env, remove_segment, ringshm_home, shm_path
 
 from ringshm import Ring
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # argv: "name" or "path", then where the requests ring and the replies ring
 # are (two rings: on one, each side could take back its own message). The
@@ -33,9 +31,10 @@ replies.close()
 
 
 def run_peer(kind, requests_at, replies_at):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     return subprocess.Popen([sys.executable, "-c", PEER, kind, requests_at, replies_at],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ringshm_home(), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def talk(requests, replies, peer):
@@ -79,11 +78,11 @@ print(ring.name)
 
 @pytest.mark.parametrize("persist", [False, True])
 def test_interpreter_exit_unlinks_unless_persist(ring_name, persist):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     try:
         done = subprocess.run(
             [sys.executable, "-c", CREATE_AND_EXIT, ring_name, "persist" if persist else "-"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+            cwd=ringshm_home(), env=env, capture_output=True, text=True, timeout=30)
         assert (done.returncode, done.stdout) == (0, ring_name + "\n"), done.stderr
         assert os.path.exists(shm_path(ring_name)) == persist
         if persist:

@@ -13,11 +13,11 @@ import threading
 import time
 
 import pytest
+from conftest import child_env, ringshm_home
 
 from ringshm import JoinableQueue, Queue, Ring, SimpleQueue, wait
 from ringshm._ring import wait_uses_futex_waitv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW = 10.0   # bound on waits that may take a moment on a busy machine
 
 
@@ -160,7 +160,7 @@ def test_a_stopped_waiter_delays_nobody(make_ring):
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; from ringshm import Ring, wait; "
          "r = Ring.open(sys.argv[1]); print('ready', flush=True); wait([r])", ring.name],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ringshm_home(), env=child_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
         time.sleep(0.1)
@@ -189,7 +189,8 @@ except KeyboardInterrupt:
 def test_ctrl_c_interrupts_the_wait(make_ring, count):
     rings = [make_ring(recovery_interval=30) for _ in range(count)]
     child = subprocess.Popen([sys.executable, "-c", CTRL_C, *[r.name for r in rings]],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=ringshm_home(), env=child_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
         time.sleep(0.3)
@@ -222,9 +223,10 @@ print("ok", time.process_time(), flush=True)
 
 def test_the_fallback_without_futex_waitv_works_and_does_not_spin(make_ring):
     rings = [make_ring() for _ in range(130)]
-    env = dict(os.environ, RINGSHM_NO_FUTEX_WAITV="1")
+    env = child_env(RINGSHM_NO_FUTEX_WAITV="1")
     done = subprocess.run([sys.executable, "-c", FALLBACK, *[r.name for r in rings]],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                          cwd=ringshm_home(), env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0, done.stderr
     word, cpu = done.stdout.split()
     assert word == "ok"

@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":   # importing it (tests/test_layers.py) runs no bench
+    sys.exit(main())

@@ -59,7 +59,7 @@ def _trickle(send_nowait: Callable[[], object], again: type[BaseException], done
              ) -> None:
     # After the timed messages, one more every millisecond until the
     # receiver is done: zmq.asyncio can miss the wake-up of the last
-    # messages of a burst (pyzmq issues #1065, #2173) and a new arrival
+    # messages of a burst (pyzmq's GitHub issues 1065 and 2173) and a new arrival
     # unsticks it.  Every transport gets the same tail.
     while not done.is_set():
         try:

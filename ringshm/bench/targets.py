@@ -1,5 +1,5 @@
-"""The performance targets of issues #4 (bytes) and #9 (arrays), checked
-against a suite's results.
+"""The project's performance targets (docs/PERFORMANCE.md): messages of
+bytes, and arrays; checked against a suite's results.
 
 Each target names the rows it needs; when one of them was not measured (a
 short run has no such case, a peer is not installed) the verdict is "n/a",
@@ -68,7 +68,7 @@ def _at_most(value: Optional[float], goal: float, unit: str
 
 
 def evaluate(results: list[Record]) -> list[Verdict]:
-    """The targets of issue #4."""
+    """The targets for messages of bytes ("Targets (messages)")."""
     r = results
     put_get = _rate(r, "ringshm", 64)
     batch = _rate(r, "ringshm-batch", 64)
@@ -131,7 +131,7 @@ def _percent(part: Optional[float], whole: Optional[float]) -> Optional[float]:
 
 
 def evaluate_arrays(array_records: list[Record], results: list[Record]) -> list[Verdict]:
-    """The targets of issue #9: the arrays workload's rows, and 1 MiB
+    """The targets for arrays ("Targets (arrays)"): the arrays workload's rows, and 1 MiB
     put_many/get_many against put/get from the throughput table. The Ring's
     share of the C reference (two copies, no Python) is reported beside."""
     (frame, _, _), (small, _, _) = arrays.CASES

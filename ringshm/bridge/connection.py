@@ -20,7 +20,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from ringshm.errors import RingError
 
@@ -138,15 +138,19 @@ async def run_sessions(role: str, options: NatsOptions,
     True (done).  A session ends with SessionLost (or any connection error)
     when the connection goes; the next attempt waits with back-off, and an
     outage is told on stderr once, as is the recovery.  Another NATS error
-    (JetStream not enabled or still recovering after a restart, a refused
-    request) ends the session the same way, after one line on stderr.
+    (JetStream still recovering after a restart, a refused request) ends the
+    session the same way, after one line on stderr.  A server without
+    JetStream (``nats-server`` without ``-js``) is told once, by name.
 
     Raises:
         BridgeError: the first attempt failed (to connect, or with a NATS
-            error before any session ran) and `wait_at_start` is False.
+            error before any session ran: "JetStream is not enabled on
+            nats://..." for a server without JetStream) and `wait_at_start`
+            is False.
     """
     backoff = BACKOFF_MIN
     down_since_told = False
+    told_no_jetstream = False
     first = True
     served = False   # a session has run (and ended) before
     while True:
@@ -178,15 +182,41 @@ async def run_sessions(role: str, options: NatsOptions,
             down_since_told = True
             backoff = BACKOFF_MIN
         except nats.errors.Error as exc:
+            no_jetstream = _without_jetstream(client, exc)
             if not served and not wait_at_start:
-                raise BridgeError(f"NATS at {options.url}: {_describe(exc)}") from None
-            notice(role, f"NATS error ({_describe(exc)}); trying again with back-off")
-            down_since_told = True
+                raise BridgeError(no_jetstream or f"NATS at {options.url}: {_describe(exc)}"
+                                  ) from None
+            if no_jetstream:
+                # Until the server is restarted with JetStream: once.
+                if not told_no_jetstream:
+                    notice(role, f"{no_jetstream}; trying again with back-off")
+                    told_no_jetstream = True
+            else:
+                notice(role, f"NATS error ({_describe(exc)}); trying again with back-off")
+                down_since_told = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             served = True
             await _close(client)
+
+
+def _without_jetstream(client: Client, exc: Exception) -> Optional[str]:
+    """What to say when `exc` comes from a server that has no JetStream (a
+    JetStream request nobody answers, and a server whose INFO does not
+    offer JetStream), else None.  (A server with JetStream that is still
+    recovering answers the same way, but offers it.)"""
+    if not isinstance(exc, (ServiceUnavailableError, nats.errors.NoRespondersError)):
+        return None
+    info = getattr(client, "_server_info", None) or {}
+    if info.get("jetstream"):
+        return None
+    url = client.connected_url
+    where = (f"{url.scheme}://{url.hostname}:{url.port}" if url is not None and url.hostname
+             else "the NATS server")
+    return (f"JetStream is not enabled on {where}: the bridges store messages in a "
+            f"JetStream stream (start the server with `nats-server -js`, or a `jetstream` "
+            f"block in its configuration)")
 
 
 async def _close(client: Client) -> None:

@@ -82,7 +82,8 @@ async def bridge_in(options: Union[NatsOptions, str], subject: str, ring: Union[
         wait_at_start: wait for a server that is not there at start.
 
     Raises:
-        BridgeError: no server at start (without `wait_at_start`), a stream
+        BridgeError: no server at start (without `wait_at_start`), a server
+            without JetStream ("JetStream is not enabled on ..."), a stream
             that does not take the subject, a message larger than the ring
             takes.
     """

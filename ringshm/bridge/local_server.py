@@ -43,11 +43,14 @@ def wait_for_port(port: int, timeout: float = 15.0,
 class NatsServer:
     """``nats-server -js`` on 127.0.0.1 only, its store in `store_dir` (and
     `extra_args` on its command line); kill() and start() again keep the
-    port and the store (a crash and a restart)."""
+    port and the store (a crash and a restart).  `jetstream=False`: a plain
+    ``nats-server``, without ``-js`` (what the bridges cannot use)."""
 
-    def __init__(self, store_dir: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, store_dir: str, extra_args: tuple[str, ...] = (),
+                 jetstream: bool = True) -> None:
         self.store_dir = str(store_dir)
         self.extra_args = extra_args   # e.g. the --tls options
+        self.jetstream = jetstream
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: Optional[subprocess.Popen[bytes]] = None
@@ -61,8 +64,8 @@ class NatsServer:
         if NATS_SERVER is None:
             raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
         self.process = subprocess.Popen(
-            [NATS_SERVER, "-js", "-sd", self.store_dir, "-p", str(self.port),
-             "-a", "127.0.0.1", *self.extra_args],
+            [NATS_SERVER, *(["-js", "-sd", self.store_dir] if self.jetstream else []),
+             "-p", str(self.port), "-a", "127.0.0.1", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
         return self

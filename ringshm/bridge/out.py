@@ -99,7 +99,8 @@ async def bridge_out(ring: Union[Ring, str], options: Union[NatsOptions, str], s
             (with back-off) instead of failing.
 
     Raises:
-        BridgeError: no server at start (without `wait_at_start`), a stream
+        BridgeError: no server at start (without `wait_at_start`), a server
+            without JetStream ("JetStream is not enabled on ..."), a stream
             that does not take the subject, or a stream whose last message
             names this ring but a message it never had.
         RingError: another consumer took messages from the ring.
