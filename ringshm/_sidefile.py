@@ -452,6 +452,27 @@ def orphans(groups: Optional[dict[tuple[bool, str], Group]] = None,
     return found
 
 
+def attribute(rows: list[dict[str, Any]],
+              groups: dict[tuple[bool, str], Group]) -> list[Group]:
+    """Give each ring row of `ringshm ls`/`top` (a dict with "identity",
+    and "name" for a named ring) the count and bytes of its side files
+    ("side_files", "side_bytes"); return the groups no row claimed (their
+    ring's name is gone)."""
+    left = dict(groups)
+    for row in rows:
+        files = nbytes = 0
+        keys = [(False, str(row.get("identity") or ""))]
+        if row.get("kind") == "shm":
+            keys.append((True, str(row.get("name"))))   # a 0.2 producer's files
+        for key in keys:
+            group = left.pop(key, None) if key[1] else None
+            if group is not None:
+                files += group.files
+                nbytes += group.bytes
+        row["side_files"], row["side_bytes"] = files, nbytes
+    return list(left.values())
+
+
 def remove_group(group: Group) -> int:
     """Remove the files of ``group`` that are provably side files of this
     user; returns the bytes freed."""

@@ -149,16 +149,27 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List every ring on the machine: named ones, then System V ones."""
+    from ._sidefile import attribute, file_groups, orphans
     from .census import census, escape_name
     rows = census(all_users=args.all_users)
+    groups = file_groups()
+    # Queue side files go with their ring's row; those whose ring's name
+    # is gone are rows of their own, "orphaned" when `gc` would remove them.
+    unclaimed = attribute(rows, groups)
+    doomed = {id(group) for group in orphans(groups)} if unclaimed else set()
     for row in rows:
         row["state"] = ", ".join(row.pop("states"))
         for key in ("dev", "ino"):
             row.pop(key, None)
+    side_rows: list[dict[str, Any]] = [
+        {"kind": "side files", "name": group.key, "legacy": group.legacy,
+         "side_files": group.files, "side_bytes": group.bytes,
+         "state": "orphaned" if id(group) in doomed else "in use"}
+        for group in sorted(unclaimed, key=lambda group: group.key)]
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(rows + side_rows, indent=2, default=str))
         return 0
-    counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")
+    counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "SIDE", "STATE")
     named: list[tuple[str, ...]] = [("NAME",) + counters]
     sysv: list[tuple[str, ...]] = [("KEY", "SHMID", "OWNER", "NATTCH") + counters]
     for row in rows:
@@ -171,14 +182,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if len(sysv) > 1:
         print("\nSystem V rings (ipcs -m):")
         _print_table(sysv)
+    if side_rows:
+        print("\nQueue side files whose ring's name is gone (ring identity; a 0.2 ring's name):")
+        _print_table([("RING", "FILES", "BYTES", "STATE")] +
+                     [(escape_name(row["name"]), str(row["side_files"]),
+                       human_size(row["side_bytes"]), row["state"]) for row in side_rows])
     return 0
 
 
 def _counter_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    side = human_size(row["side_bytes"]) if row.get("side_files") else "-"
     if "capacity" not in row:
-        return ("-", "-", "-", "-", "-", row["state"])
+        return ("-", "-", "-", "-", "-", side, row["state"])
     return (human_size(row["capacity"]), human_size(row["used_bytes"]), str(row["messages"]),
-            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", row["state"])
+            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", side,
+            row["state"])
 
 
 def _user(uid: int) -> str:
@@ -197,9 +215,11 @@ def _print_table(table: list[tuple[str, ...]]) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove this user's stale rings (and idle ones with --persistent)."""
+    from ._sidefile import orphans, remove_group
     from .census import census, escape_name, remove, still_the_same
     doomed = {"stale", "idle"} if args.persistent else {"stale"}
     status = 0
+    gone: set[str] = set()   # identities and names of the rings removed
     for row in census():
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
@@ -208,6 +228,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             label = f"sysv key {label}"
         if args.dry_run:
             print(f"would remove {label}")
+            gone.update(filter(None, (row.get("identity"), row["name"])))
             continue
         if not still_the_same(row):
             continue   # removed, or made again, since we looked
@@ -219,6 +240,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
             _error(f"{label}: {_describe(exc)}")
             status = 1
             continue
+        gone.update(filter(None, (row.get("identity"), row["name"])))
+        print(f"removed {label}")
+    # Then the Queue side files of rings gone for good: those just removed,
+    # and those whose creator died with its watcher (never a live queue's:
+    # ringshm/_sidefile.py, orphans).
+    for group in orphans(gone=frozenset(gone)):
+        label = (f"side files of queue {escape_name(group.key)} "
+                 f"({group.files} files, {human_size(group.bytes)})")
+        if args.dry_run:
+            print(f"would remove {label}")
+            continue
+        remove_group(group)
         print(f"removed {label}")
     return status
 

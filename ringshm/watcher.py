@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["register", "unregister", "register_sysv", "unregister_sysv", "custody",
            "open_same_file", "sysv_segments", "side_file_names", "remove_side_file",
@@ -124,7 +124,7 @@ class _Client:
         with self._lock:
             self._forget_if_forked()
             self._reap()
-            for attempt in range(2):
+            for _attempt in range(2):
                 if self._sock is None:
                     try:
                         sock = self._start()
