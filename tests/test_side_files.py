@@ -10,6 +10,7 @@ Every test looks only at the files of the rings it made (by their identity,
 and by their name for the 0.2 layout of names), never at anything else in
 /dev/shm; `gc` runs only in a private /dev/shm (privateshm)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -73,6 +74,22 @@ def left_after(name, identity, since, bound=GONE_WITHIN):
         time.sleep(0.005)
 
 
+@pytest.fixture
+def ours():
+    """ours(name, identity) notes a ring this test made; at teardown
+    whatever is left of it (its side files, its name) is removed, so that
+    a failing run leaves nothing behind (only ours: by its identity and
+    its name)."""
+    made = []
+    yield lambda name, identity: made.append((name, identity))
+    for name, identity in made:
+        for left in files_of(name, identity):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, left))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(shm_path(name))
+
+
 def ringshm_cli(*args):
     return subprocess.run([sys.executable, "-m", "ringshm", *args], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
@@ -120,13 +137,14 @@ CREATOR = textwrap.dedent("""
 
 @pytest.mark.fault
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_a_killed_creators_side_files_go_within_a_second(signum):
+def test_a_killed_creators_side_files_go_within_a_second(signum, ours):
     """The issue's case: Queue(capacity=1 << 16), five 100 KB items, the
     creator killed: the ring went within 1 s, its five files stayed."""
     creator = subprocess.Popen([sys.executable, "-c", CREATOR], stdout=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONPATH": ROOT})
     try:
         made = json.loads(creator.stdout.readline())
+        ours(made["name"], made["identity"])
         assert len(made["files"]) == 5
         creator.send_signal(signum)
         creator.wait(timeout=30)
@@ -159,7 +177,7 @@ def _attach_and_read_on_go(link, name, count):
 
 
 @pytest.mark.fault
-def test_side_files_wait_for_the_last_process_that_maps_the_ring():
+def test_side_files_wait_for_the_last_process_that_maps_the_ring(ours):
     """The creator is killed while another process maps its ring: the
     ring's name goes, the big items stay readable there; once that process
     is killed too (nobody closes anything), they go within 1 s."""
@@ -167,6 +185,7 @@ def test_side_files_wait_for_the_last_process_that_maps_the_ring():
     with faultkit.Child(_create_put_and_wait, items) as creator:
         facts = json.loads(creator.wait_ready())
         name, identity = facts["name"], facts["identity"]
+        ours(name, identity)
         with faultkit.Child(_attach_and_read_on_go, name, 1) as reader:
             assert reader.wait_ready() == "attached"
             creator.kill()
@@ -213,7 +232,7 @@ def _create_close_and_linger(link, items):
 
 
 @pytest.mark.fault
-def test_a_creator_that_closed_leaves_queued_items_to_its_watcher():
+def test_a_creator_that_closed_leaves_queued_items_to_its_watcher(ours):
     """close() while another process drains the queue keeps the queued
     items' files (that process reads them); when that process is killed
     without closing, they go within 1 s, the creator still running."""
@@ -221,6 +240,7 @@ def test_a_creator_that_closed_leaves_queued_items_to_its_watcher():
     with faultkit.Child(_create_close_and_linger, items) as creator:
         facts = json.loads(creator.wait_ready())
         name, identity = facts["name"], facts["identity"]
+        ours(name, identity)
         assert not os.path.exists(shm_path(name))
         assert len(files_of(name, identity)) == 3
         creator.go()
@@ -240,13 +260,15 @@ def _read_after_go(link, q, count):
     link.ready("closed")
 
 
-def test_a_new_ring_of_the_same_name_never_touches_the_old_rings_side_files(ring_name):
+def test_a_new_ring_of_the_same_name_never_touches_the_old_rings_side_files(ring_name, ours):
     """The issue's case: a named Queue closed while a consumer elsewhere
     still drains it; the service restarts with the same name; the new
     ring's tail passes the old files' ends and its sweeps run: the old
-    consumer still gets every item (0.2: RingCorrupted)."""
+    consumer still gets every item (0.2: RingCorrupted), and `ls` counts
+    each ring's files with that ring."""
     old = Queue(name=ring_name, capacity=64 << 10)
     old_identity = old._ring.identity
+    ours(ring_name, old_identity)
     items = [pattern(100_000, ("old", n)) for n in range(3)]
     with faultkit.Child(_read_after_go, old, len(items)) as consumer:
         assert consumer.wait_ready() == "attached"
@@ -254,6 +276,7 @@ def test_a_new_ring_of_the_same_name_never_touches_the_old_rings_side_files(ring
             old.put(item)
         old.close()                   # the name goes; the consumer maps the ring
         new = Queue(name=ring_name, capacity=64 << 10)
+        ours(ring_name, new._ring.identity)
         try:
             assert new._ring.identity != old_identity
             for _ in range(300):      # the new tail passes the old files' ends
@@ -264,27 +287,27 @@ def test_a_new_ring_of_the_same_name_never_touches_the_old_rings_side_files(ring
                 assert new.get(timeout=TIMEOUT) == pattern(100_000, ("new", n))
             new.put(pattern(100_000, "queued in the new ring"))
             listing = json.loads(ringshm_cli("ls", "--json").stdout)
-            (row,) = [r for r in listing if r["name"] == ring_name]
-            assert row["side_files"] == 1             # the new ring's own item only
-            (old_row,) = [r for r in listing if r["name"] == old_identity]
-            assert (old_row["side_files"], old_row["state"]) == (3, "in use")
-            assert len(files_of(None, old_identity)) == 3
             consumer.go()
             for item in items:
                 assert consumer.wait_ready() == digest(item)
             assert consumer.wait_ready() == "closed"
             assert consumer.join() == 0
+            (row,) = [r for r in listing if r["name"] == ring_name]
+            assert row["side_files"] == 1             # the new ring's own item only
+            (old_row,) = [r for r in listing if r["name"] == old_identity]
+            assert (old_row["side_files"], old_row["state"]) == (3, "in use")
         finally:
             new.close()
     assert files_of(ring_name, old_identity) == []
 
 
-def test_close_keeps_the_side_files_another_queue_object_of_this_process_needs():
+def test_close_keeps_the_side_files_another_queue_object_of_this_process_needs(ours):
     """0.2's close() counted no mapping of its own process: the creator's
     close() deleted the files of items that another Queue object of the
     same process (attached by name) still had to get."""
     q = Queue(capacity=64 << 10)
     name, identity = q.name, q._ring.identity
+    ours(name, identity)
     other = pickle.loads(pickle.dumps(q))   # attached by name, in this process
     try:
         first, second = pattern(100_000, "first"), pattern(100_000, "second")
@@ -300,9 +323,9 @@ def test_close_keeps_the_side_files_another_queue_object_of_this_process_needs()
 
 # -- ls ----------------------------------------------------------------------------------
 
-def test_ls_shows_side_file_bytes_with_their_queue(ring_name):
-    from ringshm.census import human_size
+def test_ls_shows_side_file_bytes_with_their_queue(ring_name, ours):
     q = Queue(name=ring_name, capacity=64 << 10)
+    ours(ring_name, q._ring.identity)
     try:
         q.put(pattern(100_000, 1))
         q.put(pattern(150_000, 2))
@@ -311,6 +334,7 @@ def test_ls_shows_side_file_bytes_with_their_queue(ring_name):
         (row,) = [r for r in json.loads(done.stdout) if r["name"] == ring_name]
         assert row["side_files"] == 2
         assert 250_000 < row["side_bytes"] < 260_000
+        from ringshm.census import human_size
         text = ringshm_cli("ls").stdout.splitlines()
         assert text[0].split()[:8] == ["NAME", "CAPACITY", "USED", "MESSAGES", "CREATOR",
                                        "ALIVE", "SIDE", "STATE"]
@@ -386,7 +410,8 @@ def dead_pid():
 def sides():
     return sorted(n for n in os.listdir(MOUNT) if n.startswith("ringshm-item."))
 
-killed = [creator_killed_with_its_watcher(n, 100_000)[0] for n in (5, 1, 3)]
+killed_rings = [creator_killed_with_its_watcher(n, 100_000) for n in (5, 1, 3)]
+killed = [identity for identity, _ in killed_rings]
 # A live queue's files: never touched.
 live = Queue(capacity=1 << 16)
 live.put(b"L" * 100_000)
@@ -411,7 +436,8 @@ dry = cli("gc", "--dry-run")
 after_dry = sides()
 gc = cli("gc")
 after = sorted(os.listdir(MOUNT))
-print(json.dumps({"killed": killed, "live": live._ring.identity, "mapped": mapped,
+print(json.dumps({"killed": killed, "killed_names": [n for _, n in killed_rings],
+                  "live": live._ring.identity, "mapped": mapped,
                   "before": before, "listing": listing, "dry": dry, "after_dry": after_dry,
                   "gc": gc, "after": after, "gone": gone, "empty": empty,
                   "live_ring": "ringshm." + live.name}))
@@ -425,7 +451,7 @@ def test_gc_removes_what_a_creator_killed_with_its_watcher_left():
     assert status == 0
     killed, live, mapped = result["killed"], result["live"], result["mapped"]
     side = [n for n in result["before"] if n.startswith(tuple(
-        f"{SIDE_PREFIX}{identity}." for identity in killed))]
+        f"{SIDE_PREFIX}{key}." for key in killed + result["killed_names"]))]
     assert len(side) == 5 + 1 + 3
 
     # ls: each stale ring shows its files' bytes.
