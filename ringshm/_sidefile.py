@@ -321,13 +321,20 @@ def release(ring_name: Optional[str], identity: str, dev: int, ino: int,
     the ring's side files if nobody can read them any more, that is when its
     name no longer names it (a process attaching later could not find it)
     and no live process maps it; this process's other Ring objects of it
-    count (its own mapping is gone by now). When others still map it and
-    ``held`` is a read-only descriptor of the ring, the watcher takes the
-    files over: it removes them once the last of those is gone."""
+    count (its own mapping is gone by now). ``held``, a read-only
+    descriptor of the ring that only this caller holds (``hold``), lets the
+    kernel answer (a write lease, ringshm/watcher.py); and when others
+    still map it, the watcher takes the files over: it removes them once
+    the last of those is gone."""
     files = watcher.side_file_names(identity, SHM_DIR)
     if not files or _name_is(ring_name, dev, ino):
         return
-    if Mappers().maps_inode(dev, ino):
+    if held is not None:
+        # The kernel's count of writers: mappings in any PID namespace.
+        busy = watcher.in_use_elsewhere(held)
+    else:
+        busy = Mappers().maps_inode(dev, ino)
+    if busy:
         if held is not None:
             watcher.custody(held, identity)
         return   # an attached process may still get these items

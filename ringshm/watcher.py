@@ -289,7 +289,7 @@ def in_use_elsewhere(fd: int) -> bool:
 
 def _mapped_in_proc(dev: int, ino: int) -> bool:
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit():   # our own too: a caller's other Ring objects count
             continue
         try:
             with open(f"/proc/{entry}/maps", "rb") as maps:
