@@ -440,21 +440,31 @@ def orphans(groups: Optional[dict[tuple[bool, str], Group]] = None,
     candidates = [group for group in groups.values() if not group.producers_alive()]
     if not candidates:
         return []
+    # Named rings first (a look at /dev/shm), then /proc/*/maps, read once
+    # and only when a ring whose name is gone is left to judge.
     named = _named_inodes()
-    if mappers is None:
-        mappers = Mappers()   # read once, and only when there is something to judge
-    found = []
+    unnamed = []
     for group in candidates:
+        if group.key in gone:
+            unnamed.append(group)
+        elif group.legacy:
+            if not os.path.exists(shm_path(group.key)):
+                unnamed.append(group)
+        elif group.inode is None or group.inode not in named:
+            unnamed.append(group)
+    if not unnamed:
+        return []
+    if mappers is None:
+        mappers = Mappers()
+    found = []
+    for group in unnamed:
         if group.legacy:
-            if os.path.exists(shm_path(group.key)) or \
-                    mappers.maps_removed(shm_path(group.key)):
+            if mappers.maps_removed(shm_path(group.key)):
                 continue
-        elif group.inode is not None:
-            if group.key not in gone and (group.inode in named or
-                                          mappers.maps_inode(*group.inode)):
-                continue
-        # Else only empty files: their producers died before writing a
-        # header, so before publishing; nothing can read them.
+        elif group.inode is not None and mappers.maps_inode(*group.inode):
+            continue
+        # group.inode None: only empty files, whose producers died before
+        # writing a header, so before publishing: nothing can read them.
         found.append(group)
     return found
 
