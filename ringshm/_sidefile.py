@@ -55,8 +55,9 @@ from .errors import RingCorrupted
 if TYPE_CHECKING:
     from .ring import Ring
 
-__all__ = ["put", "take", "consumed", "discard", "sweep", "release", "orphans",
-           "sweep_orphans", "file_groups", "SHM_DIR", "PREFIX", "Group"]
+__all__ = ["put", "take", "consumed", "discard", "sweep", "hold", "release", "orphans",
+           "sweep_orphans", "file_groups", "attribute", "remove_group", "SHM_DIR", "PREFIX",
+           "Group"]
 
 PREFIX = watcher.SIDE_PREFIX
 MAGIC = watcher.SIDE_MAGIC          # 0.3: named by the ring's identity
