@@ -419,7 +419,7 @@ def take_in_place(ring: Ring, codec: Codec, wait: Optional[float]) -> Any:
         ringshm.Empty, ringshm.ShutDown, RingCorrupted; whatever loads raises.
     """
     with ring.view(timeout=wait) as view:
-        taken = codec.take(ViewSource(view, ring.name))
+        taken = codec.take(ViewSource(view, ring))
     if taken.side is not None:
         sidefile.consumed(ring, taken.side)
     return taken.load()

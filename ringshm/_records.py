@@ -120,12 +120,12 @@ class Taken:
 class ViewSource:
     """A record inside the ring (the memoryview of view())."""
 
-    __slots__ = ("view", "size", "ring_name")
+    __slots__ = ("view", "size", "ring")
 
-    def __init__(self, view: memoryview, ring_name: Optional[str]) -> None:
+    def __init__(self, view: memoryview, ring: Any) -> None:
         self.view = view
         self.size = view.nbytes
-        self.ring_name = ring_name   # where its side file, if any, is named
+        self.ring = ring   # its identity (and, from 0.2, name) name its side file, if any
 
     def read_bytes(self, offset: int, length: int) -> bytes:
         return self.view[offset:offset + length].tobytes()

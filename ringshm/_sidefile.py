@@ -1,9 +1,11 @@
 """Side files: where a Queue item larger than one ring message lives.
 
 The item's record (a plain, custom or framed record of _items.py) goes into
-/dev/shm/ringshm-item.RING.PID.START.SEQ, made by the producer (PID and
-START: its pid and start time; SEQ counts its items); the ring carries one
-small reference message naming it. The consumer copies the record out inside
+/dev/shm/ringshm-item.IDENTITY.PID.START.SEQ, made by the producer
+(IDENTITY: the ring's 16 random bytes in hex, never its name, so a new ring
+that takes the name never claims the file; PID and START: the producer's
+pid and start time; SEQ counts its items); the ring carries one small
+reference message naming it. The consumer copies the record out inside
 view(), consumes the message, then removes the file.
 
 The file's header holds ``end``: the ring counter just past the 'B' message,
@@ -24,11 +26,13 @@ its message waits in the ring.
 
 The files of items still queued go with the ring itself, not with its name:
 a process attached to the ring may still read them after the creator closed
-(the name is gone, the mapping lives). So whichever Queue closes last removes
-them (``release``: the ring's name is gone and no other live process maps
-the ring), and a new Queue removes those of rings whose name is gone, whose
-producer is dead and which no live process maps (``sweep_orphans``: what
-SIGKILLed processes left).
+(the name is gone, the mapping lives). So they go when the ring's last user
+does: ``release`` when a Queue closes and nobody else maps the ring; the
+creator's watcher when the creator dies, or when it closed while others
+still mapped the ring (``custody``), once nobody holds the ring any more;
+``orphans`` (a new Queue, ``ringshm gc``) for rings whose name is gone and
+which no live process maps, when both the creator and its watcher were
+killed.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import stat
 import struct
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._backing import SHM_DIR, shm_path
+from . import watcher
+from ._backing import SHM_DIR, SHM_PREFIX, shm_path
 from ._records import Frame, RecordReader, RecordSource, Taken, ViewSource
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
@@ -50,13 +55,18 @@ from .errors import RingCorrupted
 if TYPE_CHECKING:
     from .ring import Ring
 
-__all__ = ["put", "take", "consumed", "discard", "sweep", "release", "sweep_orphans",
-           "SHM_DIR", "PREFIX"]
+__all__ = ["put", "take", "consumed", "discard", "sweep", "hold", "release", "orphans",
+           "sweep_orphans", "file_groups", "attribute", "remove_group", "SHM_DIR", "PREFIX",
+           "Group"]
 
-PREFIX = "ringshm-item."
-MAGIC = b"RSITEM\x00\x01"
+PREFIX = watcher.SIDE_PREFIX
+MAGIC = watcher.SIDE_MAGIC          # 0.3: named by the ring's identity
+LEGACY_MAGIC = b"RSITEM\x00\x01"   # 0.2: named by the ring's name
 HEADER_SIZE = 64
-_HEADER = struct.Struct("<8sQQ")   # magic, end (0: not placed yet), record length
+# magic, end (0: not placed yet), record length; 0.3 adds the ring's file
+# (st_dev, st_ino), to tell whether a live process still maps it.
+_HEADER = struct.Struct("<8sQQ")
+_HEADER_V2 = struct.Struct("<8sQQQQ")
 _END_AT = 8
 _U64 = struct.Struct("<Q")
 # The ring message: magic, record length, pid, start time, seq.
@@ -69,9 +79,18 @@ _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 _sequence = itertools.count()
 
 
-# ring_name: Ring.name, never None for a Queue's ring (Ring.create names it).
-def _file_name(ring_name: Optional[str], pid: int, start: int, seq: int) -> str:
+def _file_name(identity: str, pid: int, start: int, seq: int) -> str:
+    """identity: the ring's, in hex (Ring.identity)."""
+    return f"{PREFIX}{identity}.{pid}.{start}.{seq}"
+
+
+def _legacy_name(ring_name: Optional[str], pid: int, start: int, seq: int) -> str:
+    """Where 0.2 put it: under the ring's name."""
     return f"{PREFIX}{ring_name}.{pid}.{start}.{seq}"
+
+
+def _is_identity(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 def _no_space(path: str, size: int, exc: OSError) -> OSError:
@@ -105,12 +124,16 @@ def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
     pid = os.getpid()
     start = process_start_time(pid)
     seq = next(_sequence)
-    path = os.path.join(SHM_DIR, _file_name(ring.name, pid, start, seq))
+    path = os.path.join(SHM_DIR, _file_name(ring.identity, pid, start, seq))
+    dev, ino = ring._inode
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
     published = False
     try:
         os.fchmod(fd, 0o600)   # the umask cannot widen it, but be exact
         try:
+            # The header first: a file that is not empty proves it is ours
+            # (`ringshm gc` removes nothing else).
+            os.pwrite(fd, _HEADER_V2.pack(MAGIC, 0, record.size, dev, ino), 0)
             # Allocated now: a later write cannot die of SIGBUS or ENOSPC
             # halfway, and the gaps between pieces read as zeros.
             os.posix_fallocate(fd, 0, HEADER_SIZE + record.size)
@@ -118,7 +141,6 @@ def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
             if exc.errno in (errno.ENOSPC, errno.EFBIG):
                 raise _no_space(path, record.size, exc) from None
             raise
-        os.pwrite(fd, _HEADER.pack(MAGIC, 0, record.size), 0)
         for offset, piece in record.pieces:
             _pwrite_all(fd, piece, HEADER_SIZE + offset)
         reference = REFERENCE.pack(REFERENCE_MAGIC, record.size, pid, start, seq)
@@ -184,7 +206,7 @@ def is_reference(source: RecordSource) -> bool:
 
 def take(codec: RecordReader, source: ViewSource) -> Taken:
     """Copy out the item that the reference in `source` names (a
-    _records.ViewSource with the ring's name), read by `codec` (an
+    _records.ViewSource with its ring), read by `codec` (an
     _items.Codec). Returns a _records.Taken whose
     ``side`` is the file to remove once the message is consumed.
 
@@ -195,18 +217,27 @@ def take(codec: RecordReader, source: ViewSource) -> Taken:
     _, length, pid, start, seq = REFERENCE.unpack(source.read_bytes(0, REFERENCE.size))
     if not 0 < pid < PID_LIMIT:
         raise RingCorrupted(f"big-item queue record names pid {pid}")
-    path = os.path.join(SHM_DIR, _file_name(source.ring_name, pid, start, seq))
+    path = os.path.join(SHM_DIR, _file_name(source.ring.identity, pid, start, seq))
+    magic = MAGIC
     try:
         fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     except FileNotFoundError:
-        raise RingCorrupted(f"the side file of a big queue item is missing: {path}") from None
+        # A 0.2 producer named it after the ring.
+        path = os.path.join(SHM_DIR, _legacy_name(source.ring.name, pid, start, seq))
+        magic = LEGACY_MAGIC
+        try:
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise RingCorrupted("the side file of a big queue item is missing: "
+                                + os.path.join(SHM_DIR, _file_name(source.ring.identity, pid,
+                                                                   start, seq))) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
             raise RingCorrupted(f"the side file {path} is not a regular file of this user")
         header = os.pread(fd, _HEADER.size, 0)
         if (info.st_size != HEADER_SIZE + length or len(header) != _HEADER.size
-                or _HEADER.unpack(header)[0] != MAGIC or _HEADER.unpack(header)[2] != length):
+                or _HEADER.unpack(header)[0] != magic or _HEADER.unpack(header)[2] != length):
             raise RingCorrupted(f"the side file {path} does not match its queue record")
         taken = codec.take(FileSource(fd, length), allow_big=False)
     finally:
@@ -215,14 +246,15 @@ def take(codec: RecordReader, source: ViewSource) -> Taken:
     return taken
 
 
-def discard(ring_name: Optional[str], message: bytes) -> None:
+def discard(ring: Ring, message: bytes) -> None:
     """A raw message thrown away without being read (shutdown(immediate=True)):
     if it is a side file's reference, remove that file now."""
     if len(message) != REFERENCE.size or not message.startswith(REFERENCE_MAGIC):
         return
     _, _, pid, start, seq = REFERENCE.unpack(message)
     if 0 < pid < PID_LIMIT:
-        _unlink(os.path.join(SHM_DIR, _file_name(ring_name, pid, start, seq)))
+        _unlink(os.path.join(SHM_DIR, _file_name(ring.identity, pid, start, seq)))
+        _unlink(os.path.join(SHM_DIR, _legacy_name(ring.name, pid, start, seq)))
 
 
 def _unlink(path: str) -> None:
@@ -266,60 +298,242 @@ def _own_files(prefix: str) -> dict[str, Optional[tuple[int, int]]]:
 
 def _name_is(ring_name: Optional[str], dev: int, ino: int) -> bool:
     """True while the ring's name still names the segment (dev, ino)."""
+    if ring_name is None:
+        return False
     try:
-        info = os.lstat(shm_path(str(ring_name)))
+        info = os.lstat(shm_path(ring_name))
     except OSError:
         return False
     return (info.st_dev, info.st_ino) == (dev, ino)
 
 
-def release(ring_name: Optional[str], dev: int, ino: int) -> None:
+def hold(ring: Ring) -> Optional[int]:
+    """A read-only descriptor of ``ring``'s file, taken while its name
+    still names it, if it has side files now (for ``release``'s
+    ``held``); else None."""
+    if not watcher.side_file_names(ring.identity, SHM_DIR) or ring.name is None:
+        return None
+    return watcher.open_same_file(shm_path(ring.name), *ring._inode)
+
+
+def release(ring_name: Optional[str], identity: str, dev: int, ino: int,
+            held: Optional[int] = None) -> None:
     """A Queue of the ring (dev, ino) has closed, or was collected: remove
     the ring's side files if nobody can read them any more, that is when its
     name no longer names it (a process attaching later could not find it)
-    and no other live process maps it."""
-    files = [name for name, parsed in _own_files(f"{PREFIX}{ring_name}.").items()
-             if parsed is not None]
+    and no live process maps it; this process's other Ring objects of it
+    count (its own mapping is gone by now). ``held``, a read-only
+    descriptor of the ring that only this caller holds (``hold``), lets the
+    kernel answer (a write lease, ringshm/watcher.py); and when others
+    still map it, the watcher takes the files over: it removes them once
+    the last of those is gone."""
+    files = watcher.side_file_names(identity, SHM_DIR)
     if not files or _name_is(ring_name, dev, ino):
         return
-    if Mappers(exclude_pid=os.getpid()).maps_inode(dev, ino):
+    if held is not None:
+        # The kernel's count of writers: mappings in any PID namespace.
+        busy = watcher.in_use_elsewhere(held)
+    else:
+        busy = Mappers().maps_inode(dev, ino)
+    if busy:
+        if held is not None:
+            watcher.custody(held, identity)
         return   # an attached process may still get these items
     for name in files:
-        _unlink(os.path.join(SHM_DIR, name))
+        watcher.remove_side_file(os.path.join(SHM_DIR, name))
+
+
+class Group:
+    """The side files of one ring (by identity; a 0.2 ring's by name) and
+    what became of that ring."""
+
+    def __init__(self, key: str, legacy: bool) -> None:
+        self.key = key          # the identity, or (0.2) the ring's name
+        self.legacy = legacy
+        self.names: list[str] = []
+        self.bytes = 0
+        self.inode: Optional[tuple[int, int]] = None   # of the ring, from a header
+        self.producers: set[tuple[int, int]] = set()
+        self.provable = 0       # files with our magic, or empty ones
+
+    @property
+    def files(self) -> int:
+        return len(self.names)
+
+    def producers_alive(self) -> bool:
+        return any(0 < pid < PID_LIMIT and process_alive(pid, start)
+                   for pid, start in self.producers)
+
+
+def _split_name(rest: str) -> Optional[tuple[str, int, int]]:
+    """(ring key, pid, start) from 'KEY.PID.START.SEQ' (KEY may hold dots)."""
+    parts = rest.rsplit(".", 3)
+    if len(parts) != 4 or not parts[0] or not all(p.isdigit() for p in parts[1:]):
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def file_groups() -> dict[tuple[bool, str], Group]:
+    """This user's side files in /dev/shm by ring: {(legacy, key): Group}.
+    Only regular files of this user whose name has the side files' form."""
+    groups: dict[tuple[bool, str], Group] = {}
+    for name in _own_files(PREFIX):
+        parsed = _split_name(name[len(PREFIX):])
+        if parsed is None:
+            continue
+        key, pid, start = parsed
+        path = os.path.join(SHM_DIR, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            header = os.pread(fd, _HEADER_V2.size, 0)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        magic = header[:len(MAGIC)]
+        if magic == LEGACY_MAGIC:
+            legacy = True
+        elif _is_identity(key) and (magic == MAGIC or info.st_size == 0):
+            legacy = False
+        else:
+            continue   # not provably ours: never counted, never removed
+        group = groups.setdefault((legacy, key), Group(key, legacy))
+        group.names.append(name)
+        group.bytes += info.st_size
+        group.producers.add((pid, start))
+        if not legacy and len(header) == _HEADER_V2.size:
+            group.inode = _HEADER_V2.unpack(header)[3:5]
+    return groups
+
+
+def _named_inodes() -> dict[tuple[int, int], str]:
+    """{(st_dev, st_ino): name} of the ringshm.* entries of /dev/shm."""
+    found: dict[tuple[int, int], str] = {}
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.startswith(SHM_PREFIX):
+            try:
+                info = os.lstat(os.path.join(SHM_DIR, entry))
+            except OSError:
+                continue
+            found[(info.st_dev, info.st_ino)] = entry[len(SHM_PREFIX):]
+    return found
+
+
+def orphans(groups: Optional[dict[tuple[bool, str], Group]] = None,
+            gone: frozenset[str] = frozenset(),
+            mappers: Optional[Mappers] = None) -> list[Group]:
+    """The groups of ``groups`` (default: file_groups()) whose ring is gone
+    for good, so that nobody can ever read their items: its name no longer
+    names it (a 0.3 ring: no /dev/shm entry is its file; a 0.2 ring: its
+    name is gone), no live process maps it, and none of their producers
+    lives. ``gone``: identities of rings to count as gone although named
+    (what `ringshm gc --dry-run` would remove)."""
+    if groups is None:
+        groups = file_groups()
+    candidates = [group for group in groups.values() if not group.producers_alive()]
+    if not candidates:
+        return []
+    # Named rings first (a look at /dev/shm), then /proc/*/maps, read once
+    # and only when a ring whose name is gone is left to judge.
+    named = _named_inodes()
+    unnamed = []
+    for group in candidates:
+        if group.key in gone:
+            unnamed.append(group)
+        elif group.legacy:
+            if not os.path.exists(shm_path(group.key)):
+                unnamed.append(group)
+        elif group.inode is None or group.inode not in named:
+            unnamed.append(group)
+    if not unnamed:
+        return []
+    if mappers is None:
+        mappers = Mappers()
+    found = []
+    for group in unnamed:
+        if group.legacy:
+            if mappers.maps_removed(shm_path(group.key)):
+                continue
+        elif group.inode is not None and mappers.maps_inode(*group.inode):
+            continue
+        # group.inode None: only empty files, whose producers died before
+        # writing a header, so before publishing: nothing can read them.
+        found.append(group)
+    return found
+
+
+def attribute(rows: list[dict[str, Any]],
+              groups: dict[tuple[bool, str], Group]) -> list[Group]:
+    """Give each ring row of `ringshm ls`/`top` (a dict with "identity",
+    and "name" for a named ring) the count and bytes of its side files
+    ("side_files", "side_bytes"); return the groups no row claimed (their
+    ring's name is gone)."""
+    left = dict(groups)
+    for row in rows:
+        files = nbytes = 0
+        keys = [(False, str(row.get("identity") or ""))]
+        if row.get("kind") == "shm":
+            keys.append((True, str(row.get("name"))))   # a 0.2 producer's files
+        for key in keys:
+            group = left.pop(key, None) if key[1] else None
+            if group is not None:
+                files += group.files
+                nbytes += group.bytes
+        row["side_files"], row["side_bytes"] = files, nbytes
+    return list(left.values())
+
+
+def remove_group(group: Group) -> int:
+    """Remove the files of ``group`` that are provably side files of this
+    user; returns the bytes freed."""
+    freed = 0
+    for name in group.names:
+        path = os.path.join(SHM_DIR, name)
+        if group.legacy:
+            freed += _remove_legacy(path)
+        else:
+            freed += max(watcher.remove_side_file(path), 0)
+    return freed
+
+
+def _remove_legacy(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _OPEN_FLAGS)
+    except OSError:
+        return 0
+    try:
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid()
+                or os.pread(fd, len(LEGACY_MAGIC), 0) != LEGACY_MAGIC):
+            return 0
+        _unlink(path)
+        return int(info.st_size)
+    finally:
+        os.close(fd)
 
 
 def sweep_orphans() -> int:
-    """Remove this user's side files whose ring's name is gone, whose
-    producer is dead, and whose ring no live process maps. Returns how many
-    it removed."""
-    candidates = []
-    for name in _own_files(PREFIX):
-        ring_name, _, rest = name[len(PREFIX):].rpartition(".")  # drop SEQ
-        ring_name, _, _ = ring_name.rpartition(".")              # START
-        ring_name, _, _ = ring_name.rpartition(".")              # PID
-        parsed = _parse(name[len(PREFIX) + len(ring_name) + 1:])
-        if not ring_name or parsed is None:
-            continue
-        if os.path.exists(shm_path(ring_name)):
-            continue
-        pid, start = parsed
-        if not (0 < pid < PID_LIMIT and process_alive(pid, start)):
-            candidates.append((name, ring_name))
-    if not candidates:
-        return 0
-    mappers = Mappers()   # read once, and only when there is something to judge
+    """Remove this user's side files whose ring is gone for good (see
+    orphans). Returns how many it removed."""
     removed = 0
-    for name, ring_name in candidates:
-        if not mappers.maps_removed(shm_path(ring_name)):
-            _unlink(os.path.join(SHM_DIR, name))
-            removed += 1
+    for group in orphans():
+        remove_group(group)
+        removed += group.files
     return removed
 
 
 def sweep(ring: Ring) -> int:
     """Remove the side files of `ring` that are garbage (see the module
     docstring); never a file of another user. Returns how many it removed."""
-    prefix = f"{PREFIX}{ring.name}."
+    prefix = f"{PREFIX}{ring.identity}."
     removed = 0
     for name, parsed in _own_files(prefix).items():
         path = os.path.join(SHM_DIR, name)
@@ -347,6 +561,8 @@ def _is_garbage(ring: Ring, path: str, pid: int, start: int) -> bool:
     end = 0
     if len(header) == _HEADER.size and header[:8] == MAGIC:
         end = _HEADER.unpack(header)[1]
+    elif info.st_size:
+        return False   # not our magic: not ours to judge
     counters = ring.stats()
     if end and counters["tail"] >= end:
         return True

@@ -214,6 +214,8 @@ def _states(attach: Callable[[], Ring], row: Dict[str, Any],
         return ["error"]
     try:
         stats = ring.stats()
+        # Which ring this is, whatever its name: its Queue side files carry it.
+        row["identity"] = ring.identity
     except RingCorrupted as exc:
         row["error"] = str(exc)
         return ["corrupt"]

@@ -163,16 +163,27 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List every ring on the machine: named ones, then System V ones."""
+    from ._sidefile import attribute, file_groups, orphans
     from .census import census, escape_name
     rows = census(all_users=args.all_users)
+    groups = file_groups()
+    # Queue side files go with their ring's row; those whose ring's name
+    # is gone are rows of their own, "orphaned" when `gc` would remove them.
+    unclaimed = attribute(rows, groups)
+    doomed = {id(group) for group in orphans(groups)} if unclaimed else set()
     for row in rows:
         row["state"] = ", ".join(row.pop("states"))
         for key in ("dev", "ino"):
             row.pop(key, None)
+    side_rows: list[dict[str, Any]] = [
+        {"kind": "side files", "name": group.key, "legacy": group.legacy,
+         "side_files": group.files, "side_bytes": group.bytes,
+         "state": "orphaned" if id(group) in doomed else "in use"}
+        for group in sorted(unclaimed, key=lambda group: group.key)]
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(rows + side_rows, indent=2, default=str))
         return 0
-    counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "STATE")
+    counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "SIDE", "STATE")
     named: list[tuple[str, ...]] = [("NAME",) + counters]
     sysv: list[tuple[str, ...]] = [("KEY", "SHMID", "OWNER", "NATTCH") + counters]
     for row in rows:
@@ -185,14 +196,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if len(sysv) > 1:
         print("\nSystem V rings (ipcs -m):")
         _print_table(sysv)
+    if side_rows:
+        print("\nQueue side files whose ring's name is gone (ring identity; a 0.2 ring's name):")
+        _print_table([("RING", "FILES", "BYTES", "STATE")] +
+                     [(escape_name(row["name"]), str(row["side_files"]),
+                       human_size(row["side_bytes"]), row["state"]) for row in side_rows])
     return 0
 
 
 def _counter_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    side = human_size(row["side_bytes"]) if row.get("side_files") else "-"
     if "capacity" not in row:
-        return ("-", "-", "-", "-", "-", row["state"])
+        return ("-", "-", "-", "-", "-", side, row["state"])
     return (human_size(row["capacity"]), human_size(row["used_bytes"]), str(row["messages"]),
-            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", row["state"])
+            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", side,
+            row["state"])
 
 
 def _user(uid: int) -> str:
@@ -211,10 +229,12 @@ def _print_table(table: list[tuple[str, ...]]) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove this user's stale rings (and idle ones with --persistent)."""
+    from ._sidefile import orphans, remove_group
     from .census import census, escape_name, remove, still_the_same
     doomed = {"stale", "idle"} if args.persistent else {"stale"}
     status = 0
-    would = 0   # rings --dry-run listed
+    would = 0   # what --dry-run listed
+    gone: set[str] = set()   # identities and names of the rings removed
     for row in census():
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
@@ -224,6 +244,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"would remove {label}")
             would += 1
+            gone.update(filter(None, (row.get("identity"), row["name"])))
             continue
         if not still_the_same(row):
             continue   # removed, or made again, since we looked
@@ -235,10 +256,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
             _error(f"{label}: {_describe(exc)}")
             status = 1
             continue
+        gone.update(filter(None, (row.get("identity"), row["name"])))
+        print(f"removed {label}")
+    # Then the Queue side files of rings gone for good: those just removed,
+    # and those whose creator died with its watcher (never a live queue's:
+    # ringshm/_sidefile.py, orphans).
+    for group in orphans(gone=frozenset(gone)):
+        label = (f"side files of queue {escape_name(group.key)} "
+                 f"({group.files} files, {human_size(group.bytes)})")
+        if args.dry_run:
+            print(f"would remove {label}")
+            would += 1
+            continue
+        remove_group(group)
         print(f"removed {label}")
     if args.dry_run and not would:
         print("nothing to remove: no " + ("stale or idle" if args.persistent else "stale")
-              + " rings of this user")
+              + " rings of this user, no orphaned side files")
     return status
 
 
@@ -573,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also list other users' System V rings (never read)")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("gc", help="remove this user's stale rings (a dead creator's, unmapped)")
+    p = sub.add_parser("gc", help="remove this user's stale rings (a dead creator's, unmapped) "
+                                  "and the Queue side files of rings gone for good")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed")
     p.add_argument("--persistent", action="store_true",
                    help="also remove idle persistent rings (no live process maps them)")

@@ -16,6 +16,7 @@ multiprocessing.Queue runs unchanged.
 
 from __future__ import annotations
 
+import os
 import pickle
 import weakref
 from pickle import dumps as _pickle_dumps
@@ -112,7 +113,7 @@ class _QueueBase(Generic[T]):
         # removes them (ringshm/_sidefile.py).
         assert self._ring is not None
         self._side_files = weakref.finalize(self, _sidefile.release, self._ring.name,
-                                            *self._ring._inode)
+                                            self._ring.identity, *self._ring._inode)
 
     def _set_codec(self, dumps: Dumps, loads: Loads) -> None:
         # The item I/O's callables, bound once (ringshm/_items.py).
@@ -219,13 +220,24 @@ class _QueueBase(Generic[T]):
         processes already attached keep working, new ones cannot attach
         (a child being spawned already holds the segment: see DESIGN.md).
         """
+        held = None
         if self._ring is not None and not self._closed:
             _sidefile.sweep(self._ring)   # what a crash left of big items
+            # Items still queued in side files that others may read: a
+            # descriptor of the ring for the watcher, taken while the name
+            # still finds it (ringshm/_sidefile.py, release).
+            held = _sidefile.hold(self._ring)
         self._closed = True
-        if self._ring is not None:
-            self._ring.close()            # the creator's also removes the name
-        if self._side_files is not None:
-            self._side_files()            # the last one out: items still queued go
+        try:
+            if self._ring is not None:
+                self._ring.close()        # the creator's also removes the name
+            release = self._side_files.detach() if self._side_files is not None else None
+            if release is not None:       # the last one out: items still queued go
+                _, function, args, _ = release
+                function(*args, held=held)
+        finally:
+            if held is not None:
+                os.close(held)
 
     def __del__(self) -> None:
         # Close quietly what a dropped copy attached (a Pool task's argument,
@@ -417,7 +429,7 @@ class Queue(_QueueBase[T]):
                     batch = ring.get_many(1 << 16, timeout=DRAIN_PATIENCE)
                     discarded += len(batch)
                     for message in batch:
-                        _sidefile.discard(ring.name, message)
+                        _sidefile.discard(ring, message)
             except (Empty, ShutDown):
                 pass
             self._discarded(discarded)

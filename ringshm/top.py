@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SORT_KEYS", "Sample", "take_samples", "compare", "sort_rows", "render", "run"]
 
-SIDE_PREFIX = "ringshm-item."   # ringshm._sidefile.PREFIX (not imported: it imports census)
 _MAGIC = b"RINGSHM\0"
 _CLAIMED = struct.pack("<Q", 0x54494E49474E4952)   # a creator claimed it, header coming
 _IDENTITY = struct.Struct("<8sI")   # magic, layout version (docs/FORMAT.md)
@@ -80,29 +79,11 @@ def matches(name: str, pattern: Optional[str]) -> bool:
     return pattern in name
 
 
-def side_files() -> dict[str, tuple[int, int]]:
-    """{ring name: (files, bytes)} of this user's queue side files
-    (/dev/shm/ringshm-item.RING.PID.START.SEQ, ringshm/_sidefile.py)."""
-    found: dict[str, tuple[int, int]] = {}
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return found
-    euid = os.geteuid()
-    for entry in entries:
-        if not entry.startswith(SIDE_PREFIX):
-            continue
-        parts = entry[len(SIDE_PREFIX):].rsplit(".", 3)
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]) or not parts[0]:
-            continue
-        try:
-            st = os.lstat(os.path.join(SHM_DIR, entry))
-        except OSError:
-            continue   # consumed meanwhile
-        if stat.S_ISREG(st.st_mode) and st.st_uid == euid:
-            files, size = found.get(parts[0], (0, 0))
-            found[parts[0]] = (files + 1, size + st.st_size)
-    return found
+def side_files() -> dict[tuple[bool, str], Any]:
+    """This user's queue side files, by ring (ringshm/_sidefile.py,
+    file_groups: a ring's identity, or a 0.2 ring's name)."""
+    from ._sidefile import file_groups
+    return file_groups()
 
 
 def _read(sample: Sample, attach: Callable[[], Ring]) -> Optional[Sample]:
@@ -228,7 +209,13 @@ def take_samples(pattern: Optional[str] = None) -> dict[Key, Sample]:
             continue
         sample = _sample_shm(name)
         if sample is not None:
-            sample.side_files, sample.side_bytes = sides.get(name, (0, 0))
+            # Side files go with the ring by identity (a new ring of the
+            # same name never claims the old one's).
+            from ._sidefile import attribute
+            row: dict[str, Any] = {"kind": "shm", "name": name, "identity":
+                                   sample.instance[0] if sample.instance else ""}
+            attribute([row], sides)
+            sample.side_files, sample.side_bytes = row["side_files"], row["side_bytes"]
             samples[("shm", name)] = sample
     for seg in _sysv_candidates():
         if matches(f"0x{seg['key']:08x}", pattern):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import pickle
 import time
+import weakref
 
 import faultkit
 import pytest
@@ -29,21 +30,34 @@ def make_queue():
 
     def make(*args, **kwargs):
         q = Queue(*args, **kwargs)
+        _IDENTITIES[q] = q._ring.identity
         made.append(q)
         return q
 
     yield make
-    names = [q.name for q in made]
+    identities = [_IDENTITIES[q] for q in made]
     for q in made:
         q.close()
     left = [n for n in os.listdir(_sidefile.SHM_DIR)
-            if any(n.startswith(f"{_sidefile.PREFIX}{name}.") for name in names)]
+            if any(n.startswith(f"{_sidefile.PREFIX}{identity}.") for identity in identities)]
     assert not left, f"side files left behind: {left}"
 
 
+# Each queue's ring identity, noted while it is open: side files are named
+# by it, and they are looked for after close() too.
+_IDENTITIES = weakref.WeakKeyDictionary()
+
+
 def side_files(q):
+    """The side files of q's ring."""
+    if q not in _IDENTITIES:
+        _IDENTITIES[q] = q._ring.identity
+    return files_of(_IDENTITIES[q])
+
+
+def files_of(identity):
     return sorted(n for n in os.listdir(_sidefile.SHM_DIR)
-                  if n.startswith(f"{_sidefile.PREFIX}{q.name}."))
+                  if n.startswith(f"{_sidefile.PREFIX}{identity}."))
 
 
 def pattern(size, seed):
@@ -280,15 +294,15 @@ def _create_put_and_die(link, size, seed="orphan", watched=False):
         # ring's name must outlive this process for the test, not go within 1 s.
         watcher.unregister(ringshm.ring.shm_path(q.name))
     q.put(pattern(size, seed))
-    stop_here(link, q.name)
+    stop_here(link, f"{q.name} {q._ring.identity}")
 
 
 @pytest.mark.fault
 def test_files_of_a_killed_creator_go_once_its_ring_is_gone(make_queue):
     with faultkit.Child(_create_put_and_die, 1 << 20) as child:
-        name = child.wait_ready()
+        name, identity = child.wait_ready().split()
         child.kill()
-    prefix = f"{_sidefile.PREFIX}{name}."
+    prefix = f"{_sidefile.PREFIX}{identity}."
     assert [n for n in os.listdir(_sidefile.SHM_DIR) if n.startswith(prefix)]
     make_queue()                      # the ring is still there: kept
     assert [n for n in os.listdir(_sidefile.SHM_DIR) if n.startswith(prefix)]
@@ -300,12 +314,12 @@ def test_files_of_a_killed_creator_go_once_its_ring_is_gone(make_queue):
 
 def test_closing_the_creator_removes_the_files_of_queued_items(make_queue):
     q = Queue(capacity=64 << 10)
+    _IDENTITIES[q] = q._ring.identity
     q.put(pattern(1 << 20, "left"))
     q.put(pattern(1 << 20, "left too"))
-    name = q.name
+    identity = q._ring.identity
     q.close()
-    assert not [n for n in os.listdir(_sidefile.SHM_DIR)
-                if n.startswith(f"{_sidefile.PREFIX}{name}.")]
+    assert not files_of(identity)
 
 
 def _attach_wait_and_digest(link, q, count):
@@ -367,7 +381,7 @@ def test_the_last_process_to_close_removes_the_files_of_queued_items(make_queue)
 @pytest.mark.fault
 def test_big_items_outlive_a_killed_creator_while_a_process_maps_the_ring(make_queue):
     with faultkit.Child(_create_put_and_die, 1 << 20, "creator died", True) as child:
-        name = child.wait_ready()
+        name, identity = child.wait_ready().split()
         attached = ringshm.queue._rebuild(Queue, ringshm.Ring.open(name), 0,
                                           pickle.dumps, pickle.loads)
         child.kill()
@@ -377,8 +391,7 @@ def test_big_items_outlive_a_killed_creator_while_a_process_maps_the_ring(make_q
         assert attached.get(timeout=TIMEOUT) == pattern(1 << 20, "creator died")
     finally:
         attached.close()
-    assert not [n for n in os.listdir(_sidefile.SHM_DIR)
-                if n.startswith(f"{_sidefile.PREFIX}{name}.")]
+    assert not files_of(identity)
 
 
 def test_a_side_file_is_private_and_preallocated(make_queue):

@@ -45,7 +45,7 @@ def put_raw(q, data):
 
 def side_files(q):
     return sorted(n for n in os.listdir(_sidefile.SHM_DIR)
-                  if n.startswith(f"{_sidefile.PREFIX}{q.name}."))
+                  if n.startswith(f"{_sidefile.PREFIX}{q._ring.identity}."))
 
 
 # -- out-of-band buffers ---------------------------------------------------------

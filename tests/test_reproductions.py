@@ -164,13 +164,14 @@ def hook_blocks(ring, on_open, kind):
             original(ring, size, timeout), on_open)
 
 
-def side_files(ring_name):
+def side_files(identity):
+    """The side files of the ring of `identity` (Ring.identity names them)."""
     return sorted(n for n in os.listdir("/dev/shm")
-                  if n.startswith(f"{SIDE_FILE_PREFIX}{ring_name}."))
+                  if n.startswith(f"{SIDE_FILE_PREFIX}{identity}."))
 
 
-def remove_side_files(ring_name):
-    for name in side_files(ring_name):
+def remove_side_files(identity):
+    for name in side_files(identity):
         try:
             os.unlink(os.path.join("/dev/shm", name))
         except FileNotFoundError:
@@ -354,7 +355,7 @@ def test_big_queue_get_racing_close_leaves_a_readable_item():
     the old core left the message but the get removed its side file, so
     every later get raised RingCorrupted (the queue was wedged)."""
     queue = Queue(capacity=4096)
-    name = queue.name
+    name = queue._ring.identity
     try:
         item = os.urandom(3 * queue._ring.max_message_size)
         queue.put(item)
@@ -391,7 +392,7 @@ def test_big_queue_put_racing_close_raises_or_puts():
     queue.  The old core returned normally having published nothing: the
     item was lost, its side file left behind."""
     queue = Queue(capacity=4096)
-    name = queue.name
+    name = queue._ring.identity
     try:
         item = os.urandom(3 * queue._ring.max_message_size)
         putter = attached_copy(queue)
