@@ -300,8 +300,10 @@ RS_API int rs_topic_anonymous(uint64_t capacity, uint32_t history, const rs_opti
 /* As rs_close; subscriptions made through it must be closed first. */
 RS_API int rs_topic_close(rs_topic *t);
 /* The topic's handle as a ring handle, for the calls that apply to both:
- * rs_capacity, rs_max_message_size, rs_set_interrupt, rs_hold/rs_unhold.
- * Any other ring call on it fails with RS_WRONG_KIND. */
+ * rs_capacity, rs_max_message_size, rs_set_interrupt, rs_hold/rs_unhold,
+ * rs_stats, rs_is_shutdown, rs_shutdown (without RS_SHUTDOWN_IMMEDIATE),
+ * rs_close.  Any other ring call on it (a put, get, view, reserve, commit,
+ * wait, count, task) fails with RS_WRONG_KIND and changes nothing. */
 RS_API rs_ring *rs_topic_ring(rs_topic *t);
 
 /* Publishing: as rs_put / rs_put_many (a batch is atomic and contiguous). */

@@ -79,6 +79,14 @@ struct rs_ring {
 /* ---- errors: rs_detail() ------------------------------------------------ */
 int rs__fail(int code, const char *format, ...) __attribute__((format(printf, 2, 3)));
 int rs__errno(const char *what);   /* -errno, with `what` and strerror as the detail */
+/* RS_WRONG_KIND: a topic's handle (rs_topic_ring) given to a ring call that
+ * would read or write the log as a ring's records. */
+int rs__not_a_ring(void);
+#define RS__REFUSE_TOPIC(r)                                                             \
+    do {                                                                                \
+        if (__builtin_expect((r)->topic, 0))                                            \
+            return rs__not_a_ring();                                                    \
+    } while (0)
 
 #include "clock.h"
 

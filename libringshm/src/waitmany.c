@@ -212,6 +212,8 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
                 || items[i].events == (RS_WAIT_DATA | RS_WAIT_ROOM))
             return rs__fail(RS_INVALID, "item %zu: a ring and one of RS_WAIT_DATA, "
                             "RS_WAIT_ROOM", i);
+        if (items[i].ring->topic)
+            return rs__fail(RS_WRONG_KIND, "item %zu: a topic's handle, not a ring", i);
         if ((items[i].events & RS_WAIT_ROOM) && items[i].room > items[i].ring->max_payload)
             return rs__fail(RS_TOO_LARGE, "item %zu: room for %zu bytes never comes "
                             "(max_message_size %llu)", i, items[i].room,
