@@ -400,10 +400,19 @@ static int begin_publish(rs_ring *r, const struct iovec *msgs, size_t count, int
     }
 }
 
+/* The history index names where the record of `seq` starts.  Written
+ * only for a record about to be published (a reserve's at its commit): a
+ * slot names an older record too, seq - history's, which a subscriber may
+ * still start from until then. */
+static inline void note_in_index(rs_ring *r, uint64_t seq, uint64_t position) {
+    if (r->history != 0)
+        r->index[seq % r->history] = position;
+}
+
 /* Write record `index` of the batch at *at (after the padding when it goes
- * first), advance *at, return the payload. */
+ * first), advance *at, return the payload; `note`: into the index too. */
 static char *topic_place(rs_ring *r, const pub_plan *plan, uint64_t *at, size_t index,
-                   uint64_t length, uint64_t seq) {
+                         uint64_t length, uint64_t seq, int note) {
     rs_topic_record *rec;
     if (index == plan->wrap_index) {
         rec = (rs_topic_record *)(r->data + (*at & r->mask));
@@ -416,8 +425,8 @@ static char *topic_place(rs_ring *r, const pub_plan *plan, uint64_t *at, size_t 
     rec->length = (uint32_t)length;
     rec->kind = RS_KIND_DATA;
     rec->seq = seq;
-    if (r->history != 0)
-        r->index[seq % r->history] = *at;
+    if (note)
+        note_in_index(r, seq, *at);
     *at += record_span(length);
     return (char *)rec + RS_TOPIC_RECORD_HEADER;
 }
@@ -465,8 +474,8 @@ int rs_topic_publish_many(rs_topic *t, const struct iovec *msgs, size_t count,
         at = plan.start;
         seq = rs_load_relaxed(&r->hdr->producer.messages);
         for (i = 0; i < count; i++)
-            memcpy(topic_place(r, &plan, &at, i, msgs[i].iov_len, seq + i), msgs[i].iov_base,
-                   msgs[i].iov_len);
+            memcpy(topic_place(r, &plan, &at, i, msgs[i].iov_len, seq + i, 1),
+                   msgs[i].iov_base, msgs[i].iov_len);
         end_publish(r, at, count, nbytes);
     }
     rs__leave(r);
@@ -502,7 +511,8 @@ int rs_topic_reserve(rs_topic *t, size_t len, rs_span *span, int64_t timeout_ns)
         return rc;
     }
     at = plan.start;
-    span->data = topic_place(r, &plan, &at, 0, len, rs_load_relaxed(&r->hdr->producer.messages));
+    span->data = topic_place(r, &plan, &at, 0, len, rs_load_relaxed(&r->hdr->producer.messages),
+                             0);
     span->len = len;
     span->_position = at;
     span->_forks = rs__forks;
@@ -525,10 +535,13 @@ static int topic_end_reserve(rs_topic *t, rs_span *span, int commit) {
     if (commit && rs__closing(r))
         rc = rs__fail(RS_CLOSED, "the topic was closed inside the reserve() block: the "
                       "message was not published");
-    if (commit && rc == 0)
+    if (commit && rc == 0) {
+        note_in_index(r, rs_load_relaxed(&r->hdr->producer.messages),
+                      span->_position - record_span(span->len));
         end_publish(r, span->_position, 1, span->len);
-    else
+    } else {
         rs__unlock(r, RS_PUT_LOCK);
+    }
     span->data = NULL;
     rs__leave(r);
     return rc;
@@ -545,7 +558,11 @@ int rs_topic_cancel(rs_topic *t, rs_span *span) {
 /* ---- subscribing --------------------------------------------------------- */
 
 /* Where a new subscriber starts: up to `history` messages back (the index
- * names their positions), else at the head.  With the put lock. */
+ * names their positions), else at the head.  With the put lock.  A slot
+ * that names no record of its sequence number (a publisher killed after it
+ * wrote the slots of its batch, before it published: they are also the
+ * slots of the oldest messages of the history) costs that message: the
+ * subscriber starts at the oldest one the index still names. */
 static int start_of(rs_ring *r, uint64_t *position, uint64_t *seq) {
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t tail = rs_load_relaxed(&r->hdr->consumer.position);
@@ -559,17 +576,18 @@ static int start_of(rs_ring *r, uint64_t *position, uint64_t *seq) {
         k = next - oldest;
     *position = head;
     *seq = next;
-    if (k == 0)
-        return 0;
-    pos = r->index[(next - k) % r->history];
-    off = pos & r->mask;
-    rec = (const rs_topic_record *)(r->data + off);
-    if (pos < tail || pos >= head || (pos & (RS_TOPIC_ALIGN - 1)) != 0
-            || rec->kind != RS_KIND_DATA || rec->seq != next - k)
-        return rs__fail(RS_CORRUPTED, "the topic's history index names no record of sequence "
-                        "%llu", (unsigned long long)(next - k));
-    *position = pos;
-    *seq = next - k;
+    for (; k > 0; k--) {
+        pos = r->index[(next - k) % r->history];
+        if (pos < tail || pos >= head || (pos & (RS_TOPIC_ALIGN - 1)) != 0)
+            continue;
+        off = pos & r->mask;
+        rec = (const rs_topic_record *)(r->data + off);
+        if (rec->kind == RS_KIND_DATA && rec->seq == next - k) {
+            *position = pos;
+            *seq = next - k;
+            return 0;
+        }
+    }
     return 0;
 }
 
