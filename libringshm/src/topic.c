@@ -664,8 +664,11 @@ int rs_topic_subscribe(rs_topic *t, unsigned flags, double stall_timeout, int64_
     e->pid = getpid();
     clock_gettime(CLOCK_REALTIME, &ts);
     e->since_ns = (uint64_t)ts.tv_sec * RS_NS + (uint64_t)ts.tv_nsec;
+    /* Watched from now: a stall is measured from the subscribe at the
+     * earliest (0 here had the next look of a waiting publisher untether
+     * a subscriber that started behind it at once). */
     e->watched_position = position;
-    e->watched_ns = 0;
+    e->watched_ns = (uint64_t)rs__now();
     __atomic_store_n(&e->flags, RS_SUB_ACTIVE | ((flags & RS_SUB_UNTETHERED) ? 0
                                                                              : RS_SUB_TETHERED),
                      __ATOMIC_SEQ_CST);
