@@ -80,6 +80,14 @@ static inline void tail_before_overwrite(void) {
 #endif
 }
 
+/* Nanoseconds from `then`, a CLOCK_MONOTONIC time read from the segment,
+ * to `now`, without a signed overflow whatever the word holds.  A time
+ * ahead of now (only a peer's damage, under the put lock) counts as long
+ * ago: the look it gates happens, and writes the time again. */
+static inline int64_t since(int64_t now, uint64_t then) {
+    return then <= (uint64_t)now ? now - (int64_t)then : INT64_MAX;
+}
+
 static int not_a_topic(void) {
     return rs__fail(RS_WRONG_KIND, "a ring handle where a topic was expected");
 }
@@ -205,10 +213,9 @@ static void free_entry(rs_sub_entry *e, uint64_t owner) {
 static int topic_look(rs_ring *r, uint64_t want) {
     rs_topic_block *tb = r->tblock;
     int64_t now = rs__now();
-    int64_t last = (int64_t)rs_load_relaxed(&tb->looked_ns);
     /* Looks more than two slices apart: nobody was waiting in between, so
      * a subscriber's stillness since the last look is no stall. */
-    int fresh = now - last > 2 * r->slice_ns + FIRST_LOOK_NS;
+    int fresh = since(now, rs_load_relaxed(&tb->looked_ns)) > 2 * r->slice_ns + FIRST_LOOK_NS;
     int changed = 0;
     uint64_t owner, p;
     uint32_t i, flags;
@@ -234,12 +241,17 @@ static int topic_look(rs_ring *r, uint64_t want) {
         if (fresh || p != rs_load_relaxed(&e->watched_position)) {
             rs_store_relaxed(&e->watched_position, p);
             rs_store_relaxed(&e->watched_ns, (uint64_t)now);
-        } else if (now - (int64_t)rs_load_relaxed(&e->watched_ns)
+        } else if (since(now, rs_load_relaxed(&e->watched_ns))
                    >= (int64_t)e->stall_ms * 1000000LL) {
-            __atomic_fetch_and(&e->flags, ~RS_SUB_TETHERED, __ATOMIC_SEQ_CST);
-            __atomic_fetch_or(&e->flags, RS_SUB_STALLED, __ATOMIC_SEQ_CST);
-            rs_add_relaxed(&tb->stalls, 1);
-            changed = 1;
+            /* One compare-and-swap: untethered and stalled at once (a
+             * publisher killed between two stores left neither flag), and
+             * only while still live (its subscriber may be freeing it). */
+            if (__atomic_compare_exchange_n(&e->flags, &flags,
+                                            (flags & ~RS_SUB_TETHERED) | RS_SUB_STALLED, 0,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+                rs_add_relaxed(&tb->stalls, 1);
+                changed = 1;
+            }
         }
     }
     return changed;
@@ -314,7 +326,7 @@ static int free_room(rs_ring *r, pub_plan *plan) {
         limit = scan_limit(r, tail, head);
         rs_store_relaxed(&tb->limit, limit);
         rs_add_relaxed(&tb->scans, 1);
-        if (t > limit && rs__now() - (int64_t)rs_load_relaxed(&tb->looked_ns) >= FIRST_LOOK_NS
+        if (t > limit && since(rs__now(), rs_load_relaxed(&tb->looked_ns)) >= FIRST_LOOK_NS
                 && topic_look(r, t)) {
             limit = scan_limit(r, tail, head);
             rs_store_relaxed(&tb->limit, limit);
@@ -333,16 +345,15 @@ static int free_room(rs_ring *r, pub_plan *plan) {
  * `want`, the topic is shut down, or it is time for another look at them. */
 static int wait_subscribers(rs_ring *r, uint64_t want, rs_wait_state *w, int *waited,
                             int64_t deadline) {
-    int64_t now, next_look;
+    int64_t now, next_look, elapsed;
     int rc;
     if (!*waited) {
         *waited = 1;
         rs__wait_start(w, deadline, r->spin_ns, &r->hdr->producer.waits);
     }
     now = rs__now();
-    next_look = (int64_t)rs_load_relaxed(&r->tblock->looked_ns) + r->slice_ns;
-    if (next_look > now + r->slice_ns)
-        next_look = now + r->slice_ns;
+    elapsed = since(now, rs_load_relaxed(&r->tblock->looked_ns));
+    next_look = elapsed < r->slice_ns ? now + (r->slice_ns - elapsed) : now;
     if (next_look < now + FIRST_LOOK_NS)
         next_look = now + FIRST_LOOK_NS;
     for (;;) {
