@@ -797,9 +797,16 @@ static int next_record(rs_sub *s, found *m) {
         tail = rs_load_acquire(&r->hdr->consumer.position);
         if ((int64_t)(tail - pos) > 0) {
             /* Overrun: go on from the oldest record held; its sequence
-             * number says how much was lost. */
-            if ((int64_t)(head - tail) < 0 || head - tail > r->capacity)
+             * number says how much was lost.  The head read above may be
+             * older than this tail (publishers lapped us between the two
+             * loads): read it again.  A tail then not within a capacity
+             * behind it has moved since (look again) or is damage. */
+            head = rs_load_acquire(&r->hdr->producer.position);
+            if ((int64_t)(head - tail) < 0 || head - tail > r->capacity) {
+                if (rs_load_acquire(&r->hdr->consumer.position) != tail)
+                    continue;
                 return rs__fail(RS_CORRUPTED, "the topic's head and tail are impossible");
+            }
             s->position = pos = tail;
             if (head == pos)
                 return RS__TIMEOUT;
