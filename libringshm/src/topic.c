@@ -177,14 +177,17 @@ int rs_topic_is_shutdown(rs_topic *t) {
 
 /* The lowest position of a live tethered subscriber between tail and head
  * (UINT64_MAX: none).  A position outside them is damage, or a subscriber
- * already overrun: it cannot be protected, and is not waited for. */
+ * already overrun: it cannot be protected, and is not waited for.
+ * Sequentially consistent loads: a waiting publisher's re-check after it
+ * armed the space queue (waits.c) must not be ordered before that store
+ * (an acquire load may be, on ARM with RCpc); plain loads on x86. */
 static uint64_t scan_limit(rs_ring *r, uint64_t tail, uint64_t head) {
     uint64_t low = UINT64_MAX, p;
     uint32_t i;
     for (i = 0; i < RS_TOPIC_SUBSCRIBERS; i++) {
-        if ((load32_acquire(&r->subs[i].flags) & FLAGS_LIVE) != FLAGS_LIVE)
+        if ((rs_load32_seq(&r->subs[i].flags) & FLAGS_LIVE) != FLAGS_LIVE)
             continue;
-        p = rs_load_acquire(&r->subs[i].position);
+        p = rs_load_seq(&r->subs[i].position);
         if (p >= tail && p <= head && p < low)
             low = p;
     }
@@ -359,8 +362,8 @@ static int wait_subscribers(rs_ring *r, uint64_t want, rs_wait_state *w, int *wa
     for (;;) {
         if (rs__shut_down(r))
             return 0;
-        if (scan_limit(r, rs_load_acquire(&r->hdr->consumer.position),
-                       rs_load_acquire(&r->hdr->producer.position)) >= want)
+        if (scan_limit(r, rs_load_seq(&r->hdr->consumer.position),
+                       rs_load_seq(&r->hdr->producer.position)) >= want)
             return 0;
         if (w->spin_until == 0 && rs__now() >= next_look)
             return 0;   /* the caller takes the lock and looks */
