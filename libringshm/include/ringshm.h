@@ -222,7 +222,20 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
  * per item, and the poke's) they are split among helper threads.  `poke` (NULL: none) lets another thread
  * end the wait when the set of rings changes: read rs_poke_seen() before
  * deciding the set, pass it as `poke_seen`; a poke after that read ends the
- * wait. */
+ * wait.
+ *
+ * An item may be a subscription of a topic (rs_topic_subscribe) instead of
+ * a ring: `ring` NULL, `sub` the subscription, events RS_WAIT_DATA.  It is
+ * ready with RS_WAIT_DATA when the subscriber has something to take (a
+ * message, or an RS_LAGGED to report: its next get will not wait), with
+ * RS_WAIT_SHUTDOWN when the topic is shut down and the subscriber has
+ * taken everything (its get returns RS_SHUTDOWN); the wait returns
+ * RS_CLOSED when the subscription or its topic was closed.  Its word is the
+ * topic's data queue: one futex_waitv covers rings and subscriptions alike.
+ * The subscription must be this process's (RS_NOT_OWNER in a forked
+ * child).  `sub` is not read when `ring` is set, so callers that fill only
+ * the ring fields are unaffected.  A ring item naming a topic's handle
+ * (rs_topic_ring) fails with RS_WRONG_KIND. */
 #define RS_POKED (-1017)
 #define RS_WAIT_DATA 1u
 #define RS_WAIT_ROOM 2u
@@ -230,10 +243,11 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
 #define RS_WAIT_CLOSED 8u
 
 typedef struct rs_waiter {
-    rs_ring *ring;
-    unsigned events;   /* RS_WAIT_DATA or RS_WAIT_ROOM */
-    size_t room;       /* RS_WAIT_ROOM: payload bytes that must fit */
-    unsigned ready;    /* out */
+    rs_ring *ring;          /* NULL: the item is `sub` */
+    unsigned events;        /* RS_WAIT_DATA or RS_WAIT_ROOM (a subscription: RS_WAIT_DATA) */
+    size_t room;            /* RS_WAIT_ROOM: payload bytes that must fit */
+    unsigned ready;         /* out */
+    struct rs_sub *sub;     /* read only when ring is NULL: a topic's subscription */
 } rs_waiter;
 
 typedef struct rs_poke {

@@ -263,6 +263,12 @@ int rs__validate_topic(const void *base, size_t mapped_length, int exact,
 int rs__segment_kind(const void *base);
 void rs__adopt_header(rs_ring *r);
 
+/* ---- subscriptions for rs_wait (topic.c) ---------------------------------- */
+int rs__sub_enter(rs_sub *s);   /* 0, RS_CLOSED or RS_NOT_OWNER */
+void rs__sub_leave(rs_sub *s);
+rs_ring *rs__sub_ring(rs_sub *s);
+unsigned rs__sub_ready(rs_sub *s);
+
 /* What a create makes, or an open expects: a ring (topic 0) or a topic. */
 typedef struct {
     int topic;

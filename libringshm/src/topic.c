@@ -1119,6 +1119,41 @@ int rs_sub_tethered(rs_sub *s) {
     return (load32_acquire(&s->e->flags) & RS_SUB_TETHERED) != 0;
 }
 
+/* ---- rs_wait's subscriptions (waitmany.c) ----------------------------------- */
+
+int rs__sub_enter(rs_sub *s) {
+    return sub_enter(s);
+}
+
+void rs__sub_leave(rs_sub *s) {
+    sub_leave(s);
+}
+
+rs_ring *rs__sub_ring(rs_sub *s) {
+    return s->r;
+}
+
+/* What holds now for `s`, entered: RS_WAIT_DATA when the head is not where
+ * the subscriber stands (a message, or RS_LAGGED to report), else
+ * RS_WAIT_SHUTDOWN when the topic is shut down and drained for it,
+ * RS_WAIT_CLOSED when the subscription or its topic is closing.  The
+ * position published in its entry (a view open: the message shown, still
+ * to take); sequentially consistent loads after the waiter armed the data
+ * queue (waits.c). */
+unsigned rs__sub_ready(rs_sub *s) {
+    rs_ring *r = s->r;
+    uint64_t position;
+    if (sub_closing(s))
+        return RS_WAIT_CLOSED;
+    position = rs_load_seq(&s->e->position);
+    if (rs_load_seq(&r->hdr->producer.position) != position)
+        return RS_WAIT_DATA;
+    if (rs__shut_down(r) && !rs__put_pending(r)
+            && rs_load_seq(&r->hdr->producer.position) == position)
+        return RS_WAIT_SHUTDOWN;
+    return 0;
+}
+
 /* ---- what ls and stats show ------------------------------------------------ */
 
 int rs_topic_subscribers(rs_topic *t, rs_sub_info *out, size_t cap) {
