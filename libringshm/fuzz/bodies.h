@@ -1,5 +1,5 @@
 /* The fuzz bodies, shared by the libFuzzer targets (fuzz_validate.c,
- * fuzz_records.c) and the seeded-random driver without libFuzzer
+ * fuzz_records.c, fuzz_topic.c) and the seeded-random driver without libFuzzer
  * (fuzz_random.c).  A body never fails by returning: a wrong status or a
  * hang aborts, a read or write outside the mapping faults on a guard page
  * (ASan does not watch mmap'd memory, so every segment is mapped between
