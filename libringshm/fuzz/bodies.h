@@ -1,5 +1,5 @@
 /* The fuzz bodies, shared by the libFuzzer targets (fuzz_validate.c,
- * fuzz_records.c) and the seeded-random driver without libFuzzer
+ * fuzz_records.c, fuzz_topic.c) and the seeded-random driver without libFuzzer
  * (fuzz_random.c).  A body never fails by returning: a wrong status or a
  * hang aborts, a read or write outside the mapping faults on a guard page
  * (ASan does not watch mmap'd memory, so every segment is mapped between
@@ -19,13 +19,20 @@ void fuzz_validate_one(const uint8_t *data, size_t size);
  * views, puts with timeout 0. */
 void fuzz_records_one(const uint8_t *data, size_t size);
 
-/* Seed number `which` (0, 1, ...) of a target ("validate" or "records"):
- * real rings in several states.  Returns its size (0: no such seed). */
+/* A valid topic (capacity 4096, history 0-8) whose positions, counters,
+ * limit, look time, lock word, history index, first subscriber entries and
+ * data area come from the input, and optionally its identity words
+ * (validated then); subscribes, gets, views, publishes with timeout 0
+ * (bodies.c says the layout). */
+void fuzz_topic_one(const uint8_t *data, size_t size);
+
+/* Seed number `which` (0, 1, ...) of a target ("validate", "records" or
+ * "topic"): real rings (topics) in several states.  Returns its size (0: no such seed). */
 size_t fuzz_seed(const char *target, int which, uint8_t *out, size_t cap);
 
 #define FUZZ_SEED_MAX (4096 + 65536)
 
 /* Inputs that got as far as a handle, and calls that returned a record. */
-extern unsigned long fuzz_handles, fuzz_records_read;
+extern unsigned long fuzz_handles, fuzz_records_read, fuzz_topic_messages;
 
 #endif

@@ -17,7 +17,11 @@
 
 #include "bodies.h"
 
-#define SEEDS 6
+#define SEEDS 8      /* at most, per body */
+#define BODIES 3
+static const char *const body_names[BODIES] = {"validate", "records", "topic"};
+/* The part of each body's input that is header, not data: mutated most. */
+static const size_t body_hot[BODIES] = {1088, 48, 704};
 
 static uint64_t rng_state;
 
@@ -109,8 +113,9 @@ static void write_seeds(const char *dir, const char *target) {
 }
 
 int main(int argc, char **argv) {
-    static uint8_t seeds[2][SEEDS][FUZZ_SEED_MAX], input[FUZZ_SEED_MAX];
-    static size_t seed_sizes[2][SEEDS];
+    static uint8_t seeds[BODIES][SEEDS][FUZZ_SEED_MAX], input[FUZZ_SEED_MAX];
+    static size_t seed_sizes[BODIES][SEEDS];
+    int seed_count[BODIES];
     const char *seeds_dir = NULL, *target = NULL;
     long iterations = 10000, i;
     uint64_t seed = 1;
@@ -140,20 +145,23 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    for (t = 0; t < 2; t++)
+    for (t = 0; t < BODIES; t++) {
         for (s = 0; s < SEEDS; s++) {
-            seed_sizes[t][s] = fuzz_seed(t ? "records" : "validate", s, seeds[t][s],
-                                         FUZZ_SEED_MAX);
-            if (seed_sizes[t][s] == 0) {
-                fprintf(stderr, "fuzz_random: no seed %d\n", s);
-                return 1;
-            }
+            seed_sizes[t][s] = fuzz_seed(body_names[t], s, seeds[t][s], FUZZ_SEED_MAX);
+            if (seed_sizes[t][s] == 0)
+                break;
         }
+        seed_count[t] = s;
+        if (s == 0) {
+            fprintf(stderr, "fuzz_random: no seed for %s\n", body_names[t]);
+            return 1;
+        }
+    }
     rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (i = 0; i < iterations; i++) {
-        for (t = 0; t < 2; t++) {
-            s = (int)below(SEEDS);
+        for (t = 0; t < BODIES; t++) {
+            s = (int)below((uint64_t)seed_count[t]);
             if (t == 0 && below(16) == 0) {
                 /* Bytes from nowhere, now and then. */
                 size = (size_t)below(cap);
@@ -162,20 +170,23 @@ int main(int argc, char **argv) {
             } else {
                 size = seed_sizes[t][s];
                 memcpy(input, seeds[t][s], size);
-                size = mutate(input, size, cap, t ? 48 : 1088);
+                size = mutate(input, size, cap, body_hot[t]);
             }
             alarm(30);
             if (t == 0)
                 fuzz_validate_one(input, size);
-            else
+            else if (t == 1)
                 fuzz_records_one(input, size);
+            else
+                fuzz_topic_one(input, size);
         }
     }
     alarm(0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("fuzz_random: %ld inputs per body (validate, records), seed %llu: %lu handles, "
-           "%lu views of a record; ok in %.1f s\n", iterations, (unsigned long long)seed,
-           fuzz_handles, fuzz_records_read,
+    printf("fuzz_random: %ld inputs per body (validate, records, topic), seed %llu: %lu "
+           "handles, %lu views of a record, %lu topic messages read; ok in %.1f s\n",
+           iterations, (unsigned long long)seed, fuzz_handles, fuzz_records_read,
+           fuzz_topic_messages,
            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     return 0;
 }

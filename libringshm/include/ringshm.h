@@ -222,7 +222,20 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
  * per item, and the poke's) they are split among helper threads.  `poke` (NULL: none) lets another thread
  * end the wait when the set of rings changes: read rs_poke_seen() before
  * deciding the set, pass it as `poke_seen`; a poke after that read ends the
- * wait. */
+ * wait.
+ *
+ * An item may be a subscription of a topic (rs_topic_subscribe) instead of
+ * a ring: `ring` NULL, `sub` the subscription, events RS_WAIT_DATA.  It is
+ * ready with RS_WAIT_DATA when the subscriber has something to take (a
+ * message, or an RS_LAGGED to report: its next get will not wait), with
+ * RS_WAIT_SHUTDOWN when the topic is shut down and the subscriber has
+ * taken everything (its get returns RS_SHUTDOWN); the wait returns
+ * RS_CLOSED when the subscription or its topic was closed.  Its word is the
+ * topic's data queue: one futex_waitv covers rings and subscriptions alike.
+ * The subscription must be this process's (RS_NOT_OWNER in a forked
+ * child).  `sub` is not read when `ring` is set, so callers that fill only
+ * the ring fields are unaffected.  A ring item naming a topic's handle
+ * (rs_topic_ring) fails with RS_WRONG_KIND. */
 #define RS_POKED (-1017)
 #define RS_WAIT_DATA 1u
 #define RS_WAIT_ROOM 2u
@@ -230,10 +243,11 @@ RS_API int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns);
 #define RS_WAIT_CLOSED 8u
 
 typedef struct rs_waiter {
-    rs_ring *ring;
-    unsigned events;   /* RS_WAIT_DATA or RS_WAIT_ROOM */
-    size_t room;       /* RS_WAIT_ROOM: payload bytes that must fit */
-    unsigned ready;    /* out */
+    rs_ring *ring;          /* NULL: the item is `sub` */
+    unsigned events;        /* RS_WAIT_DATA or RS_WAIT_ROOM (a subscription: RS_WAIT_DATA) */
+    size_t room;            /* RS_WAIT_ROOM: payload bytes that must fit */
+    unsigned ready;         /* out */
+    struct rs_sub *sub;     /* read only when ring is NULL: a topic's subscription */
 } rs_waiter;
 
 typedef struct rs_poke {
@@ -300,8 +314,10 @@ RS_API int rs_topic_anonymous(uint64_t capacity, uint32_t history, const rs_opti
 /* As rs_close; subscriptions made through it must be closed first. */
 RS_API int rs_topic_close(rs_topic *t);
 /* The topic's handle as a ring handle, for the calls that apply to both:
- * rs_capacity, rs_max_message_size, rs_set_interrupt, rs_hold/rs_unhold.
- * Any other ring call on it fails with RS_WRONG_KIND. */
+ * rs_capacity, rs_max_message_size, rs_set_interrupt, rs_hold/rs_unhold,
+ * rs_stats, rs_is_shutdown, rs_shutdown (without RS_SHUTDOWN_IMMEDIATE),
+ * rs_close.  Any other ring call on it (a put, get, view, reserve, commit,
+ * wait, count, task) fails with RS_WRONG_KIND and changes nothing. */
 RS_API rs_ring *rs_topic_ring(rs_topic *t);
 
 /* Publishing: as rs_put / rs_put_many (a batch is atomic and contiguous). */

@@ -23,6 +23,11 @@ int rs__fail(int code, const char *format, ...) {
     return code;
 }
 
+int rs__not_a_ring(void) {
+    return rs__fail(RS_WRONG_KIND, "a topic's handle where a ring was expected: publish and "
+                    "subscribe with the rs_topic_* and rs_sub_* calls");
+}
+
 int rs__errno(const char *what) {
     int saved = errno ? errno : EIO;
     char buf[128];

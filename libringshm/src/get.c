@@ -207,6 +207,7 @@ RS__HOT int lock_and_find(rs_ring *r, rs_span *span, int64_t deadline, int try_o
 /* `flags`: RS__TRY, RS__BRIEF, RS__HELD (internal.h). */
 int rs__view(rs_ring *r, rs_span *span, int64_t deadline, int flags) {
     int rc;
+    RS__REFUSE_TOPIC(r);
     if (span == NULL)
         return rs__fail(RS_INVALID, "span is NULL");
     rc = rs__enter_as(r, flags);
@@ -238,8 +239,9 @@ int rs_view(rs_ring *r, rs_span *span, int64_t timeout_ns) {
  * or rs__window_close (nothing, not even padding). */
 int rs__window(rs_ring *r, rs_span *span, int64_t deadline, uint64_t *consumed) {
     uint64_t head;
-    int rc = rs__enter(r);
-    if (rc != 0)
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    if ((rc = rs__enter(r)) != 0)
         return rc;
     rc = rs__lock(r, RS_GET_LOCK, deadline, 0);
     if (rc != 0) {

@@ -79,6 +79,14 @@ struct rs_ring {
 /* ---- errors: rs_detail() ------------------------------------------------ */
 int rs__fail(int code, const char *format, ...) __attribute__((format(printf, 2, 3)));
 int rs__errno(const char *what);   /* -errno, with `what` and strerror as the detail */
+/* RS_WRONG_KIND: a topic's handle (rs_topic_ring) given to a ring call that
+ * would read or write the log as a ring's records. */
+int rs__not_a_ring(void);
+#define RS__REFUSE_TOPIC(r)                                                             \
+    do {                                                                                \
+        if (__builtin_expect((r)->topic, 0))                                            \
+            return rs__not_a_ring();                                                    \
+    } while (0)
 
 #include "clock.h"
 
@@ -254,6 +262,12 @@ int rs__validate_topic(const void *base, size_t mapped_length, int exact,
                        const rs_liveness_id *liveness);
 int rs__segment_kind(const void *base);
 void rs__adopt_header(rs_ring *r);
+
+/* ---- subscriptions for rs_wait (topic.c) ---------------------------------- */
+int rs__sub_enter(rs_sub *s);   /* 0, RS_CLOSED or RS_NOT_OWNER */
+void rs__sub_leave(rs_sub *s);
+rs_ring *rs__sub_ring(rs_sub *s);
+unsigned rs__sub_ready(rs_sub *s);
 
 /* What a create makes, or an open expects: a ring (topic 0) or a topic. */
 typedef struct {

@@ -166,8 +166,10 @@ static void let_publishing_put_finish(rs_ring *r, int64_t deadline) {
 
 int rs_shutdown(rs_ring *r, int flags) {
     rs_span span;
-    int rc = rs__enter(r);
-    if (rc != 0)
+    int rc;
+    if (flags & RS_SHUTDOWN_IMMEDIATE)
+        RS__REFUSE_TOPIC(r);   /* a topic's messages are its subscribers' */
+    if ((rc = rs__enter(r)) != 0)
         return rc;
     rs_fetch_or(&r->hdr->flags, RS_FLAG_SHUTDOWN);
     wake_everyone(r);
@@ -198,7 +200,9 @@ uint64_t rs__message_count(rs_ring *r) {
 
 int64_t rs_count(rs_ring *r) {
     int64_t n;
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     n = (int64_t)rs__message_count(r);
@@ -208,7 +212,9 @@ int64_t rs_count(rs_ring *r) {
 
 int rs_full(rs_ring *r) {
     uint64_t head, tail, pos, need;
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     tail = rs_load_acquire(&r->hdr->consumer.position);
@@ -272,7 +278,9 @@ int rs_stats(rs_ring *r, struct rs_stats *s) {
 
 int rs_wait_data(rs_ring *r, int64_t timeout_ns) {
     rs_wait_state w;
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     rs__wait_init(&w, rs__deadline(timeout_ns), r->spin_ns);
@@ -309,7 +317,7 @@ uint64_t rs__messages_put(rs_ring *r) {
 
 uint64_t rs_unfinished_tasks(rs_ring *r) {
     uint64_t done, put;
-    if (rs__enter(r) != 0)
+    if (r->topic || rs__enter(r) != 0)
         return 0;
     done = rs_load_seq(&r->hdr->tasks_done);
     put = rs__messages_put(r);
@@ -319,7 +327,9 @@ uint64_t rs_unfinished_tasks(rs_ring *r) {
 
 int rs_task_done(rs_ring *r, uint64_t count) {
     uint64_t done;
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -338,7 +348,9 @@ int rs_task_done(rs_ring *r, uint64_t count) {
 
 int rs_wait_joined(rs_ring *r, int64_t timeout_ns) {
     rs_wait_state w;
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     rs__wait_init(&w, rs__deadline(timeout_ns), r->spin_ns);
@@ -354,7 +366,9 @@ int rs_wait_joined(rs_ring *r, int64_t timeout_ns) {
 /* The tag of the last tagged put_many (0: none), under the put lock, so a
  * tagged put that a dead producer left half-published is settled first. */
 int rs__last_tag(rs_ring *r, int64_t deadline, uint64_t *tag) {
-    int rc = rs__enter(r);
+    int rc;
+    RS__REFUSE_TOPIC(r);
+    rc = rs__enter(r);
     if (rc != 0)
         return rc;
     rc = rs__lock(r, RS_PUT_LOCK, deadline, 0);

@@ -305,6 +305,7 @@ int rs__put_many(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t ta
     uint64_t span = 0, nbytes = 0, at;
     size_t i;
     int rc;
+    RS__REFUSE_TOPIC(r);
     if (count == 0)
         return 0;
     if (msgs == NULL)
@@ -361,6 +362,7 @@ int rs__reserve(rs_ring *r, size_t len, rs_span *span, int64_t deadline, int fla
     struct iovec one;
     uint64_t at;
     int rc;
+    RS__REFUSE_TOPIC(r);
     if (span == NULL)
         return rs__fail(RS_INVALID, "span is NULL");
     if (len > r->max_payload)
@@ -420,10 +422,12 @@ RS__HOT int end_reserve(rs_ring *r, rs_span *span, int commit) {
 }
 
 int rs_commit(rs_ring *r, rs_span *span) {
+    RS__REFUSE_TOPIC(r);   /* a topic's span ends with rs_topic_commit */
     return end_reserve(r, span, 1);
 }
 
 int rs_cancel(rs_ring *r, rs_span *span) {
+    RS__REFUSE_TOPIC(r);
     return end_reserve(r, span, 0);
 }
 
@@ -441,6 +445,7 @@ int rs__fits_now(rs_ring *r, uint64_t payload) {
 int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns) {
     rs_wait_state w;
     int rc;
+    RS__REFUSE_TOPIC(r);
     if (len > r->max_payload)
         return too_large(r, len);
     rc = rs__enter(r);

@@ -177,20 +177,24 @@ int rs__validate_topic(const void *base, size_t mapped_length, int exact,
     return validate(base, mapped_length, exact, liveness, 1);
 }
 
-/* Read the settings once (see the top of this file). */
+/* Read the settings once (see the top of this file): each word of the
+ * header once, into the handle.  Validated (or written) by us before; but
+ * a peer may have rewritten them since, so what the handle keeps is
+ * checked again against the mapping (rs__attach). */
 void rs__adopt_header(rs_ring *r) {
     rs_header *h = r->hdr;
     uint64_t half;
     int64_t slice_us = h->recovery_interval_us;
-    r->capacity = h->capacity;
-    r->mask = h->capacity - 1;
-    r->data = (char *)h + h->header_size;   /* validated (or written) by us */
+    uint32_t header_size = __atomic_load_n(&h->header_size, __ATOMIC_RELAXED);
+    r->capacity = __atomic_load_n(&h->capacity, __ATOMIC_RELAXED);
+    r->mask = r->capacity - 1;
+    r->data = (char *)h + header_size;
     r->topic = rs__segment_kind(h) == 1;
     if (r->topic) {
         r->tblock = (rs_topic_block *)((char *)h + RS_TOPIC_BLOCK_OFFSET);
         r->subs = (rs_sub_entry *)((char *)h + RS_TOPIC_TABLE_OFFSET);
         r->index = (uint64_t *)((char *)h + RS_TOPIC_INDEX_OFFSET);
-        r->history = r->tblock->history;
+        r->history = __atomic_load_n(&r->tblock->history, __ATOMIC_RELAXED);
     }
     /* Half the ring: an empty ring then takes any single message without a
      * consumer's help, wherever the head stands (padding + record fit). */
@@ -206,6 +210,22 @@ void rs__adopt_header(rs_ring *r) {
     rs_store_release(&r->cached_tail, rs_load_acquire(&h->consumer.position));
     rs_store_release(&r->cached_head, rs_load_acquire(&h->producer.position));
     rs_store_relaxed(&r->put_seen, rs_load_relaxed(&r->cached_head));
+}
+
+/* The values the handle adopted still describe a segment inside the
+ * `length` bytes mapped (a peer may rewrite the header between the
+ * validation and the adoption). */
+static int adopted_fits(const rs_ring *r, size_t length) {
+    uint64_t header_size = (uint64_t)(r->data - (char *)r->hdr);
+    if (r->capacity < RS_MIN_CAPACITY || r->capacity > RS_MAX_CAPACITY
+            || (r->capacity & (r->capacity - 1)) != 0)
+        return 0;
+    if (r->topic && (r->history > RS_TOPIC_MAX_HISTORY
+                     || header_size != rs__topic_header_size(r->history)))
+        return 0;
+    if (!r->topic && header_size != RS_HEADER_SIZE)
+        return 0;
+    return header_size + r->capacity <= length;
 }
 
 /* A handle over a validated (or freshly written) header at `base`; the
@@ -224,6 +244,11 @@ int rs__attach(void *base, size_t length, rs_presence *presence, rs_ring **out) 
     r->unlink_sysv_id = -1;
     r->forks = rs__forks;
     rs__adopt_header(r);
+    if (!adopted_fits(r, length)) {
+        free(r);
+        return rs__fail(RS_CORRUPTED, "the segment's header changed while it was attached: "
+                        "capacity or header size no longer fit the mapping");
+    }
     *out = r;
     return 0;
 }

@@ -80,6 +80,14 @@ static inline void tail_before_overwrite(void) {
 #endif
 }
 
+/* Nanoseconds from `then`, a CLOCK_MONOTONIC time read from the segment,
+ * to `now`, without a signed overflow whatever the word holds.  A time
+ * ahead of now (only a peer's damage, under the put lock) counts as long
+ * ago: the look it gates happens, and writes the time again. */
+static inline int64_t since(int64_t now, uint64_t then) {
+    return then <= (uint64_t)now ? now - (int64_t)then : INT64_MAX;
+}
+
 static int not_a_topic(void) {
     return rs__fail(RS_WRONG_KIND, "a ring handle where a topic was expected");
 }
@@ -169,14 +177,17 @@ int rs_topic_is_shutdown(rs_topic *t) {
 
 /* The lowest position of a live tethered subscriber between tail and head
  * (UINT64_MAX: none).  A position outside them is damage, or a subscriber
- * already overrun: it cannot be protected, and is not waited for. */
+ * already overrun: it cannot be protected, and is not waited for.
+ * Sequentially consistent loads: a waiting publisher's re-check after it
+ * armed the space queue (waits.c) must not be ordered before that store
+ * (an acquire load may be, on ARM with RCpc); plain loads on x86. */
 static uint64_t scan_limit(rs_ring *r, uint64_t tail, uint64_t head) {
     uint64_t low = UINT64_MAX, p;
     uint32_t i;
     for (i = 0; i < RS_TOPIC_SUBSCRIBERS; i++) {
-        if ((load32_acquire(&r->subs[i].flags) & FLAGS_LIVE) != FLAGS_LIVE)
+        if ((rs_load32_seq(&r->subs[i].flags) & FLAGS_LIVE) != FLAGS_LIVE)
             continue;
-        p = rs_load_acquire(&r->subs[i].position);
+        p = rs_load_seq(&r->subs[i].position);
         if (p >= tail && p <= head && p < low)
             low = p;
     }
@@ -205,10 +216,9 @@ static void free_entry(rs_sub_entry *e, uint64_t owner) {
 static int topic_look(rs_ring *r, uint64_t want) {
     rs_topic_block *tb = r->tblock;
     int64_t now = rs__now();
-    int64_t last = (int64_t)rs_load_relaxed(&tb->looked_ns);
     /* Looks more than two slices apart: nobody was waiting in between, so
      * a subscriber's stillness since the last look is no stall. */
-    int fresh = now - last > 2 * r->slice_ns + FIRST_LOOK_NS;
+    int fresh = since(now, rs_load_relaxed(&tb->looked_ns)) > 2 * r->slice_ns + FIRST_LOOK_NS;
     int changed = 0;
     uint64_t owner, p;
     uint32_t i, flags;
@@ -234,12 +244,17 @@ static int topic_look(rs_ring *r, uint64_t want) {
         if (fresh || p != rs_load_relaxed(&e->watched_position)) {
             rs_store_relaxed(&e->watched_position, p);
             rs_store_relaxed(&e->watched_ns, (uint64_t)now);
-        } else if (now - (int64_t)rs_load_relaxed(&e->watched_ns)
+        } else if (since(now, rs_load_relaxed(&e->watched_ns))
                    >= (int64_t)e->stall_ms * 1000000LL) {
-            __atomic_fetch_and(&e->flags, ~RS_SUB_TETHERED, __ATOMIC_SEQ_CST);
-            __atomic_fetch_or(&e->flags, RS_SUB_STALLED, __ATOMIC_SEQ_CST);
-            rs_add_relaxed(&tb->stalls, 1);
-            changed = 1;
+            /* One compare-and-swap: untethered and stalled at once (a
+             * publisher killed between two stores left neither flag), and
+             * only while still live (its subscriber may be freeing it). */
+            if (__atomic_compare_exchange_n(&e->flags, &flags,
+                                            (flags & ~RS_SUB_TETHERED) | RS_SUB_STALLED, 0,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+                rs_add_relaxed(&tb->stalls, 1);
+                changed = 1;
+            }
         }
     }
     return changed;
@@ -314,7 +329,7 @@ static int free_room(rs_ring *r, pub_plan *plan) {
         limit = scan_limit(r, tail, head);
         rs_store_relaxed(&tb->limit, limit);
         rs_add_relaxed(&tb->scans, 1);
-        if (t > limit && rs__now() - (int64_t)rs_load_relaxed(&tb->looked_ns) >= FIRST_LOOK_NS
+        if (t > limit && since(rs__now(), rs_load_relaxed(&tb->looked_ns)) >= FIRST_LOOK_NS
                 && topic_look(r, t)) {
             limit = scan_limit(r, tail, head);
             rs_store_relaxed(&tb->limit, limit);
@@ -333,23 +348,22 @@ static int free_room(rs_ring *r, pub_plan *plan) {
  * `want`, the topic is shut down, or it is time for another look at them. */
 static int wait_subscribers(rs_ring *r, uint64_t want, rs_wait_state *w, int *waited,
                             int64_t deadline) {
-    int64_t now, next_look;
+    int64_t now, next_look, elapsed;
     int rc;
     if (!*waited) {
         *waited = 1;
         rs__wait_start(w, deadline, r->spin_ns, &r->hdr->producer.waits);
     }
     now = rs__now();
-    next_look = (int64_t)rs_load_relaxed(&r->tblock->looked_ns) + r->slice_ns;
-    if (next_look > now + r->slice_ns)
-        next_look = now + r->slice_ns;
+    elapsed = since(now, rs_load_relaxed(&r->tblock->looked_ns));
+    next_look = elapsed < r->slice_ns ? now + (r->slice_ns - elapsed) : now;
     if (next_look < now + FIRST_LOOK_NS)
         next_look = now + FIRST_LOOK_NS;
     for (;;) {
         if (rs__shut_down(r))
             return 0;
-        if (scan_limit(r, rs_load_acquire(&r->hdr->consumer.position),
-                       rs_load_acquire(&r->hdr->producer.position)) >= want)
+        if (scan_limit(r, rs_load_seq(&r->hdr->consumer.position),
+                       rs_load_seq(&r->hdr->producer.position)) >= want)
             return 0;
         if (w->spin_until == 0 && rs__now() >= next_look)
             return 0;   /* the caller takes the lock and looks */
@@ -400,10 +414,19 @@ static int begin_publish(rs_ring *r, const struct iovec *msgs, size_t count, int
     }
 }
 
+/* The history index names where the record of `seq` starts.  Written
+ * only for a record about to be published (a reserve's at its commit): a
+ * slot names an older record too, seq - history's, which a subscriber may
+ * still start from until then. */
+static inline void note_in_index(rs_ring *r, uint64_t seq, uint64_t position) {
+    if (r->history != 0)
+        r->index[seq % r->history] = position;
+}
+
 /* Write record `index` of the batch at *at (after the padding when it goes
- * first), advance *at, return the payload. */
+ * first), advance *at, return the payload; `note`: into the index too. */
 static char *topic_place(rs_ring *r, const pub_plan *plan, uint64_t *at, size_t index,
-                   uint64_t length, uint64_t seq) {
+                         uint64_t length, uint64_t seq, int note) {
     rs_topic_record *rec;
     if (index == plan->wrap_index) {
         rec = (rs_topic_record *)(r->data + (*at & r->mask));
@@ -416,8 +439,8 @@ static char *topic_place(rs_ring *r, const pub_plan *plan, uint64_t *at, size_t 
     rec->length = (uint32_t)length;
     rec->kind = RS_KIND_DATA;
     rec->seq = seq;
-    if (r->history != 0)
-        r->index[seq % r->history] = *at;
+    if (note)
+        note_in_index(r, seq, *at);
     *at += record_span(length);
     return (char *)rec + RS_TOPIC_RECORD_HEADER;
 }
@@ -465,8 +488,8 @@ int rs_topic_publish_many(rs_topic *t, const struct iovec *msgs, size_t count,
         at = plan.start;
         seq = rs_load_relaxed(&r->hdr->producer.messages);
         for (i = 0; i < count; i++)
-            memcpy(topic_place(r, &plan, &at, i, msgs[i].iov_len, seq + i), msgs[i].iov_base,
-                   msgs[i].iov_len);
+            memcpy(topic_place(r, &plan, &at, i, msgs[i].iov_len, seq + i, 1),
+                   msgs[i].iov_base, msgs[i].iov_len);
         end_publish(r, at, count, nbytes);
     }
     rs__leave(r);
@@ -502,7 +525,8 @@ int rs_topic_reserve(rs_topic *t, size_t len, rs_span *span, int64_t timeout_ns)
         return rc;
     }
     at = plan.start;
-    span->data = topic_place(r, &plan, &at, 0, len, rs_load_relaxed(&r->hdr->producer.messages));
+    span->data = topic_place(r, &plan, &at, 0, len, rs_load_relaxed(&r->hdr->producer.messages),
+                             0);
     span->len = len;
     span->_position = at;
     span->_forks = rs__forks;
@@ -525,10 +549,13 @@ static int topic_end_reserve(rs_topic *t, rs_span *span, int commit) {
     if (commit && rs__closing(r))
         rc = rs__fail(RS_CLOSED, "the topic was closed inside the reserve() block: the "
                       "message was not published");
-    if (commit && rc == 0)
+    if (commit && rc == 0) {
+        note_in_index(r, rs_load_relaxed(&r->hdr->producer.messages),
+                      span->_position - record_span(span->len));
         end_publish(r, span->_position, 1, span->len);
-    else
+    } else {
         rs__unlock(r, RS_PUT_LOCK);
+    }
     span->data = NULL;
     rs__leave(r);
     return rc;
@@ -545,7 +572,11 @@ int rs_topic_cancel(rs_topic *t, rs_span *span) {
 /* ---- subscribing --------------------------------------------------------- */
 
 /* Where a new subscriber starts: up to `history` messages back (the index
- * names their positions), else at the head.  With the put lock. */
+ * names their positions), else at the head.  With the put lock.  A slot
+ * that names no record of its sequence number (a publisher killed after it
+ * wrote the slots of its batch, before it published: they are also the
+ * slots of the oldest messages of the history) costs that message: the
+ * subscriber starts at the oldest one the index still names. */
 static int start_of(rs_ring *r, uint64_t *position, uint64_t *seq) {
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t tail = rs_load_relaxed(&r->hdr->consumer.position);
@@ -559,17 +590,18 @@ static int start_of(rs_ring *r, uint64_t *position, uint64_t *seq) {
         k = next - oldest;
     *position = head;
     *seq = next;
-    if (k == 0)
-        return 0;
-    pos = r->index[(next - k) % r->history];
-    off = pos & r->mask;
-    rec = (const rs_topic_record *)(r->data + off);
-    if (pos < tail || pos >= head || (pos & (RS_TOPIC_ALIGN - 1)) != 0
-            || rec->kind != RS_KIND_DATA || rec->seq != next - k)
-        return rs__fail(RS_CORRUPTED, "the topic's history index names no record of sequence "
-                        "%llu", (unsigned long long)(next - k));
-    *position = pos;
-    *seq = next - k;
+    for (; k > 0; k--) {
+        pos = r->index[(next - k) % r->history];
+        if (pos < tail || pos >= head || (pos & (RS_TOPIC_ALIGN - 1)) != 0)
+            continue;
+        off = pos & r->mask;
+        rec = (const rs_topic_record *)(r->data + off);
+        if (rec->kind == RS_KIND_DATA && rec->seq == next - k) {
+            *position = pos;
+            *seq = next - k;
+            return 0;
+        }
+    }
     return 0;
 }
 
@@ -646,8 +678,11 @@ int rs_topic_subscribe(rs_topic *t, unsigned flags, double stall_timeout, int64_
     e->pid = getpid();
     clock_gettime(CLOCK_REALTIME, &ts);
     e->since_ns = (uint64_t)ts.tv_sec * RS_NS + (uint64_t)ts.tv_nsec;
+    /* Watched from now: a stall is measured from the subscribe at the
+     * earliest (0 here had the next look of a waiting publisher untether
+     * a subscriber that started behind it at once). */
     e->watched_position = position;
-    e->watched_ns = 0;
+    e->watched_ns = (uint64_t)rs__now();
     __atomic_store_n(&e->flags, RS_SUB_ACTIVE | ((flags & RS_SUB_UNTETHERED) ? 0
                                                                              : RS_SUB_TETHERED),
                      __ATOMIC_SEQ_CST);
@@ -765,9 +800,16 @@ static int next_record(rs_sub *s, found *m) {
         tail = rs_load_acquire(&r->hdr->consumer.position);
         if ((int64_t)(tail - pos) > 0) {
             /* Overrun: go on from the oldest record held; its sequence
-             * number says how much was lost. */
-            if ((int64_t)(head - tail) < 0 || head - tail > r->capacity)
+             * number says how much was lost.  The head read above may be
+             * older than this tail (publishers lapped us between the two
+             * loads): read it again.  A tail then not within a capacity
+             * behind it has moved since (look again) or is damage. */
+            head = rs_load_acquire(&r->hdr->producer.position);
+            if ((int64_t)(head - tail) < 0 || head - tail > r->capacity) {
+                if (rs_load_acquire(&r->hdr->consumer.position) != tail)
+                    continue;
                 return rs__fail(RS_CORRUPTED, "the topic's head and tail are impossible");
+            }
             s->position = pos = tail;
             if (head == pos)
                 return RS__TIMEOUT;
@@ -1075,6 +1117,41 @@ uint64_t rs_sub_lag(rs_sub *s) {
 
 int rs_sub_tethered(rs_sub *s) {
     return (load32_acquire(&s->e->flags) & RS_SUB_TETHERED) != 0;
+}
+
+/* ---- rs_wait's subscriptions (waitmany.c) ----------------------------------- */
+
+int rs__sub_enter(rs_sub *s) {
+    return sub_enter(s);
+}
+
+void rs__sub_leave(rs_sub *s) {
+    sub_leave(s);
+}
+
+rs_ring *rs__sub_ring(rs_sub *s) {
+    return s->r;
+}
+
+/* What holds now for `s`, entered: RS_WAIT_DATA when the head is not where
+ * the subscriber stands (a message, or RS_LAGGED to report), else
+ * RS_WAIT_SHUTDOWN when the topic is shut down and drained for it,
+ * RS_WAIT_CLOSED when the subscription or its topic is closing.  The
+ * position published in its entry (a view open: the message shown, still
+ * to take); sequentially consistent loads after the waiter armed the data
+ * queue (waits.c). */
+unsigned rs__sub_ready(rs_sub *s) {
+    rs_ring *r = s->r;
+    uint64_t position;
+    if (sub_closing(s))
+        return RS_WAIT_CLOSED;
+    position = rs_load_seq(&s->e->position);
+    if (rs_load_seq(&r->hdr->producer.position) != position)
+        return RS_WAIT_DATA;
+    if (rs__shut_down(r) && !rs__put_pending(r)
+            && rs_load_seq(&r->hdr->producer.position) == position)
+        return RS_WAIT_SHUTDOWN;
+    return 0;
 }
 
 /* ---- what ls and stats show ------------------------------------------------ */

@@ -7,6 +7,10 @@
  * is lost, and a busy ring still makes no system call.  The waiter takes
  * nothing and holds no lock: a stopped or killed waiter delays nobody.
  *
+ * An item may be a subscription of a topic instead of a ring (rs_waiter.sub,
+ * ring NULL): it sleeps on its topic's data queue, which every publish
+ * wakes, and is ready when the head is not where the subscriber stands.
+ *
  * More words than one futex_waitv takes (128): the words are split into
  * groups, one helper thread sleeps on each group after the first, and
  * whichever wakes first wakes the others through a word they all share.
@@ -75,14 +79,34 @@ void rs_poke_send(rs_poke *poke) {
     syscall(SYS_futex, &poke->word, FUTEX_WAKE_PRIVATE, RS_WAKE_ALL, NULL, NULL, 0);
 }
 
+/* The ring of an item: its own, or its subscription's topic. */
+static inline rs_ring *ring_of(const rs_waiter *w) {
+    return w->ring != NULL ? w->ring : rs__sub_ring(w->sub);
+}
+
+/* A subscription sleeps on its topic's data queue, as rs_sub_wait. */
 static inline rs_waitq *queue_of(const rs_waiter *w) {
-    return (w->events & RS_WAIT_ROOM) ? &w->ring->hdr->space_waitq : &w->ring->hdr->data_waitq;
+    rs_ring *r = ring_of(w);
+    return (w->events & RS_WAIT_ROOM) ? &r->hdr->space_waitq : &r->hdr->data_waitq;
+}
+
+static inline int enter_item(rs_waiter *w) {
+    return w->ring != NULL ? rs__enter(w->ring) : rs__sub_enter(w->sub);
+}
+
+static inline void leave_item(rs_waiter *w) {
+    if (w->ring != NULL)
+        rs__leave(w->ring);
+    else
+        rs__sub_leave(w->sub);
 }
 
 /* What holds now of what `w` waits for. */
 static unsigned ready_now(rs_waiter *w) {
     rs_ring *r = w->ring;
     unsigned ready = 0;
+    if (r == NULL)
+        return rs__sub_ready(w->sub);
     if (rs__closing(r))
         return RS_WAIT_CLOSED;
     /* Shut down is news for a producer at once, for a consumer once
@@ -207,21 +231,29 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
     if (count > 0 && items == NULL)
         return rs__fail(RS_INVALID, "items is NULL");
     for (i = 0; i < count; i++) {
-        if (items[i].ring == NULL || (items[i].events & (RS_WAIT_DATA | RS_WAIT_ROOM)) == 0
+        if (items[i].ring == NULL) {
+            if (items[i].sub == NULL || items[i].events != RS_WAIT_DATA)
+                return rs__fail(RS_INVALID, "item %zu: no ring: a subscription (sub) and "
+                                "RS_WAIT_DATA", i);
+            continue;
+        }
+        if ((items[i].events & (RS_WAIT_DATA | RS_WAIT_ROOM)) == 0
                 || (items[i].events & ~(unsigned)(RS_WAIT_DATA | RS_WAIT_ROOM)) != 0
                 || items[i].events == (RS_WAIT_DATA | RS_WAIT_ROOM))
             return rs__fail(RS_INVALID, "item %zu: a ring and one of RS_WAIT_DATA, "
                             "RS_WAIT_ROOM", i);
+        if (items[i].ring->topic)
+            return rs__fail(RS_WRONG_KIND, "item %zu: a topic's handle, not a ring", i);
         if ((items[i].events & RS_WAIT_ROOM) && items[i].room > items[i].ring->max_payload)
             return rs__fail(RS_TOO_LARGE, "item %zu: room for %zu bytes never comes "
                             "(max_message_size %llu)", i, items[i].room,
                             (unsigned long long)items[i].ring->max_payload);
     }
     for (entered = 0; entered < count; entered++) {
-        if ((rc = rs__enter(items[entered].ring)) != 0)
+        if ((rc = enter_item(&items[entered])) != 0)
             goto out;
-        if (items[entered].ring->slice_ns < slice)
-            slice = items[entered].ring->slice_ns;
+        if (ring_of(&items[entered])->slice_ns < slice)
+            slice = ring_of(&items[entered])->slice_ns;
     }
     words = calloc(count + 1, sizeof(*words) * (1 + (count + 1) / GROUP));
     if (words == NULL) {
@@ -288,8 +320,8 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
                 continue;
             }
         }
-        if (error != 0 && error != EAGAIN && count > 0 && items[0].ring->interrupt != NULL
-                && items[0].ring->interrupt(items[0].ring->interrupt_arg) != 0) {
+        if (error != 0 && error != EAGAIN && count > 0 && ring_of(&items[0])->interrupt != NULL
+                && ring_of(&items[0])->interrupt(ring_of(&items[0])->interrupt_arg) != 0) {
             rc = RS_INTERRUPTED;
             goto out;
         }
@@ -301,13 +333,14 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
     rc = (int)ready;
     for (i = 0; i < count; i++) {
         if (items[i].ready & RS_WAIT_CLOSED) {
-            rc = rs__fail(RS_CLOSED, "ring %zu of the wait was closed", i);
+            rc = rs__fail(RS_CLOSED, "%s %zu of the wait was closed",
+                          items[i].ring != NULL ? "ring" : "subscription", i);
             break;
         }
     }
 out:
     free(words);
     for (i = 0; i < entered; i++)
-        rs__leave(items[i].ring);
+        leave_item(&items[i]);
     return rc;
 }
