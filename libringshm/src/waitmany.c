@@ -80,13 +80,13 @@ void rs_poke_send(rs_poke *poke) {
 }
 
 /* The ring of an item: its own, or its subscription's topic. */
-static inline rs_ring *ring_of(const rs_waiter *w) {
+static inline rs_ring *waiter_ring(const rs_waiter *w) {
     return w->ring != NULL ? w->ring : rs__sub_ring(w->sub);
 }
 
 /* A subscription sleeps on its topic's data queue, as rs_sub_wait. */
 static inline rs_waitq *queue_of(const rs_waiter *w) {
-    rs_ring *r = ring_of(w);
+    rs_ring *r = waiter_ring(w);
     return (w->events & RS_WAIT_ROOM) ? &r->hdr->space_waitq : &r->hdr->data_waitq;
 }
 
@@ -252,8 +252,8 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
     for (entered = 0; entered < count; entered++) {
         if ((rc = enter_item(&items[entered])) != 0)
             goto out;
-        if (ring_of(&items[entered])->slice_ns < slice)
-            slice = ring_of(&items[entered])->slice_ns;
+        if (waiter_ring(&items[entered])->slice_ns < slice)
+            slice = waiter_ring(&items[entered])->slice_ns;
     }
     words = calloc(count + 1, sizeof(*words) * (1 + (count + 1) / GROUP));
     if (words == NULL) {
@@ -320,8 +320,8 @@ int rs_wait(rs_waiter *items, size_t count, const rs_poke *poke, uint32_t poke_s
                 continue;
             }
         }
-        if (error != 0 && error != EAGAIN && count > 0 && ring_of(&items[0])->interrupt != NULL
-                && ring_of(&items[0])->interrupt(ring_of(&items[0])->interrupt_arg) != 0) {
+        if (error != 0 && error != EAGAIN && count > 0 && waiter_ring(&items[0])->interrupt != NULL
+                && waiter_ring(&items[0])->interrupt(waiter_ring(&items[0])->interrupt_arg) != 0) {
             rc = RS_INTERRUPTED;
             goto out;
         }
