@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from ringshm.cli import parse_count, parse_size
 
-from . import arrays, futex, report, suite, targets
+from . import arrays, futex, pubsub, report, suite, targets
 
 
 def _keys(text: str) -> list[str]:
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also the arrays workload: a 1920x1080x3 uint8 frame and 64 KiB "
                              "float32 through ringshm, iceoryx2, py-sharedmemory, pyshmem, "
                              "multiprocessing.Queue and faster-fifo (always with --full/--smoke)")
+    parser.add_argument("--pubsub", action="store_true",
+                        help="also the publish/subscribe workload: 1 publisher → 1, 2, 4 "
+                             "subscribers, 64 B and the 1080p frame, through ringshm's Topic, "
+                             "N ringshm Rings, iceoryx2 and pyzmq PUB/SUB; and a ping-pong "
+                             "through a topic (always with --full/--smoke)")
     parser.add_argument("--futex", nargs="?", const=1_000_000, type=parse_count,
                         metavar="MESSAGES",
                         help="also count futex calls over MESSAGES (default 1M) 64 B messages "
@@ -107,6 +112,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: dict[str, Any] = suite.run(plan, transports, log)
     if args.arrays or args.full or args.smoke:
         results["arrays"] = arrays.run(plan.seconds * 2, plan.repeats, log=log)
+    if args.pubsub or args.full or args.smoke:
+        if args.smoke:
+            results["pubsub"] = pubsub.run(counts=(2_000, 4), subscribers=(1, 2), repeats=1,
+                                           log=log, pingpong=200)
+        else:
+            results["pubsub"] = pubsub.run(repeats=plan.repeats, log=log)
     if args.futex:
         results["futex"] = []
         for key in args.futex_transport:
@@ -127,6 +138,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n".join(report.targets_table(
             "Targets (arrays)", targets.evaluate_arrays(results["arrays"], results["results"]),
             judged=not args.smoke)))
+    if "pubsub" in results:
+        print()
+        print(pubsub.format_table(results["pubsub"]))
+        print()
+        print("\n".join(report.targets_table("Targets (publish/subscribe)",
+                                              pubsub.targets(results["pubsub"]),
+                                              judged=not args.smoke)))
     if args.asyncio:
         print(asyncio_bench.format_table(results["asyncio"]))
     for count in results.get("futex", []):
@@ -144,5 +162,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log("plots skipped: matplotlib is not installed (pip install matplotlib)")
     bad = report.failures(results)
     bad += [r for r in results.get("arrays", []) if not r["skipped"] and not r["ok"]]
+    bad += [r for r in results.get("pubsub", []) if not r["ok"]]
     bad += [c for c in results.get("futex", []) if not c["ok"]]
     return 1 if bad else 0
