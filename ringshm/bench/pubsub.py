@@ -111,7 +111,7 @@ class TopicTransport(Transport):
     key, label = "ringshm-topic", "ringshm Topic"
 
     def setup(self, n: int, frames: bool) -> Any:
-        from ringshm import Topic
+        from ringshm import Topic  # type: ignore[attr-defined, unused-ignore]
         name = _unique("topic")
         topic = Topic.create(name, capacity=_frame_capacity() if frames else
                              TOPIC_CAPACITY_SMALL)
@@ -122,7 +122,7 @@ class TopicTransport(Transport):
         return {"name": name, "topic": topic, "frames": frames}
 
     def publisher(self, state: Any) -> Any:
-        from ringshm import Topic
+        from ringshm import Topic  # type: ignore[attr-defined, unused-ignore]
         topic = Topic.open(state["name"])
         if state["frames"]:
             def send(items: list[Any]) -> None:
@@ -137,7 +137,7 @@ class TopicTransport(Transport):
     def subscriber(self, state: Any, index: int) -> Any:
         import numpy as np
 
-        from ringshm import Topic
+        from ringshm import Topic  # type: ignore[attr-defined, unused-ignore]
         topic = Topic.open(state["name"])
         sub = topic.subscribe()
         if state["frames"]:
@@ -146,7 +146,8 @@ class TopicTransport(Transport):
                     return [np.frombuffer(view, dtype=np.uint8).reshape(FRAME_SHAPE).copy()]
         else:
             def receive() -> list[Any]:
-                return sub.get_many(max_messages=1024)
+                got: list[Any] = sub.get_many(max_messages=1024)
+                return got
 
         def close() -> None:
             sub.close()
@@ -530,7 +531,7 @@ def _line(record: dict[str, Any]) -> str:
 
 def pingpong_topic(rounds: int) -> dict[str, Any]:
     """Round trips of 64 B through two topics (ping, pong), p50/p99 µs."""
-    from ringshm import Topic
+    from ringshm import Topic  # type: ignore[attr-defined, unused-ignore]
     ping_name, pong_name = _unique("ping"), _unique("pong")
     ping = Topic.create(ping_name, capacity=1 << 16)
     pong = Topic.create(pong_name, capacity=1 << 16)
