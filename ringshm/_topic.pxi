@@ -488,15 +488,18 @@ cdef class SubscriptionCore:
         """
         cdef int64_t wait_ns = relative_ns(deadline_from(block, timeout))
         cdef size_t limit = check_positive_int(max_messages, "max_messages")
-        cdef size_t cap = self.max_payload if max_bytes is None else \
+        # The log never holds more payload than its capacity (twice the
+        # largest message): no buffer need be larger.
+        cdef size_t most = 2 * self.max_payload + 32
+        cdef size_t cap = most if max_bytes is None else \
             check_positive_int(max_bytes, "max_bytes")
         cdef size_t *lengths
         cdef char *out = NULL
         cdef size_t offset = 0
         cdef uint64_t missed = 0
         cdef int rc, i
-        if cap > self.max_payload:
-            cap = self.max_payload
+        if cap > most:
+            cap = most
         if limit > 65536:
             limit = 65536
         lengths = <size_t *>malloc(limit * sizeof(size_t))
