@@ -98,6 +98,52 @@ cdef void gather(char *dst, uint64_t n, Py_buffer *bufs, uint64_t *offsets,
     memset(dst + end, 0, n - end)
 
 
+cdef Py_ssize_t batch_of(messages, Py_buffer **bufs_out, iovec **iov_out) except -1:
+    # The buffers of a batch of bytes-like objects (put_many, publish_many)
+    # and their iovecs, in one allocation that release_batch() gives back:
+    # the count; 0, holding nothing, for an empty batch.
+    cdef Py_ssize_t count, i, got = 0
+    cdef Py_buffer *bufs
+    cdef iovec *iov
+    if isinstance(messages, (bytes, bytearray, memoryview, str)):
+        raise TypeError("messages must be an iterable of bytes-like objects, "
+                        f"not a single {type(messages).__name__}")
+    if isinstance(messages, (list, tuple)):
+        batch = messages
+    else:
+        try:
+            batch = list(messages)
+        except TypeError:
+            raise TypeError("messages must be an iterable of bytes-like objects, "
+                            f"not {type(messages).__name__}") from None
+    count = len(batch)
+    if count == 0:
+        return 0
+    bufs = <Py_buffer *>malloc(count * (sizeof(Py_buffer) + sizeof(iovec)))
+    if bufs == NULL:
+        raise MemoryError()
+    iov = <iovec *>(bufs + count)
+    try:
+        for i in range(count):
+            get_buffer(batch[i], &bufs[i], "messages item", False)
+            got += 1
+            iov[i].iov_base = bufs[i].buf
+            iov[i].iov_len = bufs[i].len
+    except BaseException:
+        release_batch(bufs, got)
+        raise
+    bufs_out[0] = bufs
+    iov_out[0] = iov
+    return count
+
+
+cdef void release_batch(Py_buffer *bufs, Py_ssize_t count) noexcept:
+    cdef Py_ssize_t i
+    for i in range(count):
+        PyBuffer_Release(&bufs[i])
+    free(bufs)
+
+
 cdef extern from "Python.h":
     # PyBytes_FromStringAndSize as C has it: NULL, with the exception set,
     # on failure (RingCore._copy ends its span first, without a try block).
@@ -534,36 +580,16 @@ cdef class RingCore(SegmentCore):
                 positive.
         """
         cdef int64_t deadline = deadline_from(block, timeout)
-        cdef Py_ssize_t count, i, got = 0
-        cdef Py_buffer *bufs
-        cdef iovec *iov
+        cdef Py_ssize_t count
+        cdef Py_buffer *bufs = NULL
+        cdef iovec *iov = NULL
         cdef uint64_t tag_value = 0 if tag is None else check_positive_int(tag, "tag")
         cdef int rc
         self._check_open()
-        if isinstance(messages, (bytes, bytearray, memoryview, str)):
-            raise TypeError("messages must be an iterable of bytes-like objects, "
-                            f"not a single {type(messages).__name__}")
-        if isinstance(messages, (list, tuple)):
-            batch = messages
-        else:
-            try:
-                batch = list(messages)
-            except TypeError:
-                raise TypeError("messages must be an iterable of bytes-like objects, "
-                                f"not {type(messages).__name__}") from None
-        count = len(batch)
+        count = batch_of(messages, &bufs, &iov)
         if count == 0:
             return
-        bufs = <Py_buffer *>malloc(count * (sizeof(Py_buffer) + sizeof(iovec)))
-        if bufs == NULL:
-            raise MemoryError()
-        iov = <iovec *>(bufs + count)
         try:
-            for i in range(count):
-                get_buffer(batch[i], &bufs[i], "messages item", False)
-                got += 1
-                iov[i].iov_base = bufs[i].buf
-                iov[i].iov_len = bufs[i].len
             self._enter()
             try:
                 with nogil:
@@ -572,9 +598,7 @@ cdef class RingCore(SegmentCore):
                 self._leave()
             self._check(rc, True)
         finally:
-            for i in range(got):
-                PyBuffer_Release(&bufs[i])
-            free(bufs)
+            release_batch(bufs, count)
 
     # -- consuming ---------------------------------------------------------
 

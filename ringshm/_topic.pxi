@@ -112,28 +112,15 @@ cdef class TopicCore(SegmentCore):
             ShutDown, TypeError: as publish().
         """
         cdef int64_t wait_ns = relative_ns(deadline_from(block, timeout))
-        cdef Py_ssize_t count, i, got = 0
-        cdef Py_buffer *bufs
-        cdef iovec *iov
+        cdef Py_ssize_t count
+        cdef Py_buffer *bufs = NULL
+        cdef iovec *iov = NULL
         cdef int rc
         self._check_open()
-        if isinstance(messages, (bytes, bytearray, memoryview, str)):
-            raise TypeError("messages must be an iterable of bytes-like objects, "
-                            f"not a single {type(messages).__name__}")
-        batch = messages if isinstance(messages, (list, tuple)) else list(messages)
-        count = len(batch)
+        count = batch_of(messages, &bufs, &iov)
         if count == 0:
             return
-        bufs = <Py_buffer *>malloc(count * (sizeof(Py_buffer) + sizeof(iovec)))
-        if bufs == NULL:
-            raise MemoryError()
-        iov = <iovec *>(bufs + count)
         try:
-            for i in range(count):
-                get_buffer(batch[i], &bufs[i], "messages item", False)
-                got += 1
-                iov[i].iov_base = bufs[i].buf
-                iov[i].iov_len = bufs[i].len
             self._enter()
             try:
                 with nogil:
@@ -142,9 +129,7 @@ cdef class TopicCore(SegmentCore):
                 self._leave()
             self._check(rc, True)
         finally:
-            for i in range(got):
-                PyBuffer_Release(&bufs[i])
-            free(bufs)
+            release_batch(bufs, count)
 
     def reserve(self, size, timeout=None):
         """Zero-copy publish, as a context manager: ``with topic.reserve(n)

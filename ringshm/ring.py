@@ -19,7 +19,7 @@ import os
 import time
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 from ringshm._backing import (
     SHM_DIR,
@@ -50,6 +50,7 @@ DEFAULT_CAPACITY = 1 << 20
 DEFAULT_RECOVERY_INTERVAL = 0.1   # seconds
 # Spinning only helps when the peer can run at the same time.
 DEFAULT_SPIN = 50.0 if (os.cpu_count() or 1) > 1 else 0.0   # microseconds
+T = TypeVar("T")
 # How long open() waits for a creator that is still writing the header.
 CREATOR_GRACE = 1.0
 
@@ -72,6 +73,29 @@ def _check_number(value: object, name: str, low: float, high: float) -> float:
     if not (low <= value <= high):
         raise ValueError(f"{name} must be between {low} and {high}, not {value!r}")
     return float(value)
+
+
+def check_settings(capacity: object, recovery_interval: object,
+                   spin: object) -> tuple[int, float, float]:
+    """The capacity (rounded), recovery_interval and spin of a create call,
+    checked: what a ring's and a topic's headers both record.
+
+    Raises:
+        TypeError, ValueError: a bad one (the message names it).
+    """
+    return (_round_capacity(capacity),
+            _check_number(recovery_interval, "recovery_interval", 0.001, 60.0),
+            _check_number(spin, "spin", 0.0, 1e6))
+
+
+def until_shut_down(get: Callable[[], T]) -> Iterator[T]:
+    """get() until it raises ShutDown: the iteration of a ring, a queue's
+    or a topic's subscription."""
+    while True:
+        try:
+            yield get()
+        except ShutDown:
+            return
 
 
 def _check_max_messages(value: object) -> int:
@@ -400,10 +424,8 @@ class Ring(Segment, RingCore):
             RingWrongKind: (exist_ok) what exists is a topic.
             TypeError, ValueError: a bad argument (the message names it).
         """
-        cap = _round_capacity(capacity)
+        cap, recovery_interval, spin = check_settings(capacity, recovery_interval, spin)
         mode = _check_mode(mode)
-        recovery_interval = _check_number(recovery_interval, "recovery_interval", 0.001, 60.0)
-        spin = _check_number(spin, "spin", 0.0, 1e6)
         max_messages = _check_max_messages(max_messages)
         backing = backing_for(name, path, sysv_key)
         return cls._make(backing, HEADER_SIZE + cap, (cap, recovery_interval, spin, max_messages),
@@ -444,9 +466,7 @@ class Ring(Segment, RingCore):
             TypeError, ValueError: a bad argument.
             OSError: the system refused the memory.
         """
-        cap = _round_capacity(capacity)
-        recovery_interval = _check_number(recovery_interval, "recovery_interval", 0.001, 60.0)
-        spin = _check_number(spin, "spin", 0.0, 1e6)
+        cap, recovery_interval, spin = check_settings(capacity, recovery_interval, spin)
         max_messages = _check_max_messages(max_messages)
         return cls._anonymous(HEADER_SIZE + cap, (cap, recovery_interval, spin, max_messages))
 
@@ -460,11 +480,7 @@ class Ring(Segment, RingCore):
 
     def __iter__(self) -> Iterator[bytes]:
         """get() until the ring is shut down and drained."""
-        while True:
-            try:
-                yield self.get()
-            except ShutDown:
-                return
+        return until_shut_down(self.get)
 
 
 # -- a child being spawned gets the segment itself, not only its name --------

@@ -29,15 +29,16 @@ from ringshm._ring import (
     topic_header_size,
 )
 from ringshm._typing import Buffer, Self
-from ringshm.errors import MessageTooLarge, ShutDown
+from ringshm.errors import MessageTooLarge
 from ringshm.ring import (
     DEFAULT_RECOVERY_INTERVAL,
     DEFAULT_SPIN,
     Segment,
     _check_mode,
     _check_number,
-    _round_capacity,
     backing_for,
+    check_settings,
+    until_shut_down,
 )
 
 __all__ = ["Topic", "Subscription", "ObjectTopic", "ObjectSubscription", "SubscriberInfo",
@@ -72,11 +73,7 @@ class Subscription(SubscriptionCore):
         """get() until the topic is shut down and this subscriber has taken
         everything.  A Lagged (untethered) ends the loop with the exception;
         a new loop goes on from the oldest message held."""
-        while True:
-            try:
-                yield self.get()
-            except ShutDown:
-                return
+        return until_shut_down(self.get)
 
     def __enter__(self) -> Self:
         return self
@@ -133,11 +130,9 @@ class Topic(Segment, TopicCore):
             RingWrongKind: (exist_ok) what exists is a ring.
             TypeError, ValueError: a bad argument.
         """
-        cap = _round_capacity(capacity)
+        cap, recovery_interval, spin = check_settings(capacity, recovery_interval, spin)
         history = _check_history(history)
         mode = _check_mode(mode)
-        recovery_interval = _check_number(recovery_interval, "recovery_interval", 0.001, 60.0)
-        spin = _check_number(spin, "spin", 0.0, 1e6)
         backing = backing_for(name, path, sysv_key)
         return cls._make(backing, topic_header_size(history) + cap,
                          (cap, recovery_interval, spin, history), mode=mode, exist_ok=exist_ok,
@@ -163,10 +158,8 @@ class Topic(Segment, TopicCore):
                   spin: float = DEFAULT_SPIN) -> Self:
         """A topic with no name, shared with the children forked after it
         (each subscribes in its own process).  It cannot be pickled."""
-        cap = _round_capacity(capacity)
+        cap, recovery_interval, spin = check_settings(capacity, recovery_interval, spin)
         history = _check_history(history)
-        recovery_interval = _check_number(recovery_interval, "recovery_interval", 0.001, 60.0)
-        spin = _check_number(spin, "spin", 0.0, 1e6)
         return cls._anonymous(topic_header_size(history) + cap,
                               (cap, recovery_interval, spin, history))
 
@@ -274,11 +267,7 @@ class ObjectSubscription(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         """get() until the topic is shut down and drained."""
-        while True:
-            try:
-                yield self.get()
-            except ShutDown:
-                return
+        return until_shut_down(self.get)
 
     @property
     def tethered(self) -> bool:
