@@ -430,6 +430,13 @@ def test_topic_open_of_a_ring_is_refused_and_changes_nothing(make_ring):
     assert ring.get() == b"kept"
 
 
+def test_ls_shows_a_topic_as_a_topic_not_as_a_corrupt_ring(make_topic):
+    from ringshm import census
+    topic = make_topic()
+    row, = [row for row in census.census() if row.get("name") == topic.name]
+    assert row["states"] == ["topic"]
+
+
 def test_topic_create_exist_ok_opens_the_topic(make_topic):
     topic = make_topic(history=2)
     again = Topic.create(topic.name, exist_ok=True)
