@@ -114,9 +114,10 @@ class Topic(Segment, TopicCore):
                any_owner: bool = False) -> Self:
         """Create and initialise a new topic.
 
+        The options name, path, sysv_key, mode, exist_ok, persist,
+        recovery_interval, spin, reserve and any_owner are Ring.create()'s.
+
         Args:
-            name, path, sysv_key, mode, exist_ok, persist, recovery_interval,
-                spin, reserve, any_owner: as Ring.create().
             capacity: bytes of the log, rounded up to a power of two (at
                 least 4096).  A message takes 16 bytes and its payload,
                 rounded up to 16; a single message or batch at most half.
@@ -181,6 +182,7 @@ class Topic(Segment, TopicCore):
 
         Raises:
             RingError: 128 subscribers already.
+            ShutDown: the topic was shut down (nothing more will come).
             ValueError: stall_timeout with tethered=False, or out of range;
                 the topic is closed.
         """
@@ -227,11 +229,21 @@ def _too_large(size: int, limit: int) -> MessageTooLarge:
 
 
 class ObjectSubscription(Generic[T]):
-    """A subscription of an ObjectTopic: get() returns objects."""
+    """A subscription of an ObjectTopic (ObjectTopic.subscribe()): get()
+    returns objects; ``subscription`` is the Subscription underneath."""
 
-    def __init__(self, subscription: Subscription, codec: Codec) -> None:
+    subscription: Subscription
+    _codec: Codec
+
+    def __init__(self) -> None:
+        raise TypeError("use ObjectTopic.subscribe()")
+
+    @classmethod
+    def _of(cls, subscription: Subscription, codec: Codec) -> ObjectSubscription[T]:
+        self: ObjectSubscription[T] = cls.__new__(cls)
         self.subscription = subscription
         self._codec = codec
+        return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("a Subscription cannot be pickled: it belongs to the process that "
@@ -327,19 +339,19 @@ class ObjectTopic(Generic[T]):
     def create(cls, name: Optional[str] = None, capacity: int = DEFAULT_CAPACITY, *,
                dumps: Dumps = pickle.dumps, loads: Loads = pickle.loads,
                **options: Any) -> ObjectTopic[Any]:
-        """Topic.create(name, capacity, **options) carrying objects."""
+        """``Topic.create(name, capacity, **options)`` carrying objects."""
         return cls._around(Topic.create(name, capacity, **options), dumps, loads)
 
     @classmethod
     def open(cls, name: Optional[str] = None, *, dumps: Dumps = pickle.dumps,
              loads: Loads = pickle.loads, **options: Any) -> ObjectTopic[Any]:
-        """Topic.open(name, **options) carrying objects."""
+        """``Topic.open(name, **options)`` carrying objects."""
         return cls._around(Topic.open(name, **options), dumps, loads)
 
     @classmethod
     def anonymous(cls, capacity: int = DEFAULT_CAPACITY, *, dumps: Dumps = pickle.dumps,
                   loads: Loads = pickle.loads, **options: Any) -> ObjectTopic[Any]:
-        """Topic.anonymous(capacity, **options) carrying objects."""
+        """``Topic.anonymous(capacity, **options)`` carrying objects."""
         return cls._around(Topic.anonymous(capacity, **options), dumps, loads)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -400,7 +412,7 @@ class ObjectTopic(Generic[T]):
     def subscribe(self, *, tethered: bool = True, stall_timeout: Optional[float] = None,
                   timeout: Optional[float] = None) -> ObjectSubscription[T]:
         """As Topic.subscribe(); get() of it returns objects."""
-        return ObjectSubscription(self.topic.subscribe(
+        return ObjectSubscription._of(self.topic.subscribe(
             tethered=tethered, stall_timeout=stall_timeout, timeout=timeout), self._codec)
 
     def shutdown(self) -> None:
