@@ -161,6 +161,24 @@ def test_lagged_twice_counts_each_overrun(make_topic):
     assert topic.subscribers()[0].missed == 3 + next_held - 4
 
 
+def test_an_untethered_view_written_over_while_open_is_lagged(make_topic):
+    topic = make_topic()
+    sub = topic.subscribe(tethered=False)
+    held = topic.capacity // record_span(48)
+    topic.publish(numbered(0))
+    with pytest.raises(Lagged) as during:
+        with sub.view() as view:
+            assert bytes(view) == numbered(0)
+            for i in range(1, held + 11):   # overwrites what the view shows
+                topic.publish_nowait(numbered(i))
+    assert during.value.missed == 1   # what it showed may be torn: missed
+    with pytest.raises(Lagged) as after:
+        sub.get()
+    assert after.value.missed == 10
+    assert sub.get() == numbered(11)
+    assert topic.subscribers()[0].missed == 11 == held + 11 - held
+
+
 def test_padding_at_the_end_of_a_lap(make_topic):
     # Records that do not divide the capacity: padding where one would
     # cross the end; a subscriber skips it.
