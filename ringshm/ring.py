@@ -519,12 +519,6 @@ def _open_inherited(dup: Any, name: Optional[str], path: Optional[str],
     return self
 
 
-def open_ring(where: dict[str, Any]) -> Ring:
-    """Ring.open(**where): how a pickled ring is reopened (the owner rule
-    applies, no opt-out)."""
-    return Ring.open(**where)
-
-
 def open_segment(cls: type[Segment], where: dict[str, Any]) -> Segment:
     """cls.open(**where): how a pickled ring or topic is reopened (the
     owner rule applies, no opt-out)."""
