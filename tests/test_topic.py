@@ -528,6 +528,40 @@ def test_close_in_another_thread_ends_a_blocked_get(make_topic):
     assert topic.stats()["subscribers"] == 0
 
 
+def test_close_races_calls_of_other_threads(make_topic):
+    """close() while other threads keep calling: each call either works or
+    raises ValueError (closed); none meets a freed subscription."""
+    topic = make_topic(capacity=1 << 14)
+    for _ in range(30):
+        sub = topic.subscribe(tethered=False)
+        stop = threading.Event()
+        errors = []
+
+        def hammer(sub=sub, stop=stop, errors=errors):
+            while not stop.is_set():
+                try:
+                    sub.get(timeout=0.001)
+                except ValueError:
+                    return
+                except Empty:
+                    pass
+                except Exception as exc:
+                    errors.append(exc)
+                    return
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        topic.publish_many([b"m"] * 20)
+        time.sleep(0.005)
+        sub.close()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not errors and not any(thread.is_alive() for thread in threads)
+    assert topic.stats()["subscribers"] == 0
+
+
 def test_a_dropped_subscription_leaves_the_topic(make_topic):
     topic = make_topic()
     topic.subscribe()   # dropped at once
