@@ -554,13 +554,10 @@ cdef class SubscriptionCore:
         return self._raise(rc, 0)
 
 
-cdef class TopicReserveBlock:
+cdef class TopicReserveBlock(SpanBlock):
     """The context manager of TopicCore.reserve()."""
     cdef TopicCore topic
-    cdef object size, timeout, view
-    cdef rs_span span
-    cdef Span export
-    cdef bint open
+    cdef object size, timeout
 
     def __cinit__(self, TopicCore topic, size, timeout):
         self.topic = topic
@@ -586,50 +583,27 @@ cdef class TopicReserveBlock:
         if rc != 0:
             topic._leave()
             topic._raise(rc, True)
-        try:
-            self.export = make_span(topic._mapping, <char *>self.span.data, n, False)
-            self.view = memoryview(self.export)
-        except BaseException:
-            self.export = None
-            rs_topic_cancel(topic.topic(), &self.span)
-            topic._leave()
-            raise
-        self.open = True
-        return self.view
+        return self._export(topic._mapping, n, False)
+
+    cdef int _end(self, bint done) noexcept:
+        cdef int rc = rs_topic_commit(self.topic.topic(), &self.span) if done else \
+            rs_topic_cancel(self.topic.topic(), &self.span)
+        self.topic._leave()
+        return rc
+
+    cdef int _fail(self, int rc) except -1:
+        return self.topic._check(rc, True)
 
     def __exit__(self, exc_type, exc, traceback):
-        cdef TopicCore topic = self.topic
-        cdef int rc
-        view, self.view = self.view, None
-        if not self.open:
-            return False
-        self.open = False
-        export, self.export = self.export, None
-        if not end_span(export, view):
-            rc = rs_topic_cancel(topic.topic(), &self.span)
-            topic._leave()
-            if rc != RS_NOT_OWNER:
-                raise BufferError("a view of the reserved space outlived its with-block; "
-                                  "the message was dropped")
-            return False
-        if exc_type is None:
-            rc = rs_topic_commit(topic.topic(), &self.span)
-        else:
-            rc = rs_topic_cancel(topic.topic(), &self.span)
-        topic._leave()
-        # A forked child's copy of the block is the parent's: it does nothing.
-        if rc != RS_NOT_OWNER:
-            topic._check(rc, True)
-        return False
+        return self._exit(exc_type, "reserved space outlived its with-block; the message "
+                                    "was dropped")
 
 
-cdef class SubscriptionViewBlock:
+cdef class SubscriptionViewBlock(SpanBlock):
     """The context manager of SubscriptionCore.view()."""
     cdef SubscriptionCore sub
-    cdef object timeout, view
-    cdef rs_span span
-    cdef Span export
-    cdef bint open
+    cdef object timeout
+    cdef uint64_t missed
 
     def __cinit__(self, SubscriptionCore sub, timeout):
         self.sub = sub
@@ -640,38 +614,17 @@ cdef class SubscriptionViewBlock:
         if self.open:
             raise RuntimeError("this view() block is already open")
         sub._view(&self.span, relative_ns(deadline_from(True, self.timeout)))
-        try:
-            self.export = make_span(sub._mapping, <char *>self.span.data, self.span.len, True)
-            self.view = memoryview(self.export)
-        except BaseException:
-            self.export = None
-            sub._end_view(&self.span, False)
-            raise
-        self.open = True
-        return self.view
+        return self._export(sub._mapping, self.span.len, True)
+
+    cdef int _end(self, bint done) noexcept:
+        cdef int rc = rs_sub_release(self.sub.sub, &self.span) if done else \
+            rs_sub_keep(self.sub.sub, &self.span)
+        self.missed = self.sub._missed(rc)   # before leaving: a close may free it then
+        self.sub._leave()
+        return rc
+
+    cdef int _fail(self, int rc) except -1:
+        return self.sub._raise(rc, self.missed)
 
     def __exit__(self, exc_type, exc, traceback):
-        cdef SubscriptionCore sub = self.sub
-        cdef uint64_t missed
-        cdef int rc
-        view, self.view = self.view, None
-        if not self.open:
-            return False
-        self.open = False
-        export, self.export = self.export, None
-        if not end_span(export, view):
-            rc = rs_sub_keep(sub.sub, &self.span)
-            sub._leave()
-            if rc != RS_NOT_OWNER:
-                raise BufferError("a view of the message outlived its with-block; "
-                                  "the message stays next")
-            return False
-        if exc_type is None:
-            rc = rs_sub_release(sub.sub, &self.span)
-        else:
-            rc = rs_sub_keep(sub.sub, &self.span)
-        missed = sub._missed(rc)
-        sub._leave()
-        if rc != 0 and rc != RS_NOT_OWNER:
-            sub._raise(rc, missed)
-        return False
+        return self._exit(exc_type, "message outlived its with-block; the message stays next")
