@@ -1,13 +1,14 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False
-"""The compiled core of ringshm: RingCore, the Python binding of libringshm.
+"""The compiled core of ringshm: RingCore and TopicCore (both SegmentCores),
+the Python binding of libringshm.
 
 The ring protocol (records, locks and their recovery, waits, put/get,
 batches, zero-copy spans, shutdown, counters) is the C library in
 libringshm/, compiled into this extension as one unit (_libringshm.c).
 This binding turns Python objects into C values, calls the library
 (releasing the GIL to wait or to copy a large message), and maps its
-status codes to exceptions in one place, RingCore._raise().  It holds no
+status codes to exceptions in one place, SegmentCore._raise().  It holds no
 protocol logic.
 
     _ring.pxd       C declarations (ringshm.h, the library's binding entry points)
@@ -15,9 +16,10 @@ protocol logic.
     _args.pxd       argument checks
     _mapping.pxi    the mapping (of any backing) and the spans that zero-copy views export
     _sysv.pxi       System V segments: shmget/shmat/shmctl, and their Mapping
-    _blocks.pxi     the reserve()/view() context managers
+    _blocks.pxi     the reserve()/view() context managers (SpanBlock: what they share)
     _waitmany.pxi   wait_many() and Poke: many rings at once
     _scan.pxi       holds_no_buffer(): may Queue pickle an object without a callback?
+    _topic.pxi      topics: TopicCore, SubscriptionCore and their blocks
 
 Threads: a RingCore keeps no state of one call; each call's state is a C
 struct on that call's stack (a span), so one Ring serves any number of
