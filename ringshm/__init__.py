@@ -19,6 +19,7 @@ except ImportError as exc:
 from ringshm.errors import (
     Empty,
     Full,
+    Lagged,
     MessageTooLarge,
     RingCorrupted,
     RingError,
@@ -26,16 +27,20 @@ from ringshm.errors import (
     RingNoSpace,
     RingNotFound,
     RingPermissionError,
+    RingWrongKind,
     ShutDown,
 )
 from ringshm.queue import JoinableQueue, Queue, SimpleQueue
 from ringshm.ring import Ring
+from ringshm.topic import ObjectSubscription, ObjectTopic, Subscription, Topic
 from ringshm.waiting import wait
 
 __all__ = [
     "Ring", "Queue", "JoinableQueue", "SimpleQueue", "wait",
+    "Topic", "Subscription", "ObjectTopic", "ObjectSubscription",
     "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
+    "RingWrongKind", "Lagged",
     "get_include", "get_library_dir",
     "__version__",
 ]

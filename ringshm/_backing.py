@@ -24,7 +24,7 @@ import stat
 from typing import Any, Optional, Tuple
 
 from ringshm import watcher
-from ringshm._ring import Mapping, RingCore
+from ringshm._ring import Mapping, SegmentCore
 from ringshm.errors import RingCorrupted, RingNoSpace, RingNotFound, RingPermissionError
 
 __all__ = ["Backing", "SHM_DIR", "SHM_PREFIX", "SYSV_COMPANION_PREFIX", "allocate_file",
@@ -312,7 +312,7 @@ class Backing:
         """
         raise NotImplementedError
 
-    def bind_liveness(self, ring: RingCore, creating: bool) -> None:
+    def bind_liveness(self, ring: SegmentCore, creating: bool) -> None:
         """Give the ring's mapping the file its lock slots live on, when
         that is not the segment itself (map() bound that already).
 

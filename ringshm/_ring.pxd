@@ -72,7 +72,7 @@ cdef extern from "ringshm.h" nogil:
 
     int RS_OK, RS_FULL, RS_EMPTY, RS_SHUTDOWN, RS_TOO_LARGE, RS_CLOSED, RS_CORRUPTED
     int RS_PERMISSION, RS_NOT_FOUND, RS_EXISTS, RS_NO_SPACE, RS_INVALID, RS_DEADLOCK
-    int RS_NOT_OWNER, RS_NO_SLOT, RS_INTERRUPTED, RS_BUSY
+    int RS_NOT_OWNER, RS_NO_SLOT, RS_INTERRUPTED, RS_BUSY, RS_LAGGED, RS_WRONG_KIND
     int64_t RS_FOREVER
     int RS_LAYOUT_VERSION
 
@@ -116,6 +116,58 @@ cdef extern from "ringshm.h" nogil:
     const char *rs_strerror(int code)
     const char *rs_detail()
 
+    # Topics (publish/subscribe, _topic.pxi).  The binding makes and
+    # attaches their segments itself (as a ring's), so it has their handle
+    # as an rs_ring *; topic.c's rs_topic * is that same handle.
+    ctypedef struct rs_topic:
+        pass
+    ctypedef struct rs_sub:
+        pass
+    unsigned RS_SUB_UNTETHERED
+    unsigned RS_TOPIC_MAX_SUBSCRIBERS
+    unsigned RS_TOPIC_MAX_HISTORY
+    unsigned RS_SUB_INFO_TETHERED, RS_SUB_INFO_STALLED, RS_SUB_INFO_ALIVE
+    ctypedef struct rs_sub_info:
+        uint32_t index
+        uint32_t flags
+        int64_t pid
+        uint64_t position, lag_bytes, lag_messages
+        uint64_t messages, bytes, missed, lags
+        double stall_timeout, since
+    cdef struct rs_topic_stats_t "rs_topic_stats":
+        uint64_t capacity, used_bytes, history
+        uint64_t published, bytes_published
+        uint64_t overwritten
+        uint64_t publish_waits, publish_timeouts, lock_recoveries
+        uint64_t subscribers, tethered, subscribed, stalls, reaped, scans
+        uint64_t head, tail
+        int64_t creator_pid
+        int creator_alive, shutdown, ephemeral
+        double recovery_interval, created
+    int rs_topic_publish(rs_topic *t, const void *data, size_t len, int64_t timeout_ns)
+    int rs_topic_publish_many(rs_topic *t, const iovec *messages, size_t count,
+                              int64_t timeout_ns)
+    int rs_topic_reserve(rs_topic *t, size_t len, rs_span *span, int64_t timeout_ns)
+    int rs_topic_commit(rs_topic *t, rs_span *span)
+    int rs_topic_cancel(rs_topic *t, rs_span *span)
+    int rs_topic_shutdown(rs_topic *t)
+    int rs_topic_is_shutdown(rs_topic *t)
+    int rs_topic_subscribe(rs_topic *t, unsigned flags, double stall_timeout,
+                           int64_t timeout_ns, rs_sub **out)
+    int rs_sub_get(rs_sub *s, void *out, size_t out_cap, size_t *out_len, int64_t timeout_ns)
+    int rs_sub_get_many(rs_sub *s, void *out, size_t out_cap, size_t *lengths,
+                        size_t max_messages, int64_t timeout_ns)
+    int rs_sub_view(rs_sub *s, rs_span *span, int64_t timeout_ns)
+    int rs_sub_release(rs_sub *s, rs_span *span)
+    int rs_sub_keep(rs_sub *s, rs_span *span)
+    int rs_sub_wait(rs_sub *s, int64_t timeout_ns)
+    uint64_t rs_sub_missed(rs_sub *s)
+    uint64_t rs_sub_lag(rs_sub *s)
+    int rs_sub_tethered(rs_sub *s)
+    int rs_sub_close(rs_sub *s)
+    int rs_topic_stats(rs_topic *t, rs_topic_stats_t *out)
+    int rs_topic_subscribers(rs_topic *t, rs_sub_info *out, size_t cap)
+
 
 cdef extern from "internal.h" nogil:
     int RS__AGAIN
@@ -147,6 +199,15 @@ cdef extern from "internal.h" nogil:
                          const unsigned char *identity)
     int rs__validate(const void *base, size_t mapped_length, int exact,
                      const rs_liveness_id *liveness)
+    void rs__init_topic_header(void *base, uint64_t capacity, double recovery_interval,
+                               double spin, int ephemeral, const rs_liveness_id *liveness,
+                               const unsigned char *identity, uint32_t history)
+    int rs__validate_topic(const void *base, size_t mapped_length, int exact,
+                           const rs_liveness_id *liveness)
+    int rs__segment_kind(const void *base)
+    uint64_t rs__topic_header_size(uint32_t history)
+    void rs__sub_hold(rs_sub *s)
+    void rs__sub_unhold(rs_sub *s)
     int rs__random_identity(unsigned char *identity)
     void rs__register_atfork()
 

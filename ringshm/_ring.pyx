@@ -1,13 +1,14 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False
-"""The compiled core of ringshm: RingCore, the Python binding of libringshm.
+"""The compiled core of ringshm: RingCore and TopicCore (both SegmentCores),
+the Python binding of libringshm.
 
 The ring protocol (records, locks and their recovery, waits, put/get,
 batches, zero-copy spans, shutdown, counters) is the C library in
 libringshm/, compiled into this extension as one unit (_libringshm.c).
 This binding turns Python objects into C values, calls the library
 (releasing the GIL to wait or to copy a large message), and maps its
-status codes to exceptions in one place, RingCore._raise().  It holds no
+status codes to exceptions in one place, SegmentCore._raise().  It holds no
 protocol logic.
 
     _ring.pxd       C declarations (ringshm.h, the library's binding entry points)
@@ -15,9 +16,10 @@ protocol logic.
     _args.pxd       argument checks
     _mapping.pxi    the mapping (of any backing) and the spans that zero-copy views export
     _sysv.pxi       System V segments: shmget/shmat/shmctl, and their Mapping
-    _blocks.pxi     the reserve()/view() context managers
+    _blocks.pxi     the reserve()/view() context managers (SpanBlock: what they share)
     _waitmany.pxi   wait_many() and Poke: many rings at once
     _scan.pxi       holds_no_buffer(): may Queue pickle an object without a callback?
+    _topic.pxi      topics: TopicCore, SubscriptionCore and their blocks
 
 Threads: a RingCore keeps no state of one call; each call's state is a C
 struct on that call's stack (a span), so one Ring serves any number of
@@ -42,7 +44,7 @@ from ringshm._clock cimport deadline_from, fast_deadline, relative_ns
 import os
 
 from ringshm.errors import (
-    Empty, Full, MessageTooLarge, RingCorrupted, RingError, ShutDown,
+    Empty, Full, Lagged, MessageTooLarge, RingCorrupted, RingError, RingWrongKind, ShutDown,
 )
 
 # Copies larger than this release the GIL: below it, releasing and taking
@@ -98,6 +100,52 @@ cdef void gather(char *dst, uint64_t n, Py_buffer *bufs, uint64_t *offsets,
     memset(dst + end, 0, n - end)
 
 
+cdef Py_ssize_t batch_of(messages, Py_buffer **bufs_out, iovec **iov_out) except -1:
+    # The buffers of a batch of bytes-like objects (put_many, publish_many)
+    # and their iovecs, in one allocation that release_batch() gives back:
+    # the count; 0, holding nothing, for an empty batch.
+    cdef Py_ssize_t count, i, got = 0
+    cdef Py_buffer *bufs
+    cdef iovec *iov
+    if isinstance(messages, (bytes, bytearray, memoryview, str)):
+        raise TypeError("messages must be an iterable of bytes-like objects, "
+                        f"not a single {type(messages).__name__}")
+    if isinstance(messages, (list, tuple)):
+        batch = messages
+    else:
+        try:
+            batch = list(messages)
+        except TypeError:
+            raise TypeError("messages must be an iterable of bytes-like objects, "
+                            f"not {type(messages).__name__}") from None
+    count = len(batch)
+    if count == 0:
+        return 0
+    bufs = <Py_buffer *>malloc(count * (sizeof(Py_buffer) + sizeof(iovec)))
+    if bufs == NULL:
+        raise MemoryError()
+    iov = <iovec *>(bufs + count)
+    try:
+        for i in range(count):
+            get_buffer(batch[i], &bufs[i], "messages item", False)
+            got += 1
+            iov[i].iov_base = bufs[i].buf
+            iov[i].iov_len = bufs[i].len
+    except BaseException:
+        release_batch(bufs, got)
+        raise
+    bufs_out[0] = bufs
+    iov_out[0] = iov
+    return count
+
+
+cdef void release_batch(Py_buffer *bufs, Py_ssize_t count) noexcept:
+    cdef Py_ssize_t i
+    for i in range(count):
+        PyBuffer_Release(&bufs[i])
+    free(bufs)
+
+
 cdef extern from "Python.h":
     # PyBytes_FromStringAndSize as C has it: NULL, with the exception set,
     # on failure (RingCore._copy ends its span first, without a try block).
@@ -117,11 +165,14 @@ cdef inline void copy_maybe_nogil(void *dst, const void *src, size_t n) noexcept
         memcpy(dst, src, n)
 
 
-# ---------------------------------------------------------------- the ring
+# ------------------------------------------------------- rings and topics
 
-cdef class RingCore:
-    """A ring buffer in a shared mapping.  The public class is ringshm.Ring,
-    which adds naming, creation, pickling and argument checks."""
+cdef class SegmentCore:
+    """What a ring and a topic share: the mapping of a segment, the
+    library's handle over it, the operations in progress, closing, and
+    status codes as exceptions.  RingCore (below) and TopicCore
+    (_topic.pxi) add their own calls; the public classes are ringshm.Ring
+    and ringshm.Topic."""
 
     cdef Mapping _mapping
     cdef rs_ring *ring           # the library's handle; held (rs_hold) while we keep it
@@ -133,13 +184,13 @@ cdef class RingCore:
     # to leave lets the mapping go.
     cdef int _busy
     cdef bint _closing
-    # Open reserve() blocks by thread: where each one's record ends.
-    cdef dict _reserve_ends
+    # "ring" or "topic", for messages.
+    cdef str _kind
 
     def __cinit__(self, *args, **kwargs):
         self.ring = NULL
         self._mapping = None
-        self._reserve_ends = {}
+        self._kind = "ring"
 
     def __dealloc__(self):
         # The mapping may be gone already (a collector clears _mapping
@@ -170,43 +221,18 @@ cdef class RingCore:
     cdef int _liveness_id(self, rs_liveness_id *out) except -1:
         # The lock file's identity when it is not the segment, else zero.
         if self._mapping.presence == NULL:
-            raise RuntimeError("a ring needs its lock file before it is used")
+            raise RuntimeError(f"a {self._kind} needs its lock file before it is used")
         out.dev = self._mapping.presence.dev if self._mapping.separate_liveness else 0
         out.ino = self._mapping.presence.ino if self._mapping.separate_liveness else 0
         return 0
 
-    def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
-                    uint64_t max_messages, bint ephemeral=False):
-        """Write a fresh header (the creator only, before anyone attaches).
-        `ephemeral`: made with persist=False.
-
-        Raises:
-            RuntimeError: the mapping has no lock file yet.
-        """
-        cdef rs_liveness_id liveness
-        cdef unsigned char identity[16]
-        self._liveness_id(&liveness)
-        self._check(rs__random_identity(identity), False)
-        rs__init_header(self._mapping.base, capacity, recovery_interval, spin, max_messages,
-                        ephemeral, &liveness if liveness.ino else NULL, identity)
-        self._attach()
-
-    def _validate(self, size_t mapped_length, bint exact=True):
-        """Check a header written by somebody else before trusting it.
-        `exact`: the segment must be exactly one header and the capacity
-        (a file); else at least (a System V segment).
-
-        Raises:
-            RingCorrupted: not a ring, unknown version, a size that does
-                not match the mapping, or lock slots on another file than
-                the one the creator recorded.
-            RuntimeError: the mapping has no lock file yet.
-        """
-        cdef rs_liveness_id liveness
-        self._liveness_id(&liveness)
-        if rs__validate(self._mapping.base, mapped_length, exact, &liveness) != 0:
+    cdef int _validated(self, int rc) except -1:
+        # The status of rs__validate or rs__validate_topic: attach, or raise.
+        if rc == RS_WRONG_KIND:
+            raise RingWrongKind(rs_detail().decode("utf-8", "replace"))
+        if rc != 0:
             raise RingCorrupted(rs_detail().decode("utf-8", "replace"))
-        self._attach()
+        return self._attach()
 
     cdef int _attach(self) except -1:
         cdef rs_ring *r = NULL
@@ -243,7 +269,7 @@ cdef class RingCore:
                 close() is the way: it must wake it).
         """
         if self._busy != 0:
-            raise RuntimeError("an operation of this ring is in progress: use close()")
+            raise RuntimeError(f"an operation of this {self._kind} is in progress: use close()")
         self._closing = True
         if self.ring != NULL:
             rs__abandon(self.ring)
@@ -260,7 +286,7 @@ cdef class RingCore:
     @cython.final
     cdef inline int _enter(self) except -1:
         if self.ring == NULL or self._closing:
-            raise ValueError("operation on a closed ring")
+            raise ValueError(f"operation on a closed {self._kind}")
         self._busy += 1
         return 0
 
@@ -277,7 +303,7 @@ cdef class RingCore:
     @cython.final
     cdef inline int _check_open(self) except -1:
         if self.ring == NULL or self._closing:
-            raise ValueError("operation on a closed ring")
+            raise ValueError(f"operation on a closed {self._kind}")
         return 0
 
     # -- attributes --------------------------------------------------------
@@ -314,17 +340,17 @@ cdef class RingCore:
     cdef int _raise(self, int rc, bint producer) except -1:
         detail = rs_detail().decode("utf-8", "replace")
         if rc == RS_FULL:
-            raise Full("no room in the ring")
+            raise Full(f"no room in the {self._kind}")
         if rc == RS_EMPTY:
-            raise Empty("no message in the ring")
+            raise Empty(f"no message in the {self._kind}")
         if rc == RS_SHUTDOWN:
-            raise ShutDown("the ring was shut down")
+            raise ShutDown(f"the {self._kind} was shut down")
         if rc == RS_CORRUPTED:
-            raise RingCorrupted(f"ring segment is corrupted: {detail}")
+            raise RingCorrupted(f"{self._kind} segment is corrupted: {detail}")
         if rc == RS_INTERRUPTED:
             return -1   # the exception a signal handler raised is set
         if rc == RS_CLOSED:
-            raise ValueError(detail or "the ring was closed while waiting")
+            raise ValueError(detail or f"the {self._kind} was closed while waiting")
         if rc == RS_TOO_LARGE:
             raise MessageTooLarge(detail)
         if rc == RS_DEADLOCK:
@@ -333,13 +359,92 @@ cdef class RingCore:
             raise ValueError(detail)
         if rc == RS_NO_SLOT:
             raise RingError(detail)
+        if rc == RS_WRONG_KIND:
+            raise RingWrongKind(detail)
+        if rc == RS_NOT_OWNER:
+            raise RuntimeError(detail or "this belongs to the process it was forked from")
         if rc == RS_BUSY:
             if producer:
-                raise Full("the ring's put lock did not come in time")
-            raise Empty("the ring's get lock did not come in time")
+                raise Full(f"the {self._kind}'s put lock did not come in time")
+            raise Empty(f"the {self._kind}'s get lock did not come in time")
         if -4096 < rc < 0:
             raise OSError(-rc, detail or os.strerror(-rc))
         raise SystemError(f"ringshm: unknown status {rc}: {rs_strerror(rc).decode()}")
+
+    def _identity(self):
+        """The segment's 16 random bytes of identity (zero: made before 0.2
+        wrote one)."""
+        cdef unsigned char identity[16]
+        self._check_open()
+        rs__identity(self.ring, identity)
+        return PyBytes_FromStringAndSize(<char *>identity, 16)
+
+    def _lock_owners(self):
+        """(put lock owner pid, get lock owner pid), 0 when free, -1 for a
+        holder that is gone (its slot was taken again); a pid as the holder
+        sees itself, in its own PID namespace: for tests and `ringshm info`."""
+        cdef int64_t put_owner, get_owner
+        self._check_open()
+        rs__lock_owners(self.ring, &put_owner, &get_owner)
+        return put_owner, get_owner
+
+    def _liveness_token(self):
+        """This process's lock token for this segment (taking a slot if it
+        has none yet), as it appears in a lock word: for tests.
+
+        Raises:
+            RingError: every slot is held by a live process.
+            OSError: the file system refused the slot's OFD lock.
+        """
+        cdef uint64_t token = 0
+        self._check_open()
+        self._check(rs__token(self.ring, &token), False)
+        return token
+
+
+# ---------------------------------------------------------------- the ring
+
+cdef class RingCore(SegmentCore):
+    """A ring buffer in a shared mapping.  The public class is ringshm.Ring,
+    which adds naming, creation, pickling and argument checks."""
+
+    # Open reserve() blocks by thread: where each one's record ends.
+    cdef dict _reserve_ends
+
+    def __cinit__(self, *args, **kwargs):
+        self._reserve_ends = {}
+
+    def _initialize(self, uint64_t capacity, double recovery_interval, double spin,
+                    uint64_t max_messages, bint ephemeral=False):
+        """Write a fresh header (the creator only, before anyone attaches).
+        `ephemeral`: made with persist=False.
+
+        Raises:
+            RuntimeError: the mapping has no lock file yet.
+        """
+        cdef rs_liveness_id liveness
+        cdef unsigned char identity[16]
+        self._liveness_id(&liveness)
+        self._check(rs__random_identity(identity), False)
+        rs__init_header(self._mapping.base, capacity, recovery_interval, spin, max_messages,
+                        ephemeral, &liveness if liveness.ino else NULL, identity)
+        self._attach()
+
+    def _validate(self, size_t mapped_length, bint exact=True):
+        """Check a header written by somebody else before trusting it.
+        `exact`: the segment must be exactly one header and the capacity
+        (a file); else at least (a System V segment).
+
+        Raises:
+            RingWrongKind: a topic, not a ring (nothing was changed).
+            RingCorrupted: not a ring, unknown version, a size that does
+                not match the mapping, or lock slots on another file than
+                the one the creator recorded.
+            RuntimeError: the mapping has no lock file yet.
+        """
+        cdef rs_liveness_id liveness
+        self._liveness_id(&liveness)
+        self._validated(rs__validate(self._mapping.base, mapped_length, exact, &liveness))
 
     # -- producing ---------------------------------------------------------
 
@@ -477,36 +582,16 @@ cdef class RingCore:
                 positive.
         """
         cdef int64_t deadline = deadline_from(block, timeout)
-        cdef Py_ssize_t count, i, got = 0
-        cdef Py_buffer *bufs
-        cdef iovec *iov
+        cdef Py_ssize_t count
+        cdef Py_buffer *bufs = NULL
+        cdef iovec *iov = NULL
         cdef uint64_t tag_value = 0 if tag is None else check_positive_int(tag, "tag")
         cdef int rc
         self._check_open()
-        if isinstance(messages, (bytes, bytearray, memoryview, str)):
-            raise TypeError("messages must be an iterable of bytes-like objects, "
-                            f"not a single {type(messages).__name__}")
-        if isinstance(messages, (list, tuple)):
-            batch = messages
-        else:
-            try:
-                batch = list(messages)
-            except TypeError:
-                raise TypeError("messages must be an iterable of bytes-like objects, "
-                                f"not {type(messages).__name__}") from None
-        count = len(batch)
+        count = batch_of(messages, &bufs, &iov)
         if count == 0:
             return
-        bufs = <Py_buffer *>malloc(count * (sizeof(Py_buffer) + sizeof(iovec)))
-        if bufs == NULL:
-            raise MemoryError()
-        iov = <iovec *>(bufs + count)
         try:
-            for i in range(count):
-                get_buffer(batch[i], &bufs[i], "messages item", False)
-                got += 1
-                iov[i].iov_base = bufs[i].buf
-                iov[i].iov_len = bufs[i].len
             self._enter()
             try:
                 with nogil:
@@ -515,9 +600,7 @@ cdef class RingCore:
                 self._leave()
             self._check(rc, True)
         finally:
-            for i in range(got):
-                PyBuffer_Release(&bufs[i])
-            free(bufs)
+            release_batch(bufs, count)
 
     # -- consuming ---------------------------------------------------------
 
@@ -876,14 +959,6 @@ cdef class RingCore:
         self._check(rc, True)
         return tag
 
-    def _identity(self):
-        """The ring's 16 random bytes of identity (zero: made before 0.2
-        wrote one)."""
-        cdef unsigned char identity[16]
-        self._check_open()
-        rs__identity(self.ring, identity)
-        return PyBytes_FromStringAndSize(<char *>identity, 16)
-
     def _bridge_count(self, str counter, n):
         """Add `n` to one of the bridges' counters in the header ("sent",
         "acked", "received", "redelivered", "put"): statistics only.
@@ -1016,28 +1091,6 @@ cdef class RingCore:
             "bridge_put": s.bridge_put,
         }
 
-    def _lock_owners(self):
-        """(put lock owner pid, get lock owner pid), 0 when free, -1 for a
-        holder that is gone (its slot was taken again); a pid as the holder
-        sees itself, in its own PID namespace: for tests and `ringshm info`."""
-        cdef int64_t put_owner, get_owner
-        self._check_open()
-        rs__lock_owners(self.ring, &put_owner, &get_owner)
-        return put_owner, get_owner
-
-    def _liveness_token(self):
-        """This process's lock token for this ring (taking a slot if it has
-        none yet), as it appears in a lock word: for tests.
-
-        Raises:
-            RingError: every slot is held by a live process.
-            OSError: the file system refused the slot's OFD lock.
-        """
-        cdef uint64_t token = 0
-        self._check_open()
-        self._check(rs__token(self.ring, &token), False)
-        return token
-
     # -- waiting without taking (ringshm.asyncio) ----------------------------
 
     cdef int _wait_public(self, int kind, size_t size, object timeout) except -1:
@@ -1125,3 +1178,4 @@ cdef class RingCore:
 include "_waitmany.pxi"
 include "_blocks.pxi"
 include "_scan.pxi"
+include "_topic.pxi"

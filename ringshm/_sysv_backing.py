@@ -25,7 +25,7 @@ from ringshm._ring import (
     SYSV_CREATE,
     SYSV_NORESERVE,
     Mapping,
-    RingCore,
+    SegmentCore,
     map_sysv,
     sysv_get,
     sysv_remove,
@@ -143,7 +143,7 @@ class SysvBacking(Backing):
                                       self.label) from None
         return mapping
 
-    def bind_liveness(self, ring: RingCore, creating: bool) -> None:
+    def bind_liveness(self, ring: SegmentCore, creating: bool) -> None:
         if creating:
             fd = self._make_companion()
         else:

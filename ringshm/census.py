@@ -24,7 +24,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from ringshm._backing import companion_path
 from ringshm._ring import HEADER_SIZE, LAYOUT_VERSION, sysv_peek, sysv_remove
-from ringshm.errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
+from ringshm.errors import (
+    RingCorrupted,
+    RingError,
+    RingNotFound,
+    RingPermissionError,
+    RingWrongKind,
+)
 from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file, sysv_segments
 
@@ -198,6 +204,10 @@ def _states(attach: Callable[[], Ring], row: Dict[str, Any],
         ring = attach()
     except RingNotFound:
         return None
+    except RingWrongKind:
+        # A topic (ringshm.topic): sound, only not a ring.  Its own row
+        # (stats, subscribers) is for a later ls.
+        return ["topic"]
     except RingCorrupted as exc:
         version = _other_layout_version(row)
         row["error"] = str(exc)

@@ -11,6 +11,7 @@ from typing import Optional
 __all__ = [
     "RingError", "Full", "Empty", "ShutDown", "MessageTooLarge",
     "RingExists", "RingNotFound", "RingCorrupted", "RingPermissionError", "RingNoSpace",
+    "RingWrongKind", "Lagged",
 ]
 
 # queue.ShutDown exists from Python 3.13 on; before that ShutDown has no
@@ -49,6 +50,27 @@ class RingNotFound(RingError, FileNotFoundError):
 class RingCorrupted(RingError):
     """The segment is not a ring, is of an unknown layout, is truncated, or
     holds a record that fails validation."""
+
+
+class RingWrongKind(RingCorrupted, ValueError):
+    """A topic opened as a ring (Ring.open) or a ring as a topic
+    (Topic.open).  Nothing was changed: the segment is sound, only of the
+    other kind.  A RingCorrupted too, so that code that skips what is not a
+    ring (``ringshm ls``) skips a topic."""
+
+
+class Lagged(RingError):
+    """An untethered subscriber was overrun: ``missed`` messages published
+    after it subscribed were written over before it took them.  Nothing
+    was taken; the next get continues with the oldest message still held."""
+
+    def __init__(self, missed: int, message: Optional[str] = None) -> None:
+        super().__init__(message or f"this subscriber was overrun: {missed} message"
+                         f"{'' if missed == 1 else 's'} lost")
+        self.missed = missed
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Lagged, (self.missed, self.args[0] if self.args else None))
 
 
 class RingPermissionError(RingError, PermissionError):

@@ -36,6 +36,7 @@ LAYERS = [
     "ringshm._sidefile",      # big items in side files
     "ringshm._items",         # the record forms, Codec
     "ringshm.queue",          # Queue, JoinableQueue, SimpleQueue
+    "ringshm.topic",          # Topic, Subscription, ObjectTopic
     "ringshm.waiting",        # wait() over rings and queues
     "ringshm",                # the package's public names
     "ringshm.asyncio",

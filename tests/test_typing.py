@@ -21,7 +21,9 @@ USER_SCRIPT = '''
 import asyncio
 from typing import Optional
 
-from ringshm import JoinableQueue, Queue, Ring, SimpleQueue
+from ringshm import (
+    JoinableQueue, Lagged, ObjectTopic, Queue, Ring, SimpleQueue, Subscription, Topic,
+)
 from ringshm.asyncio import AsyncQueue, AsyncRing
 
 
@@ -50,7 +52,33 @@ async def relay(source: "AsyncQueue[int]", sink: AsyncRing) -> int:
     return total + len(batch)
 
 
+def listen(topic: Topic) -> list[bytes]:
+    sub: Subscription = topic.subscribe(tethered=False)
+    try:
+        with sub.view(timeout=1) as mv:
+            first = bytes(mv)
+    except Lagged as lagged:
+        first = str(lagged.missed).encode()
+    return [first, *sub.get_many(max_messages=5), *sub]
+
+
+def readings(topic: "ObjectTopic[float]") -> float:
+    with topic.subscribe(stall_timeout=2.0) as sub:
+        total: float = sub.get() + sum(sub.get_many())
+    return total
+
+
 def main() -> None:
+    with Topic.create(capacity=1 << 16, history=2) as topic:
+        topic.publish(b"x")
+        topic.publish_many([b"y", bytearray(b"z")])
+        with topic.reserve(1) as space:
+            space[:] = b"w"
+        print(listen(topic), topic.stats(), topic.subscribers()[0].lag_messages)
+    floats: ObjectTopic[float] = ObjectTopic.create(capacity=1 << 16)
+    floats.publish(1.5)
+    print(readings(floats))
+    floats.close()
     with Ring.create(capacity=1 << 16) as ring:
         ring.put(b"x")
         ring.put(bytearray(b"y"))

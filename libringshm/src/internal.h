@@ -261,6 +261,12 @@ void rs__init_topic_header(void *base, uint64_t capacity, double recovery_interv
 int rs__validate_topic(const void *base, size_t mapped_length, int exact,
                        const rs_liveness_id *liveness);
 int rs__segment_kind(const void *base);
+/* For bindings whose subscription objects outlive rs_sub_close (topic.c):
+ * an extra reference that keeps the rs_sub (and its table entry) until
+ * rs__sub_unhold, so that a call another thread is about to make on it
+ * never meets freed memory.  rs_sub_close still ends every call at once. */
+void rs__sub_hold(rs_sub *s);
+void rs__sub_unhold(rs_sub *s);
 void rs__adopt_header(rs_ring *r);
 
 /* ---- subscriptions for rs_wait (topic.c) ---------------------------------- */

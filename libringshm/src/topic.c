@@ -757,6 +757,14 @@ int rs_sub_close(rs_sub *s) {
     return 0;
 }
 
+void rs__sub_hold(rs_sub *s) {
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+void rs__sub_unhold(rs_sub *s) {
+    sub_leave(s);
+}
+
 /* Take the subscription's mutex (as a reader of it).  A view open in this
  * thread holds it: waiting would be waiting for ourselves. */
 static int sub_lock(rs_sub *s) {
