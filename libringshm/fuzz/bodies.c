@@ -209,7 +209,9 @@ void fuzz_validate_one(const uint8_t *data, size_t size) {
     exact = rs__validate(copy, size, 1, NULL);
     loose = rs__validate(copy, size, 0, NULL);
     free(copy);
-    if ((exact != 0 && exact != RS_CORRUPTED) || (loose != 0 && loose != RS_CORRUPTED)
+    /* A refusal is RS_CORRUPTED, or RS_WRONG_KIND for a topic's magic. */
+    if ((exact != 0 && exact != RS_CORRUPTED && exact != RS_WRONG_KIND)
+            || (loose != 0 && loose != RS_CORRUPTED && loose != RS_WRONG_KIND)
             || (exact == 0 && loose != 0))
         die("rs__validate", exact != 0 ? exact : loose);
     if (loose != 0)
