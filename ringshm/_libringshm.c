@@ -11,6 +11,8 @@
 #include "process.c"
 #include "put.c"
 #include "segment.c"
+#include "subscription.c"
 #include "topic.c"
+#include "topic_read.c"
 #include "waitmany.c"
 #include "waits.c"
