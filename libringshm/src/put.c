@@ -338,7 +338,11 @@ static int wait_consumers(rs_ring *r, uint64_t span, size_t count, rs_wait_state
     int rc;
     if (!*waited) {
         *waited = 1;
-        rs__wait_start(w, deadline, r->spin_ns, &r->hdr->producer.waits);
+        /* No spin when another producer already sleeps for room: the ring
+         * has been full longer than a spin, and with many producers on few
+         * cores the spinning took the consumers' CPU (issue item 3). */
+        rs__wait_start(w, deadline, rs_load_relaxed(&r->hdr->space_waitq.wanted) ? 0 : r->spin_ns,
+                       &r->hdr->producer.waits);
     }
     while (!consumers_moved(r, span, plan)) {
         rc = rs__wait_turn(r, &r->hdr->space_waitq, w, 0);
