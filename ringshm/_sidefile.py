@@ -38,6 +38,7 @@ import itertools
 import os
 import stat
 import struct
+import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._backing import SHM_DIR, shm_path
@@ -45,7 +46,7 @@ from ._records import Frame, RecordReader, RecordSource, Taken, ViewSource
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
 from .census import Mappers
-from .errors import RingCorrupted
+from .errors import Full, RingCorrupted
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -101,6 +102,13 @@ def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
         ringshm.Full, ringshm.ShutDown: from reserve(); the file is removed.
         OSError: ENOSPC when /dev/shm cannot hold the item.
     """
+    if wait is not None:
+        # Room for the reference first: a put retried with a short timeout
+        # while the ring is full writes no file per try (issue item 3).
+        started = time.monotonic()
+        if not ring._wait_room(REFERENCE.size, wait):
+            raise Full(f"no room for a queue item's reference within {wait} s")
+        wait = max(0.0, wait - (time.monotonic() - started))
     sweep(ring)
     pid = os.getpid()
     start = process_start_time(pid)
