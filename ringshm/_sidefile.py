@@ -42,6 +42,7 @@ import itertools
 import os
 import stat
 import struct
+import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import watcher
@@ -50,7 +51,7 @@ from ._records import Frame, RecordReader, RecordSource, Taken, ViewSource
 from ._ring import process_alive, process_start_time
 from ._typing import Buffer
 from .census import Mappers
-from .errors import RingCorrupted
+from .errors import Full, RingCorrupted
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -120,6 +121,13 @@ def put(ring: Ring, record: Frame, wait: Optional[float]) -> None:
         ringshm.Full, ringshm.ShutDown: from reserve(); the file is removed.
         OSError: ENOSPC when /dev/shm cannot hold the item.
     """
+    if wait is not None:
+        # Room for the reference first: a put retried with a short timeout
+        # while the ring is full writes no file per try (issue item 3).
+        started = time.monotonic()
+        if not ring._wait_room(REFERENCE.size, wait):
+            raise Full(f"no room for a queue item's reference within {wait} s")
+        wait = max(0.0, wait - (time.monotonic() - started))
     sweep(ring)
     pid = os.getpid()
     start = process_start_time(pid)
@@ -530,17 +538,54 @@ def sweep_orphans() -> int:
     return removed
 
 
+# Side files this process has seen published (head >= end), by path: their
+# end. Such a file is garbage exactly when tail >= end, so a sweep judges it
+# by one comparison instead of opening it and asking whether its creator
+# lives: a sweep runs at every big put and get, and with many big items
+# queued the full checks made each one cost O(files queued), about 25 us a
+# file (issue item 3). Names are never reused; bounded by clearing.
+_published: dict[str, int] = {}
+_PUBLISHED_MAX = 1 << 14
+
+
 def sweep(ring: Ring) -> int:
     """Remove the side files of `ring` that are garbage (see the module
     docstring); never a file of another user. Returns how many it removed."""
     prefix = f"{PREFIX}{ring.identity}."
     removed = 0
-    for name, parsed in _own_files(prefix).items():
+    tail = None
+    try:
+        names = [name for name in os.listdir(SHM_DIR) if name.startswith(prefix)]
+    except OSError:
+        return 0
+    for name in names:
         path = os.path.join(SHM_DIR, name)
+        end = _published.get(path)
+        if end is not None:
+            if tail is None:
+                tail = ring.stats()["tail"]
+            if tail >= end:
+                _published.pop(path, None)
+                _unlink(path)
+                removed += 1
+            continue
+        parsed = _own_file(name, prefix)
         if parsed is not None and _is_garbage(ring, path, *parsed):
             _unlink(path)
             removed += 1
     return removed
+
+
+def _own_file(name: str, prefix: str) -> Optional[tuple[int, int]]:
+    """(pid, start) of the side file `name` (under `prefix`) if it is a
+    regular file of this user, as _own_files tells; else None."""
+    try:
+        info = os.lstat(os.path.join(SHM_DIR, name))
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        return None
+    return _parse(name[len(prefix):])
 
 
 def _is_garbage(ring: Ring, path: str, pid: int, start: int) -> bool:
@@ -566,4 +611,10 @@ def _is_garbage(ring: Ring, path: str, pid: int, start: int) -> bool:
     counters = ring.stats()
     if end and counters["tail"] >= end:
         return True
+    if end and counters["head"] >= end:
+        # Published: from now on only the tail decides (sweep).
+        if len(_published) >= _PUBLISHED_MAX:
+            _published.clear()
+        _published[path] = end
+        return False
     return not alive and (not end or counters["head"] < end)

@@ -135,7 +135,8 @@ print(json.dumps({"dry": cli("gc", "--dry-run"),
                   "after": sorted(os.listdir(MOUNT))}))
 """)
     assert status == 0
-    assert result["dry"] == {"status": 0, "out": "nothing to remove: no stale rings of this user\n",
-                             "err": ""}
+    assert result["dry"] == {"status": 0, "err": "",
+                             "out": "nothing to remove: no stale rings of this user, "
+                                    "no orphaned side files\n"}
     assert result["dry_all"]["out"] == "would remove idle (idle)\n"
     assert result["after"] == ["ringshm.idle"]

@@ -65,6 +65,22 @@ typedef struct {
     uint64_t last;
 } rs_tag;
 
+/* A waiting producer's claim on room, "next in line" (0.3; docs/DESIGN.md,
+ * "Many producers of big items"): a producer that found no room records
+ * what it needs, under the put lock, when no live claim is there; until it
+ * has put, other producers take room only where its batch would still fit
+ * after theirs.  Bounded, so that a dead or departed claimant stops nobody
+ * for long: it holds until `until`, which the claimant moves on while it
+ * waits.  Only the producer side uses it; the consumer side's stays zero,
+ * and a peer that does not know it (0.2) only ignores it. */
+typedef struct {
+    uint64_t ticket;     /* which claim; 0: none */
+    uint64_t owner;      /* the claimant's lock token */
+    uint64_t need;       /* bytes of its records, padding aside (at most half the ring) */
+    uint64_t messages;   /* messages in its batch */
+    uint64_t until;      /* CLOCK_MONOTONIC ns: ignored from then on */
+} rs_claim;
+
 /* One side of the ring: its counter (head for producers, tail for
  * consumers), its statistics and its intent, on a 128-byte block of its own. */
 typedef struct {
@@ -75,7 +91,7 @@ typedef struct {
     uint64_t timeouts;   /* calls that raised Full, or Empty */
     rs_intent intent;
     rs_tag tag;          /* producer side only */
-    char _pad[128 - 88];
+    rs_claim claim;      /* producer side only (0.3) */
 } rs_side;
 
 /* Counters of the NATS bridges (ringshm.bridge), for `ringshm info`: the
@@ -154,6 +170,8 @@ _Static_assert(offsetof(rs_header, space_waitq) == 768, "space_waitq");
 _Static_assert(offsetof(rs_header, tasks_done) == 896, "tasks_done");
 _Static_assert(offsetof(rs_header, joined_waitq) == 960, "joined_waitq");
 _Static_assert(offsetof(rs_side, tag) == 64, "tag");
+_Static_assert(offsetof(rs_side, claim) == 88, "claim");
+_Static_assert(sizeof(rs_claim) == 40, "rs_claim");
 _Static_assert(offsetof(rs_header, identity) == 1024, "identity");
 _Static_assert(offsetof(rs_header, bridge) == 1040, "bridge");
 _Static_assert(sizeof(rs_header) == 1088, "rs_header");

@@ -21,14 +21,24 @@
 #define EARLY_WRAP_ROOM 3u
 #define NO_WRAP SIZE_MAX
 
-/* One put's working state: where its batch goes, and what the consumers had
- * done when it last found no room. */
+/* A claim on room (layout.h, rs_claim) holds this many slices
+ * (recovery_interval) after its claimant last renewed it: the claimant
+ * renews it at every wake-up of its wait, which comes within a slice. */
+#define CLAIM_SLICES 2
+/* ... and this long after the claimant's call gave up (Full): time for the
+ * same put to be tried again (a loop of put(timeout=...)) and keep its
+ * place, too short to hold up the others much if it is not. */
+#define CLAIM_GRACE_NS 2000000
+
+/* One put's working state: where its batch goes, what the consumers had
+ * done when it last found no room, and its claim on room. */
 typedef struct {
     uint64_t start;       /* the head where the batch starts */
     size_t wrap_index;    /* the record preceded by padding to the end, NO_WRAP: none */
     uint64_t wrap_pad;
     uint64_t seen_tail;
     uint64_t seen_got;
+    uint64_t seen_claim;  /* the claim's ticket when it last found no room */
 } put_plan;
 
 static inline uint64_t tail_hint(rs_ring *r) {
@@ -53,6 +63,131 @@ static inline int has_room(rs_ring *r, uint64_t head, uint64_t tail, uint64_t ne
         return rs_load_relaxed(&r->hdr->producer.messages) + messages
                    - rs_load_acquire(&r->hdr->consumer.messages) <= r->max_messages;
     return 1;
+}
+
+/* ---- claims: the producer waiting longest for room is next in line ------- */
+
+static inline rs_claim *claim_of(rs_ring *r) {
+    return &r->hdr->producer.claim;
+}
+
+/* A claim that no longer holds: expired (its claimant put, died or gave
+ * up without renewing it), or impossible (damage: a need no batch has, an
+ * expiry further than a claimant ever sets). */
+static int claim_void(rs_ring *r, int64_t now) {
+    rs_claim *c = claim_of(r);
+    uint64_t need = rs_load_relaxed(&c->need);
+    int64_t until = (int64_t)rs_load_relaxed(&c->until);
+    return until <= now || until - now > CLAIM_SLICES * r->slice_ns || need == 0
+           || need > r->capacity / 2
+           || (r->max_messages != 0 && rs_load_relaxed(&c->messages) > r->max_messages);
+}
+
+/* Another producer's claim `ticket` is there: would a put that leaves the
+ * head at `end` keep its claimant from fitting?  Its batch is taken as one
+ * record (the most padding it can need at the new head).  With the put lock
+ * held (`locked`), a void claim is cleared. */
+static __attribute__((cold, noinline)) int claim_blocks_slow(rs_ring *r, uint64_t end, uint64_t messages,
+                                      uint64_t ticket, int locked) {
+    rs_claim *c = claim_of(r);
+    uint64_t tail, used, need, pos;
+    if (claim_void(r, rs__now())) {
+        if (locked)
+            rs_cas(&c->ticket, ticket, 0);
+        return 0;
+    }
+    tail = rs_load_acquire(&r->hdr->consumer.position);
+    used = end - tail;
+    need = rs_load_relaxed(&c->need);
+    pos = end & r->mask;
+    if (pos + need > r->capacity)
+        need += r->capacity - pos;
+    if (used > r->capacity || need > r->capacity - used)
+        return 1;
+    return r->max_messages != 0
+           && rs_load_relaxed(&r->hdr->producer.messages) + messages
+                  + rs_load_relaxed(&c->messages) - rs_load_acquire(&r->hdr->consumer.messages)
+              > r->max_messages;
+}
+
+/* Was the claim there taken by this process?  A claim orders processes:
+ * it never holds up its own process (a thread that gave up, a retried
+ * put that now takes another size). */
+static inline int claim_by_us(rs_ring *r) {
+    return rs_load_relaxed(&claim_of(r)->owner)
+           == __atomic_load_n(&r->presence->token, __ATOMIC_RELAXED);
+}
+
+/* ... and for this batch: the put that took it, or the same put retried
+ * after a timeout (by what it claims, so that it keeps its place). */
+static int claim_is_ours(rs_ring *r, uint64_t span, uint64_t messages) {
+    rs_claim *c = claim_of(r);
+    return claim_by_us(r) && rs_load_relaxed(&c->need) == span
+           && rs_load_relaxed(&c->messages) == messages;
+}
+
+/* claim_blocks when there is a claim (four arguments: the hot path keeps
+ * no more registers alive for it). */
+static __attribute__((cold, noinline)) int claim_held(rs_ring *r, uint64_t end, uint64_t span,
+                                                      uint64_t messages) {
+    uint64_t ticket = rs_load_relaxed(&claim_of(r)->ticket);
+    if (ticket == 0)
+        return 0;
+    if (claim_is_ours(r, span, messages)) {
+        rs_cas(&claim_of(r)->ticket, ticket, 0);   /* served */
+        return 0;
+    }
+    if (claim_by_us(r))
+        return 0;
+    return claim_blocks_slow(r, end, messages, ticket, 1);
+}
+
+/* With the put lock held, room found for a batch of `messages` (`span`
+ * bytes of records) that ends at `end`: 1 when another process's claim
+ * keeps it out.  The claimant's own batch goes, and its claim with it.
+ * One load on the hot path: the claim sits on the producer side's block,
+ * which only producers holding the put lock touch. */
+RS__HOT int claim_blocks(rs_ring *r, uint64_t end, uint64_t span, uint64_t messages) {
+    if (__builtin_expect(rs_load_relaxed(&claim_of(r)->ticket) == 0, 1))
+        return 0;
+    return claim_held(r, end, span, messages);
+}
+
+/* With the put lock held and no room: take the claim when there is none (or
+ * a void one), or renew our own. */
+static void claim_room(rs_ring *r, uint64_t span, size_t count) {
+    rs_claim *c = claim_of(r);
+    uint64_t ticket = rs_load_relaxed(&c->ticket);
+    int64_t now = rs__now();
+    uint64_t until = (uint64_t)(now + CLAIM_SLICES * r->slice_ns);
+    if (ticket != 0 && !claim_void(r, now)) {
+        if (claim_is_ours(r, span, count))
+            rs_store_relaxed(&c->until, until);
+        return;   /* ours, renewed; or another put is next in line */
+    }
+    /* A ticket that differs from the last one, so that waiters who saw that
+     * one look again. */
+    ticket = (uint64_t)now > ticket ? (uint64_t)now : ticket + 1;
+    rs_store_relaxed(&c->owner, rs_load_relaxed(&r->hdr->put_lock.owner));
+    rs_store_relaxed(&c->need, span);
+    rs_store_relaxed(&c->messages, count);
+    rs_store_relaxed(&c->until, until);
+    rs_store_release(&c->ticket, ticket);
+}
+
+/* Without the lock: keep our claim alive while we wait (`leaving`: 0), or
+ * cut it to CLAIM_GRACE_NS when the call gives up.  Only `until` is
+ * written: at worst it lands on a claim that replaced ours a moment ago,
+ * which its claimant renews within a slice. */
+static void claim_renew(rs_ring *r, uint64_t span, size_t count, int leaving) {
+    rs_claim *c = claim_of(r);
+    int64_t now, until;
+    if (rs_load_relaxed(&c->ticket) == 0 || !claim_is_ours(r, span, count))
+        return;
+    now = rs__now();
+    until = now + (leaving ? CLAIM_GRACE_NS : CLAIM_SLICES * r->slice_ns);
+    if (!leaving || until < (int64_t)rs_load_relaxed(&c->until))
+        rs_store_relaxed(&c->until, (uint64_t)until);
 }
 
 /* Bytes from `head` to the end of the batch laid out there: records one
@@ -107,7 +242,7 @@ RS__HOT int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *p
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t tail;
     if (early_wrap(r, head, total_span, count, plan))
-        return 1;
+        return !claim_blocks(r, head + plan->wrap_pad + total_span, total_span, count);
     if ((head & r->mask) + total_span <= r->capacity && (head & 7) == 0) {
         tail = tail_hint(r);
         if (!has_room(r, head, tail, total_span, count))
@@ -115,16 +250,18 @@ RS__HOT int room_fast(rs_ring *r, size_t count, uint64_t total_span, put_plan *p
         if (has_room(r, head, tail, total_span, count)) {
             plan->start = head;
             plan->wrap_index = NO_WRAP;
-            return 1;
+            return !claim_blocks(r, head + total_span, total_span, count);
         }
     }
     return 0;
 }
 
 /* With the put lock held: lay the batch out at the head and check that it
- * fits now.  RS__TIMEOUT when it does not (the caller lets the lock go
- * before it waits); RS_CORRUPTED for impossible positions. */
-static int find_room(rs_ring *r, const struct iovec *msgs, size_t count, put_plan *plan) {
+ * fits now, and that no other producer's claim keeps it out.  RS__TIMEOUT
+ * when it does not (the caller lets the lock go before it waits);
+ * RS_CORRUPTED for impossible positions. */
+static int find_room(rs_ring *r, const struct iovec *msgs, size_t count, uint64_t total_span,
+                     put_plan *plan) {
     uint64_t head = rs_load_relaxed(&r->hdr->producer.position);
     uint64_t need, tail;
     if ((head & 7) != 0)
@@ -135,7 +272,8 @@ static int find_room(rs_ring *r, const struct iovec *msgs, size_t count, put_pla
         return rs__fail(RS_CORRUPTED, "head and tail are further apart than the capacity "
                         "(head %llu, tail %llu)", (unsigned long long)head,
                         (unsigned long long)tail);
-    if (!has_room(r, head, tail, need, count))
+    if (!has_room(r, head, tail, need, count)
+            || claim_blocks(r, head + need, total_span, count))
         return RS__TIMEOUT;
     plan->start = head;
     return 0;
@@ -158,11 +296,15 @@ static int head_went_back(rs_ring *r) {
 /* Consumers took something since we looked under the lock, and what is free
  * now could hold the batch's records (padding aside: the check under the
  * lock is exact).  The second half keeps waiting producers off the lock
- * when another one has already taken the room freed. */
+ * when another one has already taken the room freed.  Also worth a look:
+ * the claim changed (its claimant put, or the place is free to take), or
+ * another producer's claim has expired. */
 static int consumers_moved(rs_ring *r, uint64_t span, const put_plan *plan) {
     uint64_t tail = rs_load_seq(&r->hdr->consumer.position);
-    uint64_t used;
-    if (rs__shut_down(r))
+    uint64_t used, ticket = rs_load_relaxed(&claim_of(r)->ticket);
+    if (rs__shut_down(r) || ticket != plan->seen_claim)
+        return 1;
+    if (ticket != 0 && (int64_t)rs_load_relaxed(&claim_of(r)->until) <= rs__now())
         return 1;
     if (tail == plan->seen_tail && rs_load_seq(&r->hdr->consumer.messages) == plan->seen_got)
         return 0;
@@ -173,6 +315,7 @@ static int consumers_moved(rs_ring *r, uint64_t span, const put_plan *plan) {
 static inline void note_consumers(rs_ring *r, uint64_t tail, put_plan *plan) {
     plan->seen_tail = tail;
     plan->seen_got = rs_load_acquire(&r->hdr->consumer.messages);
+    plan->seen_claim = rs_load_relaxed(&claim_of(r)->ticket);
 }
 
 /* The batch's records cannot fit (padding aside) by the tail as it is now:
@@ -190,17 +333,22 @@ static int looks_full(rs_ring *r, size_t count, uint64_t total_span, put_plan *p
     return 1;
 }
 
-static int wait_consumers(rs_ring *r, uint64_t span, rs_wait_state *w, int *waited,
-                          int64_t deadline, const put_plan *plan) {
+static int wait_consumers(rs_ring *r, uint64_t span, size_t count, rs_wait_state *w,
+                          int *waited, int64_t deadline, const put_plan *plan) {
     int rc;
     if (!*waited) {
         *waited = 1;
-        rs__wait_start(w, deadline, r->spin_ns, &r->hdr->producer.waits);
+        /* No spin when another producer already sleeps for room: the ring
+         * has been full longer than a spin, and with many producers on few
+         * cores the spinning took the consumers' CPU (issue item 3). */
+        rs__wait_start(w, deadline, rs_load_relaxed(&r->hdr->space_waitq.wanted) ? 0 : r->spin_ns,
+                       &r->hdr->producer.waits);
     }
     while (!consumers_moved(r, span, plan)) {
         rc = rs__wait_turn(r, &r->hdr->space_waitq, w, 0);
         if (rc != 0)
             return rc;
+        claim_renew(r, span, count, 0);
     }
     return 0;
 }
@@ -211,6 +359,14 @@ static inline int put_failed(rs_ring *r, int rc) {
         return RS_FULL;
     }
     return rc;
+}
+
+/* A call that waited gives up: its claim, if it holds one, only lasts long
+ * enough for the same put to be tried again. */
+static int put_gave_up(rs_ring *r, int rc, uint64_t span, size_t count, int waited) {
+    if (waited)
+        claim_renew(r, span, count, 1);
+    return put_failed(r, rc);
 }
 
 /* Take the put lock and room for the batch (total_span: its records
@@ -231,13 +387,13 @@ RS__HOT int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64
             if (rs__held_by_me(r, RS_PUT_LOCK))
                 return rs__fail(RS_DEADLOCK, "put inside this thread's own reserve() block of "
                                 "this ring would deadlock");
-            rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
+            rc = wait_consumers(r, total_span, count, &w, &waited, deadline, plan);
             if (rc != 0)
-                return put_failed(r, rc);
+                return put_gave_up(r, rc, total_span, count, waited);
         }
         rc = rs__lock(r, RS_PUT_LOCK, deadline, try_only);
         if (rc != 0)
-            return put_failed(r, rc);
+            return put_gave_up(r, rc, total_span, count, waited);
         rc = head_went_back(r);
         if (rc != 0) {
             rs__unlock(r, RS_PUT_LOCK);
@@ -245,21 +401,24 @@ RS__HOT int begin_put(rs_ring *r, const struct iovec *msgs, size_t count, uint64
         }
         if (room_fast(r, count, total_span, plan))
             return 0;
-        rc = find_room(r, msgs, count, plan);
+        rc = find_room(r, msgs, count, total_span, plan);
         if (rc == 0)
             return 0;
-        /* No room: note what the consumers had done when we looked, let the
-         * lock go, and sleep until they do more. */
+        /* No room: claim it (next in line), note what the consumers had
+         * done when we looked, let the lock go, and sleep until they do
+         * more.  A call that does not wait claims nothing. */
+        if (rc == RS__TIMEOUT && !try_only && deadline != 0)
+            claim_room(r, total_span, count);
         note_consumers(r, rs_load_acquire(&r->cached_tail), plan);
         rs__unlock(r, RS_PUT_LOCK);
         if (rc == RS__TIMEOUT && try_only)
             return RS__AGAIN;
         if (rc == RS__TIMEOUT && deadline != 0) {
-            rc = wait_consumers(r, total_span, &w, &waited, deadline, plan);
+            rc = wait_consumers(r, total_span, count, &w, &waited, deadline, plan);
             if (rc == 0)
                 continue;
         }
-        return put_failed(r, rc);
+        return put_gave_up(r, rc, total_span, count, waited);
     }
 }
 
@@ -436,10 +595,15 @@ int rs__fits_now(rs_ring *r, uint64_t payload) {
     uint64_t head = rs_load_acquire(&r->hdr->producer.position);
     uint64_t tail = rs_load_seq(&r->hdr->consumer.position);
     uint64_t need = rs__record_span(payload);
-    uint64_t pos = head & r->mask;
+    uint64_t pos = head & r->mask, ticket;
     if (pos + need > r->capacity)
         need += r->capacity - pos;   /* the padding to the end */
-    return has_room(r, head, tail, need, 1);
+    if (!has_room(r, head, tail, need, 1))
+        return 0;
+    /* Room another producer claimed is not ours (put_nowait would find
+     * that too); whose claim cannot be told here, so it counts as theirs. */
+    ticket = rs_load_relaxed(&claim_of(r)->ticket);
+    return ticket == 0 || !claim_blocks_slow(r, head + need, 1, ticket, 0);
 }
 
 int rs_wait_room(rs_ring *r, size_t len, int64_t timeout_ns) {
