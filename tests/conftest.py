@@ -39,6 +39,30 @@ def ringshm_home():
     return os.path.dirname(os.path.dirname(os.path.abspath(ringshm.__file__)))
 
 
+def where_stuck(pid):
+    """What process `pid` and its threads are doing, from /proc (state,
+    signal masks, the kernel function it sleeps in, its system call): for
+    the message of a test whose child did not answer."""
+    lines = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") \
+            else []:
+        base = f"/proc/{pid}/task/{task}"
+        try:
+            with open(f"{base}/status") as f:
+                status = {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+            with open(f"{base}/wchan") as f:
+                wchan = f.read()
+            with open(f"{base}/syscall") as f:
+                syscall = f.read().split()[:1]
+        except OSError as exc:
+            lines.append(f"  task {task}: {exc}")
+            continue
+        lines.append(f"  task {task}: {status.get('State')} wchan={wchan} syscall={syscall} "
+                     f"SigBlk={status.get('SigBlk')} SigIgn={status.get('SigIgn')} "
+                     f"SigPnd={status.get('SigPnd')} ShdPnd={status.get('ShdPnd')}")
+    return "\n".join(lines) or "  (gone)"
+
+
 def child_env(env=None, **extra):
     """`env` (default os.environ) and `extra`, with ringshm_home() first on
     PYTHONPATH: what a child interpreter that imports ringshm runs with."""

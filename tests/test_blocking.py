@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_env, join_or_kill, ringshm_home
+from conftest import child_env, join_or_kill, ringshm_home, where_stuck
 
 from ringshm import Empty, Full, Ring, ShutDown
 
@@ -304,9 +304,11 @@ def test_ctrl_c_interrupts_a_blocked_call(make_ring, kind, recovery_interval):
             try:
                 out, err = child.communicate(timeout=5)
             except subprocess.TimeoutExpired:
+                stuck = where_stuck(child.pid)
                 child.kill()
                 out, err = child.communicate()
-                pytest.fail(f"the blocked call ({kind}) ignored SIGINT; stderr:\n{err}")
+                pytest.fail(f"the blocked call ({kind}) ignored SIGINT; the child:\n{stuck}\n"
+                            f"stdout:\n{out}\nstderr:\n{err}")
     finally:
         if child.poll() is None:
             child.kill()
