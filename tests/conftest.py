@@ -39,6 +39,17 @@ def ringshm_home():
     return os.path.dirname(os.path.dirname(os.path.abspath(ringshm.__file__)))
 
 
+def default_sigint():
+    """A preexec_fn: SIGINT back to its default in the child.  A suite run
+    as a background job of a shell (`pytest &`) inherits SIGINT and SIGQUIT
+    ignored, as POSIX has it, and so would the children whose Ctrl-C the
+    tests try; a terminal's Ctrl-C reaches a foreground program with the
+    default.  (Python installs its KeyboardInterrupt handler only over the
+    default.)"""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def where_stuck(pid):
     """What process `pid` and its threads are doing, from /proc (state,
     signal masks, the kernel function it sleeps in, its system call): for

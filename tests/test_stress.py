@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import default_sigint
 
 import ringshm
 
@@ -110,7 +111,7 @@ def test_ctrl_c_cleans_up():
     child = subprocess.Popen(
         [sys.executable, "-m", "ringshm.stress", "--seconds", "60", "--kill-every", "200"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=default_sigint)
     try:
         ready, _, _ = select.select([child.stderr], [], [], 30)
         assert ready, "no output from the stress command"

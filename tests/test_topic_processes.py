@@ -11,11 +11,9 @@ import sys
 import threading
 import time
 
-from conftest import join_or_kill, unique_ring_name
+from conftest import child_env, default_sigint, join_or_kill, ringshm_home, unique_ring_name
 
 from ringshm import Empty, ShutDown, Topic
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def stamp(publisher, n):
@@ -205,9 +203,9 @@ except KeyboardInterrupt:
 
 def test_ctrl_c_interrupts_a_blocked_get():
     topic = Topic.create(unique_ring_name(), 4096)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", CTRL_C_PEER, topic.name], cwd=ROOT,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_PEER, topic.name],
+                             cwd=ringshm_home(), env=child_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         assert child.stdout.readline() == "ready\n"
         time.sleep(0.3)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_env, ringshm_home
+from conftest import child_env, default_sigint, ringshm_home
 
 from ringshm import JoinableQueue, Queue, Ring, SimpleQueue, wait
 from ringshm._ring import wait_uses_futex_waitv
@@ -190,6 +190,7 @@ def test_ctrl_c_interrupts_the_wait(make_ring, count):
     rings = [make_ring(recovery_interval=30) for _ in range(count)]
     child = subprocess.Popen([sys.executable, "-c", CTRL_C, *[r.name for r in rings]],
                              cwd=ringshm_home(), env=child_env(), stdout=subprocess.PIPE,
+                             preexec_fn=default_sigint,
                              stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
