@@ -33,7 +33,8 @@ def plot(records: list[dict], path: str) -> None:
         ax.set_xticks([1, 2, 4])
         ax.set_xlabel("subscribers")
         ax.set_ylabel("deliveries/s (summed)")
-        ax.set_title(f"1 publisher → N subscribers, {payload if payload != 'frame' else '1080p frame'}")
+        shown = "1080p frame" if payload == "frame" else payload
+        ax.set_title(f"1 publisher → N subscribers, {shown}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
