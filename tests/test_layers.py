@@ -44,6 +44,8 @@ LAYERS = [
     "ringshm.demo",
     "ringshm.top",            # the live view of every ring
     "ringshm.bridge",
+    "ringshm._cli_common",    # what the command's modules share
+    "ringshm.cli_topic",      # pub, sub, create --topic, info of a topic
     "ringshm.cli",
     "ringshm.__main__",
     "ringshm.bench",
