@@ -39,6 +39,7 @@ LAYERS = [
     "ringshm.topic",          # Topic, Subscription, ObjectTopic
     "ringshm.waiting",        # wait() over rings and queues
     "ringshm",                # the package's public names
+    "ringshm._aiohelper",     # ringshm.asyncio's helper thread of each event loop
     "ringshm.asyncio",
     "ringshm.stress",
     "ringshm.demo",
