@@ -1,4 +1,5 @@
-"""ringshm.asyncio: AsyncRing and AsyncQueue, rings and queues for coroutines.
+"""ringshm.asyncio: AsyncRing and AsyncQueue, rings and queues for
+coroutines; AsyncTopic and AsyncSubscription, topics for coroutines.
 
 A futex cannot be polled by an event loop, so each event loop has at most
 one helper thread ("ringshm-wait") that sleeps, in one ``wait_many()`` call
@@ -20,7 +21,13 @@ WAIT_SLICE), or when close() leaves it nothing to wait for.  A ring closed
 under the wait (by another thread) ends it: the coroutines waiting on that
 ring wake (their next call raises ValueError), the others wait on.
 
-The helper is ringshm/_aiohelper.py's (wait_on, withdraw).
+The helper is ringshm/_aiohelper.py's (wait_on, withdraw).  A subscription
+waits through the same helper (wait_many takes subscriptions): a thousand
+AsyncSubscription gets of one loop cost that loop's one thread.  A topic's
+room cannot be slept on (rs_wait waits for a subscriber's data, never for
+a topic's room): AsyncTopic.publish tries again after BACKOFF_MIN seconds,
+doubling up to BACKOFF_MAX, until the publish fits (docs/DESIGN.md,
+"Topics for coroutines").
 
 This module is named like the standard library's: inside the package every
 import is absolute, and ``import asyncio`` below is the standard library.
@@ -30,7 +37,17 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterable, Optional, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generic,
+    Iterable,
+    Optional,
+    Protocol,
+    TypeVar,
+)
 
 from ringshm._aiohelper import LoopWaiter, wait_on, withdraw
 from ringshm._ring import RECORD_HEADER
@@ -38,8 +55,9 @@ from ringshm._typing import Buffer
 from ringshm.errors import Empty, Full, ShutDown
 from ringshm.queue import Queue, T
 from ringshm.ring import Ring
+from ringshm.topic import ObjectSubscription, ObjectTopic, Subscription, Topic
 
-__all__ = ["AsyncRing", "AsyncQueue"]
+__all__ = ["AsyncRing", "AsyncQueue", "AsyncTopic", "AsyncSubscription"]
 
 #: When the condition held but the non-blocking call still failed (another
 #: consumer was faster, a batch needs more than one message's room), the
@@ -60,7 +78,13 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
     return float(timeout)
 
 
-async def _retry(attempt: Callable[[], R], failure: type[Exception], owner: AsyncRing,
+class _Waits(Protocol):
+    """What _retry waits through: AsyncRing._wait, AsyncSubscription._wait."""
+
+    async def _wait(self, room: Optional[int], timeout: Optional[float]) -> bool: ...
+
+
+async def _retry(attempt: Callable[[], R], failure: type[Exception], owner: _Waits,
                  room: Optional[Callable[[], int]], timeout: Optional[float]) -> R:
     """``attempt()`` (non-blocking) until it does not raise ``failure``,
     waiting for data (``room`` None) or ``room()`` bytes of room between
@@ -395,3 +419,234 @@ def _once(compute: Callable[[], int]) -> Callable[[], int]:
         return result[0]
 
     return value
+
+
+class AsyncSubscription:
+    """A topic subscription for coroutines: ``await get()``, ``get_many``,
+    ``async for``.  Wraps a Subscription (bytes) or an ObjectSubscription
+    (objects), made by ``AsyncTopic.subscribe()`` or by you; close() closes
+    it.  Waits join the loop's one helper thread, as AsyncRing's do.
+
+    Raises:
+        TypeError: ``subscription`` is neither.
+    """
+
+    def __init__(self, subscription: Any) -> None:
+        if isinstance(subscription, Subscription):
+            core = subscription
+        elif isinstance(subscription, ObjectSubscription):
+            core = subscription.subscription
+        else:
+            raise TypeError(f"AsyncSubscription wraps a Subscription or an ObjectSubscription, "
+                            f"not {type(subscription).__name__}")
+        self._subscription = subscription
+        self._core: Subscription = core
+        self._closed = False
+        self._helpers: weakref.WeakSet[LoopWaiter] = weakref.WeakSet()
+
+    @property
+    def subscription(self) -> Any:
+        """The Subscription or ObjectSubscription this object wraps."""
+        return self._subscription
+
+    def __repr__(self) -> str:
+        return f"<AsyncSubscription {self._core!r}>"
+
+    async def get(self, timeout: Optional[float] = None) -> Any:
+        """The next message (an object for an ObjectSubscription), waiting
+        without blocking the loop.  Cancelled, it has taken nothing.
+
+        Raises:
+            ringshm.Empty: nothing within ``timeout`` seconds.
+            ringshm.ShutDown: the topic was shut down and this subscriber
+                has taken everything.
+            ringshm.Lagged: (untethered) overrun; the next get continues
+                with the oldest message held.
+            ValueError: a bad timeout, or closed.
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(self._get_nowait, Empty, self, None, timeout)
+
+    def _get_nowait(self) -> Any:
+        if self._closed:
+            raise ValueError("operation on a closed AsyncSubscription")
+        item: Any = self._subscription.get_nowait()
+        return item
+
+    def get_nowait(self) -> Any:
+        """The subscription's get_nowait().
+
+        Raises:
+            ringshm.Empty: nothing now.  Otherwise as get().
+        """
+        return self._get_nowait()
+
+    async def get_many(self, max_messages: int = 1024, max_bytes: Optional[int] = 256 * 1024,
+                       timeout: Optional[float] = None) -> list[Any]:
+        """Wait for at least one message, then take as many as are ready, up
+        to the limits (``max_bytes``: a Subscription's only).  Cancelled, it
+        has taken nothing.
+
+        Raises:
+            As get(); TypeError, ValueError: a bad limit.
+        """
+        timeout = _check_timeout(timeout)
+
+        def attempt() -> list[Any]:
+            if self._closed:
+                raise ValueError("operation on a closed AsyncSubscription")
+            if isinstance(self._subscription, ObjectSubscription):
+                objects: list[Any] = self._subscription.get_many(max_messages, block=False)
+                return objects
+            batch: list[Any] = self._core.get_many(max_messages, max_bytes, block=False)
+            return batch
+
+        return await _retry(attempt, Empty, self, None, timeout)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``await get()`` until the topic is shut down and this subscriber
+        has taken everything (a Lagged ends the loop with the exception)."""
+        return _until_shut_down(self.get)
+
+    @property
+    def tethered(self) -> bool:
+        return bool(self._core.tethered)
+
+    @property
+    def lag(self) -> int:
+        return int(self._core.lag)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or bool(self._core.closed)
+
+    async def _wait(self, room: Optional[int], timeout: Optional[float]) -> bool:
+        """Until this subscriber may have something to take, or its topic is
+        shut down and drained for it (True), or ``timeout`` expired (False).
+
+        Raises:
+            ValueError: this object is closed.
+        """
+        return await wait_on(self, self._core, None, timeout)
+
+    def close(self) -> None:
+        """Wake the coroutines waiting on this object (they raise
+        ValueError), end each loop's helper this leaves with nothing to wait
+        for, and close the subscription (leave the topic).  Idempotent."""
+        self._closed = True
+        withdraw(self)
+        self._subscription.close()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncTopic:
+    """A Topic (or ObjectTopic) for coroutines: ``await publish()``,
+    ``publish_many``, ``subscribe()``.  Wraps an open topic, which stays
+    usable and open (close it yourself).
+
+    A full log (a tethered subscriber behind) cannot be slept on: publish
+    tries again after BACKOFF_MIN seconds, doubling up to BACKOFF_MAX.
+
+    Raises:
+        TypeError: ``topic`` is neither a Topic nor an ObjectTopic.
+    """
+
+    def __init__(self, topic: Any) -> None:
+        if not isinstance(topic, (Topic, ObjectTopic)):
+            raise TypeError(f"AsyncTopic wraps a Topic or an ObjectTopic, "
+                            f"not {type(topic).__name__}")
+        self._topic: Any = topic
+        self._closed = False
+
+    @property
+    def topic(self) -> Any:
+        """The Topic or ObjectTopic this object wraps."""
+        return self._topic
+
+    def __repr__(self) -> str:
+        return f"<AsyncTopic {self._topic!r}>"
+
+    async def _publish(self, attempt: Callable[[], None], timeout: Optional[float]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        backoff = BACKOFF_MIN
+        while True:
+            if self._closed:
+                raise ValueError("operation on a closed AsyncTopic")
+            try:
+                return attempt()
+            except Full:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+            delay = backoff if deadline is None else \
+                max(0.0, min(backoff, deadline - loop.time()))
+            await asyncio.sleep(delay)
+            backoff = min(2 * backoff, BACKOFF_MAX)
+
+    async def publish(self, message: Any, timeout: Optional[float] = None) -> None:
+        """Publish one message (an object for an ObjectTopic), waiting
+        without blocking the loop while the log is full.  Cancelled, it has
+        published the message or not, never part of it.
+
+        Raises:
+            ringshm.Full: no room within ``timeout`` seconds.
+            ringshm.ShutDown, ringshm.MessageTooLarge, TypeError: as
+                Topic.publish().  ValueError: a bad timeout, or closed.
+        """
+        timeout = _check_timeout(timeout)
+        await self._publish(lambda: self._topic.publish_nowait(message), timeout)
+
+    def publish_nowait(self, message: Any) -> None:
+        """The topic's publish_nowait().
+
+        Raises:
+            ringshm.Full: no room now.  Otherwise as publish().
+        """
+        if self._closed:
+            raise ValueError("operation on a closed AsyncTopic")
+        self._topic.publish_nowait(message)
+
+    async def publish_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Publish a batch, all or nothing, contiguous (see
+        Topic.publish_many), waiting without blocking the loop.
+
+        Raises:
+            ringshm.Full: the whole batch did not fit in time; nothing was
+                published.  Otherwise as publish().
+        """
+        timeout = _check_timeout(timeout)
+        batch = list(messages)
+        await self._publish(lambda: self._topic.publish_many(batch, block=False), timeout)
+
+    def subscribe(self, *, tethered: bool = True,
+                  stall_timeout: Optional[float] = None) -> AsyncSubscription:
+        """A new subscriber (Topic.subscribe()), wrapped for coroutines.
+
+        Raises:
+            As Topic.subscribe().
+        """
+        if self._closed:
+            raise ValueError("operation on a closed AsyncTopic")
+        return AsyncSubscription(self._topic.subscribe(tethered=tethered,
+                                                       stall_timeout=stall_timeout))
+
+    def shutdown(self) -> None:
+        """The topic's shutdown(): waiting subscribers take what is left,
+        then raise ShutDown."""
+        self._topic.shutdown()
+
+    def close(self) -> None:
+        """Later publishes raise ValueError; the topic stays open.
+        Idempotent."""
+        self._closed = True
+
+    async def __aenter__(self) -> AsyncTopic:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
