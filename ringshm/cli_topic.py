@@ -23,7 +23,7 @@ from ._cli_common import (
     send_stream,
     subscriber_text,
 )
-from .census import subscriber_row
+from .census import escape_name, subscriber_row
 from .errors import Empty, Lagged, RingWrongKind, ShutDown
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ def topic_info(args: argparse.Namespace) -> int:
     if args.json:
         print_info({**info, "subscriber_list": subscribers}, True)
         return 0
+    if "name" in info:
+        info["name"] = escape_name(info["name"])   # as `ls` prints it
     print_info(info, False)
     for sub in subscribers:
         print(subscriber_text(sub))
