@@ -112,7 +112,7 @@ class _LoopWaiter:
             if self.gone:
                 return False
             if wait.owner._closed:
-                raise ValueError("operation on a closed AsyncRing")
+                raise ValueError(f"operation on a closed {type(wait.owner).__name__}")
             self.waits[future] = wait
             self.stop = False
             if self.thread is None:

@@ -138,3 +138,24 @@ def test_a_room_for_a_subscription_is_refused(make_topic):
         wait_many([sub], [16], 0)
     with pytest.raises(TypeError, match="Subscription"):
         wait([sub, object()], timeout=0)
+
+
+def test_a_forked_childs_copy_of_a_subscription_is_refused(make_topic):
+    import os
+    topic = make_topic()
+    sub = topic.subscribe()
+    topic.publish(b"x")
+    pid = os.fork()
+    if pid == 0:   # the child: its copy belongs to the parent
+        status = 1
+        try:
+            wait([sub], timeout=0)
+        except RuntimeError as exc:
+            status = 0 if "forked" in str(exc) else 2
+        except BaseException:
+            status = 3
+        os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait([sub], timeout=0) == [sub]   # the parent's is untouched
+    assert sub.get_nowait() == b"x"
