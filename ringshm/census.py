@@ -14,8 +14,8 @@ persistent /dev/shm).  A persistent ring that no live process maps is
 A topic (ringshm.topic) is a row too, its states starting with "topic"
 (then shutdown, idle or stale by the same rules), with its stats and one
 entry per subscriber (``subscriber_list``), all read without a lock, when
-census() is given Topic.open (`ringshm ls` does; `gc` does not, so it
-removes no topic).
+census() is given Topic.open (`ringshm ls` and `gc` do: gc removes a
+stale topic, and with --persistent an idle one, as it does a ring).
 """
 
 import contextlib

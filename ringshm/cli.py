@@ -184,7 +184,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     status = 0
     would = 0   # what --dry-run listed
     gone: set[str] = set()   # identities and names of the rings removed
-    for row in census():
+    from .topic import Topic
+    for row in census(open_topic=Topic.open):   # a stale topic goes as a stale ring does
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
         label = f"{escape_name(row['name'])} ({', '.join(row['states'])})"
