@@ -99,12 +99,16 @@ cdef extern from "ringshm.h" nogil:
     int rs_wait_joined(rs_ring *r, int64_t timeout_ns)
     void rs_set_interrupt(rs_ring *r, rs_interrupt_fn hook, void *arg)
     int RS_POKED
+    # A topic's subscription (the topic calls are below): rs_waiter.sub.
+    ctypedef struct rs_sub:
+        pass
     unsigned RS_WAIT_DATA, RS_WAIT_ROOM, RS_WAIT_SHUTDOWN, RS_WAIT_CLOSED
     ctypedef struct rs_waiter:
         rs_ring *ring
         unsigned events
         size_t room
         unsigned ready
+        rs_sub *sub
     ctypedef struct rs_poke:
         uint32_t word
     void rs_poke_init(rs_poke *poke)
@@ -120,8 +124,6 @@ cdef extern from "ringshm.h" nogil:
     # attaches their segments itself (as a ring's), so it has their handle
     # as an rs_ring *; topic.c's rs_topic * is that same handle.
     ctypedef struct rs_topic:
-        pass
-    ctypedef struct rs_sub:
         pass
     unsigned RS_SUB_UNTETHERED
     unsigned RS_TOPIC_MAX_SUBSCRIBERS

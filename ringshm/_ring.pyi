@@ -1,5 +1,5 @@
 # Typed stub of the compiled core, ringshm._ring.
-from typing import Any, Callable, Iterable, Literal, NamedTuple, Optional, TypeVar
+from typing import Any, Callable, Iterable, Literal, NamedTuple, Optional, TypeVar, Union
 
 from ringshm._typing import Buffer
 
@@ -99,8 +99,10 @@ class Poke:
     def seen(self) -> int: ...
     def send(self) -> None: ...
 
-def wait_many(rings: list[RingCore], rooms: list[Optional[int]], timeout: Optional[float] = ...,
-              poke: Optional[Poke] = ..., seen: int = ...) -> list[int]: ...
+def wait_many(rings: Union[list[RingCore], list[Union[RingCore, SubscriptionCore]]],
+              rooms: list[Optional[int]],
+              timeout: Optional[float] = ..., poke: Optional[Poke] = ...,
+              seen: int = ...) -> list[int]: ...
 def wait_uses_futex_waitv() -> bool: ...
 
 class ReserveBlock:

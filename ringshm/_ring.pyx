@@ -1175,7 +1175,7 @@ cdef class RingCore(SegmentCore):
         return self._wait_public(2, 0, timeout) == 1
 
 
-include "_waitmany.pxi"
 include "_blocks.pxi"
 include "_scan.pxi"
 include "_topic.pxi"
+include "_waitmany.pxi"

@@ -1,4 +1,5 @@
-"""ringshm.asyncio: AsyncRing and AsyncQueue, rings and queues for coroutines.
+"""ringshm.asyncio: AsyncRing and AsyncQueue, rings and queues for
+coroutines; AsyncTopic and AsyncSubscription, topics for coroutines.
 
 A futex cannot be polled by an event loop, so each event loop has at most
 one helper thread ("ringshm-wait") that sleeps, in one ``wait_many()`` call
@@ -20,6 +21,14 @@ WAIT_SLICE), or when close() leaves it nothing to wait for.  A ring closed
 under the wait (by another thread) ends it: the coroutines waiting on that
 ring wake (their next call raises ValueError), the others wait on.
 
+The helper is ringshm/_aiohelper.py's (wait_on, withdraw).  A subscription
+waits through the same helper (wait_many takes subscriptions): a thousand
+AsyncSubscription gets of one loop cost that loop's one thread.  A topic's
+room cannot be slept on (rs_wait waits for a subscriber's data, never for
+a topic's room): AsyncTopic.publish tries again after BACKOFF_MIN seconds,
+doubling up to BACKOFF_MAX, until the publish fits (docs/DESIGN.md,
+"Topics for coroutines").
+
 This module is named like the standard library's: inside the package every
 import is absolute, and ``import asyncio`` below is the standard library.
 """
@@ -27,25 +36,29 @@ import is absolute, and ``import asyncio`` below is the standard library.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
-import time
 import weakref
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterable, Optional, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generic,
+    Iterable,
+    Optional,
+    Protocol,
+    TypeVar,
+)
 
-from ringshm._ring import RECORD_HEADER, Poke, RingCore, wait_many
+from ringshm._aiohelper import LoopWaiter, wait_on, withdraw
+from ringshm._ring import RECORD_HEADER
 from ringshm._typing import Buffer
 from ringshm.errors import Empty, Full, ShutDown
 from ringshm.queue import Queue, T
 from ringshm.ring import Ring
+from ringshm.topic import ObjectSubscription, ObjectTopic, Subscription, Topic
 
-__all__ = ["AsyncRing", "AsyncQueue"]
+__all__ = ["AsyncRing", "AsyncQueue", "AsyncTopic", "AsyncSubscription"]
 
-#: The longest a loop's helper thread sleeps in one wait before it looks
-#: whether its loop was closed.
-WAIT_SLICE = 0.25
-#: A helper thread with nothing to wait for ends after this many seconds.
-IDLE_EXIT = 1.0
 #: When the condition held but the non-blocking call still failed (another
 #: consumer was faster, a batch needs more than one message's room), the
 #: next try backs off from this many seconds, doubling up to BACKOFF_MAX.
@@ -53,31 +66,6 @@ BACKOFF_MIN = 0.0005
 BACKOFF_MAX = 0.01
 
 R = TypeVar("R")
-#: What the helper sleeps on for a wait: (id of the RingCore, True for room).
-_Key = tuple[int, bool]
-
-
-def _wake(future: asyncio.Future[bool], ready: bool) -> None:
-    if not future.done():
-        future.set_result(ready)
-
-
-def _wake_all(futures: list[asyncio.Future[bool]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(True)
-
-
-def _resolve(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[bool]]) -> bool:
-    """From any thread: resolve ``futures`` (True) on ``loop``; False when
-    the loop is closed (nobody waits there any more)."""
-    if not futures:
-        return True
-    try:
-        loop.call_soon_threadsafe(_wake_all, futures)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -90,240 +78,13 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
     return float(timeout)
 
 
-def _over(core: RingCore) -> bool:
-    """True when ``core`` is shut down or closed (every wait on it ends)."""
-    try:
-        return core.closed or core.is_shutdown
-    except ValueError:
-        return True
+class _Waits(Protocol):
+    """What _retry waits through: AsyncRing._wait, AsyncSubscription._wait."""
+
+    async def _wait(self, room: Optional[int], timeout: Optional[float]) -> bool: ...
 
 
-class _Wait:
-    """One coroutine's wait: for data (room None) or room on one ring."""
-
-    __slots__ = ("owner", "core", "room", "key")
-
-    def __init__(self, owner: AsyncRing, core: RingCore, room: Optional[int]) -> None:
-        self.owner = owner
-        self.core = core
-        self.room = room
-        self.key: _Key = (id(core), room is not None)
-
-
-class _LoopWaiter:
-    """The helper of one event loop: one thread that sleeps in wait_many()
-    on every ring the loop's coroutines wait on, re-armed through a Poke
-    when that set changes, and resolves their futures on the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pid = os.getpid()
-        self.cond = threading.Condition()
-        self.poke = Poke()
-        # Guarded by cond:
-        self.waits: dict[asyncio.Future[bool], _Wait] = {}
-        self.armed: Optional[dict[_Key, Optional[int]]] = None   # what the thread sleeps on
-        self.thread: Optional[threading.Thread] = None
-        self.stop = False   # end as soon as there is nothing to wait for
-        self.gone = False   # out of the registry: the loop's next wait makes another
-
-    # -- the loop's side (and close()'s) ---------------------------------------
-
-    def add(self, future: asyncio.Future[bool], wait: _Wait) -> bool:
-        """Register ``wait``; False when this helper is gone (ask again).
-
-        Raises:
-            ValueError: the AsyncRing is closed.
-        """
-        with self.cond:
-            if self.gone:
-                return False
-            if wait.owner._closed:
-                raise ValueError("operation on a closed AsyncRing")
-            self.waits[future] = wait
-            self.stop = False
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="ringshm-wait",
-                                               daemon=True)
-                self.thread.start()
-            elif self.armed is None:
-                self.cond.notify_all()   # idle, or about to look at the waits anyway
-            elif not self._covered(wait):
-                self._rearm()
-        return True
-
-    def _covered(self, wait: _Wait) -> bool:
-        assert self.armed is not None
-        if wait.key not in self.armed:
-            return False
-        armed = self.armed[wait.key]
-        return armed is None or (wait.room is not None and armed <= wait.room)
-
-    def _rearm(self) -> None:
-        # Under cond: the set the thread sleeps on is stale.  Once poked, it
-        # reads the waits afresh, so later changes need no poke of their own.
-        self.armed = None
-        self.poke.send()
-
-    def discard(self, future: asyncio.Future[bool]) -> None:
-        """Forget ``future`` (resolved, cancelled or timed out)."""
-        with self.cond:
-            wait = self.waits.pop(future, None)
-            if wait is None or self.armed is None:
-                return
-            # Poke when the set shrinks: the ring's last wait, or perhaps the
-            # smallest room.
-            if (wait.room is not None and wait.room == self.armed.get(wait.key)) or \
-                    not any(w.key == wait.key for w in self.waits.values()):
-                self._rearm()
-
-    def withdraw(self, owner: AsyncRing) -> None:
-        """close(): wake the waits of ``owner`` (their next try raises
-        ValueError); end the thread if that leaves it nothing to wait for."""
-        with self.cond:
-            taken = [f for f, w in self.waits.items() if w.owner is owner]
-            for future in taken:
-                del self.waits[future]
-            thread = self.thread
-            ending = thread is not None and not self.waits
-            if ending:
-                self.stop = True
-                self.cond.notify_all()
-            if (taken or ending) and self.armed is not None:
-                self._rearm()
-        _resolve(self.loop, taken)
-        if not ending or thread is threading.current_thread():
-            return
-        assert thread is not None
-        with self.cond:
-            # Unless a new wait came meanwhile, the thread ends within a poke.
-            self.cond.wait_for(lambda: self.thread is not thread or bool(self.waits))
-            ended = self.thread is not thread
-        if ended:
-            thread.join()
-
-    # -- the thread --------------------------------------------------------------
-
-    def _plan(self) -> tuple[list[RingCore], list[Optional[int]], list[_Key]]:
-        """Under cond: one entry per ring and kind, with the smallest room."""
-        need: dict[_Key, _Wait] = {}
-        for wait in self.waits.values():
-            have = need.get(wait.key)
-            if have is None or (wait.room is not None and have.room is not None
-                                and wait.room < have.room):
-                need[wait.key] = wait
-        keys = list(need)
-        return [w.core for w in need.values()], [w.room for w in need.values()], keys
-
-    def _take(self, ready: list[int], rings: list[RingCore], rooms: list[Optional[int]],
-              keys: list[_Key], failed: bool) -> list[asyncio.Future[bool]]:
-        """Under cond: remove and return the futures to resolve."""
-        if failed:
-            # A ring was closed (by another thread): wake its waits, whose
-            # next try raises; the others wait on.  Any other failure wakes
-            # everyone, as a failed wait always did: their tries tell.
-            dead = {id(core) for core in rings if core.closed}
-            taken = [f for f, w in self.waits.items() if not dead or id(w.core) in dead]
-        else:
-            # A ring with room for the smallest room armed: the waits for
-            # that much (the others wait on, re-armed with the next
-            # smallest).  Shut down (or closed): every wait on the ring.
-            fits: dict[_Key, int] = {}
-            for i in ready:
-                room = rooms[i]
-                fits[keys[i]] = -1 if room is None or _over(rings[i]) else room
-            taken = []
-            for future, wait in self.waits.items():
-                room = fits.get(wait.key)
-                if room is not None and (room < 0 or wait.room is None or wait.room <= room):
-                    taken.append(future)
-        for future in taken:
-            del self.waits[future]
-        return taken
-
-    def _run(self) -> None:
-        idle_since: Optional[float] = None
-        plan: Optional[tuple[list[RingCore], list[Optional[int]], list[_Key]]] = None
-        seen = 0
-        while True:
-            closed = self.loop.is_closed()
-            if plan is None and not closed:
-                seen = self.poke.seen()   # before deciding the set
-                with self.cond:
-                    if self.waits:
-                        idle_since = None
-                        plan = self._plan()
-                        self.armed = dict(zip(plan[2], plan[1]))
-                    elif not self.stop:
-                        now = time.monotonic()
-                        if idle_since is None:
-                            idle_since = now
-                        if now - idle_since < IDLE_EXIT:
-                            self.cond.wait(min(WAIT_SLICE, IDLE_EXIT - (now - idle_since)))
-                            continue
-            if plan is None or closed:
-                if self._end(closed):
-                    return
-                plan = None
-                continue
-            rings, rooms, keys = plan
-            failed = False
-            try:
-                ready = wait_many(rings, rooms, WAIT_SLICE, self.poke, seen)
-            except Exception:
-                ready, failed = [], True
-            if not ready and not failed and self.poke.seen() == seen:
-                continue   # a slice passed, nothing changed: same set, same seen
-            with self.cond:
-                self.armed = None
-                taken = self._take(ready, rings, rooms, keys, failed)
-            plan = None
-            if not _resolve(self.loop, taken):
-                self._end(True)
-                return
-
-    def _end(self, loop_closed: bool) -> bool:
-        """End the thread unless a wait came meanwhile (the loop closed: end
-        anyway, its waits are dead)."""
-        with _registry_lock:
-            with self.cond:
-                if self.waits and not loop_closed:
-                    return False
-                self.waits.clear()
-                self.armed = None
-                self.gone = True
-                self.thread = None
-                if _registry.get(self.loop) is self:
-                    del _registry[self.loop]
-                self.cond.notify_all()
-        return True
-
-
-_registry_lock = threading.Lock()
-_registry: dict[asyncio.AbstractEventLoop, _LoopWaiter] = {}
-
-
-def _helper(loop: asyncio.AbstractEventLoop, owner: AsyncRing) -> _LoopWaiter:
-    """The helper of ``loop``, noted as one ``owner`` has waited with."""
-    with _registry_lock:
-        waiter = _registry.get(loop)
-        if waiter is None:
-            waiter = _registry[loop] = _LoopWaiter(loop)
-        owner._helpers.add(waiter)
-        return waiter
-
-
-def _after_fork_in_child() -> None:
-    # The parent's helper threads do not exist here: start afresh.
-    global _registry_lock, _registry
-    _registry_lock = threading.Lock()
-    _registry = {}
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-async def _retry(attempt: Callable[[], R], failure: type[Exception], owner: AsyncRing,
+async def _retry(attempt: Callable[[], R], failure: type[Exception], owner: _Waits,
                  room: Optional[Callable[[], int]], timeout: Optional[float]) -> R:
     """``attempt()`` (non-blocking) until it does not raise ``failure``,
     waiting for data (``room`` None) or ``room()`` bytes of room between
@@ -376,7 +137,7 @@ class AsyncRing:
         self._ring = ring
         self._closed = False
         # The helpers of the loops whose coroutines waited on this object.
-        self._helpers: weakref.WeakSet[_LoopWaiter] = weakref.WeakSet()
+        self._helpers: weakref.WeakSet[LoopWaiter] = weakref.WeakSet()
 
     @property
     def ring(self) -> Ring:
@@ -467,23 +228,9 @@ class AsyncRing:
         Raises:
             ValueError: this object is closed.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
         if room is not None:
             room = min(room, self._ring.max_message_size)
-        wait = _Wait(self, self._ring, room)
-        while True:
-            helper = _helper(loop, self)
-            if helper.add(future, wait):
-                break
-        timer = None if timeout is None else loop.call_later(timeout, _wake, future, False)
-        try:
-            return await future
-        finally:
-            # Cancelled or timed out: forget the future, nothing was taken.
-            if timer is not None:
-                timer.cancel()
-            helper.discard(future)
+        return await wait_on(self, self._ring, room, timeout)
 
     def close(self) -> None:
         """Wake the coroutines waiting on this object (they raise
@@ -491,10 +238,7 @@ class AsyncRing:
         nothing to wait for; the ring stays open.  Idempotent; waits started
         afterwards raise ValueError."""
         self._closed = True
-        with _registry_lock:
-            helpers = [h for h in self._helpers if h.pid == os.getpid()]
-        for helper in helpers:
-            helper.withdraw(self)
+        withdraw(self)
 
     async def __aenter__(self) -> AsyncRing:
         return self
@@ -675,3 +419,234 @@ def _once(compute: Callable[[], int]) -> Callable[[], int]:
         return result[0]
 
     return value
+
+
+class AsyncSubscription:
+    """A topic subscription for coroutines: ``await get()``, ``get_many``,
+    ``async for``.  Wraps a Subscription (bytes) or an ObjectSubscription
+    (objects), made by ``AsyncTopic.subscribe()`` or by you; close() closes
+    it.  Waits join the loop's one helper thread, as AsyncRing's do.
+
+    Raises:
+        TypeError: ``subscription`` is neither.
+    """
+
+    def __init__(self, subscription: Any) -> None:
+        if isinstance(subscription, Subscription):
+            core = subscription
+        elif isinstance(subscription, ObjectSubscription):
+            core = subscription.subscription
+        else:
+            raise TypeError(f"AsyncSubscription wraps a Subscription or an ObjectSubscription, "
+                            f"not {type(subscription).__name__}")
+        self._subscription = subscription
+        self._core: Subscription = core
+        self._closed = False
+        self._helpers: weakref.WeakSet[LoopWaiter] = weakref.WeakSet()
+
+    @property
+    def subscription(self) -> Any:
+        """The Subscription or ObjectSubscription this object wraps."""
+        return self._subscription
+
+    def __repr__(self) -> str:
+        return f"<AsyncSubscription {self._core!r}>"
+
+    async def get(self, timeout: Optional[float] = None) -> Any:
+        """The next message (an object for an ObjectSubscription), waiting
+        without blocking the loop.  Cancelled, it has taken nothing.
+
+        Raises:
+            ringshm.Empty: nothing within ``timeout`` seconds.
+            ringshm.ShutDown: the topic was shut down and this subscriber
+                has taken everything.
+            ringshm.Lagged: (untethered) overrun; the next get continues
+                with the oldest message held.
+            ValueError: a bad timeout, or closed.
+        """
+        timeout = _check_timeout(timeout)
+        return await _retry(self._get_nowait, Empty, self, None, timeout)
+
+    def _get_nowait(self) -> Any:
+        if self._closed:
+            raise ValueError("operation on a closed AsyncSubscription")
+        item: Any = self._subscription.get_nowait()
+        return item
+
+    def get_nowait(self) -> Any:
+        """The subscription's get_nowait().
+
+        Raises:
+            ringshm.Empty: nothing now.  Otherwise as get().
+        """
+        return self._get_nowait()
+
+    async def get_many(self, max_messages: int = 1024, max_bytes: Optional[int] = 256 * 1024,
+                       timeout: Optional[float] = None) -> list[Any]:
+        """Wait for at least one message, then take as many as are ready, up
+        to the limits (``max_bytes``: a Subscription's only).  Cancelled, it
+        has taken nothing.
+
+        Raises:
+            As get(); TypeError, ValueError: a bad limit.
+        """
+        timeout = _check_timeout(timeout)
+
+        def attempt() -> list[Any]:
+            if self._closed:
+                raise ValueError("operation on a closed AsyncSubscription")
+            if isinstance(self._subscription, ObjectSubscription):
+                objects: list[Any] = self._subscription.get_many(max_messages, block=False)
+                return objects
+            batch: list[Any] = self._core.get_many(max_messages, max_bytes, block=False)
+            return batch
+
+        return await _retry(attempt, Empty, self, None, timeout)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``await get()`` until the topic is shut down and this subscriber
+        has taken everything (a Lagged ends the loop with the exception)."""
+        return _until_shut_down(self.get)
+
+    @property
+    def tethered(self) -> bool:
+        return bool(self._core.tethered)
+
+    @property
+    def lag(self) -> int:
+        return int(self._core.lag)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or bool(self._core.closed)
+
+    async def _wait(self, room: Optional[int], timeout: Optional[float]) -> bool:
+        """Until this subscriber may have something to take, or its topic is
+        shut down and drained for it (True), or ``timeout`` expired (False).
+
+        Raises:
+            ValueError: this object is closed.
+        """
+        return await wait_on(self, self._core, None, timeout)
+
+    def close(self) -> None:
+        """Wake the coroutines waiting on this object (they raise
+        ValueError), end each loop's helper this leaves with nothing to wait
+        for, and close the subscription (leave the topic).  Idempotent."""
+        self._closed = True
+        withdraw(self)
+        self._subscription.close()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncTopic:
+    """A Topic (or ObjectTopic) for coroutines: ``await publish()``,
+    ``publish_many``, ``subscribe()``.  Wraps an open topic, which stays
+    usable and open (close it yourself).
+
+    A full log (a tethered subscriber behind) cannot be slept on: publish
+    tries again after BACKOFF_MIN seconds, doubling up to BACKOFF_MAX.
+
+    Raises:
+        TypeError: ``topic`` is neither a Topic nor an ObjectTopic.
+    """
+
+    def __init__(self, topic: Any) -> None:
+        if not isinstance(topic, (Topic, ObjectTopic)):
+            raise TypeError(f"AsyncTopic wraps a Topic or an ObjectTopic, "
+                            f"not {type(topic).__name__}")
+        self._topic: Any = topic
+        self._closed = False
+
+    @property
+    def topic(self) -> Any:
+        """The Topic or ObjectTopic this object wraps."""
+        return self._topic
+
+    def __repr__(self) -> str:
+        return f"<AsyncTopic {self._topic!r}>"
+
+    async def _publish(self, attempt: Callable[[], None], timeout: Optional[float]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        backoff = BACKOFF_MIN
+        while True:
+            if self._closed:
+                raise ValueError("operation on a closed AsyncTopic")
+            try:
+                return attempt()
+            except Full:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+            delay = backoff if deadline is None else \
+                max(0.0, min(backoff, deadline - loop.time()))
+            await asyncio.sleep(delay)
+            backoff = min(2 * backoff, BACKOFF_MAX)
+
+    async def publish(self, message: Any, timeout: Optional[float] = None) -> None:
+        """Publish one message (an object for an ObjectTopic), waiting
+        without blocking the loop while the log is full.  Cancelled, it has
+        published the message or not, never part of it.
+
+        Raises:
+            ringshm.Full: no room within ``timeout`` seconds.
+            ringshm.ShutDown, ringshm.MessageTooLarge, TypeError: as
+                Topic.publish().  ValueError: a bad timeout, or closed.
+        """
+        timeout = _check_timeout(timeout)
+        await self._publish(lambda: self._topic.publish_nowait(message), timeout)
+
+    def publish_nowait(self, message: Any) -> None:
+        """The topic's publish_nowait().
+
+        Raises:
+            ringshm.Full: no room now.  Otherwise as publish().
+        """
+        if self._closed:
+            raise ValueError("operation on a closed AsyncTopic")
+        self._topic.publish_nowait(message)
+
+    async def publish_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Publish a batch, all or nothing, contiguous (see
+        Topic.publish_many), waiting without blocking the loop.
+
+        Raises:
+            ringshm.Full: the whole batch did not fit in time; nothing was
+                published.  Otherwise as publish().
+        """
+        timeout = _check_timeout(timeout)
+        batch = list(messages)
+        await self._publish(lambda: self._topic.publish_many(batch, block=False), timeout)
+
+    def subscribe(self, *, tethered: bool = True,
+                  stall_timeout: Optional[float] = None) -> AsyncSubscription:
+        """A new subscriber (Topic.subscribe()), wrapped for coroutines.
+
+        Raises:
+            As Topic.subscribe().
+        """
+        if self._closed:
+            raise ValueError("operation on a closed AsyncTopic")
+        return AsyncSubscription(self._topic.subscribe(tethered=tethered,
+                                                       stall_timeout=stall_timeout))
+
+    def shutdown(self) -> None:
+        """The topic's shutdown(): waiting subscribers take what is left,
+        then raise ShutDown."""
+        self._topic.shutdown()
+
+    def close(self) -> None:
+        """Later publishes raise ValueError; the topic stays open.
+        Idempotent."""
+        self._closed = True
+
+    async def __aenter__(self) -> AsyncTopic:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()

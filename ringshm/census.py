@@ -10,6 +10,12 @@ and no live process maps it: what a crash left before the watcher could
 remove the name (a watcher killed too, a machine that lost power with a
 persistent /dev/shm).  A persistent ring that no live process maps is
 *idle*.  See docs/DESIGN.md, "No name outlives its creator".
+
+A topic (ringshm.topic) is a row too, its states starting with "topic"
+(then shutdown, idle or stale by the same rules), with its stats and one
+entry per subscriber (``subscriber_list``), all read without a lock, when
+census() is given Topic.open (`ringshm ls` and `gc` do: gc removes a
+stale topic, and with --persistent an idle one, as it does a ring).
 """
 
 import contextlib
@@ -35,7 +41,7 @@ from ringshm.ring import SHM_DIR, SHM_PREFIX, Ring, shm_path
 from ringshm.watcher import open_same_file, sysv_segments
 
 __all__ = ["Mappers", "census", "escape_name", "human_size", "remove", "remove_companion",
-           "still_the_same", "unescape_name"]
+           "still_the_same", "subscriber_row", "unescape_name"]
 
 _MAGIC = b"RINGSHM\0"
 
@@ -172,7 +178,12 @@ def _entries() -> Iterator[str]:
             yield entry[len(SHM_PREFIX):]
 
 
-def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
+#: Topic.open (ringshm.topic is above this module: census() is given it).
+OpenTopic = Callable[..., Any]
+
+
+def _classify(name: str, mappers: Mappers,
+              open_topic: Optional[OpenTopic]) -> Optional[Dict[str, Any]]:
     """One row: name, path, states, and the ring's stats when it is ours."""
     path = shm_path(name)
     row: Dict[str, Any] = {"kind": "shm", "name": name, "path": path, "states": []}
@@ -189,25 +200,82 @@ def _classify(name: str, mappers: Mappers) -> Optional[Dict[str, Any]]:
         row["states"] = ["other user"]
         return row
     states = _states(lambda: Ring.open(name), row,
-                     lambda: mappers.maybe_mapped(path, st))
+                     lambda: mappers.maybe_mapped(path, st),
+                     None if open_topic is None else functools.partial(open_topic, name))
     if states is None:
         return None
     row["states"] = states
     return row
 
 
+def subscriber_row(info: Any) -> Dict[str, Any]:
+    """One subscriber of a topic (a SubscriberInfo) as `ringshm ls` and
+    `ringshm info` show it; ``link``: tethered, untethered, or stalled (a
+    tethered one its stall_timeout untethered)."""
+    link = "stalled" if info.stalled else "tethered" if info.tethered else "untethered"
+    return {"entry": info.entry, "pid": info.pid, "alive": info.alive, "link": link,
+            "lag_messages": info.lag_messages, "lag_bytes": info.lag_bytes,
+            "received": info.messages, "received_bytes": info.bytes, "missed": info.missed,
+            "lags": info.lags, "stall_timeout": info.stall_timeout}
+
+
+def _topic_states(attach: Callable[[], Any], row: Dict[str, Any],
+                  maybe_mapped: Callable[[], bool]) -> Optional[List[str]]:
+    """A topic: its stats and subscribers (read without any lock) into
+    ``row``; its states, "topic" first."""
+    try:
+        topic = attach()
+    except RingNotFound:
+        return None
+    except RingPermissionError:
+        return ["topic", "no access"]
+    except (RingError, OSError, ValueError) as exc:
+        row["error"] = str(exc)
+        return ["topic", "error"]
+    try:
+        stats = topic.stats()
+        subscribers = [subscriber_row(info) for info in topic.subscribers()]
+        row["identity"] = topic.identity
+    except (RingError, ValueError) as exc:
+        row["error"] = str(exc)
+        return ["topic", "corrupt"]
+    finally:
+        topic._detach_quietly()   # close() would wake (write) its wait queues
+    row.update(stats)
+    row["segment"] = "topic"
+    # What ls shows in MESSAGES for a topic: the messages ever published.
+    row["messages"] = stats["published"]
+    row["subscriber_list"] = subscribers
+    return ["topic"] + _lifecycle(stats, maybe_mapped)
+
+
+def _lifecycle(stats: Dict[str, Any], maybe_mapped: Callable[[], bool]) -> List[str]:
+    states = []
+    if stats["shutdown"]:
+        states.append("shutdown")
+    if not maybe_mapped():
+        if not stats["ephemeral"]:
+            states.append("idle")
+        elif not stats["creator_alive"]:
+            states.append("stale")
+    return states
+
+
 def _states(attach: Callable[[], Ring], row: Dict[str, Any],
-            maybe_mapped: Callable[[], bool]) -> Optional[List[str]]:
+            maybe_mapped: Callable[[], bool],
+            attach_topic: Optional[Callable[[], Any]] = None) -> Optional[List[str]]:
     """Open the ring with ``attach``, put its stats into ``row`` and return
-    its states (None: it went away meanwhile)."""
+    its states (None: it went away meanwhile).  A topic is opened with
+    ``attach_topic`` instead: its states start with "topic"."""
     try:
         ring = attach()
     except RingNotFound:
         return None
     except RingWrongKind:
-        # A topic (ringshm.topic): sound, only not a ring.  Its own row
-        # (stats, subscribers) is for a later ls.
-        return ["topic"]
+        # A topic (ringshm.topic): sound, only not a ring.
+        if attach_topic is None:
+            return ["topic"]
+        return _topic_states(attach_topic, row, maybe_mapped)
     except RingCorrupted as exc:
         version = _other_layout_version(row)
         row["error"] = str(exc)
@@ -232,15 +300,8 @@ def _states(attach: Callable[[], Ring], row: Dict[str, Any],
     finally:
         ring._detach_quietly()   # close() would wake (write) its wait queues
     row.update(stats)
-    states = []
-    if stats["shutdown"]:
-        states.append("shutdown")
-    if not maybe_mapped():
-        if not stats["ephemeral"]:
-            states.append("idle")
-        elif not stats["creator_alive"]:
-            states.append("stale")
-    return states or ["ok"]
+    row["segment"] = "ring"
+    return _lifecycle(stats, maybe_mapped) or ["ok"]
 
 
 def _other_layout_version(row: Dict[str, Any]) -> Optional[int]:
@@ -269,7 +330,8 @@ def _other_layout_version(row: Dict[str, Any]) -> Optional[int]:
 _IDENTITY = struct.Struct("<8sI")
 
 
-def _sysv_rows(all_users: bool) -> Iterator[Dict[str, Any]]:
+def _sysv_rows(all_users: bool,
+               open_topic: Optional[OpenTopic]) -> Iterator[Dict[str, Any]]:
     """The System V rings: this user's (every user's with ``all_users``,
     never read), as /proc/sysvipc/shm lists them before we attach."""
     euid = os.geteuid()
@@ -293,7 +355,9 @@ def _sysv_rows(all_users: bool) -> Iterator[Dict[str, Any]]:
                 continue
         attached = seg["nattch"] != 0
         states = _states(functools.partial(Ring.open, sysv_key=key), row,
-                         functools.partial(bool, attached))
+                         functools.partial(bool, attached),
+                         None if open_topic is None else
+                         functools.partial(open_topic, sysv_key=key))
         if states is not None:
             row["states"] = states
             yield row
@@ -306,14 +370,17 @@ def _holds_magic(shmid: int) -> bool:
         return False
 
 
-def census(all_users: bool = False) -> List[Dict[str, Any]]:
+def census(all_users: bool = False,
+           open_topic: Optional[OpenTopic] = None) -> List[Dict[str, Any]]:
     """Every ``ringshm.*`` entry of /dev/shm, classified, sorted by name,
     then the System V rings of this user (of all users with
     ``all_users``), by key.  The mappings are read before any ring is
-    opened (opening maps it)."""
+    opened (opening maps it).  A topic is opened with ``open_topic``
+    (Topic.open) for its stats and subscribers; without it, its states are
+    just ["topic"]."""
     mappers = Mappers()
-    rows = (_classify(name, mappers) for name in _entries())
-    return [row for row in rows if row is not None] + list(_sysv_rows(all_users))
+    rows = (_classify(name, mappers, open_topic) for name in _entries())
+    return [row for row in rows if row is not None] + list(_sysv_rows(all_users, open_topic))
 
 
 def still_the_same(row: Dict[str, Any]) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import functools
 import json
 import os
@@ -18,111 +17,38 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ._cli_common import (
+    PROG,
+    _describe,
+    _error,
+    _shown,
+    parse_count,
+    parse_history,
+    parse_mode,
+    parse_seconds,
+    parse_size,
+    parse_sysv_key,
+    print_info,
+    send_stream,
+    subscriber_text,
+)
 from ._version import __version__
 from .census import human_size
-from .errors import Empty, MessageTooLarge, RingCorrupted, RingError, ShutDown
+from .errors import Empty, RingCorrupted, RingError, ShutDown
 
 if TYPE_CHECKING:
     from .ring import Ring
 
-PROG = "ringshm"
-_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-# Bytes one stdin read may return; a put_many batch stays below a quarter of
-# the ring as well, so a batch always fits once the consumer catches up.
-_READ_SIZE = 1 << 16
-_MAX_BATCH_BYTES = 1 << 20
-_RECORD_HEADER = 8
+# The argument types and send_stream stay importable from here (ringshm.bench).
+__all__ = ["build_parser", "main", "parse_count", "parse_mode", "parse_seconds", "parse_size",
+           "parse_sysv_key", "send_stream"]
+
 # ringshm.top.SORT_CHOICES, spelled out: --help works without the compiled core.
 TOP_SORT_KEYS = ("name", "kind", "rate", "in", "out", "bytes", "fill", "capacity", "waits",
                  "recoveries", "side")
-
-
-# -- argument types ----------------------------------------------------------
-
-def parse_size(text: str) -> int:
-    """``"64M"`` -> 67108864. Suffixes K, M, G (powers of 1024), optionally
-    followed by ``B`` or ``iB``; no suffix means bytes.
-
-    Raises:
-        argparse.ArgumentTypeError: not a positive size.
-    """
-    spec = text.strip().upper()
-    for tail in ("IB", "B"):
-        if spec.endswith(tail) and spec[:-len(tail)][-1:] in ("K", "M", "G"):
-            spec = spec[:-len(tail)]
-            break
-    suffix = spec[-1:] if spec[-1:] in _SIZE_SUFFIXES else ""
-    number = spec[:-1] if suffix else spec
-    try:
-        value = int(float(number) * _SIZE_SUFFIXES[suffix])
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r} (try 4096, 64K, 64M, 1G)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
-    return value
-
-
-def parse_mode(text: str) -> int:
-    """``"600"`` or ``"0o600"`` -> 0o600.
-
-    Raises:
-        argparse.ArgumentTypeError: not an octal permission mode.
-    """
-    try:
-        mode = int(text[2:] if text.lower().startswith("0o") else text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (octal, e.g. 600)") from None
-    if not 0 <= mode <= 0o777:
-        raise argparse.ArgumentTypeError(f"mode {text!r} is out of range 000..777")
-    return mode
-
-
-def parse_count(text: str) -> int:
-    """A positive integer.
-
-    Raises:
-        argparse.ArgumentTypeError: not a positive integer.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    """A non-negative number of seconds.
-
-    Raises:
-        argparse.ArgumentTypeError: not a non-negative number.
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
-    return value
-
-
-def parse_sysv_key(text: str) -> int:
-    """``"0x5201abcd"`` or ``"1375841229"`` -> the key (as ipcs -m prints it).
-
-    Raises:
-        argparse.ArgumentTypeError: not a non-zero 32-bit key.
-    """
-    from ._backing import check_sysv_key
-    try:
-        return check_sysv_key(int(text, 0))
-    except (ValueError, TypeError):
-        raise argparse.ArgumentTypeError(
-            f"invalid System V key {text!r} (0x... or decimal, not 0)") from None
 
 
 # -- commands ----------------------------------------------------------------
@@ -135,9 +61,14 @@ def _ring_cls() -> type[Ring]:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    """Create a persistent ring; it stays until ``ringshm rm``."""
+    """Create a persistent ring (or topic); it stays until ``ringshm rm``."""
     from .errors import RingNoSpace
+    if args.history is not None and not args.topic:
+        raise ValueError("--history is a topic's: give --topic too")
     try:
+        if args.topic:
+            from .cli_topic import create_topic
+            return create_topic(args)
         ring = _ring_cls().create(args.name, capacity=args.capacity, mode=args.mode,
                                   persist=True, max_messages=args.max_messages,
                                   reserve=not args.no_reserve)
@@ -165,7 +96,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     """List every ring on the machine: named ones, then System V ones."""
     from ._sidefile import attribute, file_groups, orphans
     from .census import census, escape_name
-    rows = census(all_users=args.all_users)
+    from .topic import Topic
+    rows = census(all_users=args.all_users, open_topic=Topic.open)
     groups = file_groups()
     # Queue side files go with their ring's row; those whose ring's name
     # is gone are rows of their own, "orphaned" when `gc` would remove them.
@@ -186,16 +118,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
     counters = ("CAPACITY", "USED", "MESSAGES", "CREATOR", "ALIVE", "SIDE", "STATE")
     named: list[tuple[str, ...]] = [("NAME",) + counters]
     sysv: list[tuple[str, ...]] = [("KEY", "SHMID", "OWNER", "NATTCH") + counters]
+    # A topic's subscribers: lines under its row, by the row's index.
+    named_notes: dict[int, list[str]] = {}
+    sysv_notes: dict[int, list[str]] = {}
     for row in rows:
         if row["kind"] == "sysv":
+            sysv_notes[len(sysv)] = _subscriber_lines(row)
             sysv.append((row["name"], str(row["shmid"]), _user(row["uid"]),
                          str(row["nattch"])) + _counter_cells(row))
         else:
+            named_notes[len(named)] = _subscriber_lines(row)
             named.append((escape_name(row["name"]),) + _counter_cells(row))
-    _print_table(named)
+    _print_table(named, named_notes)
     if len(sysv) > 1:
         print("\nSystem V rings (ipcs -m):")
-        _print_table(sysv)
+        _print_table(sysv, sysv_notes)
     if side_rows:
         print("\nQueue side files whose ring's name is gone (ring identity; a 0.2 ring's name):")
         _print_table([("RING", "FILES", "BYTES", "STATE")] +
@@ -208,9 +145,17 @@ def _counter_cells(row: dict[str, Any]) -> tuple[str, ...]:
     side = human_size(row["side_bytes"]) if row.get("side_files") else "-"
     if "capacity" not in row:
         return ("-", "-", "-", "-", "-", side, row["state"])
+    state = row["state"]
+    if row.get("segment") == "topic":
+        count = row["subscribers"]
+        state += f" ({count} subscriber{'' if count == 1 else 's'})"
     return (human_size(row["capacity"]), human_size(row["used_bytes"]), str(row["messages"]),
-            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", side,
-            row["state"])
+            str(row["creator_pid"]), "yes" if row["creator_alive"] else "no", side, state)
+
+
+def _subscriber_lines(row: dict[str, Any]) -> list[str]:
+    """A topic's subscribers as `ls` prints them under its row."""
+    return ["  " + subscriber_text(sub) for sub in row.get("subscriber_list", ())]
 
 
 def _user(uid: int) -> str:
@@ -221,10 +166,14 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
-def _print_table(table: list[tuple[str, ...]]) -> None:
+def _print_table(table: list[tuple[str, ...]],
+                 notes: Optional[dict[int, list[str]]] = None) -> None:
+    """Aligned columns; ``notes``: lines printed under a row, by its index."""
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    for line in table:
+    for index, line in enumerate(table):
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        for note in (notes or {}).get(index, ()):
+            print(note)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -235,7 +184,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     status = 0
     would = 0   # what --dry-run listed
     gone: set[str] = set()   # identities and names of the rings removed
-    for row in census():
+    from .topic import Topic
+    for row in census(open_topic=Topic.open):   # a stale topic goes as a stale ring does
         if row.get("uid") != os.geteuid() or not doomed & set(row["states"]):
             continue
         label = f"{escape_name(row['name'])} ({', '.join(row['states'])})"
@@ -301,9 +251,13 @@ def _open_ring(args: argparse.Namespace) -> Ring:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print a ring's header and counters."""
+    """Print a ring's header and counters; a topic's, and its subscribers."""
+    from .errors import RingWrongKind
     try:
         ring = _open_ring(args)
+    except RingWrongKind:
+        from .cli_topic import topic_info
+        return topic_info(args)
     except RingCorrupted as exc:
         # A file that is not a ring (the message names no file): say which.
         label = (f"sysv key 0x{args.sysv_key:08x}" if args.sysv_key is not None
@@ -320,14 +274,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             info = {"name": args.name, "path": shm_path(args.name)}
         info["max_message_size"] = ring.max_message_size
         info.update(ring.stats())
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return 0
-    width = max(len(key) for key in info)
-    for key, value in info.items():
-        if key == "created" and isinstance(value, (int, float)):
-            value = f"{value} ({datetime.datetime.fromtimestamp(value).isoformat(' ', 'seconds')})"
-        print(f"{key.ljust(width)}  {value}")
+    print_info(info, args.json)
     return 0
 
 
@@ -393,71 +340,17 @@ def _kind(mode: int) -> str:
 
 
 def cmd_shutdown(args: argparse.Namespace) -> int:
-    """Shut a ring down: blocked senders and receivers wake, recv drains and ends."""
-    with _ring_cls().open(args.name) as ring:
-        ring.shutdown()
+    """Shut a ring (or topic) down: blocked senders and receivers wake, recv
+    (sub) drains and ends."""
+    from .errors import RingWrongKind
+    try:
+        segment: Any = _ring_cls().open(args.name)
+    except RingWrongKind:
+        from .topic import Topic
+        segment = Topic.open(args.name)
+    with segment:
+        segment.shutdown()
     return 0
-
-
-def _batches(ring: Ring, messages: Iterable[bytes]) -> Iterator[list[bytes]]:
-    """Split ``messages`` into put_many batches that always fit in ``ring``."""
-    limit = min(ring.capacity // 4, _MAX_BATCH_BYTES)
-    batch: list[bytes] = []
-    size = 0
-    for message in messages:
-        record = _RECORD_HEADER + ((len(message) + 7) & ~7)
-        if batch and size + record > limit:
-            yield batch
-            batch, size = [], 0
-        batch.append(message)
-        size += record
-    if batch:
-        yield batch
-
-
-def _put_all(ring: Ring, messages: Sequence[bytes]) -> int:
-    for batch in _batches(ring, messages):
-        if len(batch) == 1:
-            ring.put(batch[0])
-        else:
-            ring.put_many(batch)
-    return len(messages)
-
-
-def send_stream(ring: Ring, stream: BinaryIO, separator: bytes) -> int:
-    """Send each ``separator``-terminated record of ``stream`` as one message.
-
-    Reads whatever is available (never waits for a full buffer), so a slow
-    writer's lines reach the ring at once. A last record without a separator
-    is sent too. Returns the number of messages sent.
-
-    Raises:
-        ringshm.MessageTooLarge: a record longer than the ring's max_message_size.
-    """
-    fd = stream.fileno()
-    pending: list[bytes] = []  # pieces of the record not yet terminated
-    pending_size = 0
-    sent = 0
-    while True:
-        chunk = os.read(fd, _READ_SIZE)
-        if not chunk:
-            break
-        cut = chunk.rfind(separator)
-        if cut < 0:
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size > ring.max_message_size:
-                raise MessageTooLarge(
-                    f"a record of more than {ring.max_message_size} bytes does not fit "
-                    f"in ring {ring.name!r}")
-            continue
-        head = b"".join(pending) + chunk[:cut] if pending else chunk[:cut]
-        sent += _put_all(ring, head.split(separator))
-        pending = [chunk[cut + 1:]] if cut + 1 < len(chunk) else []
-        pending_size = len(chunk) - cut - 1
-    if pending:
-        sent += _put_all(ring, [b"".join(pending)])
-    return sent
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -599,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reserve", action="store_true",
                    help="a sparse segment: /dev/shm pages are taken when written, so a full "
                         "/dev/shm is a SIGBUS later instead of an error now")
+    p.add_argument("--topic", action="store_true",
+                   help="a topic (publish/subscribe: `ringshm pub`, `ringshm sub`), not a ring")
+    p.add_argument("--history", type=parse_history, metavar="K",
+                   help="(--topic) a new subscriber first receives up to the K most recent "
+                        "messages still held (default 0)")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("ls", help="list every ring on this machine")
@@ -651,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and bytes that are not UTF-8, \\\\ for a backslash)")
     p.set_defaults(func=cmd_rm)
 
-    p = sub.add_parser("shutdown", help="shut a ring down: recv drains it and exits")
+    p = sub.add_parser("shutdown", help="shut a ring or topic down: recv (sub) drains it and "
+                                        "exits")
     p.add_argument("name")
     p.set_defaults(func=cmd_shutdown)
 
@@ -688,31 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the multiprocessing.Queue comparison")
     p.set_defaults(func=cmd_demo)
 
+    from .cli_topic import add_parsers
+    add_parsers(sub)
     _add_bridge_parser(sub)
 
     # bench and stress parse their own arguments; listed here for --help.
     sub.add_parser("bench", help="the benchmark suite: a table and a plot", add_help=False)
     sub.add_parser("stress", help="the stress and fault-injection run", add_help=False)
     return parser
-
-
-def _shown(name: str) -> str:
-    """A ring's name as messages show it: quoted, escaped as `ls` prints it."""
-    from .census import escape_name
-    return f"'{escape_name(name)}'"
-
-
-def _describe(exc: BaseException) -> str:
-    """An error as one line: the message, or the class name when there is none."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror + (f": {exc.filename!r}" if exc.filename is not None else "")
-    else:
-        text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -754,7 +636,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The demo removes its rings on Ctrl-C; the live top restores the
         # terminal (KeyboardInterrupt: 130).
         if args.func is not cmd_demo and not (args.func is cmd_top and not args.once):
-            signals = _filter_signals(pipe_kills=args.func is not cmd_recv)
+            signals = _filter_signals(pipe_kills=args.command not in ("recv", "sub"))
     try:
         with signals:
             return command()

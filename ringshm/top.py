@@ -14,7 +14,9 @@ futex words).  The segment's bytes are as they were.
 
 An entry that cannot be read (another user's, not a ring, damaged, of
 another layout) is a row with the reason; a ring removed meanwhile is
-shown as ``gone`` for one refresh, then disappears.
+shown as ``gone`` for one refresh, then disappears.  A topic is a row of
+kind ``topic``: IN/s is its publish rate, OUT/s what its subscribers take
+(summed), FILL its log's (see topic_stats).
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 from ._backing import SHM_DIR, SHM_PREFIX, companion_path, shm_path
 from ._ring import HEADER_SIZE, LAYOUT_VERSION
 from .census import _holds_magic, escape_name, human_size
-from .errors import RingCorrupted, RingError, RingNotFound, RingPermissionError
+from .errors import (
+    RingCorrupted,
+    RingError,
+    RingNotFound,
+    RingPermissionError,
+    RingWrongKind,
+)
 from .watcher import open_same_file, sysv_segments
 
 if TYPE_CHECKING:
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["SORT_KEYS", "Sample", "take_samples", "compare", "sort_rows", "render", "run"]
 
 _MAGIC = b"RINGSHM\0"
+_TOPIC_MAGIC = b"RSTOPIC\0"   # a topic (docs/FORMAT.md, "Topics")
 _CLAIMED = struct.pack("<Q", 0x54494E49474E4952)   # a creator claimed it, header coming
 _IDENTITY = struct.Struct("<8sI")   # magic, layout version (docs/FORMAT.md)
 
@@ -65,6 +74,7 @@ class Sample:
     error: Optional[str] = None
     side_files: int = 0
     side_bytes: int = 0
+    topic: bool = False            # a topic: stats as topic_stats() gives them
 
 
 # -- sampling ------------------------------------------------------------------
@@ -86,10 +96,31 @@ def side_files() -> dict[tuple[bool, str], Any]:
     return file_groups()
 
 
-def _read(sample: Sample, attach: Callable[[], Ring]) -> Optional[Sample]:
-    """Fill ``sample`` from the ring ``attach`` opens; None if it is gone."""
+def topic_stats(topic: Any) -> dict[str, Any]:
+    """A topic's counters under a ring's names, for the same columns: in is
+    what was published, out what its subscribers took (the sum over those
+    subscribed now), messages the count published; it has no get waits."""
+    stats = topic.stats()
+    subscribers = topic.subscribers()
+    return dict(stats, messages=stats["published"], messages_put=stats["published"],
+                bytes_put=stats["bytes_published"], put_waits=stats["publish_waits"],
+                put_timeouts=stats["publish_timeouts"],
+                messages_got=sum(sub.messages for sub in subscribers),
+                bytes_got=sum(sub.bytes for sub in subscribers), get_waits=0, get_timeouts=0)
+
+
+def _read(sample: Sample, attach: Callable[[], Ring],
+          attach_topic: Optional[Callable[[], Any]] = None) -> Optional[Sample]:
+    """Fill ``sample`` from the ring ``attach`` opens (a topic: the one
+    ``attach_topic`` opens); None if it is gone."""
     try:
         ring = attach()
+    except RingWrongKind:
+        if attach_topic is None:
+            sample.state = "topic"
+            return sample
+        sample.topic = True
+        return _read(sample, attach_topic)
     except RingNotFound:
         return None
     except RingCorrupted as exc:
@@ -102,7 +133,7 @@ def _read(sample: Sample, attach: Callable[[], Ring]) -> Optional[Sample]:
         sample.state, sample.error = "error", str(exc)
         return sample
     try:
-        stats = ring.stats()
+        stats = topic_stats(ring) if sample.topic else ring.stats()
         sample.taken = time.monotonic()
         sample.instance = (ring.identity, ring._inode, ring.sysv_key)
     except (RingError, ValueError) as exc:
@@ -137,7 +168,7 @@ def _precheck(path: str, st: os.stat_result) -> Optional[tuple[str, str]]:
     magic, version = _IDENTITY.unpack(head)
     if magic in (bytes(8), _CLAIMED):
         return "no header", "no header yet (being created, or blank)"
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _TOPIC_MAGIC):
         return "not a ring", "not a ringshm segment (bad magic)"
     if version != LAYOUT_VERSION:
         return f"layout {version}", f"a ring of layout {version} (this ringshm reads " \
@@ -167,14 +198,16 @@ def _sample_shm(name: str) -> Optional[Sample]:
     if reason is not None:
         sample.state, sample.error = reason
         return sample
-    return _read(sample, lambda: Ring.open(name))
+    from .topic import Topic
+    return _read(sample, lambda: Ring.open(name), lambda: Topic.open(name))
 
 
 def _sample_sysv(seg: dict[str, int]) -> Optional[Sample]:
     from .ring import Ring
+    from .topic import Topic
     key = seg["key"]
     sample = Sample("sysv", f"0x{key:08x}", companion_path(key), time.monotonic())
-    return _read(sample, lambda: Ring.open(sysv_key=key))
+    return _read(sample, lambda: Ring.open(sysv_key=key), lambda: Topic.open(sysv_key=key))
 
 
 def _sysv_candidates() -> Iterator[dict[str, int]]:
@@ -240,7 +273,9 @@ _RATES = {
 
 
 def _row(sample: Sample) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": sample.name, "kind": sample.kind, "path": sample.path,
+    # KIND: the backing (shm, sysv), or "topic" for a topic of either.
+    row: dict[str, Any] = {"name": sample.name,
+                           "kind": "topic" if sample.topic else sample.kind, "path": sample.path,
                            "state": sample.state, "error": sample.error}
     stats = sample.stats
     row.update(capacity=None, used_bytes=None, fill=None, messages=None)

@@ -1,4 +1,4 @@
-"""ringshm.wait: wait on many rings and queues at once.
+"""ringshm.wait: wait on many rings, queues and subscriptions at once.
 
 As multiprocessing.connection.wait: the objects that have something to take
 (or are shut down), in the order given; [] on timeout.  One system call
@@ -14,34 +14,41 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, List, Optional, TypeVar
 
-from ringshm._ring import RingCore, wait_many
+from ringshm._ring import RingCore, SubscriptionCore, wait_many
 
 __all__ = ["wait"]
 
 W = TypeVar("W")
 
 
-def _core(obj: Any) -> RingCore:
-    """The ring under a Ring or a queue of the Queue family."""
-    if isinstance(obj, RingCore):
+def _core(obj: Any) -> RingCore | SubscriptionCore:
+    """The ring under a Ring or a queue of the Queue family; the
+    subscription under a Subscription or an ObjectSubscription."""
+    if isinstance(obj, (RingCore, SubscriptionCore)):
         return obj
-    ring = getattr(obj, "_ring", None)
-    if isinstance(ring, RingCore):
-        return ring
-    raise TypeError(f"wait() takes Ring and Queue objects, not {type(obj).__name__}")
+    for attribute in ("_ring", "subscription"):
+        core = getattr(obj, attribute, None)
+        if isinstance(core, (RingCore, SubscriptionCore)):
+            return core
+    raise TypeError(f"wait() takes Ring, Queue and Subscription objects, "
+                    f"not {type(obj).__name__}")
 
 
 def wait(objects: Iterable[W], timeout: Optional[float] = None) -> List[W]:
     """Block until at least one of `objects` (Ring, Queue, JoinableQueue,
-    SimpleQueue, mixed) holds a message or is shut down (and drained: its
-    next get raises ShutDown), and return those
-    that do (in the order given); [] when `timeout` seconds pass first.
-    Takes nothing.
+    SimpleQueue, Subscription, ObjectSubscription, mixed) holds a message
+    or is shut down (and drained: its next get raises ShutDown), and return
+    those that do (in the order given); [] when `timeout` seconds pass
+    first.  A subscription is ready when its subscriber has a message to
+    take or a Lagged to report (its next get does not wait), or its topic
+    is shut down and it has taken everything.  Takes nothing.
 
     Raises:
-        TypeError: an object that is not a ring or a queue, or a bad timeout.
+        TypeError: an object that is not a ring, a queue or a subscription,
+            or a bad timeout.
         ValueError: an object is closed (before or during the wait), or a
             negative timeout.
+        RuntimeError: a forked child's copy of a subscription.
         KeyboardInterrupt (or what a signal handler raises) during the wait.
     """
     given = list(objects)

@@ -140,3 +140,43 @@ print(json.dumps({"dry": cli("gc", "--dry-run"),
                                     "no orphaned side files\n"}
     assert result["dry_all"]["out"] == "would remove idle (idle)\n"
     assert result["after"] == ["ringshm.idle"]
+
+
+TOPICS = """
+from ringshm import Topic
+
+def stale_topic(name):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            topic = Topic.create(name, capacity=4096)   # kept: never collected
+            watcher.unregister(shm_path(name))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+stale_topic("topic-stale")
+cli("create", "topic-idle", "--topic")
+live_topic = Topic.create("topic-live", capacity=4096)
+"""
+
+
+def test_gc_removes_a_stale_topic_and_with_persistent_an_idle_one():
+    status, result = in_private_tmpfs(SCENE.split("stale(\"stale-unmapped\")")[0] + TOPICS +
+                                      STATES + """
+dry = cli("gc", "--dry-run")
+gc = cli("gc")
+after_gc = sorted(os.listdir(MOUNT))
+gc_all = cli("gc", "--persistent")
+after_all = sorted(os.listdir(MOUNT))
+print(json.dumps({"states": states, "dry": dry, "gc": gc, "after_gc": after_gc,
+                  "gc_all": gc_all, "after_all": after_all}))
+""")
+    assert status == 0
+    assert result["states"] == {"topic-stale": "topic, stale", "topic-idle": "topic, idle",
+                                "topic-live": "topic"}
+    assert result["dry"]["out"] == "would remove topic-stale (topic, stale)\n"
+    assert result["gc"]["out"] == "removed topic-stale (topic, stale)\n"
+    assert result["after_gc"] == ["ringshm.topic-idle", "ringshm.topic-live"]
+    assert result["gc_all"]["out"] == "removed topic-idle (topic, idle)\n"
+    assert result["after_all"] == ["ringshm.topic-live"]

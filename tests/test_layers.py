@@ -39,11 +39,14 @@ LAYERS = [
     "ringshm.topic",          # Topic, Subscription, ObjectTopic
     "ringshm.waiting",        # wait() over rings and queues
     "ringshm",                # the package's public names
+    "ringshm._aiohelper",     # ringshm.asyncio's helper thread of each event loop
     "ringshm.asyncio",
     "ringshm.stress",
     "ringshm.demo",
     "ringshm.top",            # the live view of every ring
     "ringshm.bridge",
+    "ringshm._cli_common",    # what the command's modules share
+    "ringshm.cli_topic",      # pub, sub, create --topic, info of a topic
     "ringshm.cli",
     "ringshm.__main__",
     "ringshm.bench",

@@ -147,7 +147,7 @@ def test_a_ring_closed_during_the_wait_ends_it(make_ring):
 
 def test_bad_arguments(make_ring):
     ring = make_ring()
-    with pytest.raises(TypeError, match="Ring and Queue"):
+    with pytest.raises(TypeError, match="Ring, Queue and Subscription"):
         wait([ring, object()], timeout=0)
     with pytest.raises(ValueError):
         wait([ring], timeout=-1)
