@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_env, join_or_kill, ringshm_home, where_stuck
+from conftest import child_env, default_sigint, join_or_kill, ringshm_home, where_stuck
 
 from ringshm import Empty, Full, Ring, ShutDown
 
@@ -293,7 +293,7 @@ def test_ctrl_c_interrupts_a_blocked_call(make_ring, kind, recovery_interval):
     env = child_env()
     child = subprocess.Popen([sys.executable, "-c", CTRL_C_PEER, ring.name, kind],
                              cwd=ringshm_home(), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         with holding:
             assert child.stdout.readline() == "ready\n"
