@@ -41,6 +41,7 @@ LAYERS = [
     "ringshm",                # the package's public names
     "ringshm.asyncio",
     "ringshm.stress",
+    "ringshm.stress_topic",   # ringshm stress --topic
     "ringshm.demo",
     "ringshm.top",            # the live view of every ring
     "ringshm.bridge",
