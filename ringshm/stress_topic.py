@@ -97,6 +97,11 @@ LINEAGE_WORDS = 8
 # A subscriber's words.
 (SUBSCRIBED, RECEIVED, MISSED, LAGS, LOST, LOWER, UPPER, VIOLATIONS, CORRUPT, PHANTOM,
  OLD, UNTETHERED, TETHERED_LAGGED, DONE, OPEN, GAPS, CONFLICTS) = range(17)
+# Its last settled account (every lineage heard from since its last Lagged,
+# so every gap that Lagged counted is known): a killed subscriber's Lagged
+# counts are checked there.  CHECKPOINT is odd while the copy is written.
+CHECKPOINT = 17
+SETTLED = (LOWER, UPPER, OPEN, MISSED, GAPS)   # copied to CHECKPOINT + 1...
 SUB_WORDS = 24
 
 
@@ -250,6 +255,8 @@ class Account:
         self.uncertain = Uncertain(ledger)
         self.expected: dict[int, int] = {}
         self.lagged = False
+        self.unsettled: set[int] = set()   # lineages not heard from since a Lagged
+        self.changed = False               # the account, since its last checkpoint
         self.before: list[int] = []
         self.after: list[int] = []
 
@@ -262,6 +269,7 @@ class Account:
         missing = max(0, b - a)
         if not missing and not open_upper:
             return
+        self.changed = True
         if self.tethered:   # owed them all: the uncertain ones were not published
             self._add(LOST, missing - self.uncertain.mark(n, a, b, NOT_PUBLISHED))
             return
@@ -317,6 +325,18 @@ class Account:
             self.ledger.fates[at] = PUBLISHED
         self.expected[n] = max(seq + 1, expected or 0)
         self._add(RECEIVED, 1)
+        if self.unsettled:
+            self.unsettled.discard(n)
+        if self.changed and not self.unsettled:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        w, base = self.w, self.base
+        w[base + CHECKPOINT] += 1
+        for i, word in enumerate(SETTLED):
+            w[base + CHECKPOINT + 1 + i] = w[base + word]
+        w[base + CHECKPOINT] += 1
+        self.changed = False
 
     def untether(self) -> None:
         """Untethered by its stall_timeout: judged as untethered from now."""
@@ -326,6 +346,8 @@ class Account:
 
     def lag(self, missed: int, still_tethered: bool) -> None:
         self.lagged = True
+        self.changed = True
+        self.unsettled = set(range(self.ledger.lineages))
         self._add(MISSED, missed)
         self._add(LAGS, 1)
         if self.tethered:
@@ -570,9 +592,10 @@ class Result:
     corrupt: int = 0             # bad header or checksum, phantom, or from before
     lagged: int = 0              # Lagged raised to untethered subscribers
     missed: int = 0              # their counts' sum
-    unexplained: int = 0         # untethered survivors whose Lagged and gaps disagree
-    exact: int = 0               # untethered survivors accounted exactly
-    bounded: int = 0             # ... within bounds (a gap held uncertain numbers)
+    unexplained: int = 0         # untethered accounts whose Lagged and gaps disagree
+    checked: int = 0             # killed untethered subscribers checked at a checkpoint
+    exact: int = 0               # untethered accounts exact
+    bounded: int = 0             # ... within bounds (a fate unknown, or a number open)
     tethered_lagged: int = 0     # Lagged raised to a still-tethered subscriber
     conflicts: int = 0           # received, though a tethered subscriber passed it over
     untethered_by_stall: int = 0
@@ -587,10 +610,14 @@ class Result:
     broken: list[str] = field(default_factory=list)
 
 
-def _bounds(ledger: Ledger, slot: int) -> tuple[int, int, int]:
+def _bounds(ledger: Ledger, slot: int, settled: bool) -> tuple[int, int, int] | None:
     """What an untethered subscriber's Lagged counts may add up to (low,
-    high: equal when it is exact), and what they do."""
-    get = ledger.sub
+    high: equal when it is exact), and what they do: at ShutDown, or
+    (`settled`) at its last checkpoint (None: none whole)."""
+    def get(_: int, word: int) -> int:
+        return ledger.sub(slot, CHECKPOINT + 1 + SETTLED.index(word) if settled else word)
+    if settled and ledger.sub(slot, CHECKPOINT) % 2 or not ledger.sub(slot, CHECKPOINT):
+        return None   # killed while writing it, or before the first
     low, high = get(slot, LOWER), get(slot, UPPER) + get(slot, OPEN)
     logged = get(slot, GAPS)
     if logged <= MAX_GAPS:
@@ -629,13 +656,18 @@ def account(s: Settings, ledger: Ledger, run: Run, stats: dict[str, Any]) -> Res
         r.missed += get(slot, MISSED)
         r.tethered_lagged += get(slot, TETHERED_LAGGED)
         r.untethered_by_stall += get(slot, UNTETHERED)
-        if slot in run.killed_subs:
-            continue
-        r.survivors += 1
-        if not get(slot, DONE):
-            r.unfinished += 1
-        elif run.sub_kinds[slot] == "untethered" or get(slot, UNTETHERED):
-            low, high, missed = _bounds(ledger, slot)
+        killed = slot in run.killed_subs
+        if not killed:
+            r.survivors += 1
+            if not get(slot, DONE):
+                r.unfinished += 1
+                continue
+        if run.sub_kinds[slot] == "untethered" or get(slot, UNTETHERED):
+            bounds = _bounds(ledger, slot, settled=killed)
+            if bounds is None:
+                continue
+            low, high, missed = bounds
+            r.checked += killed
             if not low <= missed <= high:
                 r.unexplained += 1
             elif low == high:
@@ -682,7 +714,8 @@ def report(s: Settings, run: Run, r: Result) -> None:
         ("corrupt or phantom", r.corrupt, ""),
         ("lagged", r.lagged, f"untethered: {r.missed} messages missed"),
         ("lagged accounts", f"{r.exact}/{r.bounded}/{r.unexplained}",
-         "untethered survivors: exact/within bounds/wrong"),
+         f"untethered: exact/within bounds/wrong; {r.checked} of them killed ones, "
+         "checked at their last settled point"),
         ("untethered by stall", r.untethered_by_stall,
          f"stall_timeout {s.stall_timeout:g} s" if s.stall_timeout else "no stall_timeout"),
         ("kills", sum(k.values()), f"{k['publisher']} publishers, {k['tethered']} tethered, "
