@@ -102,6 +102,10 @@ LINEAGE_WORDS = 8
 # counts are checked there.  CHECKPOINT is odd while the copy is written.
 CHECKPOINT = 17
 SETTLED = (LOWER, UPPER, OPEN, MISSED, GAPS)   # copied to CHECKPOINT + 1...
+# The topic's number of its first message (-1: not known): its account at
+# ShutDown is then exact whatever the lineages' uncertain numbers.
+START = CHECKPOINT + 1 + len(SETTLED)
+START_TRIES = 100
 SUB_WORDS = 24
 
 
@@ -390,6 +394,16 @@ def _subscribe(topic: Topic, ledger: Ledger, slot: int, tethered: bool,
             break
         sub.close()
         time.sleep(rng.random() * 0.002)
+    # The topic's number of our first message: what was published (the
+    # topic's own count) less what we have still to take, read when no
+    # publish came in between.
+    ledger.subs[slot * SUB_WORDS + START] = -1
+    for _ in range(START_TRIES):
+        lag = sub.lag
+        published = topic.stats()["published"]
+        if sub.lag == lag:
+            ledger.subs[slot * SUB_WORDS + START] = published - lag
+            break
     ledger.subs[slot * SUB_WORDS + SUBSCRIBED] = 1
     while True:
         try:
@@ -593,6 +607,8 @@ class Result:
     lagged: int = 0              # Lagged raised to untethered subscribers
     missed: int = 0              # their counts' sum
     unexplained: int = 0         # untethered accounts whose Lagged and gaps disagree
+    whole: int = 0               # survivors whose received + missed = published since their start
+    not_whole: int = 0           # ... and those whose do not
     checked: int = 0             # killed untethered subscribers checked at a checkpoint
     exact: int = 0               # untethered accounts exact
     bounded: int = 0             # ... within bounds (a fate unknown, or a number open)
@@ -633,6 +649,16 @@ def _bounds(ledger: Ledger, slot: int, settled: bool) -> tuple[int, int, int] | 
     return low, high, get(slot, MISSED)
 
 
+def _whole(ledger: Ledger, slot: int, published: int) -> bool | None:
+    """Whether a subscriber that reached ShutDown took, or was told it
+    missed, exactly every message published from its first on (None: its
+    first is not known)."""
+    start = ledger.sub(slot, START)
+    if start < 0:
+        return None
+    return ledger.sub(slot, RECEIVED) + ledger.sub(slot, MISSED) == published - start
+
+
 def account(s: Settings, ledger: Ledger, run: Run, stats: dict[str, Any]) -> Result:
     r = Result(kills=dict(run.kills), stops=run.stops,
                lock_recoveries=stats["lock_recoveries"], reaped=stats["reaped"])
@@ -662,6 +688,9 @@ def account(s: Settings, ledger: Ledger, run: Run, stats: dict[str, Any]) -> Res
             if not get(slot, DONE):
                 r.unfinished += 1
                 continue
+            whole = _whole(ledger, slot, stats["published"])
+            r.whole += whole is True
+            r.not_whole += whole is False
         if run.sub_kinds[slot] == "untethered" or get(slot, UNTETHERED):
             bounds = _bounds(ledger, slot, settled=killed)
             if bounds is None:
@@ -688,6 +717,9 @@ def account(s: Settings, ledger: Ledger, run: Run, stats: dict[str, Any]) -> Res
     if r.unexplained:
         b.append(f"{r.unexplained} untethered subscribers whose Lagged counts do not match "
                  "their gaps")
+    if r.not_whole:
+        b.append(f"{r.not_whole} subscribers whose messages received and Lagged counts do "
+                 "not add up to what was published after they subscribed")
     if r.unfinished:
         b.append(f"{r.unfinished} subscribers did not reach ShutDown")
     limit = s.stall_limit + (s.stall_timeout or 0.0)
@@ -716,6 +748,8 @@ def report(s: Settings, run: Run, r: Result) -> None:
         ("lagged accounts", f"{r.exact}/{r.bounded}/{r.unexplained}",
          f"untethered: exact/within bounds/wrong; {r.checked} of them killed ones, "
          "checked at their last settled point"),
+        ("whole accounts", f"{r.whole}/{r.survivors}",
+         "survivors: received + Lagged counts = published since their first"),
         ("untethered by stall", r.untethered_by_stall,
          f"stall_timeout {s.stall_timeout:g} s" if s.stall_timeout else "no stall_timeout"),
         ("kills", sum(k.values()), f"{k['publisher']} publishers, {k['tethered']} tethered, "
