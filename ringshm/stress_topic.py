@@ -510,14 +510,21 @@ class Supervisor:
                and (w.kind == "untethered" or (w.kind == "tethered" and self.s.stall_timeout))]
         if can:
             pid = self.rng.choice(sorted(can))
-            os.kill(pid, signal.SIGSTOP)
+            self._signal(pid, signal.SIGSTOP)
             self.stopped[pid] = now + self.s.stop_for
             self.run.stops += 1
+
+    def _signal(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:   # reaped: the books are wrong
+            self.run.errors.append(f"signal {signum} to worker {pid}: no such process "
+                                   f"(on the books: {pid in self.run.workers})")
 
     def resume(self, now: float) -> None:
         for pid, when in list(self.stopped.items()):
             if when <= now:
-                os.kill(pid, signal.SIGCONT)
+                self._signal(pid, signal.SIGCONT)
                 del self.stopped[pid]
 
     def reap(self, respawn: bool) -> None:
@@ -526,13 +533,17 @@ class Supervisor:
             if pid == 0:
                 break
             worker = self.run.workers.pop(pid, None)
+            self.stopped.pop(pid, None)
             if worker is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if code != EXIT_OK:
                 self.run.errors.append(f"{worker.kind} {worker.slot} (pid {pid}) exited "
                                        f"with status {code}")
-            if respawn:
+            if respawn:   # during the run: nothing ends by itself
+                if code == EXIT_OK:
+                    self.run.errors.append(f"{worker.kind} {worker.slot} (pid {pid}) ended "
+                                           "by itself")
                 if worker.kind != "publisher":
                     self.run.killed_subs.add(worker.slot)   # its account ended early
                 self.spawn(worker.kind, worker.slot)
