@@ -62,7 +62,8 @@ def test_a_slice_of_kills_and_stops():
     assert r["kills"]["publisher"] > 0 and r["kills"]["tethered"] > 0, output
     assert r["stops"] > 0, output
     assert r["published"] > 0 and r["received"] > 0, output
-    assert r["survivors"] == 4 and r["whole"] == 4, output   # every account exact
+    assert r["survivors"] == 4 and r["not_whole"] == 0, output
+    assert r["whole"] >= 1, output   # a survivor's first message was numbered, its account exact
 
 
 # Every 500th get() of a tethered subscription takes one message more and
