@@ -1,7 +1,7 @@
 # Developer commands; .ci/run and the README use the same steps.
 PY ?= .venv/bin/python
 
-.PHONY: venv build debug release test test-debug bench lint docs clean soak-cross wheel wheel-check sdist-check
+.PHONY: venv build debug release test test-debug bench lint docs clean soak-cross soak-topic wheel wheel-check sdist-check
 
 venv:
 	test -x $(PY) || python3 -m venv .venv
@@ -52,6 +52,13 @@ clean:
 SOAK ?= 300
 soak-cross: build
 	RINGSHM_SOAK_SECONDS=$(SOAK) $(PY) -m pytest -q -s tests/test_cross_faults.py
+
+# ringshm stress --topic for SOAK seconds: 2 publishers, 3 tethered and 1
+# untethered subscribers, a SIGKILL every 200 ms, a SIGSTOP of 500 ms every
+# second (tethered ones untethered by a 0.25 s stall_timeout); docs/RELIABILITY.md.
+soak-topic: build
+	$(PY) -m ringshm stress --topic --publishers 2 --tethered 3 --untethered 1 \
+	    --seconds $(SOAK) --kill-every 200 --stop-every 1000 --stop-for 500 --stall-timeout 0.25
 
 # Wheels (docs/DESIGN.md, "Wheels and platforms"), for WHEEL_PY (any
 # Python 3.9+, e.g. WHEEL_PY=~/.pyenv/versions/3.12.1/bin/python) into

@@ -629,7 +629,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signals: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     command: Callable[[], int]
     if argv and argv[0] in ("bench", "stress"):
-        command = functools.partial(_delegate, argv[0], argv[1:])
+        topic = argv[0] == "stress" and "--topic" in argv   # ringshm/stress_topic.py
+        command = functools.partial(_delegate, "stress_topic" if topic else argv[0], argv[1:])
     else:
         args = build_parser().parse_args(argv)
         command = functools.partial(args.func, args)

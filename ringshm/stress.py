@@ -132,27 +132,18 @@ def _produce(ring: Ring, ledger: Ledger, slot: int, sizes: tuple[int, int],
              seed: int, supervisor: int) -> int:
     """Put messages until told to stop; returns the exit code."""
     rng = random.Random(seed)
-    low, high = sizes
-    pool = rng.randbytes(2 * high + 4096)
+    message = messages_of(rng, slot, sizes)
     # A batch may take at most half the ring (DESIGN.md, "batches").
-    max_batch = min(MAX_BATCH, ring.capacity // 2 // _record_span(HEADER.size + high))
+    max_batch = min(MAX_BATCH, ring.capacity // 2 // _record_span(HEADER.size + sizes[1]))
     words = ledger.producers
     base = slot * PRODUCER_WORDS
     control = ledger.control
     seq = 0
-
-    def message(n: int) -> bytes:
-        size = rng.randint(low, high)
-        start = rng.randrange(len(pool) - size + 1)
-        payload = pool[start:start + size]
-        return HEADER.pack(slot, n, size, zlib.crc32(payload)) + payload
-
     while not control[STOP]:
-        how = rng.random()
-        count = rng.randint(2, max_batch) if how < 0.1 and max_batch >= 2 else 1
+        how, batch = next_batch(rng, max_batch, message, seq)
+        count = len(batch)
         if seq + count > SEQ_LIMIT:
             return EXIT_RETIRED
-        batch = [message(seq + i) for i in range(count)]
         words[base + PENDING] = seq + count
         while True:
             try:
@@ -176,6 +167,29 @@ def _produce(ring: Ring, ledger: Ledger, slot: int, sizes: tuple[int, int],
         if seq & 1023 < count and os.getppid() != supervisor:
             break
     return EXIT_OK
+
+
+def messages_of(rng: random.Random, slot: int, sizes: tuple[int, int]) -> Callable[[int], bytes]:
+    """A maker of worker `slot`'s message number n: HEADER, then a payload
+    of random size in `sizes` (a slice of random bytes)."""
+    low, high = sizes
+    pool = rng.randbytes(2 * high + 4096)
+
+    def message(n: int) -> bytes:
+        size = rng.randint(low, high)
+        start = rng.randrange(len(pool) - size + 1)
+        payload = pool[start:start + size]
+        return HEADER.pack(slot, n, size, zlib.crc32(payload)) + payload
+    return message
+
+
+def next_batch(rng: random.Random, max_batch: int, message: Callable[[int], bytes],
+               seq: int) -> tuple[float, list[bytes]]:
+    """(how, messages seq, seq + 1...): how < 0.1, a batch of 2..max_batch;
+    else one message, to put zero-copy if how < 0.4."""
+    how = rng.random()
+    count = rng.randint(2, max_batch) if how < 0.1 and max_batch >= 2 else 1
+    return how, [message(seq + i) for i in range(count)]
 
 
 def _consume(ring: Ring, ledger: Ledger, slot: int, mode: str, seed: int,
@@ -254,6 +268,63 @@ class Worker:
     slot: int
 
 
+W = TypeVar("W")
+
+
+def fork_worker(body: Callable[[], int], workers: dict[int, W], worker: W) -> int:
+    """Fork a worker that runs `body` (its return value the exit code, an
+    exception EXIT_ERROR with the traceback on stderr) and put it on the
+    books (`workers[pid] = worker`); returns its pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A Ctrl-C between fork() and the bookkeeping below would leave a
+    # worker that kill_all() does not know: hold the signals until the
+    # worker is on the books (and, in the worker, until it ignores SIGINT).
+    with _signals_held() as mask:
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_ERROR
+            try:
+                # Ctrl-C goes to the whole process group: the supervisor ends
+                # the workers itself, in order.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                code = body()
+            except BaseException:  # noqa: BLE001 - any failure of a worker is reported
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        workers[pid] = worker
+    return pid
+
+
+def kill_worker(pid: int, workers: dict[int, W]) -> W:
+    """SIGKILL and reap worker `pid`, taking it off the books; returns it."""
+    # Off the books, killed and reaped as one step: a Ctrl-C in between
+    # would leave a worker (or a zombie) that kill_all() does not know.
+    with _signals_held():
+        worker = workers.pop(pid)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)   # at once: a dead process is a zombie until reaped
+    return worker
+
+
+def kill_all(workers: dict[int, W]) -> None:
+    """SIGKILL and reap every worker on the books (stopped ones too)."""
+    for pid in list(workers):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in list(workers):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        del workers[pid]
+
+
 @dataclass
 class Settings:
     producers: int
@@ -311,41 +382,18 @@ class Supervisor:
                 raise OutOfSlots("consumer")
             slot, run.next_consumer = run.next_consumer, run.next_consumer + 1
         seed = self.rng.getrandbits(64)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # A Ctrl-C between fork() and the bookkeeping below would leave a
-        # worker that kill_all() does not know: hold the signals until the
-        # worker is on the books (and, in the worker, until it ignores SIGINT).
-        with _signals_held() as mask:
-            pid = os.fork()
-            if pid == 0:
-                os._exit(self._worker(kind, slot, seed, mask))
-            run.workers[pid] = Worker(kind, slot)
+        fork_worker(lambda: self._worker(kind, slot, seed), run.workers, Worker(kind, slot))
 
-    def _worker(self, kind: str, slot: int, seed: int, mask: set[int | signal.Signals]) -> int:
+    def _worker(self, kind: str, slot: int, seed: int) -> int:
         """The body of a forked worker; never returns into the supervisor."""
-        try:
-            # Ctrl-C goes to the whole process group: the supervisor ends the
-            # workers itself, in order.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            ring = Ring.open(self.ring.name)
-            if kind == "producer":
-                return _produce(ring, self.ledger, slot, self.s.sizes, seed, self.pid)
-            return _consume(ring, self.ledger, slot, self.s.consume, seed, self.pid)
-        except BaseException:  # noqa: BLE001 - any failure of a worker is reported
-            traceback.print_exc()
-            return EXIT_ERROR
+        ring = Ring.open(self.ring.name)
+        if kind == "producer":
+            return _produce(ring, self.ledger, slot, self.s.sizes, seed, self.pid)
+        return _consume(ring, self.ledger, slot, self.s.consume, seed, self.pid)
 
     def kill_random(self) -> None:
         pid = self.rng.choice(sorted(self.run.workers))
-        # Off the books, killed and reaped as one step: a Ctrl-C in between
-        # would leave a worker (or a zombie) that kill_all() does not know.
-        with _signals_held():
-            worker = self.run.workers.pop(pid)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)   # at once: a dead process is a zombie until reaped
+        worker = kill_worker(pid, self.run.workers)
         self.run.kills[worker.kind] += 1
         if worker.kind == "producer":
             self.run.killed_producers.append(worker.slot)
@@ -377,17 +425,7 @@ class Supervisor:
         return ended
 
     def kill_all(self) -> None:
-        for pid in list(self.run.workers):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in list(self.run.workers):
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            del self.run.workers[pid]
+        kill_all(self.run.workers)
 
     # -- the run -----------------------------------------------------------
 
@@ -614,19 +652,28 @@ def report(s: Settings, run: Run, a: Account, stats: dict[str, Any]) -> list[str
         ("ring counters put/got", f"{ring_put}/{ring_got}", "+1: the end marker"),
         ("result", "FAIL" if broken else "PASS", ""),
     ]
-    kill_note = (f"a SIGKILL every {s.kill_every * 1000:g} ms" if s.kill_every
-                 else "no kills")
     print(f"ringshm stress: {s.producers} producers, {s.consumers} consumers, "
-          f"{run.elapsed:.1f} s, {kill_note}, payloads {s.sizes[0]}:{s.sizes[1]} bytes, "
-          f"capacity {stats['capacity']}, consumers use {s.consume}")
-    if run.ended_early:
-        print(f"  (ended early: {run.ended_early})")
+          f"{run.elapsed:.1f} s, {kill_note(s.kill_every)}, payloads "
+          f"{s.sizes[0]}:{s.sizes[1]} bytes, capacity {stats['capacity']}, consumers use "
+          f"{s.consume}")
+    print_table(run.ended_early, rows, broken)
+    return broken
+
+
+def kill_note(every: float) -> str:
+    return f"a SIGKILL every {every * 1000:g} ms" if every else "no kills"
+
+
+def print_table(ended_early: str | None, rows: Sequence[tuple[str, object, str]],
+                broken: Sequence[str]) -> None:
+    """The table under a run's title line (tests/test_stress.py reads it)."""
+    if ended_early:
+        print(f"  (ended early: {ended_early})")
     for name, value, note in rows:
         print(f"  {name:<24}{value!s:>15}" + (f"   ({note})" if note else ""))
     for problem in broken:
         print(f"  broken: {problem}")
     sys.stdout.flush()
-    return broken
 
 
 # ---------------------------------------------------------------- command line
@@ -703,6 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--name", default=None, help="ring name (default: a fresh one)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--topic", action="store_true",
+                        help="publishers and subscribers of a topic instead "
+                             "(ringshm.stress_topic; its options: ringshm stress --topic "
+                             "--help)")
     return parser
 
 
@@ -730,6 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.topic:   # `ringshm stress --topic` runs ringshm.stress_topic (cli.py)
+        parser.error("--topic is ringshm.stress_topic's: run `ringshm stress --topic`")
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     settings = Settings(args.producers, args.consumers, args.seconds,
                         args.kill_every / 1000, args.sizes, args.capacity, args.consume,

@@ -42,6 +42,7 @@ LAYERS = [
     "ringshm._aiohelper",     # ringshm.asyncio's helper thread of each event loop
     "ringshm.asyncio",
     "ringshm.stress",
+    "ringshm.stress_topic",   # ringshm stress --topic
     "ringshm.demo",
     "ringshm.top",            # the live view of every ring
     "ringshm.bridge",
