@@ -9,12 +9,14 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
+from ._typing import Buffer
 from .census import human_size
-from .errors import MessageTooLarge
+from .errors import Empty, MessageTooLarge, ShutDown
 
 PROG = "ringshm"
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -244,3 +246,44 @@ def send_stream(ring: Sink, stream: BinaryIO, separator: bytes) -> int:
     if pending:
         sent += _put_all(ring, [b"".join(pending)])
     return sent
+
+
+def print_messages(take: Callable[[Callable[[Buffer], None]], None], args: argparse.Namespace,
+                   skip: Callable[[BaseException], bool] = lambda exc: False) -> int:
+    """recv's and sub's loop: ``take(write)`` takes one message and writes
+    it, one per line (``--null``: NUL), until shutdown, ``--count`` or
+    ``--timeout``.  An exception for which ``skip`` is true (and which it
+    reported) is passed over; a reader that went away ends it quietly.
+    Returns the exit status."""
+    separator = b"\0" if args.null else b"\n"
+    out = sys.stdout.buffer
+
+    def write(message: Buffer) -> None:
+        out.write(message)
+        out.write(separator)
+        out.flush()
+
+    received = 0
+    while args.count is None or received < args.count:
+        try:
+            take(write)
+        except ShutDown:
+            break
+        except Empty:
+            if args.count is not None:
+                _error(f"timed out after {received} of {args.count} messages")
+                return 1
+            break
+        except OSError as exc:
+            # Nothing more reaches stdout: keep Python's own flush at exit
+            # from failing (and printing) again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            if isinstance(exc, BrokenPipeError):
+                return 128 + signal.SIGPIPE   # the reader left, as `| head` does
+            raise
+        except Exception as exc:
+            if skip(exc):
+                continue
+            raise
+        received += 1
+    return 0

@@ -32,12 +32,14 @@ from ._cli_common import (
     parse_size,
     parse_sysv_key,
     print_info,
+    print_messages,
     send_stream,
     subscriber_text,
 )
+from ._typing import Buffer
 from ._version import __version__
 from .census import human_size
-from .errors import Empty, RingCorrupted, RingError, ShutDown
+from .errors import RingCorrupted, RingError
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -371,34 +373,13 @@ def cmd_recv(args: argparse.Namespace) -> int:
     """Messages to stdout, one per line, until shutdown, --count or --timeout.
     A message leaves the ring only once it was written and flushed: a full
     disk or a reader that went away loses nothing."""
-    separator = b"\0" if args.null else b"\n"
-    out = sys.stdout.buffer
-    received = 0
     with _ring_cls().open(args.name) as ring:
-        while args.count is None or received < args.count:
-            try:
-                # view() consumes the message only when the block ends
-                # normally; a write that raises leaves it in the ring.
-                with ring.view(timeout=args.timeout) as message:
-                    out.write(message)
-                    out.write(separator)
-                    out.flush()
-            except ShutDown:
-                break
-            except Empty:
-                if args.count is not None:
-                    _error(f"timed out after {received} of {args.count} messages")
-                    return 1
-                break
-            except OSError as exc:
-                # Nothing more reaches stdout: keep Python's own flush at
-                # exit from failing (and printing) again.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-                if isinstance(exc, BrokenPipeError):
-                    return 128 + signal.SIGPIPE   # the reader left, as `| head` does
-                raise
-            received += 1
-    return 0
+        def take(write: Callable[[Buffer], None]) -> None:
+            # view() consumes the message only when the block ends
+            # normally; a write that raises leaves it in the ring.
+            with ring.view(timeout=args.timeout) as message:
+                write(message)
+        return print_messages(take, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

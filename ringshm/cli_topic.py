@@ -8,23 +8,21 @@ topic's lock to look at it (stats() and subscribers() read without one).
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._cli_common import (
     PROG,
-    _error,
     _shown,
     parse_count,
     parse_seconds,
     print_info,
+    print_messages,
     send_stream,
     subscriber_text,
 )
 from .census import escape_name, subscriber_row
-from .errors import Empty, Lagged, RingWrongKind, ShutDown
+from .errors import Lagged, RingWrongKind
 
 if TYPE_CHECKING:
     from .topic import Topic
@@ -130,37 +128,19 @@ def cmd_sub(args: argparse.Namespace) -> int:
     """Subscribe, and print every message published from then on (after the
     topic's history), one per line, until shutdown, --count or --timeout.
     A Lagged (untethered, overrun) is a line on stderr; it goes on."""
-    separator = b"\0" if args.null else b"\n"
-    out = sys.stdout.buffer
-    received = 0
+    def lagged(exc: BaseException) -> bool:
+        if not isinstance(exc, Lagged):
+            return False
+        print(f"{PROG}: lagged: {exc.missed} messages missed (an untethered "
+              f"subscriber overrun); going on", file=sys.stderr, flush=True)
+        return True
+
     with _open_topic(args.name) as topic:
         sub = topic.subscribe(tethered=not args.untethered, stall_timeout=args.stall_timeout)
-        while args.count is None or received < args.count:
-            try:
-                # A copy (not a view): an untethered subscriber's message
-                # written over while copied is Lagged, never printed torn.
-                message = sub.get(timeout=args.timeout)
-                out.write(message)
-                out.write(separator)
-                out.flush()
-            except Lagged as lagged:
-                print(f"{PROG}: lagged: {lagged.missed} messages missed (an untethered "
-                      f"subscriber overrun); going on", file=sys.stderr, flush=True)
-                continue
-            except ShutDown:
-                break
-            except Empty:
-                if args.count is not None:
-                    _error(f"timed out after {received} of {args.count} messages")
-                    return 1
-                break
-            except OSError as exc:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-                if isinstance(exc, BrokenPipeError):
-                    return 128 + signal.SIGPIPE   # the reader left, as `| head` does
-                raise
-            received += 1
-    return 0
+        # A copy (not a view): an untethered subscriber's message written
+        # over while copied is Lagged, never printed torn.
+        return print_messages(lambda write: write(sub.get(timeout=args.timeout)), args,
+                              skip=lagged)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
