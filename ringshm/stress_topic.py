@@ -52,8 +52,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import Empty, Full, Lagged, ShutDown
-from .stress import (
+from ._stress_common import (
     DRAIN_TIMEOUT,
     EXIT_OK,
     HEADER,
@@ -74,6 +73,7 @@ from .stress import (
     next_batch,
     print_table,
 )
+from .errors import Empty, Full, Lagged, ShutDown
 from .topic import Topic
 
 __all__ = ["main"]

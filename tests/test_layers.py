@@ -41,6 +41,7 @@ LAYERS = [
     "ringshm",                # the package's public names
     "ringshm._aiohelper",     # ringshm.asyncio's helper thread of each event loop
     "ringshm.asyncio",
+    "ringshm._stress_common",  # what both stress modes share
     "ringshm.stress",
     "ringshm.stress_topic",   # ringshm stress --topic
     "ringshm.demo",
